@@ -1,0 +1,63 @@
+# The one entry point. Every target sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find proto -name '*.proto' | sort)
+GEN_OUT ?= gen/python
+
+.PHONY: help install gen gen-check lint test demo bench clean
+
+help:
+	@echo "make install    create .venv and install the package with its pinned toolchain"
+	@echo "make gen        regenerate gen/ from proto/ (grpcio-tools + betterproto2)"
+	@echo "make gen-check  fail if gen/ differs from a fresh regeneration"
+	@echo "make lint       ruff, buf lint (STANDARD), import-linter layer contracts"
+	@echo "make test       the test suite (pytest)"
+	@echo "make demo       load a Bacalhau v0.3 job file and show it through the model"
+	@echo "make bench      benchmarks of the model helpers"
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# Writes the wire/model stubs to $(GEN_OUT)/bacalhau and the SDK dataclasses to $(GEN_OUT)/bacalhau_sdk.
+gen: $(STAMP)
+	rm -rf $(GEN_OUT)/bacalhau $(GEN_OUT)/bacalhau_sdk
+	mkdir -p $(GEN_OUT)/bacalhau_sdk
+	$(PY) -m grpc_tools.protoc -I proto --python_out=$(GEN_OUT) --pyi_out=$(GEN_OUT) \
+		--grpc_python_out=$(GEN_OUT) $(PROTOS)
+	find $(GEN_OUT)/bacalhau -type d -exec touch {}/__init__.py \;
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m grpc_tools.protoc -I proto \
+		--python_betterproto2_out=$(GEN_OUT)/bacalhau_sdk $(PROTOS) > /dev/null
+
+gen-check: $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(MAKE) --no-print-directory gen GEN_OUT=$$tmp > /dev/null && \
+	if diff -r -x __pycache__ gen/python "$$tmp"; then echo "gen/ is up to date"; \
+	else echo "gen/ is stale: run 'make gen' and commit the result" >&2; exit 1; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check services tests bench setup.py
+	$(BIN)/ruff format --check services tests bench setup.py
+	$(BIN)/buf lint
+	$(BIN)/lint-imports
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(PY) -m bacalhau_grpc.common.model.demo tests/data/bacalhau_v03_job.yaml
+
+bench: $(STAMP)
+	$(PY) bench/bench_model.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The library every service shares: model helpers, errors, and (later) server and telemetry setup."""
