@@ -36,7 +36,7 @@ gen: $(STAMP)
 		--grpc_python_out=$(GEN_OUT) $(PROTOS)
 	find $(GEN_OUT)/bacalhau -type d -exec touch {}/__init__.py \;
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m grpc_tools.protoc -I proto \
-		--python_betterproto2_out=$(GEN_OUT)/bacalhau_sdk $(PROTOS) > /dev/null
+		--python_betterproto2_out=$(GEN_OUT)/bacalhau_sdk $(PROTOS) 2> >(grep -v "^Writing " >&2)
 
 gen-check: $(STAMP)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
@@ -54,7 +54,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	$(PY) -m bacalhau_grpc.common.model.demo tests/data/bacalhau_v03_job.yaml
+	$(PY) -m bacalhau_grpc.common.model.demo tests/data/bacalhau_v03_job.yaml tests/data/bacalhau_v0315_nested_job.yaml
 
 bench: $(STAMP)
 	$(PY) bench/bench_model.py

@@ -84,7 +84,9 @@ JOB_EVENT_TYPE = GoEnum(
         "InvalidRequest",
     ),
 )
-JOB_LOCAL_EVENT_TYPE = GoEnum("JobLocalEventType", ("Selected", "Bid", "BidAccepted", "BidRejected", "Verified"))
+JOB_LOCAL_EVENT_TYPE = GoEnum(
+    "JobLocalEventType", ("Selected", "Bid", "BidAccepted", "BidRejected", "Verified")
+)
 # Go gives this one explicit numbers with Local = 0, so it has no hidden unknown value. It has no
 # text marshalling in Go: job files carry it as a number; the names serve command-line flags.
 JOB_SELECTION_DATA_LOCALITY = GoEnum("JobSelectionDataLocality", ("local", "anywhere"), first=0)

@@ -5,7 +5,9 @@ from bacalhau_grpc.common.model import pb
 _S = pb.JobStateType
 _E = pb.JobEventType
 
-_TERMINAL_STATES = frozenset({_S.JOB_STATE_TYPE_COMPLETED, _S.JOB_STATE_TYPE_ERROR, _S.JOB_STATE_TYPE_CANCELLED})
+_TERMINAL_STATES = frozenset(
+    {_S.JOB_STATE_TYPE_COMPLETED, _S.JOB_STATE_TYPE_ERROR, _S.JOB_STATE_TYPE_CANCELLED}
+)
 _COMPLETE_STATES = frozenset({_S.JOB_STATE_TYPE_COMPLETED, _S.JOB_STATE_TYPE_ERROR})
 _PAST_BID_ACCEPTED = frozenset(
     {

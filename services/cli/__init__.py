@@ -1,0 +1,1 @@
+"""The bacalhau-grpc command line (issue 7)."""
