@@ -56,13 +56,14 @@ def messages(
     *,
     max_depth: int = 4,
     max_items: int = 3,
-    whole_microsecond_timestamps: bool = False,
+    sdk_representable: bool = False,
 ) -> st.SearchStrategy:
     """Any instance of `message_class` (see the module docstring for what varies).
 
-    `whole_microsecond_timestamps` draws Timestamps as `timestamps(whole_microseconds=True)` does.
+    `sdk_representable` keeps to values the betterproto2 SDK types can hold: Timestamps in whole
+    microseconds (Python's `datetime`) and no -0.0 (betterproto2 drops it as the default 0.0).
     """
-    return _messages(message_class.DESCRIPTOR, max_depth, max_items, whole_microsecond_timestamps)
+    return _messages(message_class.DESCRIPTOR, max_depth, max_items, sdk_representable)
 
 
 @cache
@@ -106,10 +107,11 @@ def _single_values(field: FieldDescriptor, depth: int, max_items: int, micros: b
         return _INTEGERS[kind]
     if kind == _F.CPPTYPE_BOOL:
         return st.booleans()
-    if kind == _F.CPPTYPE_DOUBLE:
-        return st.floats(allow_nan=False, allow_infinity=False)
-    if kind == _F.CPPTYPE_FLOAT:
-        return st.floats(allow_nan=False, allow_infinity=False, width=32)
+    if kind in (_F.CPPTYPE_DOUBLE, _F.CPPTYPE_FLOAT):
+        floats = st.floats(
+            allow_nan=False, allow_infinity=False, width=64 if kind == _F.CPPTYPE_DOUBLE else 32
+        )
+        return floats.map(lambda x: x + 0.0) if micros else floats  # x + 0.0 turns -0.0 into 0.0
     if field.type == _F.TYPE_BYTES:
         return st.binary(max_size=12)
     return _TEXT

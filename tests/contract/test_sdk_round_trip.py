@@ -1,8 +1,9 @@
 """The SDK's betterproto2 dataclasses carry every model message losslessly, both ways.
 
-One limit is Python's, not ours: betterproto2 turns a `google.protobuf.Timestamp` into a
-`datetime`, which holds microseconds, so nanoseconds below a microsecond do not survive the SDK.
-The round trips below therefore draw whole-microsecond times, and the last test pins the loss down.
+Two limits are betterproto2's, not ours: it turns a `google.protobuf.Timestamp` into a `datetime`,
+which holds microseconds, so nanoseconds below a microsecond do not survive the SDK; and it drops a
+double of -0.0 as if it were the default 0.0. The round trips below therefore draw values the SDK
+types can hold, and the last two tests pin both losses down.
 """
 
 import datetime
@@ -23,7 +24,7 @@ PB_CLASSES = {name: getattr(m, name) for m in pb.MODULES for name in m.DESCRIPTO
 @given(data=st.data())
 def test_pb_betterproto_pb_is_lossless(name, data):
     pb_class = PB_CLASSES[name]
-    original = data.draw(messages(pb_class, whole_microsecond_timestamps=True))
+    original = data.draw(messages(pb_class, sdk_representable=True))
     sdk_message = getattr(sdk, name).parse(original.SerializeToString())
     assert pb_class.FromString(bytes(sdk_message)) == original
     assert getattr(sdk, name).parse(bytes(sdk_message)) == sdk_message
@@ -40,3 +41,8 @@ def test_sdk_times_keep_microseconds_and_drop_finer_digits():
     sdk_event = sdk.JobEvent.parse(event.SerializeToString())
     assert sdk_event.event_time == datetime.datetime(2022, 11, 17, 13, 32, 55, 756658, tzinfo=datetime.UTC)
     assert pb.JobEvent.FromString(bytes(sdk_event)).event_time.nanos == 756658000
+
+
+def test_sdk_turns_negative_zero_into_zero():
+    sdk_spec = sdk.Spec.parse(pb.Spec(timeout=-0.0).SerializeToString())
+    assert str(pb.Spec.FromString(bytes(sdk_spec)).timeout) == "0.0"
