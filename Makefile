@@ -36,7 +36,7 @@ gen: $(STAMP)
 		--grpc_python_out=$(GEN_OUT) $(PROTOS)
 	find $(GEN_OUT)/bacalhau -type d -exec touch {}/__init__.py \;
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m grpc_tools.protoc -I proto \
-		--python_betterproto2_out=$(GEN_OUT)/bacalhau_sdk $(PROTOS) 2> >(grep -v "^Writing " >&2)
+		--python_betterproto2_opt=client_generation=none --python_betterproto2_out=$(GEN_OUT)/bacalhau_sdk $(PROTOS) 2> >(grep -v "^Writing " >&2)
 
 gen-check: $(STAMP)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \

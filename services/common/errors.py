@@ -20,3 +20,35 @@ class LimitExceededError(InvalidArgumentError):
     def __init__(self, message: str, *, limit: str, field: str = "") -> None:
         super().__init__(message, field=field)
         self.limit = limit
+
+
+class NotFoundError(BacalhauError):
+    """Something asked for by ID does not exist (a job, an execution, a node)."""
+
+
+class AlreadyExistsError(BacalhauError):
+    """Something to be created exists already."""
+
+
+class FailedPreconditionError(BacalhauError):
+    """The request is valid but the thing it acts on is in the wrong state for it."""
+
+
+class PermissionDeniedError(BacalhauError):
+    """The caller is known but may not do this (e.g. cancel another client's job)."""
+
+
+class UnauthenticatedError(BacalhauError):
+    """The caller's identity could not be established (bad key, ClientID or signature)."""
+
+
+class ResourceExhaustedError(BacalhauError):
+    """A limit of the service was reached (capacity, queue length)."""
+
+
+class UnavailableError(BacalhauError):
+    """A service this one depends on cannot be reached now; retrying later may work."""
+
+
+class DeadlineExceededError(BacalhauError):
+    """A call to another service ran out of time."""

@@ -9,6 +9,7 @@ from bacalhau.model.v1beta1 import (
     job_pb2,
     job_selection_pb2,
     job_state_pb2,
+    node_info_pb2,
     publisher_pb2,
     resource_usage_pb2,
     spec_pb2,
@@ -26,6 +27,7 @@ MODULES = (
     job_pb2,
     job_selection_pb2,
     job_state_pb2,
+    node_info_pb2,
     publisher_pb2,
     resource_usage_pb2,
     spec_pb2,
@@ -48,6 +50,7 @@ JobWithInfo = job_pb2.JobWithInfo
 JobCreatePayload = job_pb2.JobCreatePayload
 JobSelectionDataLocality = job_selection_pb2.JobSelectionDataLocality
 JobSelectionPolicy = job_selection_pb2.JobSelectionPolicy
+NodeInfo = node_info_pb2.NodeInfo
 JobStateType = job_state_pb2.JobStateType
 JobState = job_state_pb2.JobState
 JobNodeState = job_state_pb2.JobNodeState
