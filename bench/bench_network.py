@@ -1,0 +1,130 @@
+"""Noop jobs through a devstack: 1 requester, 1 verifier and 3 compute nodes, each its own OS process.
+
+Prints, for concurrency 1 (noop verifier) and concurrency 3 (deterministic verifier): jobs/s, the p50 and
+p99 latency from submission (the Created event) to the job's last event, and the RPCs the services
+served per job (read from each server's "N RPCs served" line at shutdown; the benchmark's own calls
+are subtracted). Run with `make bench` (or `python bench/bench_network.py --jobs 500`).
+"""
+
+import argparse
+import asyncio
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bacalhau.requester.v1 import requester_service_pb2 as rpb
+from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.cli.devstack import Devstack
+from bacalhau_grpc.common import channels
+from bacalhau_grpc.common.model import pb
+
+GOAL, FLOOR, BACALHAU_V03 = 500, 100, 16
+
+
+def noop_job(concurrency: int, verifier: int) -> pb.Job:
+    job = pb.Job(api_version="V1beta1")
+    job.spec.engine = pb.Engine.ENGINE_NOOP
+    job.spec.verifier = verifier
+    job.spec.publisher = pb.Publisher.PUBLISHER_NOOP
+    job.deal.concurrency = concurrency
+    return job
+
+
+def seconds(ts) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+async def run_scenario(name: str, jobs: int, in_flight: int, concurrency: int, verifier: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-") as data_dir:
+        devstack = Devstack(nodes=3, data_dir=data_dir, log_level="INFO")
+        await devstack.start()
+        own_calls = 0
+        try:
+            channel = channels.open_channel(devstack.requester_address)
+            stub = rgrpc.RequesterServiceStub(channel)
+            job = noop_job(concurrency, verifier)
+            request = rpb.SubmitJobRequest(payload=pb.JobCreatePayload(client_id="bench", job=job))
+            ids: list[str] = []
+            queue = iter(range(jobs))
+
+            async def submitter():
+                for _ in queue:
+                    ids.append((await stub.SubmitJob(request, timeout=30)).job.id)
+
+            start = time.time()
+            await asyncio.gather(*(submitter() for _ in range(in_flight)))
+            submitted = time.time()
+            own_calls += jobs
+            events_by_job = {}
+            for job_id in ids:  # the jobs finish on their own; this reads their events afterwards
+                while True:
+                    reply = await stub.ListJobEvents(rpb.ListJobEventsRequest(job_id=job_id), timeout=30)
+                    own_calls += 1
+                    kinds = {e.event_name for e in reply.events}
+                    published = sum(
+                        e.event_name == pb.JobEventType.JOB_EVENT_TYPE_RESULTS_PUBLISHED for e in reply.events
+                    )
+                    if published >= concurrency or pb.JobEventType.JOB_EVENT_TYPE_ERROR in kinds:
+                        events_by_job[job_id] = list(reply.events)
+                        break
+                    await asyncio.sleep(0.05)
+            await channel.close()
+        finally:
+            await devstack.stop()
+        served = sum(
+            int(m)
+            for log in Path(data_dir, "logs").glob("*.log")
+            for m in re.findall(r"(\d+) RPCs served", log.read_text())
+        )
+    ends = {j: max(seconds(e.event_time) for e in evs) for j, evs in events_by_job.items()}
+    latencies = sorted(ends[j] - seconds(evs[0].event_time) for j, evs in events_by_job.items())
+    errors = sum(
+        any(e.event_name == pb.JobEventType.JOB_EVENT_TYPE_ERROR for e in evs)
+        for evs in events_by_job.values()
+    )
+    return {
+        "name": name,
+        "jobs": jobs,
+        "errors": errors,
+        "rate": jobs / (max(ends.values()) - start),
+        "submit_rate": jobs / (submitted - start),
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "rpcs": (served - own_calls) / jobs,
+    }
+
+
+async def main(jobs: int, in_flight: int) -> None:
+    print(
+        f"devstack: 1 requester + 1 verifier + 3 compute nodes (separate processes); "
+        f"{jobs} noop jobs per scenario, {in_flight} submissions in flight\n"
+    )
+    results = [
+        await run_scenario("concurrency 1, noop verifier", jobs, in_flight, 1, pb.Verifier.VERIFIER_NOOP),
+        await run_scenario(
+            "concurrency 3, deterministic", jobs, in_flight, 3, pb.Verifier.VERIFIER_DETERMINISTIC
+        ),
+    ]
+    header = ("jobs/s", "submit/s", "p50 ms", "p99 ms", "RPCs/job", "errors")
+    print(f"{'scenario':<32}" + "".join(f"{h:>10}" for h in header))
+    for r in results:
+        print(
+            f"{r['name']:<32}{r['rate']:>10.1f}{r['submit_rate']:>10.1f}{r['p50']:>10.1f}{r['p99']:>10.1f}"
+            f"{r['rpcs']:>10.1f}{r['errors']:>10}"
+        )
+    c1 = results[0]["rate"]
+    print(
+        f"\nconcurrency 1: {c1 / BACALHAU_V03:.1f}x Bacalhau v0.3 ({BACALHAU_V03}/s), "
+        f"{c1 / FLOOR:.2f}x this issue's floor ({FLOOR}/s), {c1 / GOAL:.2f}x the goal ({GOAL}/s)"
+    )
+    print("(RPCs/job include the compute nodes' registrations and heartbeats spread over the run)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--in-flight", type=int, default=32)
+    args = parser.parse_args()
+    asyncio.run(main(args.jobs, args.in_flight))

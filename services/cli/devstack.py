@@ -1,0 +1,525 @@
+"""`bacalhau-grpc devstack`: a verifier, a requester and N compute nodes as separate local processes.
+
+Each node is `python -m bacalhau_grpc.cli.main serve --node-type ... --port 0` with its output in
+`<data-dir>/logs/<name>.log`; its address is read from its "listening on" line, so no port is fixed.
+The last `bad_actors` compute nodes propose wrong results (`--bad-actor`).
+
+As a library (tests, `make demo`, benchmarks):
+
+    async with Devstack(nodes=3, compute_flags=["--noop-stdout", "hi"]) as stack:
+        channel = open_channel(stack.requester_address)
+        ...
+
+`stop()` (or leaving the `async with`) stops the compute nodes, then the requester, then the verifier:
+SIGTERM, then SIGKILL after a grace period. Every child also stops by itself when the devstack process
+goes away, even if it is killed (each watches a pipe whose only writer is the devstack).
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bacalhau.compute.v1 import compute_service_pb2 as cpb
+from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.common.channels import call, open_channel
+from bacalhau_grpc.common.errors import BacalhauError
+
+LISTENING = re.compile(r"^(requester|compute|verifier) (\S+) listening on (\S+)\s*$", re.MULTILINE)
+# What a compute node logs (at INFO) once the requester took its registration.
+REGISTERED_LOG_LINE = "registered with requester"
+STARTUP_TIMEOUT = 60.0
+STOP_GRACE = 10.0
+LOG_TAIL_LINES = 30
+_POLL = 0.02  # seconds between looks at a starting child's log
+
+
+class DevstackError(RuntimeError):
+    """The devstack could not start, or one of its nodes died."""
+
+
+@dataclass
+class Node:
+    """One child process of the devstack."""
+
+    name: str  # "verifier", "requester", "compute-0", ...
+    node_type: str
+    args: list[str]
+    log_path: Path
+    bad_actor: bool = False
+    process: asyncio.subprocess.Process | None = None
+    node_id: str = ""
+    address: str = ""
+    stopping: bool = field(default=False, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        tail = text.splitlines()[-lines:]
+        return "\n".join(tail) if tail else "(the log is empty)"
+
+
+class Devstack:
+    """Starts and stops a local network of separate node processes."""
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        bad_actors: int = 0,
+        data_dir: str | Path | None = None,
+        compute_flags: Sequence[str] = (),
+        requester_flags: Sequence[str] = (),
+        verifier_flags: Sequence[str] = (),
+        *,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        stop_grace: float = STOP_GRACE,
+        log_level: str = "INFO",
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.nodes = nodes
+        self.bad_actors = bad_actors
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.compute_flags = list(compute_flags)
+        self.requester_flags = list(requester_flags)
+        self.verifier_flags = list(verifier_flags)
+        self.startup_timeout = startup_timeout
+        self.stop_grace = stop_grace
+        self.log_level = log_level
+        self.env = env
+        self.python = python
+        # True when the devstack made its data dir (a temporary one): stop() then removes it.
+        self.remove_data_dir = False
+        self.verifier: Node | None = None
+        self.requester: Node | None = None
+        self.computes: list[Node] = []
+        self._pipe_write: int | None = None
+        self._pipe_read: int | None = None
+        self._stopped = False
+
+    # -------------------------------------------------------------------------------------- addresses
+
+    @property
+    def requester_address(self) -> str:
+        return self._started(self.requester).address
+
+    @property
+    def verifier_address(self) -> str:
+        return self._started(self.verifier).address
+
+    @property
+    def compute_addresses(self) -> list[str]:
+        return [node.address for node in self.computes]
+
+    @property
+    def requester_port(self) -> int:
+        return int(self.requester_address.rpartition(":")[2])
+
+    @property
+    def all_nodes(self) -> list[Node]:
+        return [n for n in (self.verifier, self.requester, *self.computes) if n is not None]
+
+    def _started(self, node: Node | None) -> Node:
+        if node is None or not node.address:
+            raise DevstackError("the devstack is not started")
+        return node
+
+    # -------------------------------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> "Devstack":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(
+        self,
+        nodes: int | None = None,
+        bad_actors: int | None = None,
+        data_dir: str | Path | None = None,
+        compute_flags: Sequence[str] | None = None,
+    ) -> "Devstack":
+        """Start the verifier, then the requester, then the compute nodes; return once all of them
+        listen and every compute node has registered with the requester.
+
+        Arguments given here override the constructor's."""
+        if nodes is not None:
+            self.nodes = nodes
+        if bad_actors is not None:
+            self.bad_actors = bad_actors
+        if data_dir is not None:
+            self.data_dir = Path(data_dir)
+        if compute_flags is not None:
+            self.compute_flags = list(compute_flags)
+        if self.nodes < 1:
+            raise DevstackError(f"a devstack needs at least one compute node, got --nodes {self.nodes}")
+        if not 0 <= self.bad_actors < self.nodes:
+            raise DevstackError(
+                f"--bad-actors must be at least 0 and less than --nodes ({self.nodes}), got {self.bad_actors}"
+            )
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="bacalhau-devstack-"))
+            self.remove_data_dir = True
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        self._pipe_read, self._pipe_write = os.pipe()
+        os.set_inheritable(self._pipe_read, True)
+        try:
+            self.verifier = self._node("verifier", "verifier", self.verifier_flags)
+            await self._launch_and_wait([self.verifier])
+            self.requester = self._node(
+                "requester",
+                "requester",
+                [
+                    "--data-dir",
+                    str(self.data_dir / "requester"),
+                    "--verifier-address",
+                    self.verifier.address,
+                    *self.requester_flags,
+                ],
+            )
+            await self._launch_and_wait([self.requester])
+            self.computes = []
+            for i in range(self.nodes):
+                bad = i >= self.nodes - self.bad_actors
+                args = ["--data-dir", str(self.data_dir / f"compute-{i}"), "--requester-address"]
+                args += [self.requester.address, *self.compute_flags]
+                if bad:
+                    args.append("--bad-actor")
+                self.computes.append(self._node(f"compute-{i}", "compute", args, bad_actor=bad))
+            await self._launch_and_wait(self.computes)
+            await self._wait_until_registered(self.computes)
+        except BaseException:
+            await self.stop()
+            raise
+        finally:
+            if self._pipe_read is not None:  # the children hold their copies
+                os.close(self._pipe_read)
+                self._pipe_read = None
+        return self
+
+    def _node(self, name: str, node_type: str, args: list[str], *, bad_actor: bool = False) -> Node:
+        assert self.data_dir is not None
+        command = [
+            *("-m", "bacalhau_grpc.cli.main", "serve", "--node-type", node_type),
+            *("--host", "127.0.0.1", "--port", "0", "--log-level", self.log_level),
+            *("--stop-when-fd-closes", str(self._pipe_read)),
+            *args,
+        ]
+        return Node(name, node_type, command, self.data_dir / "logs" / f"{name}.log", bad_actor=bad_actor)
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ if self.env is None else self.env)
+        # Settings the devstack decides per node must not leak in from the caller's environment.
+        for name in (
+            "NODE_ID",
+            "HOST",
+            "PORT",
+            "DATA_DIR",
+            "REQUESTER_ADDRESS",
+            "VERIFIER_ADDRESS",
+            "BAD_ACTOR",
+        ):
+            env.pop(f"BACALHAU_{name}", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    async def _launch_and_wait(self, nodes: list[Node]) -> None:
+        env = self._child_env()
+        assert self._pipe_read is not None
+        for node in nodes:
+            with open(node.log_path, "ab") as log:
+                node.process = await asyncio.create_subprocess_exec(
+                    self.python,
+                    *node.args,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=env,
+                    pass_fds=(self._pipe_read,),
+                    start_new_session=True,  # Ctrl+C in a terminal reaches the devstack only
+                )
+        await asyncio.gather(*(self._wait_listening(node) for node in nodes))
+
+    async def _wait_listening(self, node: Node) -> None:
+        """Poll the node's log for its "listening on" line until the startup deadline."""
+        assert node.process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            match = _listening_line(node)
+            if match is not None:
+                node.node_id, node.address = match.group(2), match.group(3)
+                return
+            if node.process.returncode is not None:
+                raise DevstackError(
+                    f"{node.name} exited with code {node.process.returncode} before it was ready; "
+                    f"the end of its log ({node.log_path}):\n{node.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise DevstackError(
+                    f"{node.name} did not start within {self.startup_timeout:g} s; "
+                    f"the end of its log ({node.log_path}):\n{node.log_tail()}"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(node.process.wait(), _POLL)
+
+    async def _wait_until_registered(self, nodes: list[Node]) -> None:
+        """Every compute node answers GetNodeInfo and has registered with the requester.
+
+        Registration shows in GetNodeInfo's debug info (a "requester" component with "registered": true)
+        or, from nodes that do not report it there, in their log ("registered with requester").
+        """
+        deadline = time.monotonic() + self.startup_timeout
+        logs_tell = self.log_level.upper() in ("DEBUG", "INFO")
+
+        async def registered(node: Node) -> None:
+            async with open_channel(node.address) as channel:
+                stub = cgrpc.ComputeServiceStub(channel)
+                problem = "it has not registered with the requester"
+                while True:
+                    try:
+                        info = await call(stub.GetNodeInfo, cpb.GetNodeInfoRequest(), timeout=2.0)
+                        reported = _registration(info)
+                        if reported or (reported is None and (not logs_tell or _logged_registration(node))):
+                            return
+                    except BacalhauError as err:
+                        problem = f"it does not answer GetNodeInfo: {err}"
+                    if node.process is not None and node.process.returncode is not None:
+                        raise DevstackError(
+                            f"{node.name} exited with code {node.process.returncode}; "
+                            f"the end of its log ({node.log_path}):\n{node.log_tail()}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise DevstackError(
+                            f"{node.name} at {node.address} is not ready after {self.startup_timeout:g} s: "
+                            f"{problem}; the end of its log ({node.log_path}):\n{node.log_tail()}"
+                        )
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(registered(node) for node in nodes))
+
+    async def wait_for_exit(self) -> Node:
+        """Wait until a node exits while the devstack is not stopping; return it."""
+        nodes = [n for n in self.all_nodes if n.process is not None]
+        if not nodes:
+            raise DevstackError("the devstack is not started")
+        waits = {asyncio.ensure_future(n.process.wait()): n for n in nodes}  # type: ignore[union-attr]
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            return waits[next(iter(done))]
+        finally:
+            for task in waits:
+                task.cancel()
+
+    async def stop(self) -> None:
+        """Stop the compute nodes, then the requester, then the verifier: SIGTERM, SIGKILL after the grace."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for group in (self.computes, [self.requester], [self.verifier]):
+            await asyncio.gather(*(self._stop_node(n) for n in group if n is not None))
+        if self._pipe_write is not None:
+            os.close(self._pipe_write)
+            self._pipe_write = None
+        if self.remove_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    async def _stop_node(self, node: Node) -> None:
+        process = node.process
+        node.stopping = True
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.stop_grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+def _registration(info: cpb.GetNodeInfoResponse) -> bool | None:
+    """What GetNodeInfo's debug info says about the node's registration; None when it says nothing."""
+    for item in info.debug_info:
+        if item.component in ("requester", "registration"):
+            try:
+                value = json.loads(item.info)
+            except ValueError:
+                return None
+            if isinstance(value, dict) and "registered" in value:
+                return bool(value["registered"])
+    return None
+
+
+def _logged_registration(node: Node) -> bool:
+    try:
+        return REGISTERED_LOG_LINE in node.log_path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _listening_line(node: Node) -> re.Match[str] | None:
+    try:
+        text = node.log_path.read_text(errors="replace")
+    except OSError:
+        return None
+    for match in LISTENING.finditer(text):
+        if match.group(1) == node.node_type:
+            return match
+    return None
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "devstack",
+        help="run a local network: a verifier, a requester and N compute nodes",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="how many compute nodes (default 3)")
+    parser.add_argument(
+        "--bad-actors", type=int, default=0, help="how many of them (the last ones) propose wrong results"
+    )
+    parser.add_argument(
+        "--data-dir", help="where the nodes keep their data and logs (default: a temporary folder)"
+    )
+    parser.add_argument("--noop-stdout", help="what the noop executor of every compute node writes to stdout")
+    parser.add_argument("--noop-stderr", help="what the noop executor of every compute node writes to stderr")
+    parser.add_argument("--noop-exit-code", type=int, help="the noop executor's exit code")
+    parser.add_argument("--noop-delay", type=float, help="seconds the noop executor takes")
+    parser.add_argument(
+        "--compute-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="another flag for every compute node's `serve` (repeatable), e.g. --compute-flag=--total-cpu=2",
+    )
+    parser.add_argument(
+        "--requester-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="another flag for the requester's `serve` (repeatable), e.g. --requester-flag=--node-timeout=5",
+    )
+    parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT, help="seconds (default 60)")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="the nodes' log level"
+    )
+    parser.set_defaults(handler=cmd_devstack)
+
+
+def cmd_devstack(args) -> int:
+    return asyncio.run(_run(args))
+
+
+async def _run(args) -> int:
+    compute_flags = list(args.compute_flag)
+    for name in ("noop_stdout", "noop_stderr", "noop_exit_code", "noop_delay"):
+        value = getattr(args, name)
+        if value is not None:
+            compute_flags.append(f"--{name.replace('_', '-')}={value}")
+    stack = Devstack(
+        args.nodes,
+        args.bad_actors,
+        args.data_dir,
+        compute_flags,
+        args.requester_flag,
+        startup_timeout=args.startup_timeout,
+        log_level=args.log_level,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    print(
+        f"Starting a devstack of {args.nodes} compute node(s) in {args.data_dir or 'a temporary folder'} ..."
+    )
+    start = asyncio.ensure_future(stack.start())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if not start.done():  # interrupted while starting
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError, DevstackError):
+            await start
+        await stack.stop()
+        print("Devstack stopped before it was ready.")
+        return 130
+    stopper.cancel()
+    start.result()  # a DevstackError here is reported by main()
+    _print_ready(stack)
+    died = asyncio.ensure_future(stack.wait_for_exit())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({died, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if died.done():
+        node = died.result()
+        stack.remove_data_dir = False  # keep the logs
+        print(
+            f"Error: {node.name} ({node.node_id}, pid {node.pid}) exited unexpectedly with code "
+            f"{node.process.returncode}; stopping the others. The end of its log ({node.log_path}):\n"
+            f"{node.log_tail()}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stack.stop()
+        print(f"Devstack stopped. Logs are in {stack.data_dir / 'logs'}")
+        return 1
+    died.cancel()
+    print(f"\nReceived {received[0]}: stopping the devstack ...", flush=True)
+    await stack.stop()
+    print("Devstack stopped.", flush=True)
+    return 0
+
+
+def _print_ready(stack: Devstack) -> None:
+    assert stack.verifier is not None and stack.requester is not None and stack.data_dir is not None
+    lines = [
+        f"verifier   {stack.verifier.node_id:<22} {stack.verifier.address:<21} pid {stack.verifier.pid}",
+        f"requester  {stack.requester.node_id:<22} {stack.requester.address:<21} pid {stack.requester.pid}",
+    ]
+    for node in stack.computes:
+        bad = "  (bad actor)" if node.bad_actor else ""
+        lines.append(f"compute    {node.node_id:<22} {node.address:<21} pid {node.pid}{bad}")
+    host, _, port = stack.requester_address.rpartition(":")
+    lines += [
+        "",
+        f"Requester API: {stack.requester_address}",
+        "To use it from another terminal:",
+        f"export BACALHAU_API_HOST={host} BACALHAU_API_PORT={port}",
+        "  bacalhau-grpc create job.yaml --wait",
+        f"  grpcurl -plaintext {stack.requester_address} list",
+        f"  grpcurl -plaintext -d '{{}}' {stack.requester_address} "
+        "bacalhau.requester.v1.RequesterService/ListJobs",
+        f"Logs: {stack.data_dir / 'logs'}",
+        "Devstack is ready! Press Ctrl+C to stop it.",
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,217 @@
+"""`bacalhau-grpc serve --node-type requester|compute|verifier`: run one node until SIGTERM/SIGINT.
+
+Every field of the node type's settings class is a flag (`data_dir` → `--data-dir`, a boolean →
+`--bad-actor` / `--no-bad-actor`); a flag that is not given leaves the field to its `BACALHAU_<FIELD>`
+environment variable, then to its default. Once the node listens it prints one line,
+`<node-type> <node_id> listening on <host:port>`, which `devstack` and scripts wait for.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import os
+import signal
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from bacalhau_grpc.common.logs import setup_logging
+
+NODE_TYPES = ("requester", "compute", "verifier")
+SETTINGS_CLASSES = {
+    "requester": ("bacalhau_grpc.requester.settings", "RequesterSettings"),
+    "compute": ("bacalhau_grpc.compute.settings", "ComputeSettings"),
+    "verifier": ("bacalhau_grpc.verifier.settings", "VerifierSettings"),
+}
+STOP_GRACE = 5.0
+
+# Help for the settings fields; a field not listed here gets a generic help line.
+FIELD_HELP = {
+    "host": "the address to listen on",
+    "port": "the port to listen on; 0 picks a free one",
+    "data_dir": "where the node keeps its SQLite database and node ID",
+    "node_id": "the node's ID; generated when empty (and kept in the data dir, when the node has one)",
+    "verifier_address": "host:port of the verifier service",
+    "requester_address": "host:port of the requester service",
+    "advertise_address": "the host:port the requester dials this node at (default: where it listens)",
+    "negotiation_timeout": "seconds a shard may spend finding its bids",
+    "default_job_timeout": "seconds a job may run when its Spec.Timeout is 0",
+    "heartbeat_interval": "seconds between a compute node's heartbeats",
+    "node_timeout": "seconds of silence after which a compute node is not offered jobs",
+    "call_timeout": "the deadline of every call to another service, in seconds",
+    "noop_stdout": "what the noop executor writes to stdout",
+    "noop_stderr": "what the noop executor writes to stderr",
+    "noop_exit_code": "the noop executor's exit code",
+    "noop_delay": "seconds the noop executor takes to run",
+    "noop_result_hash": "hex result hash proposed for the deterministic verifier, instead of the real one",
+    "bad_actor": "propose a wrong result hash (to test the deterministic verifier)",
+    "total_cpu": "CPU the node gives to jobs in total, e.g. 2 or 500m (default: the machine's)",
+    "total_memory": "memory the node gives to jobs in total, e.g. 4Gb (default: the machine's)",
+    "total_disk": "disk the node gives to jobs in total, e.g. 20Gb (default: the machine's)",
+    "total_gpu": "GPUs the node gives to jobs in total (default: the machine's)",
+    "job_cpu": "the most CPU one job may ask for (default: the total)",
+    "job_memory": "the most memory one job may ask for (default: the total)",
+    "job_disk": "the most disk one job may ask for (default: the total)",
+    "job_gpu": "the most GPUs one job may ask for (default: the total)",
+    "min_job_timeout": "the shortest Spec.Timeout the node accepts, in seconds",
+    "max_job_timeout": "the longest Spec.Timeout the node accepts, in seconds",
+}
+
+
+def settings_class(node_type: str) -> type:
+    module_name, class_name = SETTINGS_CLASSES[node_type]
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def _available_settings() -> dict[str, type]:
+    """The settings class of each node type whose service is installed."""
+    found = {}
+    for node_type in NODE_TYPES:
+        try:
+            found[node_type] = settings_class(node_type)
+        except ImportError:
+            continue
+    return found
+
+
+def _flag_type(hint: Any) -> Any:
+    """The argparse type of a settings field: str, int, float, Path, or "bool" for a switch."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args:  # Optional[X] / X | None
+        hint = args[0]
+    if hint is bool:
+        return "bool"
+    if hint in (int, float, Path):
+        return hint
+    return str
+
+
+def settings_fields() -> dict[str, tuple[Any, dict[str, Any], list[str]]]:
+    """Each settings field name → (flag type, {node type: default}, node types that have it)."""
+    fields: dict[str, tuple[Any, dict[str, Any], list[str]]] = {}
+    for node_type, cls in _available_settings().items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = None
+            _, defaults, owners = fields.setdefault(f.name, (_flag_type(hints[f.name]), {}, []))
+            defaults[node_type] = default
+            owners.append(node_type)
+    return fields
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == "":
+        return '""'
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run one node: requester, compute or verifier",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every flag can also be set with its environment variable (BACALHAU_<FLAG>, e.g. "
+        "BACALHAU_DATA_DIR); flags win.",
+    )
+    parser.add_argument("--node-type", required=True, choices=NODE_TYPES, help="which node to run")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING or ERROR"
+    )
+    parser.add_argument("--stop-grace", type=float, default=STOP_GRACE, help=argparse.SUPPRESS)
+    # Set by `devstack`: stop when this pipe's write end closes (the devstack process went away).
+    parser.add_argument("--stop-when-fd-closes", type=int, help=argparse.SUPPRESS)
+    for name, (kind, defaults, owners) in sorted(settings_fields().items()):
+        flag = "--" + name.replace("_", "-")
+        distinct = {_shown(defaults[t]) for t in owners}
+        if len(distinct) == 1:
+            shown = distinct.pop()
+        else:
+            shown = ", ".join(f"{t}: {_shown(defaults[t])}" for t in owners)
+        text = (
+            f"{FIELD_HELP.get(name, name.replace('_', ' '))} "
+            f"[{'/'.join(owners)}; env BACALHAU_{name.upper()}; default {shown}]"
+        )
+        if kind == "bool":
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=None, metavar=name.upper(), help=text)
+    parser.set_defaults(handler=cmd_serve)
+    return parser
+
+
+def build_settings(args: argparse.Namespace, environ=os.environ) -> Any:
+    """The node type's settings from its flags (those given) over its environment variables."""
+    cls = settings_class(args.node_type)
+    own = {f.name for f in dataclasses.fields(cls)}
+    given = {name: getattr(args, name) for name in settings_fields() if getattr(args, name, None) is not None}
+    foreign = sorted(set(given) - own)
+    if foreign:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise ValueError(f"{flags} does not apply to a {args.node_type} node")
+    return cls.from_env(environ, **given)
+
+
+async def run(
+    node_type: str, settings: Any, *, stop_grace: float = STOP_GRACE, watch_fd: int | None = None
+) -> None:
+    """Start the node, print its "listening on" line, serve until SIGTERM/SIGINT, stop gracefully."""
+    app = importlib.import_module(f"bacalhau_grpc.{node_type}.app")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if watch_fd is not None:
+        _stop_when_closed(loop, watch_fd, stop)
+    running = await app.start(settings)
+    try:
+        print(f"{node_type} {running.node_id} listening on {running.address}", flush=True)
+        await stop.wait()
+    finally:
+        await running.stop(stop_grace)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+
+def _stop_when_closed(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
+    """Set `stop` once the pipe `fd` reads end-of-file: its writer (devstack) is gone."""
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            stop.set()
+
+    loop.add_reader(fd, readable)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    settings = build_settings(args)
+    try:
+        asyncio.run(
+            run(args.node_type, settings, stop_grace=args.stop_grace, watch_fd=args.stop_when_fd_closes)
+        )
+    except KeyboardInterrupt:  # a second Ctrl+C while stopping
+        print(f"{args.node_type}: interrupted while stopping", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,353 @@
+"""The gRPC server every service runs: its services plus health, reflection and the error mapping.
+
+    SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
+    running = await start_server(
+        component="requester",
+        node_id=node_id,
+        services=[ServiceBinding(rgrpc.add_RequesterServiceServicer_to_server, servicer, SERVICE_NAME)],
+        host=settings.host,
+        port=settings.port,
+    )
+    ...
+    await running.stop(grace=5.0)
+
+- Health (`grpc.health.v1.Health`): SERVING for "" and every service until `stop`, which first sets
+  NOT_SERVING (so load balancers and probes drain the node) and then stops the server with a grace period.
+- Reflection v1 and v1alpha, listing the services, health and reflection: `grpcurl -plaintext ADDR list`,
+  `grpcurl -plaintext ADDR describe pkg.Service.Method` work.
+- Errors: a servicer raises `BacalhauError`s; the call ends with the canonical status code, the error's
+  message as details and a `google.rpc.ErrorInfo` (see `grpc_errors`). Any other exception ends the call
+  with INTERNAL "internal error" (no internals leak) and is logged with its traceback. Unary and streaming
+  handlers alike; `context.abort(...)` in a servicer still works as usual.
+
+The mapping is not a per-call interceptor: each servicer method is wrapped once, when it is registered,
+so a call pays one extra coroutine frame, ~0.2 µs (the same mapping as a grpc.aio.ServerInterceptor cost
+~3.5 µs per call: a coroutine chain and a new handler each time). Handlers run on the event loop;
+servicer methods should be `async def` (plain functions work but block the loop while they run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from bacalhau_grpc.common import grpc_errors, reflection, telemetry
+from bacalhau_grpc.common.errors import BacalhauError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+HEALTH_SERVICE = health.SERVICE_NAME
+_WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One service to serve: the generated `add_XServicer_to_server`, the servicer, the full service name."""
+
+    add_to_server: Callable[[Any, Any], None]
+    servicer: object
+    name: str
+
+
+class _Stats:
+    __slots__ = ("rpcs",)
+
+    def __init__(self) -> None:
+        self.rpcs = 0
+
+
+# -------------------------------------------------------------------------------------- error mapping
+
+
+async def _fail(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
+    """Ends the call for `exc` (always raises grpc.aio.AbortError)."""
+    if isinstance(exc, BacalhauError):
+        status = grpc_errors.to_status(exc)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s failed: %s %s", method, status.code.name, status.details)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    if isinstance(exc, NotImplementedError):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method not implemented")
+    logger.error("unexpected error in %s", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, grpc_errors.INTERNAL_MESSAGE)
+
+
+def _as_coroutine_function(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(behavior):
+        return behavior
+
+    async def run(request: Any, context: Any) -> Any:
+        result = behavior(request, context)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    return run
+
+
+def _wrap_unary_response(behavior: Callable[..., Any], method: str, stats: _Stats) -> Callable[..., Any]:
+    run = _as_coroutine_function(behavior)
+
+    async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await run(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _fail(context, exc, method)
+        finally:
+            stats.rpcs += 1
+
+    return unary_response
+
+
+def _wrap_streaming_response(behavior: Callable[..., Any], method: str, stats: _Stats) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def async_generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _fail(context, exc, method)
+            finally:
+                stats.rpcs += 1
+
+        return async_generator
+
+    async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
+        # A coroutine writing with context.write, or a plain function returning an iterable.
+        try:
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None:
+                if hasattr(result, "__aiter__"):
+                    async for response in result:
+                        await context.write(response)
+                else:
+                    for response in result:
+                        await context.write(response)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _fail(context, exc, method)
+        finally:
+            stats.rpcs += 1
+
+    return writer
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, stats: _Stats) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour wrapped in the error mapping and the RPC counter."""
+    request_streaming, response_streaming = handler.request_streaming, handler.response_streaming
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if not request_streaming and not response_streaming:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary_response(handler.unary_unary, method, stats), **kwargs
+        )
+    if request_streaming and not response_streaming:
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary_response(handler.stream_unary, method, stats), **kwargs
+        )
+    if not request_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_streaming_response(handler.unary_stream, method, stats), **kwargs
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        _wrap_streaming_response(handler.stream_stream, method, stats), **kwargs
+    )
+
+
+class _HandlerCapture:
+    """Stands in for the server while a generated `add_XServicer_to_server` registers its handlers."""
+
+    def __init__(self) -> None:
+        self.registered: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        self.generic: list[grpc.GenericRpcHandler] = []
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.registered[service] = dict(handlers)
+
+
+class _WrappingGenericHandler(grpc.GenericRpcHandler):
+    """For registrations made only through a generic handler: wraps each method's handler once."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, stats: _Stats) -> None:
+        self._inner = inner
+        self._stats = stats
+        self._cache: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        if method not in self._cache:
+            handler = self._inner.service(handler_call_details)
+            self._cache[method] = None if handler is None else _wrap_handler(handler, method, self._stats)
+        return self._cache[method]
+
+
+def _register(server: grpc.aio.Server, binding: ServiceBinding, stats: _Stats) -> None:
+    capture = _HandlerCapture()
+    binding.add_to_server(binding.servicer, capture)
+    if capture.registered:
+        if set(capture.registered) != {binding.name}:
+            raise ValueError(f"service binding {binding.name!r} registered {sorted(capture.registered)}")
+        wrapped = {
+            name: _wrap_handler(handler, f"/{binding.name}/{name}", stats)
+            for name, handler in capture.registered[binding.name].items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(binding.name, wrapped),))
+        server.add_registered_method_handlers(binding.name, wrapped)
+    elif capture.generic:
+        server.add_generic_rpc_handlers(tuple(_WrappingGenericHandler(h, stats) for h in capture.generic))
+    else:
+        raise ValueError(f"service binding {binding.name!r} registered no handlers")
+
+
+# ---------------------------------------------------------------------------------------------- server
+
+
+def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
+    """The server's channel options: message size, keepalive matching `channels.CHANNEL_OPTIONS`."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # One server per port: without this, a second server on a busy fixed port binds silently.
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Clients ping idle connections every 30 s: accept pings down to every 10 s.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+def _host_port(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+class RunningServer:
+    """A started server: where it listens, how many RPCs it served, and how to stop it."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health_servicer: Any,
+        *,
+        component: str,
+        node_id: str,
+        host: str,
+        port: int,
+        service_names: Sequence[str],
+        stats: _Stats,
+    ) -> None:
+        self.server = server
+        self.component = component
+        self.node_id = node_id
+        self.port = port
+        # The address to dial this server at: a wildcard bind is reached through the loopback.
+        self.address = _host_port("127.0.0.1" if host in _WILDCARD_HOSTS else host, port)
+        self.service_names = tuple(service_names)
+        self._health = health_servicer
+        self._stats = stats
+        self._stop_task: asyncio.Task[None] | None = None
+
+    @property
+    def rpc_count(self) -> int:
+        """RPCs of the served services that finished (successfully or not); health and reflection excluded."""
+        return self._stats.rpcs
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Health NOT_SERVING, then stop: in-flight RPCs get `grace` seconds, new ones are refused.
+
+        Safe to call more than once (later calls wait for the first stop).
+        """
+        if self._stop_task is None:
+            self._stop_task = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stop_task)
+
+    async def _stop(self, grace: float) -> None:
+        await self._health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        logger.info("%s stopped (%s, %d RPCs served)", self.component, self.address, self._stats.rpcs)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        """Waits until the server stopped: True once it has, False when `timeout` ran out first.
+
+        (grpc.aio's own `wait_for_termination` returns the opposite: whether it timed out.)
+        """
+        timed_out = await self.server.wait_for_termination(timeout)
+        return not timed_out
+
+
+async def start_server(
+    *,
+    component: str,
+    node_id: str,
+    services: list[ServiceBinding],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> RunningServer:
+    """Starts a grpc.aio server on host:port (port 0: a free port) serving `services`, health and reflection.
+
+    Call `telemetry.setup_telemetry` first: the tracing interceptors are picked when the server starts.
+    Raises OSError when the address cannot be bound.
+    """
+    stats = _Stats()
+    interceptors = telemetry.server_interceptors()
+    server = grpc.aio.server(interceptors=interceptors or None, options=server_options(max_message_bytes))
+    names = [binding.name for binding in services]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a service is bound twice: {names}")
+    for binding in services:
+        _register(server, binding, stats)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    listed = reflection.enable_reflection(server, [*names, HEALTH_SERVICE])
+
+    bind = _host_port(host, port)
+    try:
+        bound_port = server.add_insecure_port(bind)
+    except RuntimeError as error:
+        raise OSError(f"{component}: cannot listen on {bind}: {error}") from error
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await server.start()
+    running = RunningServer(
+        server,
+        health_servicer,
+        component=component,
+        node_id=node_id,
+        host=host,
+        port=bound_port,
+        service_names=listed,
+        stats=stats,
+    )
+    logger.info(
+        "%s serving on %s: %s", component, running.address, ", ".join(names), extra={"node_id": node_id}
+    )
+    return running

@@ -1,0 +1,194 @@
+"""The compute node process: store, domain, gRPC server and requester client wired together (the CLI's
+`serve --node-type compute`).
+
+    running = await start(ComputeSettings(data_dir=..., requester_address="127.0.0.1:1234"))
+    running.address, running.port, running.node_id
+    await running.stop(grace=5.0)
+
+Start order: node ID (saved in data_dir/node_id), telemetry, SQLite store (loads the executions a
+previous process left), the gRPC server, then - in the background - registration with the requester
+(retried until it answers) and heartbeats. Once registered, executions a previous process left
+mid-run are failed and reported ("compute node restarted during execution").
+"""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.model.version import build_version_info
+from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
+from bacalhau_grpc.common.telemetry import job_span, setup_telemetry
+from bacalhau_grpc.compute.api.servicer import SERVICE_NAME, ComputeServiceServicer
+from bacalhau_grpc.compute.clients.requester import RequesterClient
+from bacalhau_grpc.compute.domain.capacity import machine_capacity, parse_limits, resolve_limits
+from bacalhau_grpc.compute.domain.executor import NoopExecutor
+from bacalhau_grpc.compute.domain.node import ComputeNode
+from bacalhau_grpc.compute.domain.proposals import Proposer
+from bacalhau_grpc.compute.domain.publisher import NoopPublisher
+from bacalhau_grpc.compute.settings import ComputeSettings
+from bacalhau_grpc.compute.store.executions import SQLiteExecutionStore
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "compute"
+NODE_ID_FILE = "node_id"
+VERIFIERS = (pb.Verifier.VERIFIER_NOOP, pb.Verifier.VERIFIER_DETERMINISTIC)
+
+
+def new_node_id() -> str:
+    return f"node-{secrets.token_hex(6)}"
+
+
+def load_node_id(data_dir: Path, configured: str = "") -> str:
+    """The configured ID, else the one saved in data_dir, else a new one; saved when none was."""
+    path = data_dir / NODE_ID_FILE
+    saved = path.read_text().strip() if path.exists() else ""
+    node_id = configured or saved or new_node_id()
+    if not saved:
+        path.write_text(node_id + "\n")
+    return node_id
+
+
+@dataclass
+class RunningCompute:
+    node_id: str
+    settings: ComputeSettings
+    node: ComputeNode
+    store: SQLiteExecutionStore
+    server: RunningServer
+    client: RequesterClient
+    servicer: ComputeServiceServicer
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopped: bool = False
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stops serving (in-flight RPCs get `grace` seconds), stops the node's work and the heartbeats,
+        then writes the store's last batch and closes it."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.node.stop(grace=min(grace, 1.0))
+        await self.client.close()
+        await self.store.close()
+
+
+async def start(settings: ComputeSettings) -> RunningCompute:
+    """Starts a compute node; returns once its server listens (registration goes on in the background)."""
+    settings.validate()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    node_id = load_node_id(settings.data_dir, settings.node_id)
+    setup_telemetry(COMPONENT, node_id)
+
+    limits = resolve_limits(
+        parse_limits(
+            settings.total_cpu,
+            settings.total_memory,
+            settings.total_disk,
+            settings.total_gpu,
+            field_prefix="total_",
+        ),
+        parse_limits(
+            settings.job_cpu, settings.job_memory, settings.job_disk, settings.job_gpu, field_prefix="job_"
+        ),
+        machine_capacity(settings.data_dir),
+    )
+    store = SQLiteExecutionStore(settings.db_path)
+    await store.open()
+    client = RequesterClient(settings.requester_address, node_id, call_timeout=settings.call_timeout)
+    node = ComputeNode(
+        node_id=node_id,
+        store=store,
+        executors=[
+            NoopExecutor(
+                stdout=settings.noop_stdout,
+                stderr=settings.noop_stderr,
+                exit_code=settings.noop_exit_code,
+                delay=settings.noop_delay,
+            )
+        ],
+        publishers=[NoopPublisher()],
+        verifiers=VERIFIERS,
+        limits=limits,
+        proposer=Proposer(
+            node_id, result_hash_override=settings.noop_result_hash, bad_actor=settings.bad_actor
+        ),
+        callbacks=client,
+        min_job_timeout=settings.min_job_timeout,
+        max_job_timeout=settings.max_job_timeout,
+        version=build_version_info().git_version,
+        span=job_span,
+    )
+    node.load()
+    servicer = ComputeServiceServicer(node)
+    try:
+        server = await start_server(
+            component=COMPONENT,
+            node_id=node_id,
+            services=[ServiceBinding(cgrpc.add_ComputeServiceServicer_to_server, servicer, SERVICE_NAME)],
+            host=settings.host,
+            port=settings.port,
+        )
+    except BaseException:
+        await client.close()
+        await store.close()
+        raise
+    servicer.rpc_count = lambda: server.rpc_count
+    node.address = settings.advertise_address or server.address
+    running = RunningCompute(
+        node_id=node_id,
+        settings=settings,
+        node=node,
+        store=store,
+        server=server,
+        client=client,
+        servicer=servicer,
+    )
+    running._tasks.append(asyncio.create_task(client.run(node.node_info, node.available_capacity)))
+    running._tasks.append(asyncio.create_task(_recover_when_registered(node, client)))
+    return running
+
+
+async def _recover_when_registered(node: ComputeNode, client: RequesterClient) -> None:
+    await client.registered.wait()
+    node.recover()
+
+
+async def serve(settings: ComputeSettings) -> None:
+    """Start, wait for SIGTERM or SIGINT, then stop gracefully."""
+    running = await start(settings)
+    try:
+        await wait_for_stop_signal()
+    finally:
+        await running.stop()
+
+
+async def wait_for_stop_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in signals:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)

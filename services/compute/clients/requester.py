@@ -1,0 +1,183 @@
+"""The compute node's calls to the requester: registration, heartbeats and the execution callbacks.
+
+* `run` registers the node (retrying with back-off, 0.1 s doubling to 2 s, until it succeeds), then sends
+  a heartbeat every `heartbeat_interval` (from the requester's answer); a heartbeat answered NOT_FOUND
+  (the requester forgot the node, e.g. it restarted) registers again.
+* The callbacks (`RequesterCallbacks` of the domain) send OnRunComplete, OnComputeFailure,
+  OnPublishComplete and OnCancelComplete; a callback the requester cannot be reached for (UNAVAILABLE)
+  is retried with back-off a few times before it is given up (and logged by the node).
+
+Every call has a deadline (`call_timeout`).
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bacalhau.requester.v1 import requester_service_pb2 as rpb
+from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common import channels
+from bacalhau_grpc.common.errors import NotFoundError, UnavailableError
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.compute.domain.executions import Execution
+
+log = logging.getLogger(__name__)
+
+REGISTER_BACKOFF_START = 0.1
+REGISTER_BACKOFF_MAX = 2.0
+DEFAULT_HEARTBEAT_INTERVAL = 2.0
+CALLBACK_ATTEMPTS = 5
+CALLBACK_BACKOFF_START = 0.1
+
+
+class RequesterClient:
+    """One long-lived channel to the requester."""
+
+    def __init__(
+        self,
+        address: str,
+        node_id: str,
+        *,
+        call_timeout: float = channels.DEFAULT_TIMEOUT,
+        callback_attempts: int = CALLBACK_ATTEMPTS,
+    ) -> None:
+        self.address = address
+        self.node_id = node_id
+        self.call_timeout = call_timeout
+        self.callback_attempts = callback_attempts
+        self._channel = channels.open_channel(address)
+        self._stub = rgrpc.RequesterServiceStub(self._channel)
+        self.registered = asyncio.Event()
+        self.requester_node_id = ""
+        self.heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
+        self.registrations = 0
+        self.heartbeats = 0
+        self.calls: dict[str, int] = {}
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # -------------------------------------------------------------------------------------------
+    # Registration and heartbeats
+    # -------------------------------------------------------------------------------------------
+
+    async def register(self, node_info: pb.NodeInfo) -> None:
+        """RegisterNode, retried with back-off until the requester answers."""
+        delay = REGISTER_BACKOFF_START
+        while True:
+            try:
+                response = await self._call(
+                    self._stub.RegisterNode, rpb.RegisterNodeRequest(node=node_info), "RegisterNode"
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info(
+                    "could not register with the requester at %s (%s); retrying in %.1fs",
+                    self.address,
+                    exc,
+                    delay,
+                    extra={"node_id": self.node_id},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REGISTER_BACKOFF_MAX)
+                continue
+            self.requester_node_id = response.requester_node_id
+            interval = response.heartbeat_interval.ToTimedelta().total_seconds()
+            self.heartbeat_interval = interval if interval > 0 else DEFAULT_HEARTBEAT_INTERVAL
+            self.registrations += 1
+            self.registered.set()
+            log.info(
+                "registered with requester %s at %s",
+                self.requester_node_id,
+                self.address,
+                extra={"node_id": self.node_id},
+            )
+            return
+
+    async def run(
+        self,
+        node_info: Callable[[], pb.NodeInfo],
+        available_capacity: Callable[[], pb.ResourceUsageData],
+    ) -> None:
+        """Registers, then heartbeats until cancelled (re-registering whenever the requester asks)."""
+        await self.register(node_info())
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            request = rpb.HeartbeatRequest(node_id=self.node_id, available_capacity=available_capacity())
+            try:
+                await self._call(self._stub.Heartbeat, request, "Heartbeat")
+                self.heartbeats += 1
+            except asyncio.CancelledError:
+                raise
+            except NotFoundError:
+                log.info(
+                    "the requester does not know this node; registering again",
+                    extra={"node_id": self.node_id},
+                )
+                await self.register(node_info())
+            except Exception as exc:
+                log.warning("heartbeat to %s failed: %s", self.address, exc, extra={"node_id": self.node_id})
+
+    # -------------------------------------------------------------------------------------------
+    # RequesterCallbacks
+    # -------------------------------------------------------------------------------------------
+
+    async def on_run_complete(self, execution: Execution) -> None:
+        request = rpb.OnRunCompleteRequest(
+            execution_id=execution.id,
+            job_id=execution.job_id,
+            shard_index=execution.shard_index,
+            node_id=self.node_id,
+            verification_proposal=execution.proposal,
+            run_output=execution.run_output,
+        )
+        await self._callback(self._stub.OnRunComplete, request, "OnRunComplete")
+
+    async def on_compute_failure(self, execution: Execution, error: str) -> None:
+        request = rpb.OnComputeFailureRequest(
+            execution_id=execution.id,
+            job_id=execution.job_id,
+            shard_index=execution.shard_index,
+            node_id=self.node_id,
+            error=error,
+        )
+        await self._callback(self._stub.OnComputeFailure, request, "OnComputeFailure")
+
+    async def on_publish_complete(self, execution: Execution) -> None:
+        request = rpb.OnPublishCompleteRequest(
+            execution_id=execution.id,
+            job_id=execution.job_id,
+            shard_index=execution.shard_index,
+            node_id=self.node_id,
+            published_result=execution.published_result,
+        )
+        await self._callback(self._stub.OnPublishComplete, request, "OnPublishComplete")
+
+    async def on_cancel_complete(self, execution: Execution) -> None:
+        request = rpb.OnCancelCompleteRequest(
+            execution_id=execution.id,
+            job_id=execution.job_id,
+            shard_index=execution.shard_index,
+            node_id=self.node_id,
+        )
+        await self._callback(self._stub.OnCancelComplete, request, "OnCancelComplete")
+
+    # -------------------------------------------------------------------------------------------
+
+    async def _callback(self, method: Callable[..., Awaitable[Any]], request: Any, name: str) -> None:
+        delay = CALLBACK_BACKOFF_START
+        for attempt in range(1, self.callback_attempts + 1):
+            try:
+                await self._call(method, request, name)
+                return
+            except UnavailableError:
+                if attempt == self.callback_attempts:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    async def _call(self, method: Callable[..., Awaitable[Any]], request: Any, name: str) -> Any:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return await channels.call(method, request, timeout=self.call_timeout)

@@ -1,0 +1,150 @@
+"""RequesterService over gRPC: decode, one domain call, encode. Errors are BacalhauErrors that the common
+server maps to status codes."""
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from bacalhau.requester.v1 import requester_service_pb2 as rpb
+from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.requester.domain.lifecycle import Requester
+
+SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
+_SORT_BY = {
+    rpb.JOB_SORT_BY_UNSPECIFIED: "created_at",
+    rpb.JOB_SORT_BY_CREATED_AT: "created_at",
+    rpb.JOB_SORT_BY_ID: "id",
+}
+
+
+class RequesterServicer(rgrpc.RequesterServiceServicer):
+    def __init__(self, requester: Requester) -> None:
+        self.requester = requester
+
+    async def SubmitJob(
+        self, request: rpb.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.SubmitJobResponse:
+        if not request.HasField("payload"):
+            raise InvalidArgumentError("the request carries no payload", field="payload")
+        job = await self.requester.submit(request.payload)
+        return rpb.SubmitJobResponse(job=job)
+
+    async def GetJob(
+        self, request: rpb.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.GetJobResponse:
+        return rpb.GetJobResponse(job=await self.requester.get_job(request.job_id))
+
+    async def ListJobs(
+        self, request: rpb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ListJobsResponse:
+        sort_by = _SORT_BY.get(request.sort_by)
+        if sort_by is None:
+            raise InvalidArgumentError(f"unknown sort order {request.sort_by}", field="sort_by")
+        jobs, next_token = await self.requester.list_jobs(
+            client_id=request.client_id,
+            id_prefix=request.id_prefix,
+            include_tags=request.include_tags,
+            exclude_tags=request.exclude_tags,
+            sort_by=sort_by,
+            reverse=request.sort_reverse,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return rpb.ListJobsResponse(jobs=jobs, next_page_token=next_token)
+
+    async def ListJobEvents(
+        self, request: rpb.ListJobEventsRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ListJobEventsResponse:
+        events, next_token = await self.requester.list_job_events(
+            request.job_id, page_size=request.page_size, page_token=request.page_token
+        )
+        return rpb.ListJobEventsResponse(events=events, next_page_token=next_token)
+
+    async def WatchJobEvents(
+        self, request: rpb.WatchJobEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.WatchJobEventsResponse]:
+        events = await self.requester.watch_job_events(request.job_id, after_sequence=request.after_sequence)
+        async for sequence, event in events:
+            yield rpb.WatchJobEventsResponse(event=event, sequence=sequence)
+
+    async def CancelJob(
+        self, request: rpb.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.CancelJobResponse:
+        job = await self.requester.cancel_job(
+            request.job_id, client_id=request.client_id, reason=request.reason
+        )
+        return rpb.CancelJobResponse(job=job)
+
+    async def GetJobResults(
+        self, request: rpb.GetJobResultsRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.GetJobResultsResponse:
+        return rpb.GetJobResultsResponse(results=await self.requester.get_job_results(request.job_id))
+
+    async def GetVersion(
+        self, request: rpb.GetVersionRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.GetVersionResponse:
+        return rpb.GetVersionResponse(version=self.requester.get_version())
+
+    async def RegisterNode(
+        self, request: rpb.RegisterNodeRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.RegisterNodeResponse:
+        await self.requester.register_node(request.node)
+        response = rpb.RegisterNodeResponse(requester_node_id=self.requester.node_id)
+        response.heartbeat_interval.FromNanoseconds(round(self.requester.heartbeat_interval * 1e9))
+        return response
+
+    async def Heartbeat(
+        self, request: rpb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.HeartbeatResponse:
+        available = request.available_capacity if request.HasField("available_capacity") else None
+        await self.requester.heartbeat(request.node_id, available)
+        return rpb.HeartbeatResponse()
+
+    async def OnRunComplete(
+        self, request: rpb.OnRunCompleteRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnRunCompleteResponse:
+        await self.requester.on_run_complete(
+            job_id=request.job_id,
+            shard_index=request.shard_index,
+            node_id=request.node_id,
+            execution_id=request.execution_id,
+            verification_proposal=request.verification_proposal,
+            run_output=request.run_output if request.HasField("run_output") else None,
+        )
+        return rpb.OnRunCompleteResponse()
+
+    async def OnPublishComplete(
+        self, request: rpb.OnPublishCompleteRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnPublishCompleteResponse:
+        await self.requester.on_publish_complete(
+            job_id=request.job_id,
+            shard_index=request.shard_index,
+            node_id=request.node_id,
+            execution_id=request.execution_id,
+            published_result=request.published_result if request.HasField("published_result") else None,
+        )
+        return rpb.OnPublishCompleteResponse()
+
+    async def OnComputeFailure(
+        self, request: rpb.OnComputeFailureRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnComputeFailureResponse:
+        await self.requester.on_compute_failure(
+            job_id=request.job_id,
+            shard_index=request.shard_index,
+            node_id=request.node_id,
+            execution_id=request.execution_id,
+            error=request.error,
+        )
+        return rpb.OnComputeFailureResponse()
+
+    async def OnCancelComplete(
+        self, request: rpb.OnCancelCompleteRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnCancelCompleteResponse:
+        await self.requester.on_cancel_complete(
+            job_id=request.job_id,
+            shard_index=request.shard_index,
+            node_id=request.node_id,
+            execution_id=request.execution_id,
+        )
+        return rpb.OnCancelCompleteResponse()

@@ -1,0 +1,175 @@
+"""The requester process: store, domain, clients and the gRPC server wired together (the CLI's entry).
+
+running = await start(RequesterSettings(data_dir=..., verifier_address=...))
+...  # running.address, running.port, running.node_id, running.requester (the domain service)
+await running.stop()
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
+from bacalhau_grpc.common.telemetry import job_span, setup_telemetry
+from bacalhau_grpc.requester.api.servicer import SERVICE_NAME, RequesterServicer
+from bacalhau_grpc.requester.clients.compute import GrpcComputeClient
+from bacalhau_grpc.requester.clients.verifier import GrpcVerifierClient
+from bacalhau_grpc.requester.domain.lifecycle import Requester
+from bacalhau_grpc.requester.settings import NODE_ID_FILE_NAME, RequesterSettings
+from bacalhau_grpc.requester.store.sqlite import RequesterStore
+
+COMPONENT = "requester"
+log = logging.getLogger(__name__)
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def new_node_id() -> str:
+    return f"requester-{secrets.token_hex(6)}"
+
+
+def resolve_node_id(settings: RequesterSettings) -> str:
+    """The configured node ID; else the one kept in data_dir/node_id; else a new one, kept there."""
+    path = settings.data_dir / NODE_ID_FILE_NAME
+    if settings.node_id:
+        node_id = settings.node_id
+    elif path.exists():
+        node_id = path.read_text().strip()
+        if not _NODE_ID.fullmatch(node_id):
+            raise InvalidArgumentError(
+                f"{path} holds no valid node ID: delete it or set one", field="node_id"
+            )
+        return node_id
+    else:
+        node_id = new_node_id()
+    if not _NODE_ID.fullmatch(node_id):
+        raise InvalidArgumentError(
+            f"{node_id!r} is not a node ID (letters, digits, '.', '_', ':', '-')", field="node_id"
+        )
+    if not path.exists() or path.read_text().strip() != node_id:
+        _write_atomically(path, node_id + "\n")
+    return node_id
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+@dataclass
+class RunningRequester:
+    node_id: str
+    server: RunningServer
+    requester: Requester
+    store: RequesterStore
+    compute: GrpcComputeClient
+    verifier: GrpcVerifierClient
+    settings: RequesterSettings
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def live_node_count(self) -> int:
+        """How many compute nodes are registered and heard from within node_timeout."""
+        return self.requester.live_node_count()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Refuse new calls (health NOT_SERVING, then the server stops with `grace`), let outbound calls in
+        flight finish, commit everything to the store, close the channels."""
+        try:
+            self.requester.close_watches()
+            await self.server.stop(grace)
+            await self.requester.stop(grace)
+        finally:
+            try:
+                await self.store.close()
+            finally:
+                await self.compute.close()
+                await self.verifier.close()
+
+
+async def start(settings: RequesterSettings) -> RunningRequester:
+    """Open the store, reload the requester's jobs, then serve (tracing is set up first when configured)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    node_id = resolve_node_id(settings)
+    setup_telemetry(COMPONENT, node_id)
+    store = RequesterStore(settings.db_path)
+    await store.open()
+    compute = GrpcComputeClient(call_timeout=settings.call_timeout)
+    verifier = GrpcVerifierClient(settings.verifier_address, call_timeout=settings.call_timeout)
+    requester = Requester(
+        node_id=node_id,
+        store=store,
+        compute=compute,
+        verifier=verifier,
+        negotiation_timeout=settings.negotiation_timeout,
+        default_job_timeout=settings.default_job_timeout,
+        node_timeout=settings.node_timeout,
+        heartbeat_interval=settings.heartbeat_interval,
+        span=job_span,
+    )
+    try:
+        await requester.start()
+        server = await start_server(
+            component=COMPONENT,
+            node_id=node_id,
+            services=[
+                ServiceBinding(
+                    rgrpc.add_RequesterServiceServicer_to_server, RequesterServicer(requester), SERVICE_NAME
+                )
+            ],
+            host=settings.host,
+            port=settings.port,
+        )
+    except BaseException:
+        await requester.stop(0)
+        await store.close()
+        await compute.close()
+        await verifier.close()
+        raise
+    return RunningRequester(
+        node_id=node_id,
+        server=server,
+        requester=requester,
+        store=store,
+        compute=compute,
+        verifier=verifier,
+        settings=settings,
+    )
+
+
+async def serve(settings: RequesterSettings) -> None:
+    """Start, wait for SIGTERM or SIGINT, then stop gracefully."""
+    running = await start(settings)
+    try:
+        await _wait_for_stop_signal()
+    finally:
+        await running.stop()
+
+
+async def _wait_for_stop_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in signals:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)

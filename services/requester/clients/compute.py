@@ -1,0 +1,76 @@
+"""The domain's ComputePort over gRPC: one cached channel per compute node address."""
+
+import grpc
+
+from bacalhau.compute.v1 import compute_service_pb2 as cpb
+from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.requester.domain.ports import BidAnswer
+
+
+class GrpcComputeClient:
+    """Calls compute nodes; every call has a deadline and failures raise typed BacalhauErrors."""
+
+    def __init__(self, *, call_timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.call_timeout = call_timeout
+        self._channels: dict[str, tuple[grpc.aio.Channel, cgrpc.ComputeServiceStub]] = {}
+
+    def _stub(self, address: str) -> cgrpc.ComputeServiceStub:
+        cached = self._channels.get(address)
+        if cached is None:
+            channel = open_channel(address)
+            cached = (channel, cgrpc.ComputeServiceStub(channel))
+            self._channels[address] = cached
+        return cached[1]
+
+    async def ask_for_bid(self, address: str, job: pb.Job, shard_index: int) -> BidAnswer:
+        request = cpb.AskForBidRequest(shard_index=shard_index)
+        request.job.CopyFrom(job)
+        response = await call(self._stub(address).AskForBid, request, timeout=self.call_timeout)
+        return BidAnswer(
+            accepted=response.accepted,
+            execution_id=response.execution_id,
+            reason=response.reason,
+            node_id=response.node_id,
+        )
+
+    async def bid_accepted(self, address: str, execution_id: str) -> None:
+        await call(
+            self._stub(address).BidAccepted,
+            cpb.BidAcceptedRequest(execution_id=execution_id),
+            timeout=self.call_timeout,
+        )
+
+    async def bid_rejected(self, address: str, execution_id: str, reason: str) -> None:
+        await call(
+            self._stub(address).BidRejected,
+            cpb.BidRejectedRequest(execution_id=execution_id, reason=reason),
+            timeout=self.call_timeout,
+        )
+
+    async def result_accepted(self, address: str, execution_id: str) -> None:
+        await call(
+            self._stub(address).ResultAccepted,
+            cpb.ResultAcceptedRequest(execution_id=execution_id),
+            timeout=self.call_timeout,
+        )
+
+    async def result_rejected(self, address: str, execution_id: str, reason: str) -> None:
+        await call(
+            self._stub(address).ResultRejected,
+            cpb.ResultRejectedRequest(execution_id=execution_id, reason=reason),
+            timeout=self.call_timeout,
+        )
+
+    async def cancel_execution(self, address: str, execution_id: str, reason: str) -> None:
+        await call(
+            self._stub(address).CancelExecution,
+            cpb.CancelExecutionRequest(execution_id=execution_id, reason=reason),
+            timeout=self.call_timeout,
+        )
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        for channel, _ in channels.values():
+            await channel.close()

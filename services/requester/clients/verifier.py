@@ -1,0 +1,47 @@
+"""The domain's VerifierPort over gRPC."""
+
+from collections.abc import Sequence
+
+import grpc
+
+from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
+from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
+from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, Verdict
+
+
+class GrpcVerifierClient:
+    def __init__(self, address: str, *, call_timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.address = address
+        self.call_timeout = call_timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: vgrpc.VerifierServiceStub | None = None
+
+    def _get_stub(self) -> vgrpc.VerifierServiceStub:
+        if self._stub is None:
+            self._channel = open_channel(self.address)
+            self._stub = vgrpc.VerifierServiceStub(self._channel)
+        return self._stub
+
+    async def verify(self, job: pb.Job, shard_index: int, proposals: Sequence[ProposalData]) -> list[Verdict]:
+        request = vpb.VerifyRequest(shard_index=shard_index)
+        request.job.CopyFrom(job)
+        for proposal in proposals:
+            item = request.executions.add(
+                execution_id=proposal.execution_id,
+                node_id=proposal.node_id,
+                verification_proposal=proposal.proposal,
+            )
+            if proposal.run_output is not None:
+                item.run_output.CopyFrom(proposal.run_output)
+        response = await call(self._get_stub().Verify, request, timeout=self.call_timeout)
+        return [
+            Verdict(execution_id=v.execution_id, node_id=v.node_id, accepted=v.accepted, reason=v.reason)
+            for v in response.verdicts
+        ]
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            channel, self._channel, self._stub = self._channel, None, None
+            await channel.close()

@@ -1,0 +1,797 @@
+"""The requester domain service: jobs from submission to published results.
+
+It owns every job it accepted: their events (the projection keeps each job's state rows), one
+`ShardFSM` per shard, the compute nodes that registered, and an exact timer per shard deadline
+(`loop.call_at`, no ticker). Transitions are synchronous and run on the event loop; the calls they ask
+for (AskForBid, BidAccepted, Verify, ...) run as tasks through the ports, and their outcomes come back
+as new inputs of the shard's machine.
+
+Active jobs (a shard still running) live in memory; finished ones stay in a small cache and are read
+back from the store on demand. Every change is queued to the store (batched commits), and `start()`
+reloads the active jobs and re-arms their deadlines, so a restarted requester keeps its jobs.
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bacalhau_grpc.common.errors import (
+    BacalhauError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from bacalhau_grpc.common.model import pb, version
+from bacalhau_grpc.requester.domain import events as ev
+from bacalhau_grpc.requester.domain import shard_fsm as fsm_mod
+from bacalhau_grpc.requester.domain.nodes import NodeRegistry
+from bacalhau_grpc.requester.domain.ports import ComputePort, VerifierPort
+from bacalhau_grpc.requester.domain.projection import ProjectionRejected, apply_event
+from bacalhau_grpc.requester.domain.shard_fsm import ShardFSM, Transition
+from bacalhau_grpc.requester.domain.validation import build_job, validate_submission
+from bacalhau_grpc.requester.store.sqlite import JobQuery, RequesterStore, decode_token, encode_token
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+DEFAULT_EVENTS_PAGE_SIZE = 1000
+MAX_EVENTS_PAGE_SIZE = 1000
+# How many finished jobs stay in memory for quick reads (older ones are read from the store).
+RECENT_JOBS = 256
+SORT_KEYS = ("created_at", "id")
+
+SpanFactory = Callable[..., contextlib.AbstractContextManager[Any]]
+
+
+def _no_span(name: str, *, job_id: str, node_id: str, shard_index: int | None = None) -> Any:
+    return contextlib.nullcontext()
+
+
+@dataclass
+class JobRecord:
+    """One job in memory: the job itself (no state or events), its state rows, events and shards."""
+
+    job: pb.Job
+    state: pb.JobState = field(default_factory=pb.JobState)
+    events: list[pb.JobEvent] = field(default_factory=list)
+    local_events: list[pb.JobLocalEvent] = field(default_factory=list)
+    shards: list[ShardFSM] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The store generation of this job's last queued write.
+    written: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.shards) and all(s.is_terminal for s in self.shards)
+
+    def notify(self) -> None:
+        """Wake every watcher (each waits on the event it saw; a fresh one serves the next change)."""
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+
+class Requester:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        store: RequesterStore,
+        compute: ComputePort,
+        verifier: VerifierPort,
+        negotiation_timeout: float = 120.0,
+        default_job_timeout: float = 1800.0,
+        node_timeout: float = 10.0,
+        heartbeat_interval: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        span: SpanFactory = _no_span,
+        recent_jobs: int = RECENT_JOBS,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.compute = compute
+        self.verifier = verifier
+        self.negotiation_timeout = negotiation_timeout
+        self.default_job_timeout = default_job_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.nodes = NodeRegistry(node_timeout)
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._span = span
+        self._recent_limit = recent_jobs
+        self._active: dict[str, JobRecord] = {}
+        self._recent: OrderedDict[str, JobRecord] = OrderedDict()
+        # Shards still taking bids, in creation order: offered to each node that (re)appears.
+        self._bidding: dict[tuple[str, int], None] = {}
+        self._timers: dict[tuple[str, int], tuple[float, asyncio.TimerHandle]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False  # no new calls
+        self._draining = False  # no deadlines armed
+        self._watches_closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.submitted = 0
+
+    # ------------------------------------------------------------------------------------------
+    # life
+    # ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reload nodes and active jobs from the store; re-arm deadlines; resume interrupted work."""
+        self._loop = asyncio.get_running_loop()
+        now = self._clock()
+        for info, _registered_at in self.store.load_nodes():
+            # Known nodes get one node_timeout to show they are alive (their heartbeats resume).
+            self.nodes.register(info, now)
+        reloaded = 0
+        for job_id in self.store.active_job_ids():
+            stored = self.store.load_job(job_id)
+            if stored is None:
+                continue
+            record = self._record_from_store(stored)
+            self._active[job_id] = record
+            reloaded += 1
+        live = self.nodes.live_node_ids(now)
+        for record in list(self._active.values()):
+            for shard in record.shards:
+                if shard.is_terminal:
+                    continue
+                transition = shard.resume()
+                transition.actions += shard.offer(live, self._rng).actions
+                self._apply(record, shard, transition)
+        if reloaded:
+            log.info("requester reloaded %d active jobs", reloaded, extra={"node_id": self.node_id})
+
+    def close_watches(self) -> None:
+        """End every WatchJobEvents stream (UNAVAILABLE, so clients resume elsewhere or later with
+        after_sequence); call before stopping the server so open streams do not hold its grace period."""
+        self._watches_closed = True
+        for record in (*self._active.values(), *self._recent.values()):
+            record.notify()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop: disarm the deadlines (they are kept in the store and re-armed at the next start), let the
+        calls in flight and the calls they lead to finish for up to `grace` seconds, cancel the rest.
+
+        Call after the server stopped, so no new work comes in while the calls drain."""
+        self.close_watches()
+        self._draining = True
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._tasks and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=remaining)
+        self._stopping = True
+        pending = set(self._tasks)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("requester stopping: %d calls cut off", len(pending), extra={"node_id": self.node_id})
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _record_from_store(self, stored: Any) -> JobRecord:
+        record = JobRecord(job=stored.job, events=stored.events, local_events=stored.local_events)
+        for row in stored.rows:
+            record.state.nodes[row.node_id].shards[row.shard_index].CopyFrom(row)
+        record.shards = [ShardFSM.from_dict(stored.fsms[i]) for i in sorted(stored.fsms)]
+        record.written = self.store.committed_generation
+        return record
+
+    # ------------------------------------------------------------------------------------------
+    # submission and queries
+    # ------------------------------------------------------------------------------------------
+
+    async def submit(self, payload: pb.JobCreatePayload) -> pb.Job:
+        validate_submission(payload)
+        now = self._clock()
+        job = build_job(
+            payload, requester_node_id=self.node_id, default_job_timeout=self.default_job_timeout, now=now
+        )
+        with self._span("requester.SubmitJob", job_id=job.id, node_id=self.node_id):
+            record = JobRecord(job=job)
+            self._active[job.id] = record
+            self.store.add_job(job)
+            self._record_event(record, ev.created_event(job, now=now))
+            live = self.nodes.live_node_ids(now)
+            for index in range(job.execution_plan.total_shards):
+                shard = ShardFSM.create(
+                    job_id=job.id,
+                    shard_index=index,
+                    requester_node_id=self.node_id,
+                    client_id=job.client_id,
+                    deal=job.deal,
+                    timeout=job.spec.timeout,
+                    negotiation_timeout=self.negotiation_timeout,
+                    now=now,
+                )
+                record.shards.append(shard)
+                self._apply(record, shard, shard.offer(live, self._rng))
+        self.submitted += 1
+        log.debug("job submitted", extra={"job_id": job.id, "node_id": self.node_id})
+        result = pb.Job()
+        result.CopyFrom(job)
+        self._fill_state(result, record)
+        return result
+
+    async def get_job(self, job_id: str) -> pb.JobWithInfo:
+        record = await self._resolve(job_id)
+        info = pb.JobWithInfo()
+        info.job.CopyFrom(record.job)
+        self._fill_state(info.job, record)
+        info.job_state.CopyFrom(info.job.state)
+        info.job_events.extend(record.events)
+        info.job_local_events.extend(record.local_events)
+        return info
+
+    async def job_state(self, job_id: str) -> pb.JobState:
+        record = await self._resolve(job_id)
+        state = pb.JobState()
+        state.CopyFrom(record.state)
+        return state
+
+    async def list_jobs(
+        self,
+        *,
+        client_id: str = "",
+        id_prefix: str = "",
+        include_tags: Iterable[str] = (),
+        exclude_tags: Iterable[str] = (),
+        sort_by: str = "created_at",
+        reverse: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[pb.Job], str]:
+        """A page of jobs, with their state rows and without events, and the token of the next page."""
+        if sort_by not in SORT_KEYS:
+            raise InvalidArgumentError(
+                f"cannot sort by {sort_by!r}; use one of {', '.join(SORT_KEYS)}", field="sort_by"
+            )
+        if page_size < 0:
+            raise InvalidArgumentError(
+                f"page_size must be >= 0 (0 means {DEFAULT_PAGE_SIZE})", field="page_size"
+            )
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        query = JobQuery(
+            client_id=client_id,
+            id_prefix=id_prefix,
+            include_tags=sorted(set(include_tags)),
+            exclude_tags=sorted(set(exclude_tags)),
+            sort_by=sort_by,
+            reverse=reverse,
+            page_size=size + 1,
+        )
+        listing = self._listing_fingerprint(query)
+        if page_token:
+            token = decode_token(page_token)
+            if token.get("l") != listing or not isinstance(token.get("k"), list):
+                raise InvalidArgumentError(
+                    "this page token belongs to another listing: "
+                    "pass the same filters and sort as the first page",
+                    field="page_token",
+                )
+            query.after = tuple(token["k"])
+        await self.store.flush()
+        found = self.store.list_jobs(query)
+        next_token = ""
+        if len(found) > size:
+            found = found[:size]
+            next_token = encode_token({"l": listing, "k": list(found[-1][1])})
+        jobs = []
+        for job, _key in found:
+            record = self._active.get(job.id) or self._recent.get(job.id)
+            if record is not None:  # fresher than the store while writes are queued
+                job.ClearField("state")
+                self._fill_state(job, record)
+            jobs.append(job)
+        return jobs, next_token
+
+    @staticmethod
+    def _listing_fingerprint(query: JobQuery) -> str:
+        parts = [
+            query.client_id,
+            query.id_prefix,
+            ",".join(query.include_tags),
+            ",".join(query.exclude_tags),
+            query.sort_by,
+            "r" if query.reverse else "",
+        ]
+        return format(hash_text("\x00".join(parts)), "x")
+
+    async def list_job_events(
+        self, job_id: str, *, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[pb.JobEvent], str]:
+        record = await self._resolve(job_id)
+        if page_size < 0:
+            raise InvalidArgumentError(
+                f"page_size must be >= 0 (0 means {DEFAULT_EVENTS_PAGE_SIZE})", field="page_size"
+            )
+        size = min(page_size or DEFAULT_EVENTS_PAGE_SIZE, MAX_EVENTS_PAGE_SIZE)
+        offset = 0
+        if page_token:
+            token = decode_token(page_token)
+            offset = token.get("o", -1)
+            if token.get("j") != record.id or not isinstance(offset, int) or offset < 0:
+                raise InvalidArgumentError(
+                    "this page token belongs to another job's events: pass the same job_id as the first page",
+                    field="page_token",
+                )
+        page = record.events[offset : offset + size]
+        end = offset + len(page)
+        next_token = encode_token({"j": record.id, "o": end}) if end < len(record.events) else ""
+        return list(page), next_token
+
+    async def watch_job_events(
+        self, job_id: str, *, after_sequence: int = 0
+    ) -> AsyncIterator[tuple[int, pb.JobEvent]]:
+        """The job's events from `after_sequence` on (sequence numbers from 1), then each new one as it is
+        recorded, until every shard of the job has ended (or the requester stops)."""
+        if after_sequence < 0:
+            raise InvalidArgumentError("after_sequence must be >= 0", field="after_sequence")
+        record = await self._resolve(job_id)
+        return self._watch(record, after_sequence)
+
+    async def _watch(self, record: JobRecord, after: int) -> AsyncIterator[tuple[int, pb.JobEvent]]:
+        sent = after
+        while True:
+            while sent < len(record.events):
+                event = record.events[sent]
+                sent += 1
+                yield sent, event
+            if record.finished:
+                return
+            if self._watches_closed:
+                raise UnavailableError(
+                    f"the requester is shutting down: watch job {record.id} again with after_sequence={sent}"
+                )
+            waiter = record.changed
+            await waiter.wait()
+
+    async def get_job_results(self, job_id: str) -> list[pb.PublishedResult]:
+        """Where each Completed row's results were published (its last ResultsPublished event)."""
+        record = await self._resolve(job_id)
+        published: dict[tuple[str, int], pb.StorageSpec] = {}
+        for event in record.events:
+            if event.event_name == pb.JobEventType.JOB_EVENT_TYPE_RESULTS_PUBLISHED:
+                published[(event.source_node_id, event.shard_index)] = event.published_result
+        results = []
+        for node_id, node in sorted(record.state.nodes.items()):
+            for shard_index, row in sorted(node.shards.items()):
+                spec = published.get((node_id, shard_index))
+                if row.state == pb.JobStateType.JOB_STATE_TYPE_COMPLETED and spec is not None:
+                    result = pb.PublishedResult(node_id=node_id, shard_index=shard_index)
+                    result.data.CopyFrom(spec)
+                    results.append(result)
+        return results
+
+    async def cancel_job(self, job_id: str, *, client_id: str = "", reason: str = "") -> pb.Job:
+        await self._resolve(job_id)
+        raise FailedPreconditionError("cancelling jobs is not supported yet")
+
+    def get_version(self) -> pb.BuildVersionInfo:
+        return version.build_version_info()
+
+    # ------------------------------------------------------------------------------------------
+    # compute nodes
+    # ------------------------------------------------------------------------------------------
+
+    async def register_node(self, info: pb.NodeInfo) -> None:
+        if not info.node_id:
+            raise InvalidArgumentError("a node ID is required", field="node.node_id")
+        if not info.address:
+            raise InvalidArgumentError(
+                "the node's compute service address (host:port) is required", field="node.address"
+            )
+        now = self._clock()
+        stored = pb.NodeInfo()
+        stored.CopyFrom(info)
+        self.nodes.register(stored, now)
+        self.store.put_node(stored, now)
+        log.info(
+            "compute node %s registered at %s", info.node_id, info.address, extra={"node_id": self.node_id}
+        )
+        self._offer_to(info.node_id)
+
+    async def heartbeat(self, node_id: str, available: pb.ResourceUsageData | None = None) -> None:
+        if not node_id:
+            raise InvalidArgumentError("a node ID is required", field="node_id")
+        was_live = self.nodes.heartbeat(node_id, available, self._clock())
+        if not was_live:
+            self._offer_to(node_id)
+
+    def _offer_to(self, node_id: str) -> None:
+        for job_id, shard_index in list(self._bidding):
+            record = self._active.get(job_id)
+            if record is None:
+                continue
+            shard = record.shards[shard_index]
+            transition = shard.offer([node_id], self._rng)
+            if transition.actions:
+                self._apply(record, shard, transition)
+
+    # ------------------------------------------------------------------------------------------
+    # callbacks from compute nodes
+    # ------------------------------------------------------------------------------------------
+
+    async def on_run_complete(
+        self,
+        *,
+        job_id: str,
+        shard_index: int,
+        node_id: str,
+        execution_id: str,
+        verification_proposal: bytes = b"",
+        run_output: pb.RunCommandResult | None = None,
+    ) -> None:
+        record, shard = self._callback_target(job_id, shard_index, node_id, "results")
+        with self._span(
+            "requester.OnRunComplete", job_id=job_id, node_id=self.node_id, shard_index=shard_index
+        ):
+            transition = shard.on_run_complete(
+                node_id, execution_id, verification_proposal, run_output, self._clock()
+            )
+            self._finish_callback(record, shard, transition)
+
+    async def on_publish_complete(
+        self,
+        *,
+        job_id: str,
+        shard_index: int,
+        node_id: str,
+        execution_id: str,
+        published_result: pb.StorageSpec | None = None,
+    ) -> None:
+        record, shard = self._callback_target(job_id, shard_index, node_id, "published results")
+        with self._span(
+            "requester.OnPublishComplete", job_id=job_id, node_id=self.node_id, shard_index=shard_index
+        ):
+            transition = shard.on_published(node_id, execution_id, published_result, self._clock())
+            self._finish_callback(record, shard, transition)
+
+    async def on_compute_failure(
+        self, *, job_id: str, shard_index: int, node_id: str, execution_id: str, error: str
+    ) -> None:
+        record, shard = self._callback_target(job_id, shard_index, node_id, "a compute error")
+        with self._span(
+            "requester.OnComputeFailure", job_id=job_id, node_id=self.node_id, shard_index=shard_index
+        ):
+            transition = shard.on_compute_failure(
+                node_id, execution_id, error or "the node reported a failure without a message", self._clock()
+            )
+            self._finish_callback(record, shard, transition)
+
+    async def on_cancel_complete(
+        self, *, job_id: str, shard_index: int, node_id: str, execution_id: str
+    ) -> None:
+        record, shard = self._callback_target(job_id, shard_index, node_id, "a cancellation report")
+        transition = shard.on_cancel_complete(node_id, execution_id, self._clock())
+        self._finish_callback(record, shard, transition)
+
+    def _callback_target(
+        self, job_id: str, shard_index: int, node_id: str, what: str
+    ) -> tuple[JobRecord, ShardFSM]:
+        if not job_id:
+            raise InvalidArgumentError("a job ID is required", field="job_id")
+        if not node_id:
+            raise InvalidArgumentError("a node ID is required", field="node_id")
+        record = self._lookup(job_id)
+        if record is None:
+            raise NotFoundError(f"job {job_id} not found")
+        if not 0 <= shard_index < len(record.shards):
+            message = f"{what} received for shard {job_id}:{shard_index}, which does not exist"
+            event = ev.new_event(
+                pb.JobEventType.JOB_EVENT_TYPE_INVALID_REQUEST,
+                job_id=job_id,
+                now=self._clock(),
+                shard_index=shard_index,
+                client_id=record.job.client_id,
+                source_node_id=self.node_id,
+                target_node_id=node_id,
+                status=message,
+            )
+            self._record_event(record, event)
+            record.notify()
+            raise FailedPreconditionError(message)
+        return record, record.shards[shard_index]
+
+    def _finish_callback(self, record: JobRecord, shard: ShardFSM, transition: Transition) -> None:
+        self._apply(record, shard, transition)
+        if transition.invalid is not None:
+            raise FailedPreconditionError(transition.invalid)
+
+    # ------------------------------------------------------------------------------------------
+    # applying transitions
+    # ------------------------------------------------------------------------------------------
+
+    def _apply(self, record: JobRecord, shard: ShardFSM, transition: Transition) -> None:
+        """Record the transition's events, start its calls, persist the machine, re-arm its deadline."""
+        for action in transition.actions:
+            if isinstance(action, fsm_mod.RecordEvent):
+                self._record_event(record, action.event)
+            elif isinstance(action, fsm_mod.RecordLocalEvent):
+                self._record_local_event(record, action.event)
+            else:
+                self._dispatch(record.id, shard.shard_index, action)
+        self.store.put_fsm(record.id, shard.shard_index, shard)
+        record.written = self.store.generation
+        key = (record.id, shard.shard_index)
+        if shard.is_bidding:
+            self._bidding[key] = None
+        else:
+            self._bidding.pop(key, None)
+        self._arm(record.id, shard)
+        if record.finished and record.id in self._active:
+            del self._active[record.id]
+            self._remember(record)
+            log.debug("job finished", extra={"job_id": record.id, "node_id": self.node_id})
+        record.notify()
+
+    def _record_event(self, record: JobRecord, event: pb.JobEvent) -> None:
+        record.events.append(event)
+        self.store.add_event(record.id, len(record.events), event)
+        try:
+            update = apply_event(record.state, event)
+        except ProjectionRejected as rejected:
+            log.warning("%s", rejected, extra={"job_id": record.id, "node_id": self.node_id})
+            update = None
+        if update is not None:
+            self.store.put_row(record.id, update.row)
+        record.written = self.store.generation
+
+    def _record_local_event(self, record: JobRecord, event: pb.JobLocalEvent) -> None:
+        record.local_events.append(event)
+        self.store.add_local_event(record.id, len(record.local_events), event)
+        record.written = self.store.generation
+
+    def _arm(self, job_id: str, shard: ShardFSM) -> None:
+        key = (job_id, shard.shard_index)
+        deadline = None if self._draining else shard.next_deadline()
+        armed = self._timers.get(key)
+        if armed is not None:
+            if armed[0] == deadline:
+                return
+            armed[1].cancel()
+            del self._timers[key]
+        if deadline is None:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        when = loop.time() + max(deadline - self._clock(), 0.0)
+        self._timers[key] = (
+            deadline,
+            loop.call_at(when, self._on_deadline, job_id, shard.shard_index, deadline),
+        )
+
+    def _on_deadline(self, job_id: str, shard_index: int, deadline: float) -> None:
+        key = (job_id, shard_index)
+        armed = self._timers.get(key)
+        if armed is not None and armed[0] == deadline:
+            del self._timers[key]
+        record = self._lookup(job_id)
+        if record is None:
+            return
+        shard = record.shards[shard_index]
+        # The loop's clock and the wall clock may disagree by a hair: the deadline is due now.
+        now = max(self._clock(), deadline)
+        transition = shard.on_timeout(now)
+        if transition.actions:
+            log.info(
+                "shard %s: %s",
+                shard.shard_id,
+                shard.status,
+                extra={"job_id": job_id, "node_id": self.node_id},
+            )
+        self._apply(record, shard, transition)
+
+    # ------------------------------------------------------------------------------------------
+    # calls (tasks)
+    # ------------------------------------------------------------------------------------------
+
+    def _dispatch(self, job_id: str, shard_index: int, action: Any) -> None:
+        if self._stopping:
+            log.warning(
+                "requester stopping: %s not sent",
+                type(action).__name__,
+                extra={"job_id": job_id, "node_id": self.node_id},
+            )
+            return
+        task = asyncio.get_running_loop().create_task(self._perform(job_id, shard_index, action))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _address(self, node_id: str) -> str:
+        address = self.nodes.address(node_id)
+        if not address:
+            raise UnavailableError(f"node {node_id} is not registered with this requester")
+        return address
+
+    async def _perform(self, job_id: str, shard_index: int, action: Any) -> None:
+        node_id = getattr(action, "node_id", "")
+        name = type(action).__name__
+        try:
+            with self._span(
+                f"requester.{name}", job_id=job_id, node_id=self.node_id, shard_index=shard_index
+            ):
+                outcome = await self._call(job_id, shard_index, action)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+            if not isinstance(exc, BacalhauError):
+                log.exception(
+                    "%s to %s failed", name, node_id, extra={"job_id": job_id, "node_id": self.node_id}
+                )
+            outcome = ("failed", error)
+        self._after_call(job_id, shard_index, action, outcome)
+
+    async def _call(self, job_id: str, shard_index: int, action: Any) -> tuple[str, Any]:
+        if isinstance(action, fsm_mod.Verify):
+            record = self._lookup(job_id)
+            if record is None:
+                raise NotFoundError(f"job {job_id} not found")
+            verdicts = await self.verifier.verify(record.job, shard_index, action.proposals)
+            return ("ok", verdicts)
+        address = self._address(action.node_id)
+        if isinstance(action, fsm_mod.AskForBid):
+            record = self._lookup(job_id)
+            if record is None:
+                raise NotFoundError(f"job {job_id} not found")
+            return ("ok", await self.compute.ask_for_bid(address, record.job, shard_index))
+        if isinstance(action, fsm_mod.NotifyBidAccepted):
+            await self.compute.bid_accepted(address, action.execution_id)
+        elif isinstance(action, fsm_mod.NotifyBidRejected):
+            await self.compute.bid_rejected(address, action.execution_id, action.reason)
+        elif isinstance(action, fsm_mod.NotifyResultAccepted):
+            await self.compute.result_accepted(address, action.execution_id)
+        elif isinstance(action, fsm_mod.NotifyResultRejected):
+            await self.compute.result_rejected(address, action.execution_id, action.reason)
+        elif isinstance(action, fsm_mod.CancelExecution):
+            await self.compute.cancel_execution(address, action.execution_id, action.reason)
+        else:  # pragma: no cover - every action kind is listed above
+            raise TypeError(f"unknown action {action!r}")
+        return ("ok", None)
+
+    def _after_call(self, job_id: str, shard_index: int, action: Any, outcome: tuple[str, Any]) -> None:
+        """Feed a call's outcome back into its shard's machine (looked up again: it may be reloaded)."""
+        kind, value = outcome
+        record = self._lookup(job_id)
+        if record is None:
+            return
+        shard = record.shards[shard_index]
+        now = self._clock()
+        node_id = getattr(action, "node_id", "")
+        failed = kind == "failed"
+        if isinstance(action, fsm_mod.AskForBid):
+            if failed:
+                transition = shard.on_ask_failed(node_id, value, now)
+            elif value.accepted and value.execution_id:
+                transition = shard.on_bid(node_id, value.execution_id, now, self._rng)
+            elif value.accepted:
+                transition = shard.on_ask_failed(node_id, "the node bid without an execution ID", now)
+            else:
+                transition = shard.on_bid_declined(node_id, value.reason, now)
+            # A refusal or failure leaves a bid short: ask another live node.
+            transition.actions += shard.offer(self.nodes.live_node_ids(now), self._rng).actions
+        elif isinstance(action, fsm_mod.Verify):
+            transition = shard.on_verify_failed(value, now) if failed else shard.on_verified(value, now)
+        elif failed and isinstance(action, fsm_mod.NotifyBidAccepted):
+            transition = shard.on_bid_accept_failed(node_id, action.execution_id, value, now)
+        elif failed and isinstance(action, fsm_mod.NotifyResultAccepted):
+            transition = shard.on_result_accept_failed(node_id, action.execution_id, value, now)
+        else:
+            if failed:
+                log.warning(
+                    "%s to node %s failed: %s",
+                    type(action).__name__,
+                    node_id,
+                    value,
+                    extra={"job_id": job_id, "node_id": self.node_id},
+                )
+            return
+        self._apply(record, shard, transition)
+
+    # ------------------------------------------------------------------------------------------
+    # finding jobs
+    # ------------------------------------------------------------------------------------------
+
+    def _lookup(self, job_id: str) -> JobRecord | None:
+        """The job with exactly this ID: from memory, else from the store (then cached)."""
+        record = self._active.get(job_id)
+        if record is not None:
+            return record
+        record = self._recent.get(job_id)
+        if record is not None:
+            self._recent.move_to_end(job_id)
+            return record
+        stored = self.store.load_job(job_id)
+        if stored is None:
+            return None
+        record = self._record_from_store(stored)
+        if record.finished:
+            self._remember(record)
+        else:  # pragma: no cover - active jobs are always in memory
+            self._active[job_id] = record
+        return record
+
+    async def _resolve(self, job_id: str) -> JobRecord:
+        """The job with this ID, or the only job whose ID starts with it."""
+        if not job_id:
+            raise InvalidArgumentError("a job ID (or a unique prefix of one) is required", field="job_id")
+        record = self._lookup(job_id)
+        if record is not None:
+            return record
+        await self.store.flush()
+        matches = self.store.find_job_ids(job_id, limit=6)
+        if not matches:
+            raise NotFoundError(f"job {job_id} not found")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise InvalidArgumentError(
+                f"job ID prefix {job_id!r} matches more than one job ({shown}): give more of the ID",
+                field="job_id",
+            )
+        record = self._lookup(matches[0])
+        if record is None:  # pragma: no cover - just listed
+            raise NotFoundError(f"job {job_id} not found")
+        return record
+
+    def _remember(self, record: JobRecord) -> None:
+        """Keep a finished job in the small in-memory cache; drop the oldest ones already committed."""
+        self._recent[record.id] = record
+        self._recent.move_to_end(record.id)
+        if len(self._recent) <= self._recent_limit:
+            return
+        committed = self.store.committed_generation
+        while len(self._recent) > self._recent_limit:
+            job_id, old = next(iter(self._recent.items()))
+            if old.written > committed:
+                break  # not in the database yet: kept until a later commit
+            del self._recent[job_id]
+
+    @staticmethod
+    def _fill_state(job: pb.Job, record: JobRecord) -> None:
+        job.state.CopyFrom(record.state)
+
+    # ------------------------------------------------------------------------------------------
+    # introspection (tests, benchmarks)
+    # ------------------------------------------------------------------------------------------
+
+    def shard(self, job_id: str, shard_index: int = 0) -> ShardFSM:
+        record = self._lookup(job_id)
+        if record is None:
+            raise NotFoundError(f"job {job_id} not found")
+        return record.shards[shard_index]
+
+    def live_node_count(self) -> int:
+        return len(self.nodes.live_node_ids(self._clock()))
+
+    @property
+    def active_jobs(self) -> int:
+        return len(self._active)
+
+    @property
+    def armed_timers(self) -> int:
+        return len(self._timers)
+
+    @property
+    def tasks_in_flight(self) -> int:
+        return len(self._tasks)
+
+
+def hash_text(text: str) -> int:
+    """A stable 64-bit FNV-1a hash (Python's `hash` of str changes between processes)."""
+    value = 0xCBF29CE484222325
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value

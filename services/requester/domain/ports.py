@@ -1,0 +1,45 @@
+"""What the requester's domain needs from the outside, as interfaces (implemented in clients/ over gRPC).
+
+Every method raises a BacalhauError (UnavailableError, DeadlineExceededError, ...) when the call fails.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, Verdict
+
+
+@dataclass(frozen=True)
+class BidAnswer:
+    accepted: bool
+    execution_id: str = ""
+    reason: str = ""
+    node_id: str = ""
+
+
+class ComputePort(Protocol):
+    """Calls to one compute node, addressed by its `host:port`."""
+
+    async def ask_for_bid(self, address: str, job: pb.Job, shard_index: int) -> BidAnswer: ...
+
+    async def bid_accepted(self, address: str, execution_id: str) -> None: ...
+
+    async def bid_rejected(self, address: str, execution_id: str, reason: str) -> None: ...
+
+    async def result_accepted(self, address: str, execution_id: str) -> None: ...
+
+    async def result_rejected(self, address: str, execution_id: str, reason: str) -> None: ...
+
+    async def cancel_execution(self, address: str, execution_id: str, reason: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class VerifierPort(Protocol):
+    async def verify(
+        self, job: pb.Job, shard_index: int, proposals: Sequence[ProposalData]
+    ) -> list[Verdict]: ...
+
+    async def close(self) -> None: ...

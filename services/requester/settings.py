@@ -1,0 +1,114 @@
+"""The requester's settings: defaults, then `BACALHAU_<FIELD>` environment variables, then flags."""
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bacalhau_grpc.common.errors import InvalidArgumentError
+
+ENV_PREFIX = "BACALHAU_"
+DB_FILE_NAME = "requester.db"
+NODE_ID_FILE_NAME = "node_id"
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".bacalhau-grpc" / "requester"
+
+
+@dataclass(frozen=True)
+class RequesterSettings:
+    # The address to listen on.
+    host: str = "127.0.0.1"
+    # The port to listen on; 0 picks a free one.
+    port: int = 0
+    # Where the requester keeps its SQLite database (requester.db) and its node ID.
+    data_dir: Path = field(default_factory=default_data_dir)
+    # The requester's node ID; when empty, one is generated once and kept in data_dir/node_id.
+    node_id: str = ""
+    # host:port of the verifier service (required).
+    verifier_address: str = ""
+    # Seconds a shard may spend finding its bids, from the job's creation.
+    negotiation_timeout: float = 120.0
+    # Seconds a shard may run (and be verified and published) when the job sets no Spec.Timeout.
+    default_job_timeout: float = 1800.0
+    # How often compute nodes are told to send a heartbeat, in seconds.
+    heartbeat_interval: float = 2.0
+    # A node silent for this many seconds is not offered jobs.
+    node_timeout: float = 10.0
+    # The deadline of every call to a compute node or the verifier, in seconds.
+    call_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if not self.host:
+            raise _invalid("host", "must not be empty")
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise _invalid("port", f"{self.port!r} is not a TCP port (0 to 65535)")
+        for name in (
+            "negotiation_timeout",
+            "default_job_timeout",
+            "heartbeat_interval",
+            "node_timeout",
+            "call_timeout",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise _invalid(name, f"{value!r} is not a number of seconds above 0")
+        if self.node_timeout <= self.heartbeat_interval:
+            raise _invalid(
+                "node_timeout",
+                f"{self.node_timeout!r} must be longer than heartbeat_interval "
+                f"({self.heartbeat_interval!r}), "
+                "or live nodes would be taken for dead between two heartbeats",
+            )
+        if not self.verifier_address:
+            raise _invalid("verifier_address", "is required: the host:port of the verifier service")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE_NAME
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> "RequesterSettings":
+        """Defaults, overridden by `BACALHAU_<FIELD>` variables (e.g. `BACALHAU_VERIFIER_ADDRESS`), then
+        by `overrides` (command-line flags). Overrides whose value is None are ignored (a flag not given).
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for name, f in fields.items():
+            env_name = ENV_PREFIX + name.upper()
+            if env_name in environ:
+                values[name] = _convert(environ[env_name], f.type, name, env_name)
+        for name, value in overrides.items():
+            if name not in fields:
+                raise TypeError(f"unknown requester setting {name!r}")
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+
+def _invalid(name: str, message: str) -> InvalidArgumentError:
+    env_name = ENV_PREFIX + name.upper()
+    flag = "--" + name.replace("_", "-")
+    return InvalidArgumentError(f"{message} (setting {name}: {env_name} or {flag})", field=name)
+
+
+def _convert(text: str, kind: Any, name: str, env_name: str) -> Any:
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if kind_name == "int":
+            return int(text)
+        if kind_name == "float":
+            return float(text)
+    except ValueError:
+        raise InvalidArgumentError(
+            f"expected a {'whole ' if kind_name == 'int' else ''}number, got {text!r} (from {env_name})",
+            field=name,
+        ) from None
+    if kind_name == "Path":
+        return Path(text)
+    return text

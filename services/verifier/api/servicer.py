@@ -1,0 +1,46 @@
+"""The VerifierService servicer: decode, one domain call, encode."""
+
+import logging
+
+from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
+from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
+from bacalhau_grpc.common.telemetry import job_span
+from bacalhau_grpc.verifier.domain import verification
+
+log = logging.getLogger(__name__)
+
+
+class VerifierServicer(vgrpc.VerifierServiceServicer):
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+
+    async def Verify(self, request: vpb.VerifyRequest, context) -> vpb.VerifyResponse:
+        job_id = request.job.id
+        with job_span("verify", job_id=job_id, node_id=self.node_id, shard_index=request.shard_index):
+            verdicts = verification.verify(request.job, request.shard_index, request.executions)
+        accepted = sum(v.accepted for v in verdicts)
+        log.info(
+            "verified shard %d: %d of %d results accepted",
+            request.shard_index,
+            accepted,
+            len(verdicts),
+            extra={"job_id": job_id, "node_id": self.node_id},
+        )
+        return vpb.VerifyResponse(
+            verdicts=[
+                vpb.Verdict(
+                    execution_id=v.execution_id, node_id=v.node_id, accepted=v.accepted, reason=v.reason
+                )
+                for v in verdicts
+            ]
+        )
+
+    async def GetVerifierInfo(
+        self, request: vpb.GetVerifierInfoRequest, context
+    ) -> vpb.GetVerifierInfoResponse:
+        return vpb.GetVerifierInfoResponse(
+            formats=[
+                vpb.ProposalFormat(verifier=verifier, description=description)
+                for verifier, description in verification.PROPOSAL_FORMATS.items()
+            ]
+        )

@@ -1,0 +1,585 @@
+"""The real `bacalhau-grpc` CLI in subprocesses: a devstack of separate node processes, the client
+commands against it, `serve` for each node type, and clean shutdowns (no process left behind)."""
+
+import argparse
+import io
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bacalhau.requester.v1 import requester_service_pb2 as rpb
+from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.cli import jobs
+from bacalhau_grpc.cli.devstack import Devstack, DevstackError
+from bacalhau_grpc.common import channels
+from bacalhau_grpc.common.model import pb
+
+CLI = Path(sys.executable).parent / "bacalhau-grpc"
+COMMAND = [str(CLI)] if CLI.exists() else [sys.executable, "-m", "bacalhau_grpc.cli.main"]
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+STARTUP = 90.0  # seconds: five Python processes starting at once on a 2-core machine
+STDOUT_TEXT = "hello from the devstack"
+
+NOOP_JOB = """\
+# A flat (seed-shaped) job file: the noop engine, one node; create fills in Verifier/Publisher.
+Spec:
+  Engine: Noop
+  Timeout: 60
+Deal:
+  Concurrency: 1
+"""
+
+DETERMINISTIC_JOB = """\
+APIVersion: V1beta1
+Spec:
+  Engine: Noop
+  Verifier: Deterministic
+  Publisher: Noop
+  Annotations: [deterministic]
+Deal:
+  Concurrency: 3
+"""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACALHAU_")}
+    env.update(BACALHAU_CLIENT_ID="e2e-client", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class Lines:
+    """A child's output, read line by line by a thread, so the test can wait for a line with a deadline."""
+
+    def __init__(self, stream) -> None:
+        self.seen: list[str] = []
+        self.closed = False
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        for line in self.seen:
+            if match := regex.search(line):
+                return match
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no line matching {pattern!r} within {timeout} s; output:\n" + self.text()
+                )
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.closed = True
+                raise AssertionError(f"the output ended without {pattern!r}; output:\n" + self.text())
+            self.seen.append(line)
+            if match := regex.search(line):
+                return match
+
+    def rest(self, timeout: float) -> str:
+        """Everything until the stream closes (the process exited)."""
+        deadline = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                continue
+            if line is None:
+                self.closed = True
+                break
+            self.seen.append(line)
+        return self.text()
+
+    def text(self) -> str:
+        return "\n".join(self.seen)
+
+
+def gone(pid: int) -> bool:
+    """The process no longer exists (or is a zombie nobody waits for)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return status.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_cli(*args: str, env: dict[str, str], input: str | None = None, timeout: float = 60):
+    return subprocess.run(
+        [*COMMAND, *args], env=env, input=input, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+# --------------------------------------------------------------------------------------------- devstack
+
+
+class RunningDevstack:
+    def __init__(self, tmp: Path) -> None:
+        self.data_dir = tmp / "devstack"
+        self.process = subprocess.Popen(
+            [
+                *COMMAND,
+                "devstack",
+                "--nodes",
+                "3",
+                "--bad-actors",
+                "1",
+                "--data-dir",
+                str(self.data_dir),
+                "--noop-stdout",
+                STDOUT_TEXT,
+                "--startup-timeout",
+                str(STARTUP),
+            ],
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output = Lines(self.process.stdout)
+        try:
+            match = self.output.wait_for(
+                r"export BACALHAU_API_HOST=(\S+) BACALHAU_API_PORT=(\d+)", STARTUP + 10
+            )
+            self.output.wait_for("Devstack is ready!", 5)
+        except BaseException:
+            self.process.kill()
+            raise
+        self.host, self.port = match.group(1), match.group(2)
+        self.pids = [int(pid) for pid in re.findall(r" pid (\d+)", self.output.text())]
+        self.env = clean_env(BACALHAU_API_HOST=self.host, BACALHAU_API_PORT=self.port)
+
+    def stop(self, sig: int = signal.SIGINT) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        return self.output.rest(5)
+
+
+@pytest.fixture(scope="module")
+def devstack(tmp_path_factory):
+    stack = RunningDevstack(tmp_path_factory.mktemp("e2e"))
+    yield stack
+    stack.stop()
+    for pid in stack.pids:
+        if not gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def job_file(tmp_path):
+    def write(text: str, name: str = "job.yaml") -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+def test_devstack_prints_how_to_reach_it(devstack):
+    text = devstack.output.text()
+    assert len(devstack.pids) == 5  # verifier, requester, 3 compute nodes
+    assert re.search(r"^verifier\s+verifier-[0-9a-f]{12}\s+127\.0\.0\.1:\d+", text, re.M)
+    assert re.search(r"^requester\s+requester-[0-9a-f]{12}\s+127\.0\.0\.1:\d+", text, re.M)
+    assert len(re.findall(r"^compute\s+node-[0-9a-f]{12}\s+127\.0\.0\.1:\d+", text, re.M)) == 3
+    assert len(re.findall(r"\(bad actor\)", text)) == 1
+    assert f"Requester API: {devstack.host}:{devstack.port}" in text
+    assert f"grpcurl -plaintext {devstack.host}:{devstack.port} list" in text
+    assert sorted(p.name for p in (devstack.data_dir / "logs").iterdir()) == [
+        "compute-0.log",
+        "compute-1.log",
+        "compute-2.log",
+        "requester.log",
+        "verifier.log",
+    ]
+
+
+def test_create_and_wait_reaches_the_published_result(devstack, job_file):
+    done = run_cli("create", job_file(NOOP_JOB), "--wait", "--wait-timeout", "60", env=devstack.env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    assert UUID.match(lines[0]), lines
+    events = [line.split()[1] for line in lines[1:] if re.match(r"^\d{4}-\d\d-\d\dT", line)]
+    # Bacalhau's happy path, with the two other nodes' bids rejected (concurrency 1 on 3 nodes)
+    happy = ["Created", "Bid", "BidAccepted", "ResultsProposed", "ResultsAccepted", "ResultsPublished"]
+    remaining = iter(events)
+    assert all(name in remaining for name in happy), events
+    # every other bid that reached the requester before the job ended was rejected (a late one may not have)
+    assert events.count("Bid") - events.count("BidRejected") == 1, events
+    assert f"Job {lines[0]} ended: Completed" in done.stdout
+    assert f"stdout: {STDOUT_TEXT}" in done.stdout
+    assert "published: " in done.stdout
+    assert "WARNING" not in done.stderr
+
+
+def test_create_without_wait_prints_only_the_id_and_list_describe_events_show_it(devstack, job_file):
+    created = run_cli("create", job_file(NOOP_JOB), env=devstack.env)
+    assert created.returncode == 0, created.stderr
+    job_id = created.stdout.strip()
+    assert UUID.match(job_id)
+    # follow the events to the end: the last line is the published result
+    followed = run_cli("events", job_id[:8], "--follow", env=devstack.env)
+    assert followed.returncode == 0, followed.stderr
+    names = [line.split()[1] for line in followed.stdout.splitlines()]
+    # (a bid that reached the requester after the job ended may follow the published result)
+    assert names[0] == "Created" and "ResultsPublished" in names
+    assert "shard 0" in followed.stdout
+
+    listed = run_cli("list", "--id-filter", job_id[:8], env=devstack.env)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["CREATED", "ID", "JOB", "STATE", "VERIFIED", "PUBLISHED"]
+    assert row.split()[1:4] == [job_id[:8], "Noop", "Completed"]
+
+    as_json = run_cli("list", "--output", "json", "-n", "50", env=devstack.env)
+    assert as_json.returncode == 0, as_json.stderr
+    assert job_id in [job["ID"] for job in json.loads(as_json.stdout)]
+
+    described = run_cli("describe", job_id, env=devstack.env)
+    assert described.returncode == 0, described.stderr
+    document = yaml.safe_load(described.stdout)
+    assert document["Job"]["ID"] == job_id
+    assert document["Job"]["Spec"]["Engine"] == "Noop"
+    assert document["Job"]["Spec"]["Verifier"] == "Noop"  # create's default
+    assert document["Job"]["ClientID"] == "e2e-client"
+    assert "ResultsPublished" in [e["EventName"] for e in document["JobEvents"]]
+    described_json = run_cli("describe", job_id[:8], "--json", env=devstack.env)
+    assert json.loads(described_json.stdout)["Job"]["ID"] == job_id
+
+    events = run_cli("events", job_id, env=devstack.env)
+    assert events.returncode == 0, events.stderr
+    assert events.stdout.startswith(followed.stdout)  # the same lines (late bids may have been added)
+
+
+def test_the_bad_actor_is_caught_by_the_deterministic_verifier(devstack, job_file):
+    done = run_cli("create", job_file(DETERMINISTIC_JOB), "--wait", "--wait-timeout", "60", env=devstack.env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    names = [line.split()[1] for line in done.stdout.splitlines()[1:] if re.match(r"^\d{4}-", line)]
+    assert names.count("ResultsAccepted") == 2
+    assert names.count("ResultsRejected") == 1
+    assert names.count("ResultsPublished") == 2
+    rejected = next(line for line in done.stdout.splitlines() if "ResultsRejected" in line)
+    assert "not in the largest group" in rejected
+    listed = run_cli("list", "--include-tag", "deterministic", "--wide", env=devstack.env)
+    assert re.search(r"\s2/3(\s|$)", listed.stdout), listed.stdout
+
+
+def test_a_job_nobody_agrees_on_ends_in_error_and_exit_code_1(devstack):
+    # confidence 3 with one bad actor among 3: the largest group (2) is below confidence: void
+    text = DETERMINISTIC_JOB.replace("Concurrency: 3", "Concurrency: 3\n  Confidence: 3")
+    done = run_cli("create", "-", "--wait", "--wait-timeout", "60", env=devstack.env, input=text)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ended: Error" in done.stdout
+    assert done.stdout.count("ResultsRejected") == 3
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("Error: job ") and "ended in state Error" in line
+    assert "largest group 2 below confidence 3" in line
+
+
+def test_server_owned_fields_are_ignored_with_a_warning(devstack, job_file):
+    text = "ID: 00000000-0000-0000-0000-000000000000\nClientID: someone-else\n" + NOOP_JOB
+    created = run_cli("create", job_file(text), env=devstack.env)
+    assert created.returncode == 0, created.stderr
+    assert created.stderr.startswith(
+        "WARNING: The following fields have data in them and will be ignored on creation: ClientID, ID"
+    )
+    assert created.stdout.strip() != "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("Spec:\n  Enginee: Noop\n", "Spec.Enginee"),  # refused by the CLI while reading the file
+        ("Spec:\n  Engine: Noop\nDeal:\n  Concurrency: -1\n", "Deal.Concurrency"),  # refused by the requester
+        ("Deal:\n  Concurrency: 1\n", "Spec.Engine"),  # no engine: refused by the requester
+    ],
+)
+def test_a_bad_job_file_is_one_error_line_naming_the_field(devstack, job_file, text, named):
+    failed = run_cli("create", job_file(text), env=devstack.env)
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    (line,) = failed.stderr.strip().splitlines()
+    assert line.startswith("Error: ")
+    assert named in line
+
+
+def test_unknown_job_and_unreachable_requester_are_clear_errors(devstack, tmp_path):
+    missing = run_cli("describe", "ffffffff-not-a-job", env=devstack.env)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("Error: not found")
+    nowhere = run_cli("list", "--api-port", "1", "--timeout", "2", env=devstack.env)
+    assert nowhere.returncode == 1
+    assert nowhere.stderr.startswith("Error: cannot reach the requester at 127.0.0.1:1")
+    no_file = run_cli("create", str(tmp_path / "nope.yaml"), env=devstack.env)
+    assert no_file.returncode == 1 and "cannot read the job file" in no_file.stderr
+
+
+def test_sigint_stops_the_devstack_and_every_node(devstack):
+    # Runs last in this module (pytest keeps file order): the module's devstack is stopped here.
+    assert all(not gone(pid) for pid in devstack.pids)
+    rest = devstack.stop(signal.SIGINT)
+    assert devstack.process.returncode == 0, rest
+    assert "Received SIGINT: stopping the devstack" in rest
+    assert "Devstack stopped." in rest
+    wait_until(lambda: all(gone(pid) for pid in devstack.pids), 30, "every node process to exit")
+    # each node stopped gracefully (its log says so), the requester and verifier after the compute nodes
+    logs = devstack.data_dir / "logs"
+    for name in ("verifier", "requester", "compute-0"):
+        assert "stopped" in (logs / f"{name}.log").read_text()
+
+
+# ----------------------------------------------------------------------------------- devstack failures
+
+
+def test_a_node_that_dies_is_named_and_the_rest_are_stopped(tmp_path):
+    process = subprocess.Popen(
+        [
+            *COMMAND,
+            "devstack",
+            "--nodes",
+            "2",
+            "--data-dir",
+            str(tmp_path),
+            "--startup-timeout",
+            str(STARTUP),
+        ],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = Lines(process.stdout)
+    try:
+        output.wait_for("Devstack is ready!", STARTUP + 10)
+        pids = [int(pid) for pid in re.findall(r" pid (\d+)", output.text())]
+        victim = re.search(r"^compute\s+(node-\S+)\s+\S+\s+pid (\d+)", output.text(), re.M)
+        os.kill(int(victim.group(2)), signal.SIGKILL)
+        assert process.wait(timeout=60) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = output.rest(5)
+    assert (
+        f"Error: compute-0 ({victim.group(1)}, pid {victim.group(2)}) exited unexpectedly with code -9"
+        in text
+    )
+    assert "Devstack stopped." in text
+    wait_until(lambda: all(gone(pid) for pid in pids), 30, "every node process to exit")
+
+
+def test_nodes_stop_by_themselves_when_the_devstack_is_killed(tmp_path):
+    process = subprocess.Popen(
+        [
+            *COMMAND,
+            "devstack",
+            "--nodes",
+            "1",
+            "--data-dir",
+            str(tmp_path),
+            "--startup-timeout",
+            str(STARTUP),
+        ],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = Lines(process.stdout)
+    try:
+        output.wait_for("Devstack is ready!", STARTUP + 10)
+    finally:
+        process.kill()  # SIGKILL: the devstack cannot stop its nodes itself
+        process.wait(timeout=30)
+    pids = [int(pid) for pid in re.findall(r" pid (\d+)", output.text())]
+    assert len(pids) == 3
+    wait_until(lambda: all(gone(pid) for pid in pids), 30, "the orphaned nodes to stop")
+    assert "compute stopped" in (tmp_path / "logs" / "compute-0.log").read_text()  # gracefully
+
+
+async def test_devstack_library_reports_a_node_that_cannot_start(tmp_path):
+    stack = Devstack(
+        nodes=1, data_dir=tmp_path, requester_flags=["--node-timeout", "-1"], startup_timeout=STARTUP
+    )
+    with pytest.raises(DevstackError) as err:
+        await stack.start()
+    message = str(err.value)
+    assert message.startswith("requester exited with code 1 before it was ready")
+    assert "node_timeout" in message  # the tail of the requester's log says what was wrong
+    assert stack.verifier is not None and gone(stack.verifier.pid)
+
+
+async def test_devstack_library_starts_a_network_and_cleans_up():
+    async with Devstack(nodes=2, bad_actors=1, compute_flags=["--noop-stdout", "from the library"]) as stack:
+        data_dir = stack.data_dir
+        assert len(stack.compute_addresses) == 2 and all(stack.compute_addresses)
+        assert [node.bad_actor for node in stack.computes] == [False, True]
+        assert stack.requester_address.startswith("127.0.0.1:") and stack.requester_port > 0
+        assert stack.verifier_address != stack.requester_address
+        pids = [node.pid for node in stack.all_nodes]
+        async with channels.open_channel(stack.requester_address) as channel:
+            stub = rgrpc.RequesterServiceStub(channel)
+            job = pb.Job(api_version="V1beta1")
+            job.spec.engine = pb.Engine.ENGINE_NOOP
+            job.spec.verifier = pb.Verifier.VERIFIER_NOOP
+            job.spec.publisher = pb.Publisher.PUBLISHER_NOOP
+            job.deal.concurrency = 2  # both nodes must be registered for this to complete
+            payload = pb.JobCreatePayload(client_id="library", job=job)
+            created = await channels.call(stub.SubmitJob, rpb.SubmitJobRequest(payload=payload))
+            request = rpb.WatchJobEventsRequest(job_id=created.job.id)
+            events = [item.event async for item in channels.stream(stub.WatchJobEvents, request, timeout=60)]
+        published = [e for e in events if e.event_name == pb.JobEventType.JOB_EVENT_TYPE_RESULTS_PUBLISHED]
+        assert len(published) == 2
+    assert all(gone(pid) for pid in pids)
+    assert not data_dir.exists()  # a temporary data dir is removed
+
+
+async def test_devstack_library_refuses_bad_sizes():
+    with pytest.raises(DevstackError, match="--bad-actors must be at least 0 and less than --nodes"):
+        await Devstack(nodes=2, bad_actors=2).start()
+    with pytest.raises(DevstackError, match="at least one compute node"):
+        await Devstack(nodes=0).start()
+
+
+# ------------------------------------------------------------------------------------------------ serve
+
+
+class Served:
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [*COMMAND, "serve", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.output = Lines(self.process.stdout)
+        match = self.output.wait_for(r"^(requester|compute|verifier) (\S+) listening on (\S+)$", STARTUP)
+        self.node_type, self.node_id, self.address = match.groups()
+
+    def health(self, service: str = "") -> int:
+        with grpc.insecure_channel(self.address) as channel:
+            request = health_pb2.HealthCheckRequest(service=service)
+            return health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+def test_serve_runs_each_node_type_until_sigterm(tmp_path):
+    env = clean_env(BACALHAU_NODE_ID="verifier-from-env")
+    serving = []
+    try:
+        verifier = Served("--node-type", "verifier", "--port", "0", env=env)
+        serving.append(verifier)
+        assert verifier.node_id == "verifier-from-env"
+        requester = Served(
+            "--node-type=requester",
+            "--port=0",
+            f"--data-dir={tmp_path / 'requester'}",
+            f"--verifier-address={verifier.address}",
+            env=clean_env(),
+        )
+        serving.append(requester)
+        compute = Served(
+            "--node-type",
+            "compute",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "compute"),
+            "--requester-address",
+            requester.address,
+            "--noop-exit-code",
+            "3",
+            "--bad-actor",
+            env=clean_env(),
+        )
+        serving.append(compute)
+        assert requester.node_id.startswith("requester-") and compute.node_id.startswith("node-")
+        services = {
+            verifier: "bacalhau.verifier.v1.VerifierService",
+            requester: "bacalhau.requester.v1.RequesterService",
+            compute: "bacalhau.compute.v1.ComputeService",
+        }
+        for served, service in services.items():
+            assert served.health() == health_pb2.HealthCheckResponse.SERVING
+            assert served.health(service) == health_pb2.HealthCheckResponse.SERVING
+        # the compute node keeps its ID in its data dir
+        assert (tmp_path / "compute" / "node_id").read_text().strip() == compute.node_id
+    finally:
+        codes = [served.stop() for served in reversed(serving)]
+    assert codes == [0, 0, 0]
+
+
+def test_serve_refuses_bad_settings_with_one_line(tmp_path):
+    no_verifier = run_cli("serve", "--node-type", "requester", "--data-dir", str(tmp_path), env=clean_env())
+    assert no_verifier.returncode == 1
+    assert no_verifier.stderr.strip().startswith("Error: ") and "verifier_address" in no_verifier.stderr
+    wrong_flag = run_cli("serve", "--node-type", "verifier", "--bad-actor", env=clean_env())
+    assert wrong_flag.returncode == 1
+    assert "Error: --bad-actor does not apply to a verifier node" in wrong_flag.stderr
+    bad_env = run_cli("serve", "--node-type", "verifier", env=clean_env(BACALHAU_PORT="http"))
+    assert bad_env.returncode == 1 and "BACALHAU_PORT" in bad_env.stderr
+
+
+# ---------------------------------------------------------------------------------- CLI pieces in-process
+
+
+def test_create_fills_go_defaults_and_clears_server_owned_fields():
+    warnings = io.StringIO()
+    job = jobs.prepare_job(
+        b"ID: x\nCreatedAt: '2022-11-17T13:29:01Z'\nSpec:\n  Engine: Noop\n", warn=warnings
+    )
+    assert (job.api_version, job.deal.concurrency) == ("V1beta1", 1)
+    assert (job.spec.verifier, job.spec.publisher) == (pb.Verifier.VERIFIER_NOOP, pb.Publisher.PUBLISHER_NOOP)
+    assert job.id == "" and not job.HasField("created_at")
+    assert warnings.getvalue() == (
+        "WARNING: The following fields have data in them and will be ignored on creation: CreatedAt, ID\n"
+    )
+    kept = jobs.prepare_job(b"Spec: {Engine: Noop, Verifier: Deterministic}\nDeal: {Concurrency: 3}\n")
+    assert (kept.spec.verifier, kept.deal.concurrency) == (pb.Verifier.VERIFIER_DETERMINISTIC, 3)
+    with pytest.raises(jobs.CommandError, match=r"^the job provided is invalid: Spec.Engine: unknown Engine"):
+        jobs.prepare_job(b"Spec: {Engine: Cobol}")
+
+
+def test_api_address_flags_win_over_environment_over_default():
+    none = argparse.Namespace(api_host=None, api_port=None)
+    assert jobs.api_address(none, {}) == "127.0.0.1:1234"
+    env = {"BACALHAU_API_HOST": "10.0.0.1", "BACALHAU_API_PORT": "999"}
+    assert jobs.api_address(none, env) == "10.0.0.1:999"
+    assert jobs.api_address(argparse.Namespace(api_host="h", api_port=5), env) == "h:5"
+    with pytest.raises(jobs.CommandError, match="BACALHAU_API_PORT"):
+        jobs.api_address(none, {"BACALHAU_API_PORT": "x"})

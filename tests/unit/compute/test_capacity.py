@@ -1,0 +1,123 @@
+"""Capacity: limits from settings and the machine, job usage, the run queue."""
+
+import asyncio
+
+import pytest
+
+from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.compute.domain.capacity import (
+    DEFAULT_JOB_USAGE,
+    CapacityTracker,
+    job_usage,
+    machine_capacity,
+    parse_limits,
+    resolve_limits,
+)
+from tests.unit.compute.support import make_job
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+def usage(cpu=0.0, memory=0, disk=0, gpu=0):
+    return pb.ResourceUsageData(cpu=cpu, memory=memory, disk=disk, gpu=gpu)
+
+
+def test_machine_capacity_is_80_percent_of_this_machine(tmp_path):
+    import os
+    import shutil
+
+    machine = machine_capacity(tmp_path)
+    assert machine.cpu == pytest.approx(len(os.sched_getaffinity(0)) * 0.8)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert machine.memory == int(ram * 0.8)
+    assert 0 < machine.disk <= shutil.disk_usage(tmp_path).free
+    assert machine.gpu == 0
+    # A data folder that does not exist yet is measured on its nearest existing parent.
+    assert machine_capacity(tmp_path / "not" / "yet").disk > 0
+
+
+def test_limits_take_unset_fields_from_the_machine_then_the_total():
+    machine = usage(1.6, 8 * GiB, 100 * GiB, 0)
+    total = parse_limits("1", "", "", "", field_prefix="total_")
+    per_job = parse_limits("", "1Gb", "", "", field_prefix="job_")
+    limits = resolve_limits(total, per_job, machine)
+    assert limits.total == usage(1.0, 8 * GiB, 100 * GiB, 0)
+    assert limits.per_job == usage(1.0, GiB, 100 * GiB, 0)
+
+
+def test_a_per_job_limit_above_the_total_names_the_setting():
+    with pytest.raises(InvalidArgumentError) as error:
+        resolve_limits(usage(cpu=1), usage(cpu=2), usage(cpu=8, memory=GiB))
+    assert error.value.field == "job_cpu"
+
+
+def test_a_setting_that_cannot_be_read_names_the_setting():
+    with pytest.raises(InvalidArgumentError) as error:
+        parse_limits("", "lots", "", "", field_prefix="total_")
+    assert error.value.field == "total_memory"
+
+
+def test_job_usage_fills_in_the_defaults():
+    assert usage(0.1, 100 * MiB) == DEFAULT_JOB_USAGE
+    assert job_usage(make_job().spec) == usage(0.1, 100 * MiB)
+    assert job_usage(make_job(cpu="2", gpu="1").spec) == usage(2.0, 100 * MiB, 0, 1)
+    with pytest.raises(InvalidArgumentError) as error:
+        job_usage(make_job(gpu="x").spec)
+    assert error.value.field == "Spec.Resources.GPU"
+
+
+def test_cpu_is_counted_exactly():
+    tracker = CapacityTracker(usage(cpu=1.6))
+    for i in range(16):  # 16 x 0.1 would be 1.6000000000000003 in floats
+        assert tracker.try_reserve(f"e-{i}", usage(cpu=0.1)), i
+    assert not tracker.try_reserve("e-16", usage(cpu=0.1))
+    assert tracker.available() == usage()
+    assert tracker.running == usage(cpu=1.6)
+
+
+async def test_reserve_waits_in_fifo_order_and_small_ones_may_overtake():
+    tracker = CapacityTracker(usage(cpu=2.0, memory=GiB))
+    await tracker.reserve("a", usage(cpu=1.0, memory=600 * MiB))
+    started: list[str] = []
+
+    async def run(name, amount):
+        await tracker.reserve(name, amount)
+        started.append(name)
+
+    big = asyncio.create_task(run("big", usage(cpu=1.0, memory=600 * MiB)))
+    small = asyncio.create_task(run("small", usage(cpu=0.5, memory=100 * MiB)))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert started == ["small"]  # the small one fits beside "a", the big one does not
+    assert tracker.queue_length() == 1 and tracker.queued == usage(cpu=1.0, memory=600 * MiB)
+    tracker.release("a")
+    await asyncio.wait_for(big, 1)
+    await small
+    assert started == ["small", "big"]
+    assert tracker.running == usage(cpu=1.5, memory=700 * MiB)
+    assert tracker.queue_length() == 0 and tracker.queued == usage()
+
+
+async def test_a_cancelled_wait_leaves_the_queue():
+    tracker = CapacityTracker(usage(cpu=1.0))
+    assert tracker.try_reserve("a", usage(cpu=1.0))
+    waiting = asyncio.create_task(tracker.reserve("b", usage(cpu=1.0)))
+    await asyncio.sleep(0)
+    assert tracker.queue_length() == 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert tracker.queue_length() == 0 and tracker.unclaimed() == usage()
+    tracker.release("a")
+    assert tracker.available() == usage(cpu=1.0) and not tracker.holding("b")
+
+
+async def test_holding_for_releases_on_exit_even_on_error():
+    tracker = CapacityTracker(usage(cpu=1.0))
+    with pytest.raises(RuntimeError):
+        async with tracker.holding_for("a", usage(cpu=1.0)):
+            assert tracker.holding("a")
+            raise RuntimeError("boom")
+    assert not tracker.holding("a") and tracker.available() == usage(cpu=1.0)

@@ -1,0 +1,403 @@
+"""The shard state machine, driven with explicit times (no sleeping, no I/O)."""
+
+import json
+import random
+
+import pytest
+
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.requester.domain import shard_fsm as f
+from bacalhau_grpc.requester.domain.shard_fsm import ExecState, Phase, ShardFSM, Verdict
+
+E = pb.JobEventType
+L = pb.JobLocalEventType
+T0 = 1_700_000_000.0
+REQ = "requester-1"
+
+
+def machine(concurrency=1, min_bids=0, timeout=60.0, negotiation=120.0) -> ShardFSM:
+    return ShardFSM.create(
+        job_id="job-1",
+        shard_index=0,
+        requester_node_id=REQ,
+        client_id="client-1",
+        deal=pb.Deal(concurrency=concurrency, min_bids=min_bids),
+        timeout=timeout,
+        negotiation_timeout=negotiation,
+        now=T0,
+    )
+
+
+def names(transition) -> list[str]:
+    return [pb.JobEventType.Name(e.event_name).removeprefix("JOB_EVENT_TYPE_") for e in transition.events()]
+
+
+def rng(seed=7) -> random.Random:
+    return random.Random(seed)
+
+
+def bid(m: ShardFSM, node: str, now=T0 + 1, seed=7):
+    return m.on_bid(node, f"e-{node}", now, rng(seed))
+
+
+def test_happy_path_concurrency_one():
+    m = machine()
+    offered = m.offer(["n1"])
+    assert offered.actions == [f.AskForBid("n1")]
+    assert m.offer(["n1"]).actions == []  # asked once only
+    t = bid(m, "n1")
+    assert names(t) == ["BID", "BID_ACCEPTED"]
+    assert t.of(f.NotifyBidAccepted) == [f.NotifyBidAccepted("n1", "e-n1")]
+    assert [a.event.event_name for a in t.of(f.RecordLocalEvent)] == [L.JOB_LOCAL_EVENT_TYPE_BID_ACCEPTED]
+    assert m.phase == Phase.WAITING_FOR_RESULTS
+    assert m.execution_deadline == T0 + 1 + 60.0
+    output = pb.RunCommandResult(stdout="hi", exit_code=0)
+    t = m.on_run_complete("n1", "e-n1", b"", output, T0 + 2)
+    assert names(t) == ["RESULTS_PROPOSED"]
+    assert t.events()[0].run_output.stdout == "hi"
+    assert m.phase == Phase.VERIFYING_RESULTS
+    (verify,) = t.of(f.Verify)
+    assert verify.proposals == (f.ProposalData("n1", "e-n1", b"", output),)
+    t = m.on_verified([Verdict("e-n1", "n1", True)], T0 + 3)
+    assert names(t) == ["RESULTS_ACCEPTED"]
+    accepted = t.events()[0]
+    assert accepted.target_node_id == "n1" and accepted.source_node_id == REQ
+    assert accepted.verification_result.complete and accepted.verification_result.result
+    assert t.of(f.NotifyResultAccepted) == [f.NotifyResultAccepted("n1", "e-n1")]
+    assert [a.event.event_name for a in t.of(f.RecordLocalEvent)] == [L.JOB_LOCAL_EVENT_TYPE_VERIFIED]
+    assert m.phase == Phase.WAITING_TO_PUBLISH
+    spec = pb.StorageSpec(name="noop", metadata={"publisher": "Noop"})
+    t = m.on_published("n1", "e-n1", spec, T0 + 4)
+    assert names(t) == ["RESULTS_PUBLISHED"]
+    assert t.events()[0].published_result.name == "noop"
+    assert m.phase == Phase.COMPLETED and m.is_terminal
+    assert m.next_deadline() is None
+
+
+def test_every_event_is_stamped():
+    m = machine()
+    m.offer(["n1"])
+    (event, _accepted) = bid(m, "n1", now=T0 + 1.5).events()
+    assert event.api_version == "V1beta1"
+    assert event.job_id == "job-1" and event.client_id == "client-1"
+    assert event.event_time.ToMicroseconds() == 1_700_000_001_500_000
+    assert event.source_node_id == "n1"
+
+
+def test_min_bids_waits_then_picks_at_random_with_the_seeded_rng():
+    m = machine(concurrency=2, min_bids=3)
+    m.offer(["a", "b", "c", "d"])
+    assert names(bid(m, "a")) == ["BID"]
+    assert names(bid(m, "b")) == ["BID"]
+    assert m.phase == Phase.ENQUEUING_BIDS and len(m.bids) == 2
+    t = m.on_bid("c", "e-c", T0 + 2, rng(11))
+    # The same shuffle the machine did, replayed with the same seed.
+    expected = ["a", "b", "c"]
+    random.Random(11).shuffle(expected)
+    assert [a.node_id for a in t.of(f.NotifyBidAccepted)] == expected[:2]
+    assert [a.node_id for a in t.of(f.NotifyBidRejected)] == expected[2:]
+    assert names(t) == ["BID", "BID_ACCEPTED", "BID_ACCEPTED", "BID_REJECTED"]
+    assert t.events()[-1].status == "the shard has all the nodes it needs"
+    assert m.phase == Phase.WAITING_FOR_RESULTS
+    # A bid after the shard is full is rejected.
+    t = bid(m, "d")
+    assert names(t) == ["BID", "BID_REJECTED"]
+    assert t.of(f.NotifyBidRejected) == [
+        f.NotifyBidRejected("d", "e-d", "the shard has all the nodes it needs")
+    ]
+
+
+def test_different_seeds_can_pick_differently():
+    picks = set()
+    for seed in range(20):
+        m = machine(concurrency=1, min_bids=3)
+        bid(m, "a")
+        bid(m, "b")
+        t = m.on_bid("c", "e-c", T0, rng(seed))
+        picks.add(t.of(f.NotifyBidAccepted)[0].node_id)
+    assert picks == {"a", "b", "c"}
+
+
+def test_later_bids_fill_open_slots_first_come_first_served():
+    m = machine(concurrency=2, min_bids=1)
+    t = bid(m, "a")
+    assert names(t) == ["BID", "BID_ACCEPTED"]
+    assert m.phase == Phase.ACCEPTING_BIDS
+    t = bid(m, "b")
+    assert names(t) == ["BID", "BID_ACCEPTED"]
+    assert m.phase == Phase.WAITING_FOR_RESULTS
+    assert [e.node_id for e in m.accepted] == ["a", "b"]
+
+
+def test_refused_and_failed_asks_carry_their_reason():
+    m = machine()
+    m.offer(["n1", "n2"])
+    (refused,) = m.on_bid_declined("n1", "not enough capacity available", T0).events()
+    assert refused.event_name == E.JOB_EVENT_TYPE_BID_CANCELLED
+    assert refused.source_node_id == refused.target_node_id == "n1"
+    assert refused.status == "declined to bid: not enough capacity available"
+    (failed,) = m.on_ask_failed("n2", "connection refused", T0).events()
+    assert failed.status == "could not ask for a bid: connection refused"
+    assert m.phase == Phase.ENQUEUING_BIDS
+
+
+def test_a_duplicate_bid_is_ignored_and_a_second_execution_released():
+    m = machine(concurrency=2, min_bids=2)
+    bid(m, "a")
+    assert bid(m, "a").actions == []
+    t = m.on_bid("a", "e-other", T0, rng())
+    assert t.events() == []
+    assert t.of(f.NotifyBidRejected) == [
+        f.NotifyBidRejected("a", "e-other", "the node has already bid on this shard")
+    ]
+    assert len(m.bids) == 1
+
+
+def _running(concurrency=1, nodes=("n1",)) -> ShardFSM:
+    m = machine(concurrency=concurrency, min_bids=len(nodes))
+    for node in nodes:
+        bid(m, node)
+    assert m.phase == Phase.WAITING_FOR_RESULTS
+    return m
+
+
+def test_verification_all_accepted():
+    m = _running(2, ("a", "b"))
+    m.on_run_complete("a", "e-a", b"h1", None, T0)
+    assert m.phase == Phase.WAITING_FOR_RESULTS  # waits for every accepted execution
+    t = m.on_run_complete("b", "e-b", b"h1", None, T0)
+    assert len(t.of(f.Verify)[0].proposals) == 2
+    t = m.on_verified([Verdict("e-a", "a", True), Verdict("e-b", "b", True)], T0)
+    assert names(t) == ["RESULTS_ACCEPTED", "RESULTS_ACCEPTED"]
+    assert m.phase == Phase.WAITING_TO_PUBLISH
+    m.on_published("a", "e-a", None, T0)
+    assert m.phase == Phase.WAITING_TO_PUBLISH  # b has not published yet
+    m.on_published("b", "e-b", None, T0)
+    assert m.phase == Phase.COMPLETED
+
+
+def test_verification_mixed_outcome():
+    m = _running(3, ("a", "b", "c"))
+    for node, proposal in (("a", b"x"), ("b", b"x"), ("c", b"bad")):
+        m.on_run_complete(node, f"e-{node}", proposal, None, T0)
+    t = m.on_verified(
+        [Verdict("e-a", "a", True), Verdict("e-b", "b", True), Verdict("e-c", "c", False, "minority result")],
+        T0,
+    )
+    assert names(t) == ["RESULTS_ACCEPTED", "RESULTS_ACCEPTED", "RESULTS_REJECTED"]
+    rejected = t.events()[2]
+    assert rejected.target_node_id == "c" and rejected.status == "minority result"
+    assert rejected.verification_result.complete and not rejected.verification_result.result
+    assert t.of(f.NotifyResultRejected) == [f.NotifyResultRejected("c", "e-c", "minority result")]
+    assert m.phase == Phase.WAITING_TO_PUBLISH
+    assert m.execution("c").state == ExecState.RESULT_REJECTED
+    # Only accepted executions may publish.
+    t = m.on_published("c", "e-c", None, T0)
+    assert t.invalid and "were not accepted" in t.invalid
+    assert names(t) == ["INVALID_REQUEST"]
+
+
+def test_verification_with_nothing_accepted_fails_the_shard_with_the_reason():
+    m = _running(2, ("a", "b"))
+    m.on_run_complete("a", "e-a", b"x", None, T0)
+    m.on_run_complete("b", "e-b", b"y", None, T0)
+    t = m.on_verified([Verdict("e-a", "a", False, "tie"), Verdict("e-b", "b", False, "tie")], T0 + 5)
+    assert names(t) == ["RESULTS_REJECTED", "RESULTS_REJECTED", "ERROR"]
+    assert m.phase == Phase.ERROR
+    assert t.events()[-1].status == "verification failed: no result was accepted (tie)"
+    assert t.events()[-1].source_node_id == REQ
+    assert t.of(f.CancelExecution) == []  # rejected executions hold nothing
+
+
+def test_a_missing_verdict_counts_as_rejected():
+    m = _running()
+    m.on_run_complete("n1", "e-n1", b"", None, T0)
+    t = m.on_verified([], T0)
+    assert t.events()[0].status == "the verifier gave no verdict"
+    assert m.phase == Phase.ERROR
+
+
+def test_verifier_failure_fails_the_shard():
+    m = _running()
+    m.on_run_complete("n1", "e-n1", b"", None, T0)
+    t = m.on_verify_failed("verifier unreachable", T0)
+    assert names(t) == ["ERROR"]
+    assert m.status == "failed to verify job: verifier unreachable"
+    assert t.of(f.CancelExecution) == [
+        f.CancelExecution("n1", "e-n1", "shard failed: failed to verify job: verifier unreachable")
+    ]
+    # Verdicts arriving afterwards change nothing.
+    assert m.on_verified([Verdict("e-n1", "n1", True)], T0).actions == []
+
+
+@pytest.mark.parametrize(
+    ("node", "execution", "words"),
+    [
+        ("stranger", "e-x", "from node stranger that has not bid on shard job-1:0"),
+        ("n1", "e-wrong", "for execution e-wrong, but node n1 runs shard job-1:0 as execution e-n1"),
+    ],
+)
+def test_results_from_the_wrong_node_or_execution_are_invalid(node, execution, words):
+    m = _running()
+    t = m.on_run_complete(node, execution, b"", None, T0)
+    assert t.invalid is not None and words in t.invalid
+    (event,) = t.events()
+    assert event.event_name == E.JOB_EVENT_TYPE_INVALID_REQUEST
+    assert event.target_node_id == node and event.source_node_id == REQ
+    assert m.phase == Phase.WAITING_FOR_RESULTS
+
+
+def test_results_twice_or_after_the_end_are_invalid():
+    m = _running()
+    m.on_run_complete("n1", "e-n1", b"", None, T0)
+    assert "is Proposed, not running" in m.on_run_complete("n1", "e-n1", b"", None, T0).invalid
+    m.on_verify_failed("boom", T0)
+    assert "which has ended (Error)" in m.on_run_complete("n1", "e-n1", b"", None, T0).invalid
+
+
+def test_compute_failure_while_running_fails_the_shard_and_cancels_the_others():
+    m = _running(2, ("a", "b"))
+    t = m.on_compute_failure("a", "e-a", "exec format error", T0 + 3)
+    assert names(t) == ["COMPUTE_ERROR", "ERROR"]
+    assert t.events()[0].source_node_id == "a" and t.events()[0].status == "exec format error"
+    assert m.status == "shard can no longer reach 2 results: node a failed: exec format error"
+    assert t.of(f.CancelExecution) == [f.CancelExecution("b", "e-b", f"shard failed: {m.status}")]
+    # The cancelled node reporting its own failure later is no news.
+    assert m.on_compute_failure("b", "e-b", "cancelled", T0 + 4).actions == []
+
+
+def test_compute_failure_while_accepting_bids_reopens_the_slot():
+    m = machine(concurrency=2, min_bids=1)
+    bid(m, "a")
+    assert m.phase == Phase.ACCEPTING_BIDS
+    t = m.on_compute_failure("a", "e-a", "disk full", T0)
+    assert names(t) == ["COMPUTE_ERROR"]
+    assert m.phase == Phase.ACCEPTING_BIDS and m.accepted == []
+    bid(m, "b")
+    bid(m, "c")
+    assert m.phase == Phase.WAITING_FOR_RESULTS
+    assert [e.node_id for e in m.accepted] == ["b", "c"]
+
+
+def test_compute_failure_from_a_non_bidder_is_invalid():
+    m = _running()
+    t = m.on_compute_failure("stranger", "e-s", "oops", T0)
+    assert "has not bid on shard" in t.invalid
+    assert names(t) == ["INVALID_REQUEST"]
+
+
+def test_publish_failure_of_the_only_accepted_result_fails_the_shard():
+    m = _running()
+    m.on_run_complete("n1", "e-n1", b"", None, T0)
+    m.on_verified([Verdict("e-n1", "n1", True)], T0)
+    t = m.on_compute_failure("n1", "e-n1", "ipfs down", T0)
+    assert names(t) == ["COMPUTE_ERROR", "ERROR"]
+    assert m.status == "no accepted result could be published (ipfs down)"
+
+
+def test_bid_accept_notification_failure_is_recorded():
+    m = machine(concurrency=2, min_bids=1)
+    bid(m, "a")
+    t = m.on_bid_accept_failed("a", "e-a", "unavailable", T0)
+    assert names(t) == ["BID_CANCELLED"]
+    assert t.events()[0].status == "could not tell the node its bid was accepted: unavailable"
+    assert m.phase == Phase.ACCEPTING_BIDS
+    m2 = _running()
+    t = m2.on_bid_accept_failed("n1", "e-n1", "unavailable", T0)
+    assert names(t) == ["BID_CANCELLED", "ERROR"]
+
+
+def test_result_accept_notification_failure():
+    m = _running()
+    m.on_run_complete("n1", "e-n1", b"", None, T0)
+    m.on_verified([Verdict("e-n1", "n1", True)], T0)
+    t = m.on_result_accept_failed("n1", "e-n1", "deadline exceeded", T0)
+    assert names(t) == ["ERROR", "ERROR"]
+    assert t.events()[0].target_node_id == "n1"
+    assert m.phase == Phase.ERROR
+
+
+def test_negotiation_timeout_is_exact():
+    m = machine(concurrency=2, min_bids=3, negotiation=120.0)
+    bid(m, "a")
+    assert m.next_deadline() == T0 + 120.0
+    assert m.on_timeout(T0 + 119.999).actions == []
+    assert m.phase == Phase.ENQUEUING_BIDS
+    t = m.on_timeout(T0 + 120.0)
+    assert names(t) == ["BID_REJECTED", "ERROR"]  # the Error event is the last
+    error = next(e for e in t.events() if e.event_name == E.JOB_EVENT_TYPE_ERROR)
+    assert error.status == "negotiation timed out: 0 of 2 bids accepted"
+    assert error.source_node_id == REQ
+    # The pending bidder is released.
+    assert t.of(f.NotifyBidRejected)[0].node_id == "a"
+    assert m.phase == Phase.ERROR and m.next_deadline() is None
+    assert m.on_timeout(T0 + 500).actions == []
+
+
+def test_negotiation_timeout_counts_accepted_bids():
+    m = machine(concurrency=3, min_bids=1)
+    bid(m, "a")
+    t = m.on_timeout(T0 + 120)
+    assert m.status == "negotiation timed out: 1 of 3 bids accepted"
+    assert t.of(f.CancelExecution) == [f.CancelExecution("a", "e-a", f"shard failed: {m.status}")]
+
+
+def test_execution_timeout_counts_from_waiting_for_results():
+    m = machine(timeout=30.0)
+    t_accept = T0 + 100.0  # well after creation, before the negotiation deadline
+    bid(m, "n1", now=t_accept)
+    assert m.next_deadline() == t_accept + 30.0
+    assert m.on_timeout(t_accept + 29.0).actions == []
+    t = m.on_timeout(t_accept + 30.0)
+    assert names(t) == ["ERROR"]
+    assert m.status == "shard timed out while in state WaitingForResults, see --timeout"
+    assert t.of(f.CancelExecution) == [f.CancelExecution("n1", "e-n1", f"shard failed: {m.status}")]
+
+
+def test_timeout_while_publishing_names_the_state():
+    m = _running()
+    m.on_run_complete("n1", "e-n1", b"", None, T0)
+    m.on_verified([Verdict("e-n1", "n1", True)], T0)
+    m.on_timeout(m.next_deadline())
+    assert m.status == "shard timed out while in state WaitingToPublish, see --timeout"
+
+
+def test_state_round_trips_through_json():
+    m = _running(2, ("a", "b"))
+    m.offer(["z"])
+    m.on_run_complete("a", "e-a", b"\x00\xffhash", pb.RunCommandResult(stdout="out", exit_code=2), T0 + 1)
+    data = json.loads(json.dumps(m.to_dict()))
+    again = ShardFSM.from_dict(data)
+    assert again == m
+    assert again.execution("a").run_output.exit_code == 2
+    # The reloaded machine carries on where the first one was.
+    t = again.on_run_complete("b", "e-b", b"h", None, T0 + 2)
+    assert again.phase == Phase.VERIFYING_RESULTS and t.of(f.Verify)
+
+
+def test_resume_redoes_an_interrupted_verification():
+    m = _running()
+    m.on_run_complete("n1", "e-n1", b"", None, T0)
+    reloaded = ShardFSM.from_dict(m.to_dict())
+    (verify,) = reloaded.resume().actions
+    assert isinstance(verify, f.Verify) and verify.proposals[0].execution_id == "e-n1"
+    assert machine().resume().actions == []
+
+
+def test_cancel_groundwork_releases_executions():
+    m = _running(2, ("a", "b"))
+    t = m.cancel("user asked", T0)
+    assert m.phase == Phase.CANCELLED and m.is_terminal
+    assert {a.node_id for a in t.of(f.CancelExecution)} == {"a", "b"}
+
+
+def test_failure_reports_for_released_executions_are_no_news():
+    m = machine(concurrency=1, min_bids=2)
+    bid(m, "a")
+    t = bid(m, "b")
+    loser = t.of(f.NotifyBidRejected)[0]
+    assert m.on_compute_failure(loser.node_id, loser.execution_id, "bid rejected", T0).actions == []
+    winner = m.accepted[0]
+    m.on_run_complete(winner.node_id, winner.execution_id, b"", None, T0)
+    m.on_verified([Verdict(winner.execution_id, winner.node_id, False, "no")], T0)
+    assert m.on_compute_failure(winner.node_id, winner.execution_id, "rejected", T0).actions == []
