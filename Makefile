@@ -18,8 +18,8 @@ help:
 	@echo "make gen-check  fail if gen/ differs from a fresh regeneration"
 	@echo "make lint       ruff, buf lint (STANDARD), import-linter layer contracts"
 	@echo "make test       the test suite (pytest)"
-	@echo "make demo       load a Bacalhau v0.3 job file and show it through the model"
-	@echo "make bench      benchmarks of the model helpers"
+	@echo "make demo       start a devstack, run one job through its whole lifecycle, stop it"
+	@echo "make bench      benchmarks: the model codecs, and noop jobs through a devstack"
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -54,10 +54,11 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	$(PY) -m bacalhau_grpc.common.model.demo tests/data/bacalhau_v03_job.yaml tests/data/bacalhau_v0315_nested_job.yaml
+	$(PY) -m bacalhau_grpc.cli.demo
 
 bench: $(STAMP)
 	$(PY) bench/bench_model.py
+	$(PY) bench/bench_network.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -120,6 +120,7 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         default_job_timeout=settings.default_job_timeout,
         node_timeout=settings.node_timeout,
         heartbeat_interval=settings.heartbeat_interval,
+        max_active_jobs=settings.max_active_jobs,
         span=job_span,
     )
     try:

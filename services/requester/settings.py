@@ -41,6 +41,9 @@ class RequesterSettings:
     node_timeout: float = 10.0
     # The deadline of every call to a compute node or the verifier, in seconds.
     call_timeout: float = 10.0
+    # Jobs in progress at once; a submission beyond this waits for one to end (back-pressure that keeps
+    # the requester's latency bounded under load; the client's deadline applies while it waits).
+    max_active_jobs: int = 256
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -65,6 +68,8 @@ class RequesterSettings:
                 f"({self.heartbeat_interval!r}), "
                 "or live nodes would be taken for dead between two heartbeats",
             )
+        if not isinstance(self.max_active_jobs, int) or self.max_active_jobs < 1:
+            raise _invalid("max_active_jobs", f"{self.max_active_jobs!r} is not a whole number above 0")
         if not self.verifier_address:
             raise _invalid("verifier_address", "is required: the host:port of the verifier service")
 

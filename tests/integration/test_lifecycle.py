@@ -129,3 +129,13 @@ async def test_unknown_job_is_not_found(network):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await network.stub.GetJob(rpb.GetJobRequest(job_id="no-such-job"), timeout=5)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_submissions_beyond_max_active_jobs_wait_for_a_job_to_end(network):
+    await network.start(compute=[{"noop_delay": 0.5}], max_active_jobs=1)
+    first = await network.submit(noop_job())
+    second = await network.submit(noop_job())  # returns only once the first job has ended
+    first_events = await network.wait_for_end(first.id)
+    second_events = await network.wait_for_end(second.id)
+    assert second_events[0].event_time.ToNanoseconds() >= first_events[-1].event_time.ToNanoseconds()
+    assert names(second_events)[-1] == "RESULTS_PUBLISHED"

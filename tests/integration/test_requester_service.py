@@ -346,9 +346,13 @@ async def test_happy_path_with_a_peer_compute_node_and_the_real_verifier(cluster
     # Replaying from a sequence number on the finished job.
     tail = await cluster.watch(job.id, after=4)
     assert [w.sequence for w in tail] == [5, 6]
-    # A late report for the finished execution is refused and recorded.
+    # The same report again is taken as a retry; a different late report is refused and recorded.
     execution_id = peer.calls[1][1]
-    late = rpb.OnRunCompleteRequest(job_id=job.id, node_id=peer.node_id, execution_id=execution_id)
+    again = rpb.OnRunCompleteRequest(job_id=job.id, node_id=peer.node_id, execution_id=execution_id)
+    await channels.call(cluster.stub.OnRunComplete, again)
+    late = rpb.OnRunCompleteRequest(
+        job_id=job.id, node_id=peer.node_id, execution_id=execution_id, verification_proposal=b"other"
+    )
     with pytest.raises(FailedPreconditionError):
         await channels.call(cluster.stub.OnRunComplete, late)
     stranger = rpb.OnRunCompleteRequest(job_id=job.id, node_id="node-stranger", execution_id="e-x")

@@ -4,8 +4,9 @@
   a heartbeat every `heartbeat_interval` (from the requester's answer); a heartbeat answered NOT_FOUND
   (the requester forgot the node, e.g. it restarted) registers again.
 * The callbacks (`RequesterCallbacks` of the domain) send OnRunComplete, OnComputeFailure,
-  OnPublishComplete and OnCancelComplete; a callback the requester cannot be reached for (UNAVAILABLE)
-  is retried with back-off a few times before it is given up (and logged by the node).
+  OnPublishComplete and OnCancelComplete; a callback that fails in a way a retry can mend (UNAVAILABLE,
+  DEADLINE_EXCEEDED, CANCELLED) is retried with back-off a few times before it is given up (and logged
+  by the node). The requester takes a repeated report as the same report.
 
 Every call has a deadline (`call_timeout`).
 """
@@ -15,10 +16,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
+
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
-from bacalhau_grpc.common.errors import NotFoundError, UnavailableError
+from bacalhau_grpc.common.errors import DeadlineExceededError, NotFoundError, UnavailableError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import Execution
 
@@ -172,8 +175,8 @@ class RequesterClient:
             try:
                 await self._call(method, request, name)
                 return
-            except UnavailableError:
-                if attempt == self.callback_attempts:
+            except Exception as exc:
+                if attempt == self.callback_attempts or not _worth_retrying(exc):
                     raise
                 await asyncio.sleep(delay)
                 delay *= 2
@@ -181,3 +184,10 @@ class RequesterClient:
     async def _call(self, method: Callable[..., Awaitable[Any]], request: Any, name: str) -> Any:
         self.calls[name] = self.calls.get(name, 0) + 1
         return await channels.call(method, request, timeout=self.call_timeout)
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    """A failure that says nothing about the report itself: the call may not have reached the requester."""
+    if isinstance(exc, UnavailableError | DeadlineExceededError):
+        return True
+    return getattr(exc, "code", None) == grpc.StatusCode.CANCELLED

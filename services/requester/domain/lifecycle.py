@@ -94,6 +94,7 @@ class Requester:
         default_job_timeout: float = 1800.0,
         node_timeout: float = 10.0,
         heartbeat_interval: float = 2.0,
+        max_active_jobs: int = 256,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         span: SpanFactory = _no_span,
@@ -106,6 +107,9 @@ class Requester:
         self.negotiation_timeout = negotiation_timeout
         self.default_job_timeout = default_job_timeout
         self.heartbeat_interval = heartbeat_interval
+        self.max_active_jobs = max_active_jobs
+        # Set (and replaced) each time a job ends: submissions waiting for room re-check then.
+        self._job_ended = asyncio.Event()
         self.nodes = NodeRegistry(node_timeout)
         self._clock = clock
         self._rng = rng or random.Random()
@@ -196,6 +200,8 @@ class Requester:
 
     async def submit(self, payload: pb.JobCreatePayload) -> pb.Job:
         validate_submission(payload)
+        while len(self._active) >= self.max_active_jobs:  # back-pressure: wait for a job to end
+            await self._job_ended.wait()
         now = self._clock()
         job = build_job(
             payload, requester_node_id=self.node_id, default_job_timeout=self.default_job_timeout, now=now
@@ -534,6 +540,8 @@ class Requester:
         self._arm(record.id, shard)
         if record.finished and record.id in self._active:
             del self._active[record.id]
+            self._job_ended.set()
+            self._job_ended = asyncio.Event()
             self._remember(record)
             log.debug("job finished", extra={"job_id": record.id, "node_id": self.node_id})
         record.notify()

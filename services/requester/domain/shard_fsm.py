@@ -62,6 +62,10 @@ class ExecState(StrEnum):
     CANCELLED = "Cancelled"  # the requester cancelled it
 
 
+# Executions whose results the requester has already received.
+PROPOSED_OR_LATER = frozenset(
+    {ExecState.PROPOSED, ExecState.RESULT_ACCEPTED, ExecState.RESULT_REJECTED, ExecState.PUBLISHED}
+)
 # Executions that still hold a slot of the shard (bid accepted, not failed or cancelled).
 RUNNING = frozenset({ExecState.ACCEPTED, ExecState.PROPOSED})
 # Executions the node still works on, which a failed shard must cancel.
@@ -500,6 +504,8 @@ class ShardFSM:
         if isinstance(checked, Transition):
             return checked
         execution = checked
+        if execution.state in PROPOSED_OR_LATER and execution.proposal == bytes(proposal):
+            return Transition()  # a repeated report (the node retried a call it saw fail): already recorded
         if self.is_terminal:
             return self._invalid(
                 node_id, f"results received for shard {self.shard_id}, which has ended ({self.phase})", now

@@ -247,12 +247,14 @@ def test_results_from_the_wrong_node_or_execution_are_invalid(node, execution, w
     assert m.phase == Phase.WAITING_FOR_RESULTS
 
 
-def test_results_twice_or_after_the_end_are_invalid():
+def test_repeated_results_are_the_same_report_but_other_results_are_invalid():
     m = _running()
-    m.on_run_complete("n1", "e-n1", b"", None, T0)
-    assert "is Proposed, not running" in m.on_run_complete("n1", "e-n1", b"", None, T0).invalid
+    m.on_run_complete("n1", "e-n1", b"aa", None, T0)
+    repeated = m.on_run_complete("n1", "e-n1", b"aa", None, T0)  # the node retried a call it saw fail
+    assert repeated.actions == [] and repeated.invalid is None
+    assert "is Proposed, not running" in m.on_run_complete("n1", "e-n1", b"bb", None, T0).invalid
     m.on_verify_failed("boom", T0)
-    assert "which has ended (Error)" in m.on_run_complete("n1", "e-n1", b"", None, T0).invalid
+    assert "which has ended (Error)" in m.on_run_complete("n1", "e-n1", b"bb", None, T0).invalid
 
 
 def test_compute_failure_while_running_fails_the_shard_and_cancels_the_others():
