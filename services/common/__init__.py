@@ -1,1 +1,2 @@
-"""The library every service shares: model helpers, errors, and (later) server and telemetry setup."""
+"""The library every service shares: model helpers, errors, the gRPC server factory and channels,
+telemetry and logging."""

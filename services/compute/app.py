@@ -12,10 +12,8 @@ mid-run are failed and reported ("compute node restarted during execution").
 """
 
 import asyncio
-import contextlib
 import logging
 import secrets
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,26 +167,3 @@ async def start(settings: ComputeSettings) -> RunningCompute:
 async def _recover_when_registered(node: ComputeNode, client: RequesterClient) -> None:
     await client.registered.wait()
     node.recover()
-
-
-async def serve(settings: ComputeSettings) -> None:
-    """Start, wait for SIGTERM or SIGINT, then stop gracefully."""
-    running = await start(settings)
-    try:
-        await wait_for_stop_signal()
-    finally:
-        await running.stop()
-
-
-async def wait_for_stop_signal() -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in signals:
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)

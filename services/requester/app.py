@@ -5,13 +5,10 @@ running = await start(RequesterSettings(data_dir=..., verifier_address=...))
 await running.stop()
 """
 
-import asyncio
-import contextlib
 import logging
 import os
 import re
 import secrets
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,26 +148,3 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         verifier=verifier,
         settings=settings,
     )
-
-
-async def serve(settings: RequesterSettings) -> None:
-    """Start, wait for SIGTERM or SIGINT, then stop gracefully."""
-    running = await start(settings)
-    try:
-        await _wait_for_stop_signal()
-    finally:
-        await running.stop()
-
-
-async def _wait_for_stop_signal() -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in signals:
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)

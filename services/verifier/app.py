@@ -1,9 +1,6 @@
 """The verifier process: wires the servicer into a gRPC server (the CLI's `serve --node-type verifier`)."""
 
-import asyncio
-import contextlib
 import secrets
-import signal
 from dataclasses import dataclass
 
 from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
@@ -50,26 +47,3 @@ async def start(settings: VerifierSettings) -> RunningVerifier:
         port=settings.port,
     )
     return RunningVerifier(node_id=node_id, server=server)
-
-
-async def serve(settings: VerifierSettings) -> None:
-    """Start, wait for SIGTERM or SIGINT, then stop gracefully."""
-    running = await start(settings)
-    try:
-        await wait_for_stop_signal()
-    finally:
-        await running.stop()
-
-
-async def wait_for_stop_signal() -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in signals:
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
