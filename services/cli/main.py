@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bacalhau_grpc.cli import devstack, jobs, serve
+from bacalhau_grpc.cli import cancel, devstack, jobs, serve
 from bacalhau_grpc.common.errors import BacalhauError
 
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.add_parser(commands)
     devstack.add_parser(commands)
+    cancel.add_parser(commands)
 
     create = commands.add_parser(
         "create",

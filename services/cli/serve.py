@@ -46,6 +46,7 @@ FIELD_HELP = {
     "noop_stderr": "what the noop executor writes to stderr",
     "noop_exit_code": "the noop executor's exit code",
     "noop_delay": "seconds the noop executor takes to run",
+    "noop_error": "when set, every noop run fails with this message (a compute error, for tests)",
     "noop_result_hash": "hex result hash proposed for the deterministic verifier, instead of the real one",
     "bad_actor": "propose a wrong result hash (to test the deterministic verifier)",
     "total_cpu": "CPU the node gives to jobs in total, e.g. 2 or 500m (default: the machine's)",

@@ -6,6 +6,11 @@ Tracing is on when an OTLP endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`
 through a BatchSpanProcessor, and the gRPC server/client interceptors carry the W3C trace context across
 services, so one job is one trace. Otherwise nothing is installed: no provider, no exporter, no
 interceptors, and `job_span` hands back a shared no-op context manager.
+
+A job's work happens in many places: RPC handlers of other traces (a node registering is offered the
+job; a callback), timers, background tasks. `JobTraces` remembers each job's trace (the context of its
+first span, e.g. the one inside SubmitJob) and opens every later span of the job inside it, so the
+outbound calls made there carry the job's trace to the next service.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -132,7 +138,74 @@ def job_span(
     """
     if _tracer is None:
         return _NOOP_SPAN
+    return _tracer.start_as_current_span(name, attributes=_job_attributes(job_id, node_id, shard_index))
+
+
+def _job_attributes(job_id: str, node_id: str, shard_index: int | None) -> dict[str, Any]:
     attributes: dict[str, Any] = {"jobid": job_id, "nodeid": node_id}
     if shard_index is not None:
         attributes["shardindex"] = shard_index
-    return _tracer.start_as_current_span(name, attributes=attributes)
+    return attributes
+
+
+class JobTraces:
+    """One trace per job: `span(...)` is `job_span` that opens its span in the job's trace wherever it runs.
+
+    The first span of a job (no trace known yet) starts in the current context (e.g. the SubmitJob or
+    AskForBid server span, which carry the caller's trace) and its context is remembered. A later span
+    started in that trace is an ordinary child of the current span; one started elsewhere (a timer, a
+    RegisterNode or Heartbeat handler, a callback that lost its context) gets the remembered span as its
+    parent, plus a link to the span that was current. Outbound calls inside the span carry the job's trace.
+
+    The last `limit` jobs are remembered. With tracing off, `span` is `job_span`'s shared no-op.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._contexts: OrderedDict[str, trace.SpanContext] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    def remember(self, job_id: str, span_context: trace.SpanContext) -> None:
+        """Makes `span_context` the trace of job `job_id` (ignored when it is not a valid context)."""
+        if not span_context.is_valid:
+            return
+        self._contexts[job_id] = span_context
+        self._contexts.move_to_end(job_id)
+        while len(self._contexts) > self.limit:
+            self._contexts.popitem(last=False)
+
+    def forget(self, job_id: str) -> None:
+        self._contexts.pop(job_id, None)
+
+    def span_context(self, job_id: str) -> trace.SpanContext | None:
+        """The remembered span context of the job, if any."""
+        return self._contexts.get(job_id)
+
+    def span(
+        self, name: str, *, job_id: str, node_id: str, shard_index: int | None = None
+    ) -> contextlib.AbstractContextManager[trace.Span]:
+        """Like `job_span`, in the job's trace."""
+        if _tracer is None:
+            return _NOOP_SPAN
+        attributes = _job_attributes(job_id, node_id, shard_index)
+        known = self._contexts.get(job_id)
+        if known is None:
+            return self._first_span(name, job_id, attributes)
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and current.trace_id == known.trace_id:
+            return _tracer.start_as_current_span(name, attributes=attributes)
+        return _tracer.start_as_current_span(
+            name,
+            context=trace.set_span_in_context(trace.NonRecordingSpan(known)),
+            attributes=attributes,
+            links=[trace.Link(current)] if current.is_valid else None,
+        )
+
+    @contextlib.contextmanager
+    def _first_span(self, name: str, job_id: str, attributes: dict[str, Any]) -> Iterator[trace.Span]:
+        assert _tracer is not None
+        with _tracer.start_as_current_span(name, attributes=attributes) as span:
+            self.remember(job_id, span.get_span_context())
+            yield span

@@ -21,7 +21,7 @@ from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.model.version import build_version_info
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
-from bacalhau_grpc.common.telemetry import job_span, setup_telemetry
+from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
 from bacalhau_grpc.compute.api.servicer import SERVICE_NAME, ComputeServiceServicer
 from bacalhau_grpc.compute.clients.requester import RequesterClient
 from bacalhau_grpc.compute.domain.capacity import machine_capacity, parse_limits, resolve_limits
@@ -110,7 +110,11 @@ async def start(settings: ComputeSettings) -> RunningCompute:
     )
     store = SQLiteExecutionStore(settings.db_path)
     await store.open()
-    client = RequesterClient(settings.requester_address, node_id, call_timeout=settings.call_timeout)
+    # The node's spans and its callbacks to the requester join the trace of their job.
+    traces = JobTraces()
+    client = RequesterClient(
+        settings.requester_address, node_id, call_timeout=settings.call_timeout, span=traces.span
+    )
     node = ComputeNode(
         node_id=node_id,
         store=store,
@@ -120,6 +124,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
                 stderr=settings.noop_stderr,
                 exit_code=settings.noop_exit_code,
                 delay=settings.noop_delay,
+                error=settings.noop_error,
             )
         ],
         publishers=[NoopPublisher()],
@@ -132,7 +137,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         min_job_timeout=settings.min_job_timeout,
         max_job_timeout=settings.max_job_timeout,
         version=build_version_info().git_version,
-        span=job_span,
+        span=traces.span,
     )
     node.load()
     servicer = ComputeServiceServicer(node)

@@ -39,6 +39,8 @@ class ComputeSettings:
     noop_stderr: str = ""
     noop_exit_code: int = 0
     noop_delay: float = 0.0
+    # When set, every noop run fails with this message (a compute failure, not a result; tests).
+    noop_error: str = ""
     # Hex hash proposed to the deterministic verifier instead of the computed one (tests).
     noop_result_hash: str = ""
     # Propose a hash no other node proposes (tests of the deterministic verifier).

@@ -15,7 +15,7 @@ from pathlib import Path
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
-from bacalhau_grpc.common.telemetry import job_span, setup_telemetry
+from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
 from bacalhau_grpc.requester.api.servicer import SERVICE_NAME, RequesterServicer
 from bacalhau_grpc.requester.clients.compute import GrpcComputeClient
 from bacalhau_grpc.requester.clients.verifier import GrpcVerifierClient
@@ -118,7 +118,8 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         node_timeout=settings.node_timeout,
         heartbeat_interval=settings.heartbeat_interval,
         max_active_jobs=settings.max_active_jobs,
-        span=job_span,
+        # Every span of a job - and the calls made inside it - in the job's one trace.
+        span=JobTraces().span,
     )
     try:
         await requester.start()

@@ -66,8 +66,30 @@ class Network:
             **overrides,
         )
         node = await compute_app.start(settings)
+        if settings.noop_error:  # the executor's failure knob, whether or not the app passes it on
+            node.node.executors[pb.Engine.ENGINE_NOOP].error = settings.noop_error
         self.computes.append(node)
         return node
+
+    def compute_by_id(self, node_id: str):
+        return next(n for n in self.computes if n.node_id == node_id)
+
+    async def cancel(self, job_id: str, client_id: str = "test-client", reason: str = "") -> pb.Job:
+        request = rpb.CancelJobRequest(job_id=job_id, client_id=client_id, reason=reason)
+        return (await channels.call(self.stub.CancelJob, request)).job
+
+    async def wait_until(self, predicate, timeout: float = 20.0, what: str = "condition"):
+        """Polls `predicate` (sync or async) until it returns a true value; returns that value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.02)
 
     @property
     def stub(self) -> rgrpc.RequesterServiceStub:

@@ -284,7 +284,7 @@ async def test_unknown_job_is_not_found(cluster):
     for method, request in [
         (cluster.stub.ListJobEvents, rpb.ListJobEventsRequest(job_id="no-such-job")),
         (cluster.stub.GetJobResults, rpb.GetJobResultsRequest(job_id="no-such-job")),
-        (cluster.stub.CancelJob, rpb.CancelJobRequest(job_id="no-such-job")),
+        (cluster.stub.CancelJob, rpb.CancelJobRequest(job_id="no-such-job", client_id="client-1")),
         (cluster.stub.Heartbeat, rpb.HeartbeatRequest(node_id="never-registered")),
         (
             cluster.stub.OnRunComplete,
@@ -314,10 +314,10 @@ async def test_an_oversize_request_is_refused_cleanly_and_the_server_keeps_servi
     assert list(listed.jobs) == []
 
 
-async def test_cancel_says_it_is_not_supported_yet(cluster):
+async def test_cancel_needs_the_client_id(cluster):
     job = await cluster.submit(noop_job())
-    with pytest.raises(FailedPreconditionError, match="cancelling jobs is not supported yet"):
-        await channels.call(cluster.stub.CancelJob, rpb.CancelJobRequest(job_id=job.id, client_id="client-1"))
+    with pytest.raises(InvalidArgumentError, match="client"):
+        await channels.call(cluster.stub.CancelJob, rpb.CancelJobRequest(job_id=job.id))
 
 
 async def test_happy_path_with_a_peer_compute_node_and_the_real_verifier(cluster):

@@ -6,12 +6,14 @@
 * The callbacks (`RequesterCallbacks` of the domain) send OnRunComplete, OnComputeFailure,
   OnPublishComplete and OnCancelComplete; a callback that fails in a way a retry can mend (UNAVAILABLE,
   DEADLINE_EXCEEDED, CANCELLED) is retried with back-off a few times before it is given up (and logged
-  by the node). The requester takes a repeated report as the same report.
+  by the node). The requester takes a repeated report as the same report. Each callback runs in a job
+  span (`span`, e.g. `telemetry.JobTraces().span`), so it carries the job's trace to the requester.
 
 Every call has a deadline (`call_timeout`).
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -44,11 +46,13 @@ class RequesterClient:
         *,
         call_timeout: float = channels.DEFAULT_TIMEOUT,
         callback_attempts: int = CALLBACK_ATTEMPTS,
+        span: Callable[..., contextlib.AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.address = address
         self.node_id = node_id
         self.call_timeout = call_timeout
         self.callback_attempts = callback_attempts
+        self._span = span
         self._channel = channels.open_channel(address)
         self._stub = rgrpc.RequesterServiceStub(self._channel)
         self.registered = asyncio.Event()
@@ -136,7 +140,7 @@ class RequesterClient:
             verification_proposal=execution.proposal,
             run_output=execution.run_output,
         )
-        await self._callback(self._stub.OnRunComplete, request, "OnRunComplete")
+        await self._callback(self._stub.OnRunComplete, request, "OnRunComplete", execution)
 
     async def on_compute_failure(self, execution: Execution, error: str) -> None:
         request = rpb.OnComputeFailureRequest(
@@ -146,7 +150,7 @@ class RequesterClient:
             node_id=self.node_id,
             error=error,
         )
-        await self._callback(self._stub.OnComputeFailure, request, "OnComputeFailure")
+        await self._callback(self._stub.OnComputeFailure, request, "OnComputeFailure", execution)
 
     async def on_publish_complete(self, execution: Execution) -> None:
         request = rpb.OnPublishCompleteRequest(
@@ -156,7 +160,7 @@ class RequesterClient:
             node_id=self.node_id,
             published_result=execution.published_result,
         )
-        await self._callback(self._stub.OnPublishComplete, request, "OnPublishComplete")
+        await self._callback(self._stub.OnPublishComplete, request, "OnPublishComplete", execution)
 
     async def on_cancel_complete(self, execution: Execution) -> None:
         request = rpb.OnCancelCompleteRequest(
@@ -165,11 +169,21 @@ class RequesterClient:
             shard_index=execution.shard_index,
             node_id=self.node_id,
         )
-        await self._callback(self._stub.OnCancelComplete, request, "OnCancelComplete")
+        await self._callback(self._stub.OnCancelComplete, request, "OnCancelComplete", execution)
 
     # -------------------------------------------------------------------------------------------
 
-    async def _callback(self, method: Callable[..., Awaitable[Any]], request: Any, name: str) -> None:
+    async def _callback(
+        self, method: Callable[..., Awaitable[Any]], request: Any, name: str, execution: Execution
+    ) -> None:
+        if self._span is None:
+            await self._retried(method, request, name)
+            return
+        job_id, shard_index = execution.job_id, execution.shard_index
+        with self._span(f"compute.{name}", job_id=job_id, node_id=self.node_id, shard_index=shard_index):
+            await self._retried(method, request, name)
+
+    async def _retried(self, method: Callable[..., Awaitable[Any]], request: Any, name: str) -> None:
         delay = CALLBACK_BACKOFF_START
         for attempt in range(1, self.callback_attempts + 1):
             try:

@@ -1,12 +1,21 @@
 """The domain's ComputePort over gRPC: one cached channel per compute node address."""
 
+import asyncio
+
 import grpc
 
 from bacalhau.compute.v1 import compute_service_pb2 as cpb
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel
+from bacalhau_grpc.common.errors import DeadlineExceededError, UnavailableError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.ports import BidAnswer
+
+# BidAccepted and ResultAccepted are idempotent on the node: a call that may not have arrived (the node was
+# unreachable or did not answer in time) is tried this many times in all, with a short back-off, before
+# the node counts as lost and the shard replaces it.
+ATTEMPTS = 3
+RETRY_DELAY = 0.2
 
 
 class GrpcComputeClient:
@@ -35,12 +44,18 @@ class GrpcComputeClient:
             node_id=response.node_id,
         )
 
+    async def _retried(self, address: str, method_name: str, request) -> None:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                await call(getattr(self._stub(address), method_name), request, timeout=self.call_timeout)
+                return
+            except (UnavailableError, DeadlineExceededError):
+                if attempt == ATTEMPTS:
+                    raise
+                await asyncio.sleep(RETRY_DELAY * attempt)
+
     async def bid_accepted(self, address: str, execution_id: str) -> None:
-        await call(
-            self._stub(address).BidAccepted,
-            cpb.BidAcceptedRequest(execution_id=execution_id),
-            timeout=self.call_timeout,
-        )
+        await self._retried(address, "BidAccepted", cpb.BidAcceptedRequest(execution_id=execution_id))
 
     async def bid_rejected(self, address: str, execution_id: str, reason: str) -> None:
         await call(
@@ -50,11 +65,7 @@ class GrpcComputeClient:
         )
 
     async def result_accepted(self, address: str, execution_id: str) -> None:
-        await call(
-            self._stub(address).ResultAccepted,
-            cpb.ResultAcceptedRequest(execution_id=execution_id),
-            timeout=self.call_timeout,
-        )
+        await self._retried(address, "ResultAccepted", cpb.ResultAcceptedRequest(execution_id=execution_id))
 
     async def result_rejected(self, address: str, execution_id: str, reason: str) -> None:
         await call(

@@ -26,6 +26,7 @@ from bacalhau_grpc.common.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     UnavailableError,
 )
 from bacalhau_grpc.common.model import pb, version
@@ -34,7 +35,7 @@ from bacalhau_grpc.requester.domain import shard_fsm as fsm_mod
 from bacalhau_grpc.requester.domain.nodes import NodeRegistry
 from bacalhau_grpc.requester.domain.ports import ComputePort, VerifierPort
 from bacalhau_grpc.requester.domain.projection import ProjectionRejected, apply_event
-from bacalhau_grpc.requester.domain.shard_fsm import ShardFSM, Transition
+from bacalhau_grpc.requester.domain.shard_fsm import Phase, ShardFSM, Transition
 from bacalhau_grpc.requester.domain.validation import build_job, validate_submission
 from bacalhau_grpc.requester.store.sqlite import JobQuery, RequesterStore, decode_token, encode_token
 
@@ -120,6 +121,8 @@ class Requester:
         # Shards still taking bids, in creation order: offered to each node that (re)appears.
         self._bidding: dict[tuple[str, int], None] = {}
         self._timers: dict[tuple[str, int], tuple[float, asyncio.TimerHandle]] = {}
+        # One liveness timer per known node, due when its node_timeout runs out without a heartbeat.
+        self._node_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False  # no new calls
         self._draining = False  # no deadlines armed
@@ -147,12 +150,14 @@ class Requester:
             self._active[job_id] = record
             reloaded += 1
         live = self.nodes.live_node_ids(now)
+        for node_id in live:
+            self._watch_node(node_id)
         for record in list(self._active.values()):
             for shard in record.shards:
                 if shard.is_terminal:
                     continue
                 transition = shard.resume()
-                transition.actions += shard.offer(live, self._rng).actions
+                transition.actions += shard.refill(live, now, self._rng).actions
                 self._apply(record, shard, transition)
         if reloaded:
             log.info("requester reloaded %d active jobs", reloaded, extra={"node_id": self.node_id})
@@ -174,6 +179,9 @@ class Requester:
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        for handle in self._node_timers.values():
+            handle.cancel()
+        self._node_timers.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self._tasks and (remaining := deadline - loop.time()) > 0:
@@ -383,8 +391,35 @@ class Requester:
         return results
 
     async def cancel_job(self, job_id: str, *, client_id: str = "", reason: str = "") -> pb.Job:
-        await self._resolve(job_id)
-        raise FailedPreconditionError("cancelling jobs is not supported yet")
+        """Cancel the job for the client that submitted it: every execution still held is cancelled on its
+        node and each unfinished shard ends Cancelled. Cancelling a cancelled job again changes nothing;
+        a job that ended otherwise (Completed, Error) cannot be cancelled."""
+        if not client_id:
+            raise InvalidArgumentError(
+                "the ID of the client cancelling the job is required", field="client_id"
+            )
+        record = await self._resolve(job_id)
+        if record.job.client_id != client_id:
+            raise PermissionDeniedError(
+                f"job {record.id} was submitted by another client: only that client can cancel it"
+            )
+        open_shards = [s for s in record.shards if not s.is_terminal]
+        if not open_shards and not any(s.phase == Phase.CANCELLED for s in record.shards):
+            ended = Phase.ERROR if any(s.phase == Phase.ERROR for s in record.shards) else Phase.COMPLETED
+            raise FailedPreconditionError(
+                f"job {record.id} has already ended ({ended}): it cannot be cancelled"
+            )
+        if open_shards:
+            status = f"cancelled by the client: {reason}" if reason else "cancelled by the client"
+            now = self._clock()
+            with self._span("requester.CancelJob", job_id=record.id, node_id=self.node_id):
+                for shard in open_shards:
+                    self._apply(record, shard, shard.cancel(status, now))
+            log.info("job cancelled: %s", status, extra={"job_id": record.id, "node_id": self.node_id})
+        result = pb.Job()
+        result.CopyFrom(record.job)
+        self._fill_state(result, record)
+        return result
 
     def get_version(self) -> pb.BuildVersionInfo:
         return version.build_version_info()
@@ -405,6 +440,7 @@ class Requester:
         stored.CopyFrom(info)
         self.nodes.register(stored, now)
         self.store.put_node(stored, now)
+        self._watch_node(info.node_id)
         log.info(
             "compute node %s registered at %s", info.node_id, info.address, extra={"node_id": self.node_id}
         )
@@ -414,8 +450,48 @@ class Requester:
         if not node_id:
             raise InvalidArgumentError("a node ID is required", field="node_id")
         was_live = self.nodes.heartbeat(node_id, available, self._clock())
+        self._watch_node(node_id)
         if not was_live:
             self._offer_to(node_id)
+
+    def _watch_node(self, node_id: str) -> None:
+        """Arm the node's liveness timer (once; it re-arms itself while the node keeps heartbeating)."""
+        entry = self.nodes.get(node_id)
+        if self._draining or entry is None or node_id in self._node_timers:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        expires = entry.last_seen + self.nodes.node_timeout
+        when = loop.time() + max(expires - self._clock(), 0.0) + 0.01
+        self._node_timers[node_id] = loop.call_at(when, self._check_node, node_id)
+
+    def _check_node(self, node_id: str) -> None:
+        """The node's timeout ran out: re-arm if it was heard from meanwhile, else replace its executions."""
+        self._node_timers.pop(node_id, None)
+        entry = self.nodes.get(node_id)
+        now = self._clock()
+        if entry is None or self._draining:
+            return
+        if self.nodes.is_live(node_id, now):
+            self._watch_node(node_id)
+            return
+        reason = (
+            f"node {node_id} stopped sending heartbeats (silent for {now - entry.last_seen:.1f}s, "
+            f"node timeout {self.nodes.node_timeout:g}s)"
+        )
+        log.warning("%s", reason, extra={"node_id": self.node_id})
+        for record in list(self._active.values()):
+            for shard in record.shards:
+                if shard.is_terminal or shard.execution(node_id) is None:
+                    continue
+                transition = shard.on_node_lost(node_id, reason, now)
+                if transition.actions:
+                    self._refill(shard, transition, now)
+                    self._apply(record, shard, transition)
+
+    def _refill(self, shard: ShardFSM, transition: Transition, now: float) -> None:
+        """After a bid was lost (refused, failed, its node gone): ask other live nodes to fill the slot."""
+        if shard.is_bidding:
+            transition.actions += shard.refill(self.nodes.live_node_ids(now), now, self._rng).actions
 
     def _offer_to(self, node_id: str) -> None:
         for job_id, shard_index in list(self._bidding):
@@ -473,16 +549,20 @@ class Requester:
         with self._span(
             "requester.OnComputeFailure", job_id=job_id, node_id=self.node_id, shard_index=shard_index
         ):
+            now = self._clock()
             transition = shard.on_compute_failure(
-                node_id, execution_id, error or "the node reported a failure without a message", self._clock()
+                node_id, execution_id, error or "the node reported a failure without a message", now
             )
+            self._refill(shard, transition, now)
             self._finish_callback(record, shard, transition)
 
     async def on_cancel_complete(
         self, *, job_id: str, shard_index: int, node_id: str, execution_id: str
     ) -> None:
         record, shard = self._callback_target(job_id, shard_index, node_id, "a cancellation report")
-        transition = shard.on_cancel_complete(node_id, execution_id, self._clock())
+        now = self._clock()
+        transition = shard.on_cancel_complete(node_id, execution_id, now)
+        self._refill(shard, transition, now)
         self._finish_callback(record, shard, transition)
 
     def _callback_target(
@@ -690,13 +770,15 @@ class Requester:
             else:
                 transition = shard.on_bid_declined(node_id, value.reason, now)
             # A refusal or failure leaves a bid short: ask another live node.
-            transition.actions += shard.offer(self.nodes.live_node_ids(now), self._rng).actions
+            self._refill(shard, transition, now)
         elif isinstance(action, fsm_mod.Verify):
             transition = shard.on_verify_failed(value, now) if failed else shard.on_verified(value, now)
         elif failed and isinstance(action, fsm_mod.NotifyBidAccepted):
             transition = shard.on_bid_accept_failed(node_id, action.execution_id, value, now)
+            self._refill(shard, transition, now)
         elif failed and isinstance(action, fsm_mod.NotifyResultAccepted):
             transition = shard.on_result_accept_failed(node_id, action.execution_id, value, now)
+            self._refill(shard, transition, now)
         else:
             if failed:
                 log.warning(

@@ -6,7 +6,12 @@ for a request that is not valid in the shard's state, the reason to refuse it. N
 sleeps or reads a clock, so it is tested by driving it with explicit times.
 
 Phases: EnqueuingBids -> (SelectingBids) -> AcceptingBids -> WaitingForResults -> VerifyingResults ->
-WaitingToPublish -> Completed; Error (and, from the next issue, Cancelled) end it early.
+WaitingToPublish -> Completed; Error and Cancelled (the client cancelled the job) end it early.
+
+A node lost while the shard runs (it reported a failure, stopped heartbeating, or could not be told its
+bid was accepted) is replaced: the shard goes back to AcceptingBids with its slot open, the lifecycle
+asks another live node that was not asked yet (`refill`), and the execution deadline set on the first
+entry to WaitingForResults still holds. With no such node left the shard ends in Error.
 
 Deadlines are wall-clock timestamps, so a reloaded machine keeps them: the negotiation deadline
 (creation + negotiation timeout) covers the bidding phases; the execution deadline (entry to
@@ -214,6 +219,8 @@ class ShardFSM:
     # One execution per node that bid, in bid order.
     executions: dict[str, Execution] = field(default_factory=dict)
     verified: bool = False
+    # Nodes whose execution was lost while the shard ran, in order (each is replaced, never asked again).
+    replaced: list[str] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -278,10 +285,16 @@ class ShardFSM:
     def execution(self, node_id: str) -> Execution | None:
         return self.executions.get(node_id)
 
+    @property
+    def is_replacing(self) -> bool:
+        """Taking bids again to replace a lost execution (the execution deadline is already running)."""
+        return self.phase in BIDDING_PHASES and self.execution_deadline is not None
+
     def next_deadline(self) -> float | None:
         """When `on_timeout` must be called next; None once the shard has ended."""
         if self.phase in BIDDING_PHASES:
-            return self.negotiation_deadline
+            # A replacement is bounded by the job's timeout, not by the (long past) negotiation deadline.
+            return self.execution_deadline if self.is_replacing else self.negotiation_deadline
         if self.phase in EXECUTION_PHASES:
             return self.execution_deadline
         return None
@@ -344,6 +357,25 @@ class ShardFSM:
         for node_id in candidates[:wanted]:
             self.asked.append(node_id)
             out.actions.append(AskForBid(node_id))
+        return out
+
+    def refill(
+        self, live_node_ids: Iterable[str], now: float, rng: random.Random | None = None
+    ) -> Transition:
+        """`offer` to the live nodes; while replacing a lost execution, end the shard in Error when no
+        candidate is left (every live node was asked, no answer or bid is pending)."""
+        out = self.offer(live_node_ids, rng)
+        if not self.is_replacing or self.wanted_bids() <= 0:
+            return out
+        awaited = [n for n in self.asked if n not in self.executions and n not in self.declined]
+        if awaited or self.bids:
+            return out
+        lost = self.executions.get(self.replaced[-1]) if self.replaced else None
+        if lost is None:  # pragma: no cover - replacing always follows a loss
+            why = "no node left to replace a lost execution"
+        else:
+            why = f"no node left to replace node {lost.node_id} (failed: {lost.reason})"
+        self._fail(why, now, out)
         return out
 
     def on_ask_failed(self, node_id: str, error: str, now: float) -> Transition:
@@ -441,7 +473,8 @@ class ShardFSM:
     def _after_accepting(self, now: float, out: Transition) -> None:
         if len(self.accepted) >= self.concurrency:
             self.phase = Phase.WAITING_FOR_RESULTS
-            self.execution_deadline = now + self.timeout
+            if self.execution_deadline is None:  # a replacement keeps the first deadline
+                self.execution_deadline = now + self.timeout
             self._maybe_verify(out)
         else:
             self.phase = Phase.ACCEPTING_BIDS
@@ -692,23 +725,39 @@ class ShardFSM:
         return out
 
     def _lost_execution(self, execution: Execution, now: float, out: Transition) -> None:
-        """An execution dropped out (failed, or the node could not be told what to do).
+        """An execution dropped out (failed, its node went silent, or could not be told what to do).
 
-        While bids are taken, its slot just reopens (v0.3's AcceptingBids). Once the shard runs, no
-        replacement is sought yet (the next issue re-bids here): the shard fails as soon as it can no
-        longer reach Concurrency results, instead of waiting for its timeout as v0.3 did.
+        While bids are taken, its slot just reopens (v0.3's AcceptingBids). While the shard runs, its
+        slot reopens too: the shard goes back to AcceptingBids (keeping its execution deadline) and the
+        lifecycle's `refill` asks another node, or ends the shard when none is left. Once results are
+        being verified or published, the others carry on without it.
         """
         if self.phase == Phase.WAITING_FOR_RESULTS:
             if len(self.accepted) < self.concurrency:
-                self._fail(
-                    f"shard can no longer reach {self.concurrency} results: node {execution.node_id} failed: "
-                    f"{execution.reason}",
-                    now,
-                    out,
-                )
+                self.replaced.append(execution.node_id)
+                self.phase = Phase.ACCEPTING_BIDS
+        elif self.phase == Phase.ACCEPTING_BIDS and self.execution_deadline is not None:
+            self.replaced.append(execution.node_id)
         elif self.phase == Phase.WAITING_TO_PUBLISH:
             self._maybe_complete(now, out)
         # VerifyingResults: the verdicts skip it when they come.
+
+    def on_node_lost(self, node_id: str, reason: str, now: float) -> Transition:
+        """The node stopped heartbeating: its execution, if still active, is lost (ComputeError on its
+        row, a best-effort CancelExecution in case it comes back) and replaced."""
+        execution = self.executions.get(node_id)
+        if self.is_terminal or execution is None or execution.state not in ACTIVE:
+            return Transition()
+        execution.state = ExecState.FAILED
+        execution.reason = reason
+        out = Transition(
+            [
+                RecordEvent(self._event(E.JOB_EVENT_TYPE_COMPUTE_ERROR, now, source=node_id, status=reason)),
+                CancelExecution(node_id, execution.execution_id, reason),
+            ]
+        )
+        self._lost_execution(execution, now, out)
+        return out
 
     def on_cancel_complete(self, node_id: str, execution_id: str, now: float) -> Transition:
         checked = self._check_execution(node_id, execution_id, "a cancellation report received", now)
@@ -728,7 +777,7 @@ class ShardFSM:
         deadline = self.next_deadline()
         if deadline is None or now < deadline:
             return out
-        if self.phase in BIDDING_PHASES:
+        if self.phase in BIDDING_PHASES and not self.is_replacing:
             self._fail(
                 f"negotiation timed out: {len(self.accepted)} of {self.concurrency} bids accepted", now, out
             )
@@ -758,14 +807,39 @@ class ShardFSM:
                 out.actions.append(CancelExecution(execution.node_id, execution.execution_id, reason))
 
     def cancel(self, reason: str, now: float) -> Transition:
-        """Groundwork for user cancellation (next issue): end the shard as Cancelled and release its
-        executions. The lifecycle does not call this yet."""
+        """The client cancelled the job: every execution still held (bid, running, proposed, publishing)
+        gets a BidCancelled event on its row and a CancelExecution call; the shard ends Cancelled. A
+        shard that had no such execution records the cancellation on the requester's row."""
         out = Transition()
         if self.is_terminal:
             return out
         self.phase = Phase.CANCELLED
         self.status = reason
-        self._release(reason, now, out)
+        for execution in self.executions.values():
+            if execution.state != ExecState.BID and execution.state not in ACTIVE:
+                continue
+            execution.state = ExecState.CANCELLED
+            execution.reason = reason
+            out.actions.append(
+                RecordEvent(
+                    self._event(
+                        E.JOB_EVENT_TYPE_BID_CANCELLED,
+                        now,
+                        source=self.requester_node_id,
+                        target=execution.node_id,
+                        status=reason,
+                    )
+                )
+            )
+            out.actions.append(CancelExecution(execution.node_id, execution.execution_id, reason))
+        if not out.actions:
+            out.actions.append(
+                RecordEvent(
+                    self._event(
+                        E.JOB_EVENT_TYPE_BID_CANCELLED, now, source=self.requester_node_id, status=reason
+                    )
+                )
+            )
         return out
 
     # -- persistence -----------------------------------------------------------------------------
@@ -788,6 +862,7 @@ class ShardFSM:
             "asked": list(self.asked),
             "declined": list(self.declined),
             "verified": self.verified,
+            "replaced": list(self.replaced),
             "executions": [
                 {
                     "node_id": e.node_id,
@@ -841,4 +916,5 @@ class ShardFSM:
             declined=list(data.get("declined", [])),
             executions=executions,
             verified=data["verified"],
+            replaced=list(data.get("replaced", [])),
         )

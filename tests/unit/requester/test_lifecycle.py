@@ -10,6 +10,7 @@ from bacalhau_grpc.common.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     UnavailableError,
 )
 from bacalhau_grpc.common.model import pb
@@ -253,7 +254,10 @@ async def test_compute_failure_fails_the_shard(harness):
     info = await r.get_job(job.id)
     assert event_names(info)[-2:] == ["COMPUTE_ERROR", "ERROR"]
     assert info.job_state.nodes["n1"].shards[0].status == "no docker"
-    assert "node n1 failed: no docker" in info.job_state.nodes["requester-test"].shards[0].status
+    assert (
+        "no node left to replace node n1 (failed: no docker)"
+        in info.job_state.nodes["requester-test"].shards[0].status
+    )
     assert r.shard(job.id).phase == Phase.ERROR
 
 
@@ -427,12 +431,102 @@ async def test_heartbeats(tmp_path):
         await h.stop()
 
 
-async def test_cancel_is_not_supported_yet(harness):
-    job = await harness.requester.submit(payload())
-    with pytest.raises(FailedPreconditionError, match="cancelling jobs is not supported yet"):
-        await harness.requester.cancel_job(job.id)
+async def test_cancel_by_the_owner_cancels_every_execution(harness):
+    r, compute = harness.requester, harness.compute
+    await r.register_node(node("n1"))
+    job = await r.submit(payload())
+    (execution,) = await eventually(lambda: compute.executions("bid_accepted"), what="BidAccepted")
+    cancelled = await r.cancel_job(job.id, client_id="client-1", reason="changed my mind")
+    status = "cancelled by the client: changed my mind"
+    assert cancelled.state.nodes["n1"].shards[0].state == S.JOB_STATE_TYPE_CANCELLED
+    assert cancelled.state.nodes["n1"].shards[0].status == status
+    await eventually(lambda: ("cancel_execution", "addr-n1", execution) in compute.calls, what="Cancel")
+    info = await r.get_job(job.id)
+    assert event_names(info)[-1] == "BID_CANCELLED"
+    assert r.shard(job.id).phase == Phase.CANCELLED and r.active_jobs == 0 and r.armed_timers == 0
+    # Idempotent: a second cancel succeeds and records nothing new.
+    await r.cancel_job(job.id[:8], client_id="client-1")
+    assert len((await r.get_job(job.id)).job_events) == len(info.job_events)
+
+
+async def test_cancel_is_checked(harness):
+    r, compute = harness.requester, harness.compute
+    await r.register_node(node("n1"))
+    job = await r.submit(payload())
+    with pytest.raises(InvalidArgumentError) as raised:
+        await r.cancel_job(job.id, client_id="")
+    assert raised.value.field == "client_id"
+    with pytest.raises(PermissionDeniedError, match="another client"):
+        await r.cancel_job(job.id, client_id="intruder")
     with pytest.raises(NotFoundError):
-        await harness.requester.cancel_job("missing")
+        await r.cancel_job("missing", client_id="client-1")
+    await run_to_completion(r, compute, job.id)
+    await eventually(lambda: r.active_jobs == 0, what="job completed")
+    with pytest.raises(FailedPreconditionError, match=r"already ended \(Completed\)"):
+        await r.cancel_job(job.id, client_id="client-1")
+
+
+async def test_cancel_while_bidding_ends_the_job_cancelled(harness):
+    r = harness.requester
+    job = await r.submit(payload())  # no node: the shard waits for bids
+    cancelled = await r.cancel_job(job.id, client_id="client-1")
+    assert cancelled.state.nodes["requester-test"].shards[0].state == S.JOB_STATE_TYPE_CANCELLED
+    assert r.shard(job.id).phase == Phase.CANCELLED and r.armed_timers == 0
+
+
+async def test_a_failed_node_is_replaced_by_another_and_never_asked_again(harness):
+    r, compute = harness.requester, harness.compute
+    for name in ("n1", "n2", "n3"):
+        await r.register_node(node(name))
+    job = await r.submit(payload())
+    (first,) = await eventually(lambda: compute.executions("bid_accepted"), what="BidAccepted")
+    failed = next(n for n, e in r.shard(job.id).executions.items() if e.execution_id == first)
+    deadline = r.shard(job.id).execution_deadline
+    await r.on_compute_failure(job_id=job.id, shard_index=0, node_id=failed, execution_id=first, error="oom")
+    await eventually(lambda: len(compute.executions("bid_accepted")) == 2, what="replacement accepted")
+    shard = r.shard(job.id)
+    assert shard.phase == Phase.WAITING_FOR_RESULTS and shard.execution_deadline == deadline
+    replacement = next(n for n, e in shard.executions.items() if e.state == "Accepted")
+    assert replacement != failed and shard.replaced == [failed]
+    asked = [addr for name, addr, _ in compute.calls if name == "ask_for_bid"]
+    assert asked.count(f"addr-{failed}") == 1
+    names_ = event_names(await r.get_job(job.id))
+    assert names_[names_.index("COMPUTE_ERROR") :][:3] == ["COMPUTE_ERROR", "BID", "BID_ACCEPTED"]
+    await run_to_completion(r, compute, job.id, node_name=replacement)
+    await eventually(lambda: r.shard(job.id).phase == Phase.COMPLETED, what="completed on the replacement")
+
+
+async def test_a_silent_node_holding_an_execution_is_replaced(tmp_path):
+    h = Harness(tmp_path, node_timeout=0.3)
+    r = await h.start()
+    try:
+        await r.register_node(node("n1"))
+        job = await r.submit(payload())
+        await eventually(lambda: r.shard(job.id).phase == Phase.WAITING_FOR_RESULTS, what="n1 accepted")
+        await r.register_node(node("n2"))
+
+        async def keep_n2_alive():
+            while True:
+                await r.heartbeat("n2")
+                await asyncio.sleep(0.05)
+
+        beating = asyncio.create_task(keep_n2_alive())
+        try:
+            await eventually(
+                lambda: (
+                    r.shard(job.id).execution("n2") is not None
+                    and r.shard(job.id).phase == Phase.WAITING_FOR_RESULTS
+                ),
+                what="n2 replaces the silent n1",
+            )
+        finally:
+            beating.cancel()
+        info = await r.get_job(job.id)
+        error = next(e for e in info.job_events if e.event_name == E.JOB_EVENT_TYPE_COMPUTE_ERROR)
+        assert error.source_node_id == "n1" and "stopped sending heartbeats" in error.status
+        assert info.job_state.nodes["n1"].shards[0].state == S.JOB_STATE_TYPE_ERROR
+    finally:
+        await h.stop()
 
 
 async def test_a_restart_keeps_jobs_and_rearms_deadlines(harness):

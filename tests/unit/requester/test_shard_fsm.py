@@ -257,15 +257,76 @@ def test_repeated_results_are_the_same_report_but_other_results_are_invalid():
     assert "which has ended (Error)" in m.on_run_complete("n1", "e-n1", b"bb", None, T0).invalid
 
 
-def test_compute_failure_while_running_fails_the_shard_and_cancels_the_others():
+def test_compute_failure_while_running_reopens_the_slot_and_keeps_the_deadline():
     m = _running(2, ("a", "b"))
+    deadline = m.execution_deadline
     t = m.on_compute_failure("a", "e-a", "exec format error", T0 + 3)
-    assert names(t) == ["COMPUTE_ERROR", "ERROR"]
+    assert names(t) == ["COMPUTE_ERROR"]
     assert t.events()[0].source_node_id == "a" and t.events()[0].status == "exec format error"
-    assert m.status == "shard can no longer reach 2 results: node a failed: exec format error"
-    assert t.of(f.CancelExecution) == [f.CancelExecution("b", "e-b", f"shard failed: {m.status}")]
+    assert t.of(f.CancelExecution) == []  # b keeps running
+    assert m.phase == Phase.ACCEPTING_BIDS and m.is_replacing and m.replaced == ["a"]
+    assert m.next_deadline() == deadline  # the job's timeout, not the negotiation deadline
+    # The failed node is never asked again; another live node is.
+    assert m.refill(["a", "b", "c"], T0 + 3, rng()).actions == [f.AskForBid("c")]
+    t = bid(m, "c", now=T0 + 4)
+    assert names(t) == ["BID", "BID_ACCEPTED"]
+    assert t.of(f.NotifyBidAccepted) == [f.NotifyBidAccepted("c", "e-c")]
+    assert m.phase == Phase.WAITING_FOR_RESULTS and m.execution_deadline == deadline
+    m.on_run_complete("b", "e-b", b"h", None, T0 + 5)
+    t = m.on_run_complete("c", "e-c", b"h", None, T0 + 6)
+    assert {p.node_id for p in t.of(f.Verify)[0].proposals} == {"b", "c"}
     # The cancelled node reporting its own failure later is no news.
-    assert m.on_compute_failure("b", "e-b", "cancelled", T0 + 4).actions == []
+    assert m.on_compute_failure("a", "e-a", "cancelled", T0 + 7).actions == []
+
+
+def test_replacement_with_no_candidate_left_fails_the_shard_and_says_why():
+    m = _running(2, ("a", "b"))
+    m.on_compute_failure("a", "e-a", "disk full", T0 + 3)
+    t = m.refill(["a", "b"], T0 + 3, rng())
+    assert names(t) == ["ERROR"]
+    assert m.phase == Phase.ERROR
+    assert m.status == "no node left to replace node a (failed: disk full)"
+    assert t.of(f.CancelExecution) == [f.CancelExecution("b", "e-b", f"shard failed: {m.status}")]
+
+
+def test_replacement_waits_for_an_answer_then_fails_when_the_candidate_declines():
+    m = _running(1, ("a",))
+    m.on_compute_failure("a", "e-a", "oom", T0 + 3)
+    assert m.refill(["a", "b"], T0 + 3, rng()).actions == [f.AskForBid("b")]
+    assert m.refill(["a", "b"], T0 + 3, rng()).actions == []  # b's answer is awaited
+    m.on_bid_declined("b", "busy", T0 + 4)
+    t = m.refill(["a", "b"], T0 + 4, rng())
+    assert names(t) == ["ERROR"] and m.status == "no node left to replace node a (failed: oom)"
+
+
+def test_replacement_times_out_at_the_job_deadline():
+    m = _running(1, ("a",))
+    deadline = m.execution_deadline
+    m.on_compute_failure("a", "e-a", "oom", T0 + 3)
+    m.refill(["b"], T0 + 3, rng())
+    assert m.on_timeout(deadline - 0.001).actions == []
+    t = m.on_timeout(deadline)
+    assert names(t)[-1] == "ERROR"
+    assert m.status == "shard timed out while in state AcceptingBids, see --timeout"
+
+
+def test_a_node_that_stops_heartbeating_is_replaced():
+    m = _running(1, ("a",))
+    t = m.on_node_lost("a", "node a stopped sending heartbeats", T0 + 3)
+    assert names(t) == ["COMPUTE_ERROR"]
+    assert t.events()[0].source_node_id == "a"
+    assert t.of(f.CancelExecution) == [f.CancelExecution("a", "e-a", "node a stopped sending heartbeats")]
+    assert m.phase == Phase.ACCEPTING_BIDS and m.replaced == ["a"]
+    assert m.on_node_lost("a", "again", T0 + 4).actions == []  # already lost
+    assert m.on_node_lost("zz", "never bid", T0 + 4).actions == []
+
+
+def test_replacement_fields_survive_a_reload():
+    m = _running(1, ("a",))
+    m.on_compute_failure("a", "e-a", "oom", T0 + 3)
+    m.refill(["b"], T0 + 3, rng())
+    again = ShardFSM.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again == m and again.replaced == ["a"] and again.is_replacing
 
 
 def test_compute_failure_while_accepting_bids_reopens_the_slot():
@@ -306,7 +367,12 @@ def test_bid_accept_notification_failure_is_recorded():
     assert m.phase == Phase.ACCEPTING_BIDS
     m2 = _running()
     t = m2.on_bid_accept_failed("n1", "e-n1", "unavailable", T0)
-    assert names(t) == ["BID_CANCELLED", "ERROR"]
+    assert names(t) == ["BID_CANCELLED"]
+    assert m2.is_replacing and m2.replaced == ["n1"]
+    assert names(m2.refill(["n1"], T0, rng())) == ["ERROR"]
+    assert m2.status == (
+        "no node left to replace node n1 (failed: could not tell the node its bid was accepted: unavailable)"
+    )
 
 
 def test_result_accept_notification_failure():
@@ -386,11 +452,46 @@ def test_resume_redoes_an_interrupted_verification():
     assert machine().resume().actions == []
 
 
-def test_cancel_groundwork_releases_executions():
-    m = _running(2, ("a", "b"))
-    t = m.cancel("user asked", T0)
-    assert m.phase == Phase.CANCELLED and m.is_terminal
-    assert {a.node_id for a in t.of(f.CancelExecution)} == {"a", "b"}
+def test_cancel_cancels_every_held_execution_with_an_event_on_its_row():
+    m = machine(concurrency=2, min_bids=3)
+    bid(m, "a")
+    bid(m, "b")
+    bid(m, "c")  # selection: two accepted, one rejected
+    m.on_run_complete(m.accepted[0].node_id, m.accepted[0].execution_id, b"", None, T0 + 2)
+    held = sorted(e.node_id for e in m.accepted)
+    t = m.cancel("cancelled by the client: enough", T0 + 3)
+    assert m.phase == Phase.CANCELLED and m.is_terminal and m.next_deadline() is None
+    assert m.status == "cancelled by the client: enough"
+    assert names(t) == ["BID_CANCELLED", "BID_CANCELLED"]
+    assert sorted(e.target_node_id for e in t.events()) == held
+    assert {e.status for e in t.events()} == {"cancelled by the client: enough"}
+    assert sorted(a.node_id for a in t.of(f.CancelExecution)) == held
+    assert all(m.execution(n).state == ExecState.CANCELLED for n in held)
+    assert m.cancel("again", T0 + 4).actions == []  # terminal: nothing new
+    # The node's cancellation report is no news.
+    node = held[0]
+    assert m.on_cancel_complete(node, f"e-{node}", T0 + 5).actions == []
+
+
+def test_cancel_while_bidding_cancels_the_bids_and_without_executions_marks_the_requester_row():
+    m = machine(concurrency=1, min_bids=2)
+    bid(m, "a")
+    t = m.cancel("cancelled by the client", T0)
+    assert names(t) == ["BID_CANCELLED"] and t.events()[0].target_node_id == "a"
+    assert t.of(f.CancelExecution) == [f.CancelExecution("a", "e-a", "cancelled by the client")]
+    empty = machine()
+    t = empty.cancel("cancelled by the client", T0)
+    assert names(t) == ["BID_CANCELLED"]
+    assert t.events()[0].source_node_id == REQ and t.events()[0].target_node_id == ""
+    assert empty.phase == Phase.CANCELLED
+
+
+def test_cancel_of_an_ended_shard_does_nothing():
+    m = _running()
+    m.on_compute_failure("n1", "e-n1", "oom", T0)
+    m.refill([], T0, rng())
+    assert m.phase == Phase.ERROR
+    assert m.cancel("late", T0).actions == [] and m.phase == Phase.ERROR
 
 
 def test_failure_reports_for_released_executions_are_no_news():

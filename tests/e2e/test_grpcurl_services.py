@@ -1,0 +1,257 @@
+"""The real grpcurl against every service of a devstack (separate processes), as an operator types it:
+list, describe, unary calls with JSON bodies (a job submitted and followed to its published result with
+nothing but grpcurl) and an error showing its status code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bacalhau_grpc.cli.devstack import Devstack
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+REQUESTER = "bacalhau.requester.v1.RequesterService"
+COMPUTE = "bacalhau.compute.v1.ComputeService"
+VERIFIER = "bacalhau.verifier.v1.VerifierService"
+SERVICES = {"requester": REQUESTER, "compute": COMPUTE, "verifier": VERIFIER}
+STANDARD_SERVICES = {
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+}
+METHODS = {
+    REQUESTER: {
+        "SubmitJob",
+        "GetJob",
+        "ListJobs",
+        "ListJobEvents",
+        "WatchJobEvents",
+        "CancelJob",
+        "GetJobResults",
+        "GetVersion",
+        "RegisterNode",
+        "Heartbeat",
+        "OnRunComplete",
+        "OnPublishComplete",
+        "OnComputeFailure",
+        "OnCancelComplete",
+    },
+    COMPUTE: {
+        "AskForBid",
+        "BidAccepted",
+        "BidRejected",
+        "ResultAccepted",
+        "ResultRejected",
+        "CancelExecution",
+        "GetNodeInfo",
+    },
+    VERIFIER: {"Verify", "GetVerifierInfo"},
+}
+# One method of each service to describe: (method, request type, response type).
+DESCRIBED = {
+    "requester": (
+        "SubmitJob",
+        "bacalhau.requester.v1.SubmitJobRequest",
+        "bacalhau.requester.v1.SubmitJobResponse",
+    ),
+    "compute": (
+        "GetNodeInfo",
+        "bacalhau.compute.v1.GetNodeInfoRequest",
+        "bacalhau.compute.v1.GetNodeInfoResponse",
+    ),
+    "verifier": ("Verify", "bacalhau.verifier.v1.VerifyRequest", "bacalhau.verifier.v1.VerifyResponse"),
+}
+
+# The SubmitJob body an operator types: a noop job on one node. (The one place to change if submissions
+# must be signed one day.)
+SUBMIT_JOB_BODY = {
+    "payload": {
+        "client_id": "grpcurl",
+        "job": {"spec": {"engine": "ENGINE_NOOP"}, "deal": {"concurrency": 1}},
+    }
+}
+JOB_END_TIMEOUT = 60.0
+GRPCURL_TIMEOUT = 30.0
+
+
+def grpcurl_path() -> str:
+    candidate = Path(sys.executable).parent / "grpcurl"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    pytest.fail("grpcurl is not installed next to the Python interpreter: run `make install`")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory):
+    async with Devstack(nodes=1, data_dir=tmp_path_factory.mktemp("devstack")) as devstack:
+        yield devstack
+
+
+def address_of(stack: Devstack, kind: str) -> str:
+    return {
+        "requester": stack.requester_address,
+        "compute": stack.compute_addresses[0],
+        "verifier": stack.verifier_address,
+    }[kind]
+
+
+async def grpcurl(address: str, *args: str, body: object = None) -> tuple[int, str, str]:
+    """Runs `grpcurl -plaintext [-d JSON] ADDRESS ARGS...`: (exit code, stdout, stderr)."""
+    options = ["-plaintext", "-max-time", "20"]
+    if body is not None:
+        options += ["-d", body if isinstance(body, str) else json.dumps(body)]
+    process = await asyncio.create_subprocess_exec(
+        grpcurl_path(),
+        *options,
+        address,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), GRPCURL_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def call_json(address: str, method: str, body: object = "{}") -> dict:
+    """A unary call that must succeed; its JSON response."""
+    rc, out, err = await grpcurl(address, method, body=body)
+    assert rc == 0, f"grpcurl {method} exited with {rc}: {err}"
+    return json.loads(out)
+
+
+# ------------------------------------------------------------------------------------- list, describe
+
+
+@pytest.mark.parametrize("kind", sorted(SERVICES))
+async def test_list_shows_the_service_health_and_reflection(stack, kind):
+    address = address_of(stack, kind)
+    rc, out, err = await grpcurl(address, "list")
+    assert rc == 0, err
+    assert set(out.split()) == {SERVICES[kind], *STANDARD_SERVICES}
+    rc, out, err = await grpcurl(address, "list", SERVICES[kind])
+    assert rc == 0, err
+    assert set(out.split()) == {f"{SERVICES[kind]}.{method}" for method in METHODS[SERVICES[kind]]}
+
+
+@pytest.mark.parametrize("kind", sorted(SERVICES))
+async def test_describe_the_service_and_a_method(stack, kind):
+    address, service = address_of(stack, kind), SERVICES[kind]
+    rc, out, err = await grpcurl(address, "describe", service)
+    assert rc == 0, err
+    assert out.splitlines()[0] == f"{service} is a service:"
+    assert f"service {service.rsplit('.', 1)[1]} {{" in out
+    for method in METHODS[service]:
+        assert f"rpc {method} (" in out
+    method, request, response = DESCRIBED[kind]
+    rc, out, err = await grpcurl(address, "describe", f"{service}.{method}")
+    assert rc == 0, err
+    assert out.splitlines()[0] == f"{service}.{method} is a method:"
+    assert f"rpc {method} ( .{request} ) returns ( .{response} );" in out
+    rc, out, err = await grpcurl(address, "describe", request)
+    assert rc == 0, err
+    assert out.splitlines()[0] == f"{request} is a message:"
+
+
+@pytest.mark.parametrize("kind", sorted(SERVICES))
+async def test_health_check_says_serving(stack, kind):
+    reply = await call_json(
+        address_of(stack, kind), "grpc.health.v1.Health/Check", {"service": SERVICES[kind]}
+    )
+    assert reply == {"status": "SERVING"}
+
+
+# ---------------------------------------------------------------------------------------- unary calls
+
+
+async def test_requester_get_version(stack):
+    reply = await call_json(stack.requester_address, f"{REQUESTER}/GetVersion")
+    version = reply["version"]
+    assert version["gitversion"].startswith("v")
+    assert version["major"].isdigit() and version["minor"].isdigit()
+
+
+async def test_submit_a_job_and_follow_it_to_its_published_result(stack):
+    created = await call_json(stack.requester_address, f"{REQUESTER}/SubmitJob", SUBMIT_JOB_BODY)
+    job = created["job"]
+    job_id = job["ID"]
+    assert job["ClientID"] == "grpcurl"
+    assert job["Spec"]["Engine"] == "ENGINE_NOOP"
+    assert job["Deal"]["Concurrency"] == "1"  # int64 in JSON is a string
+    assert job["RequesterNodeID"] == stack.requester.node_id
+
+    # GetJob, through grpcurl, until the result is published (or the deadline).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + JOB_END_TIMEOUT
+    while True:
+        info = (await call_json(stack.requester_address, f"{REQUESTER}/GetJob", {"job_id": job_id}))["job"]
+        names = [event["EventName"] for event in info.get("JobEvents", [])]
+        if "JOB_EVENT_TYPE_RESULTS_PUBLISHED" in names:
+            break
+        assert "JOB_EVENT_TYPE_ERROR" not in names, info
+        assert loop.time() < deadline, f"no ResultsPublished within {JOB_END_TIMEOUT} s: {names}"
+        await asyncio.sleep(0.1)  # the next poll
+    assert info["Job"]["ID"] == job_id
+    assert names[0] == "JOB_EVENT_TYPE_CREATED"
+    (published,) = [e for e in info["JobEvents"] if e["EventName"] == "JOB_EVENT_TYPE_RESULTS_PUBLISHED"]
+    node_id = stack.computes[0].node_id
+    assert published["SourceNodeID"] == node_id
+    assert published["PublishedResult"] == {"Name": "noop", "Metadata": {"publisher": "Noop"}}
+    # The job's results, by grpcurl as well.
+    results = await call_json(stack.requester_address, f"{REQUESTER}/GetJobResults", {"job_id": job_id})
+    assert [(r["NodeID"], r["Data"]["Name"]) for r in results["results"]] == [(node_id, "noop")]
+
+
+async def test_compute_get_node_info(stack):
+    reply = await call_json(stack.compute_addresses[0], f"{COMPUTE}/GetNodeInfo")
+    node = reply["node"]
+    assert node["NodeID"] == stack.computes[0].node_id
+    assert node["Address"] == stack.compute_addresses[0]
+    assert "ENGINE_NOOP" in node["Engines"]
+    assert {"VERIFIER_NOOP", "VERIFIER_DETERMINISTIC"} <= set(node["Verifiers"])
+    components = {item["component"] for item in reply["debug_info"]}
+    assert "rpcs" in components
+
+
+async def test_verifier_get_verifier_info(stack):
+    reply = await call_json(stack.verifier_address, f"{VERIFIER}/GetVerifierInfo")
+    verifiers = {item["verifier"]: item["description"] for item in reply["formats"]}
+    assert set(verifiers) == {"VERIFIER_NOOP", "VERIFIER_DETERMINISTIC"}
+    assert all(verifiers.values())
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+async def test_an_unknown_job_shows_not_found(stack):
+    rc, out, err = await grpcurl(
+        stack.requester_address, f"{REQUESTER}/GetJob", body={"job_id": "no-such-job"}
+    )
+    assert rc != 0
+    assert out == ""
+    assert "Code: NotFound" in err
+    assert "Message: job no-such-job not found" in err
+    assert '"@type":"type.googleapis.com/google.rpc.ErrorInfo"' in err
+    assert '"reason":"NOT_FOUND"' in err
+
+
+async def test_an_invalid_submission_shows_invalid_argument_naming_the_field(stack):
+    body = json.loads(json.dumps(SUBMIT_JOB_BODY))
+    body["payload"]["job"]["deal"]["concurrency"] = 0
+    rc, _, err = await grpcurl(stack.requester_address, f"{REQUESTER}/SubmitJob", body=body)
+    assert rc != 0
+    assert "Code: InvalidArgument" in err
+    assert "Deal.Concurrency" in err
