@@ -20,6 +20,7 @@ from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.cli.devstack import Devstack
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.signing import ClientKey
 
 GOAL, FLOOR, BACALHAU_V03 = 500, 100, 16
 
@@ -46,7 +47,7 @@ async def run_scenario(name: str, jobs: int, in_flight: int, concurrency: int, v
             channel = channels.open_channel(devstack.requester_address)
             stub = rgrpc.RequesterServiceStub(channel)
             job = noop_job(concurrency, verifier)
-            request = rpb.SubmitJobRequest(payload=pb.JobCreatePayload(client_id="bench", job=job))
+            request = ClientKey.generate().signed_submit_request(job)  # signed once, sent `jobs` times
             ids: list[str] = []
             queue = iter(range(jobs))
 

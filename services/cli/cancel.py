@@ -13,15 +13,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "cancel",
         help="cancel a job",
-        description="Cancel a job you submitted: every execution still running is stopped and the job "
-        "ends Cancelled. Cancelling a cancelled job again succeeds; a completed or failed job cannot be "
-        "cancelled.",
+        description="Cancel a job you submitted (with your key, see `bacalhau-grpc id`): every execution "
+        "still running is stopped and the job ends Cancelled. Cancelling a cancelled job again succeeds; "
+        "a completed or failed job cannot be cancelled.",
     )
     parser.add_argument("id", help="the job's ID (or a unique prefix of it)")
     parser.add_argument("--reason", default="", help="why, recorded in the job's events")
-    parser.add_argument(
-        "--client-id", help="the client that submitted the job (env BACALHAU_CLIENT_ID; default: per user)"
-    )
     jobs.add_api_flags(parser)
     parser.set_defaults(handler=lambda args: asyncio.run(cmd_cancel(args)))
     return parser
@@ -31,7 +28,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     address = jobs.api_address(args)
     request = rpb.CancelJobRequest(
         job_id=args.id,
-        client_id=args.client_id or jobs.default_client_id(),
+        client_id=jobs.default_client_id(),  # only the job's owner (its key) may cancel it
         reason=getattr(args, "reason", "") or "",
     )
     async with open_channel(address) as channel:

@@ -13,9 +13,9 @@ from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.cli import output
 from bacalhau_grpc.cli.devstack import Devstack
-from bacalhau_grpc.cli.jobs import report_end, watch_events
+from bacalhau_grpc.cli.jobs import client_key, report_end, watch_events
 from bacalhau_grpc.common.channels import call, open_channel
-from bacalhau_grpc.common.model import jobfile, pb
+from bacalhau_grpc.common.model import jobfile
 
 JOB_FILE = """\
 APIVersion: V1beta1
@@ -42,8 +42,8 @@ async def run() -> int:
         print("\nSubmitting this Bacalhau job file:\n" + JOB_FILE)
         async with open_channel(stack.requester_address) as channel:
             stub = rgrpc.RequesterServiceStub(channel)
-            payload = pb.JobCreatePayload(client_id="demo", job=job)
-            job_id = (await call(stub.SubmitJob, rpb.SubmitJobRequest(payload=payload))).job.id
+            request = client_key().signed_submit_request(job)  # signed with your key, as `create` does
+            job_id = (await call(stub.SubmitJob, request)).job.id
             print(f"Job {job_id} submitted; its events:")
             async for event in watch_events(stub, stack.requester_address, job_id, 10.0):
                 print("  " + output.event_line(event), flush=True)

@@ -2,10 +2,7 @@
 
 import argparse
 import asyncio
-import getpass
-import hashlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +16,7 @@ from bacalhau_grpc.cli import output
 from bacalhau_grpc.common.channels import call, open_channel, stream
 from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError, UnavailableError
 from bacalhau_grpc.common.model import jobfile, jobs, pb
+from bacalhau_grpc.common.signing import ClientKey, default_directory
 
 DEFAULT_API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 1234
@@ -78,16 +76,14 @@ def api_address(args: argparse.Namespace, environ=os.environ) -> str:
     return f"{host}:{port}"
 
 
+def client_key(environ=os.environ) -> ClientKey:
+    """The user's signing key ($BACALHAU_DIR or ~/.bacalhau-grpc/client_key.pem), created on first use."""
+    return ClientKey.load_or_create(default_directory(environ))
+
+
 def default_client_id(environ=os.environ) -> str:
-    """BACALHAU_CLIENT_ID, else a stable ID for this user on this machine (sha256 hex, like Go's)."""
-    given = environ.get("BACALHAU_CLIENT_ID", "").strip()
-    if given:
-        return given
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
-    return hashlib.sha256(f"{user}@{socket.gethostname()}".encode()).hexdigest()
+    """The user's ClientID: the SHA-256 (hex) of the public key they sign their submissions with."""
+    return client_key(environ).client_id
 
 
 # ------------------------------------------------------------------------------------------------ create
@@ -140,10 +136,11 @@ def read_job_file(name: str) -> bytes:
 async def cmd_create(args: argparse.Namespace) -> int:
     job = prepare_job(read_job_file(args.file))
     address = api_address(args)
+    key = client_key()
     async with open_channel(address) as channel:
         stub = rgrpc.RequesterServiceStub(channel)
-        payload = pb.JobCreatePayload(client_id=args.client_id or default_client_id(), job=job)
-        response = await _call(address, stub.SubmitJob, rpb.SubmitJobRequest(payload=payload), args.timeout)
+        request = key.signed_submit_request(job)
+        response = await _call(address, stub.SubmitJob, request, args.timeout)
         job_id = response.job.id
         print(job_id, flush=True)
         if not args.wait:

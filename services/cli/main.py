@@ -1,4 +1,5 @@
-"""`bacalhau-grpc`: run nodes (serve, devstack) and use a requester (create, list, describe, events)."""
+"""`bacalhau-grpc`: run nodes (serve, devstack) and use a requester (create, list, describe, events, cancel,
+id, sign-job)."""
 
 import argparse
 import asyncio
@@ -6,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bacalhau_grpc.cli import cancel, devstack, jobs, serve
+from bacalhau_grpc.cli import cancel, devstack, jobs, serve, sign
 from bacalhau_grpc.common.errors import BacalhauError
 
 
@@ -19,21 +20,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     devstack.add_parser(commands)
     cancel.add_parser(commands)
+    sign.add_parsers(commands)
 
     create = commands.add_parser(
         "create",
         help="submit a job from a job file (YAML or JSON)",
-        description="Submit a Bacalhau job file and print the job's ID. Missing fields get Go's create "
-        "defaults (Deal.Concurrency 1, Verifier Noop, Publisher Noop, APIVersion V1beta1); server-owned "
-        "fields (ID, ClientID, CreatedAt, ...) are ignored with a warning.",
+        description="Submit a Bacalhau job file, signed with your key ($BACALHAU_DIR or "
+        "~/.bacalhau-grpc/client_key.pem, created on first use), and print the job's ID. Missing fields "
+        "get Go's create defaults (Deal.Concurrency 1, Verifier Noop, Publisher Noop, APIVersion "
+        "V1beta1); server-owned fields (ID, ClientID, CreatedAt, ...) are ignored with a warning.",
     )
     create.add_argument("file", help="the job file; - reads standard input")
     create.add_argument("--wait", action="store_true", help="follow the job's events until it ends")
     create.add_argument(
         "--wait-timeout", type=float, default=0.0, help="give up waiting after this many seconds (0: never)"
-    )
-    create.add_argument(
-        "--client-id", help="the submitting client (env BACALHAU_CLIENT_ID; default: per user)"
     )
     jobs.add_api_flags(create)
     create.set_defaults(handler=_async(jobs.cmd_create))
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     list_.add_argument("--include-tag", action="append", help="only jobs with this annotation (repeatable)")
     list_.add_argument("--exclude-tag", action="append", help="no job with this annotation (repeatable)")
     list_.add_argument("--all", action="store_true", help="jobs of every client, not only yours")
-    list_.add_argument("--client-id", help="whose jobs to list (env BACALHAU_CLIENT_ID; default: yours)")
+    list_.add_argument("--client-id", help="whose jobs to list (default: yours, see `bacalhau-grpc id`)")
     list_.add_argument("--hide-header", action="store_true", help="no header row")
     list_.add_argument("--wide", action="store_true", help="full IDs and cells")
     jobs.add_api_flags(list_)

@@ -59,6 +59,7 @@ FIELD_HELP = {
     "job_gpu": "the most GPUs one job may ask for (default: the total)",
     "min_job_timeout": "the shortest Spec.Timeout the node accepts, in seconds",
     "max_job_timeout": "the longest Spec.Timeout the node accepts, in seconds",
+    "allow_unsigned": "accept unsigned submissions (development only)",
 }
 
 

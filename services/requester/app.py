@@ -128,7 +128,9 @@ async def start(settings: RequesterSettings) -> RunningRequester:
             node_id=node_id,
             services=[
                 ServiceBinding(
-                    rgrpc.add_RequesterServiceServicer_to_server, RequesterServicer(requester), SERVICE_NAME
+                    rgrpc.add_RequesterServiceServicer_to_server,
+                    RequesterServicer(requester, allow_unsigned=settings.allow_unsigned),
+                    SERVICE_NAME,
                 )
             ],
             host=settings.host,

@@ -44,6 +44,9 @@ class RequesterSettings:
     # Jobs in progress at once; a submission beyond this waits for one to end (back-pressure that keeps
     # the requester's latency bounded under load; the client's deadline applies while it waits).
     max_active_jobs: int = 256
+    # Accept unsigned submissions (a bare JobCreatePayload): development only. Off, every submission must
+    # be signed by its client's key.
+    allow_unsigned: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -70,6 +73,8 @@ class RequesterSettings:
             )
         if not isinstance(self.max_active_jobs, int) or self.max_active_jobs < 1:
             raise _invalid("max_active_jobs", f"{self.max_active_jobs!r} is not a whole number above 0")
+        if not isinstance(self.allow_unsigned, bool):
+            raise _invalid("allow_unsigned", f"{self.allow_unsigned!r} is not true or false")
         if not self.verifier_address:
             raise _invalid("verifier_address", "is required: the host:port of the verifier service")
 
@@ -114,6 +119,13 @@ def _convert(text: str, kind: Any, name: str, env_name: str) -> Any:
             f"expected a {'whole ' if kind_name == 'int' else ''}number, got {text!r} (from {env_name})",
             field=name,
         ) from None
+    if kind_name == "bool":
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("", "0", "false", "no", "off"):
+            return False
+        raise InvalidArgumentError(f"expected true or false, got {text!r} (from {env_name})", field=name)
     if kind_name == "Path":
         return Path(text)
     return text

@@ -25,6 +25,7 @@ from bacalhau_grpc.cli import jobs
 from bacalhau_grpc.cli.devstack import Devstack, DevstackError
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.signing import ClientKey
 
 CLI = Path(sys.executable).parent / "bacalhau-grpc"
 COMMAND = [str(CLI)] if CLI.exists() else [sys.executable, "-m", "bacalhau_grpc.cli.main"]
@@ -53,9 +54,22 @@ Deal:
 """
 
 
+# The CLI's key directory ($BACALHAU_DIR) in every subprocess: a temporary one, never the user's.
+KEY_DIR: Path | None = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def key_dir(tmp_path_factory):
+    global KEY_DIR
+    KEY_DIR = tmp_path_factory.mktemp("client-key")
+    yield KEY_DIR
+    KEY_DIR = None
+
+
 def clean_env(**extra: str) -> dict[str, str]:
+    assert KEY_DIR is not None, "the key_dir fixture sets the CLI's key directory"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACALHAU_")}
-    env.update(BACALHAU_CLIENT_ID="e2e-client", PYTHONUNBUFFERED="1", **extra)
+    env.update(BACALHAU_DIR=str(KEY_DIR), PYTHONUNBUFFERED="1", **extra)
     return env
 
 
@@ -272,7 +286,7 @@ def test_create_without_wait_prints_only_the_id_and_list_describe_events_show_it
     assert document["Job"]["ID"] == job_id
     assert document["Job"]["Spec"]["Engine"] == "Noop"
     assert document["Job"]["Spec"]["Verifier"] == "Noop"  # create's default
-    assert document["Job"]["ClientID"] == "e2e-client"
+    assert document["Job"]["ClientID"] == ClientKey.load_or_create(KEY_DIR).client_id  # the CLI's key
     assert "ResultsPublished" in [e["EventName"] for e in document["JobEvents"]]
     described_json = run_cli("describe", job_id[:8], "--json", env=devstack.env)
     assert json.loads(described_json.stdout)["Job"]["ID"] == job_id
@@ -454,8 +468,8 @@ async def test_devstack_library_starts_a_network_and_cleans_up():
             job.spec.verifier = pb.Verifier.VERIFIER_NOOP
             job.spec.publisher = pb.Publisher.PUBLISHER_NOOP
             job.deal.concurrency = 2  # both nodes must be registered for this to complete
-            payload = pb.JobCreatePayload(client_id="library", job=job)
-            created = await channels.call(stub.SubmitJob, rpb.SubmitJobRequest(payload=payload))
+            request = ClientKey.generate().signed_submit_request(job)
+            created = await channels.call(stub.SubmitJob, request)
             request = rpb.WatchJobEventsRequest(job_id=created.job.id)
             events = [item.event async for item in channels.stream(stub.WatchJobEvents, request, timeout=60)]
         published = [e for e in events if e.event_name == pb.JobEventType.JOB_EVENT_TYPE_RESULTS_PUBLISHED]

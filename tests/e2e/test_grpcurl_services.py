@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from google.protobuf import json_format
 
+from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.cli.devstack import Devstack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -69,8 +72,8 @@ DESCRIBED = {
     "verifier": ("Verify", "bacalhau.verifier.v1.VerifyRequest", "bacalhau.verifier.v1.VerifyResponse"),
 }
 
-# The SubmitJob body an operator types: a noop job on one node. (The one place to change if submissions
-# must be signed one day.)
+# The SubmitJob body an operator types: a noop job on one node, unsigned (the devstack's requester runs
+# with --allow-unsigned; a signed body comes from `bacalhau-grpc sign-job`, see the signed test below).
 SUBMIT_JOB_BODY = {
     "payload": {
         "client_id": "grpcurl",
@@ -90,7 +93,8 @@ def grpcurl_path() -> str:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(tmp_path_factory):
-    async with Devstack(nodes=1, data_dir=tmp_path_factory.mktemp("devstack")) as devstack:
+    data_dir = tmp_path_factory.mktemp("devstack")
+    async with Devstack(nodes=1, data_dir=data_dir, requester_flags=["--allow-unsigned"]) as devstack:
         yield devstack
 
 
@@ -213,6 +217,74 @@ async def test_submit_a_job_and_follow_it_to_its_published_result(stack):
     # The job's results, by grpcurl as well.
     results = await call_json(stack.requester_address, f"{REQUESTER}/GetJobResults", {"job_id": job_id})
     assert [(r["NodeID"], r["Data"]["Name"]) for r in results["results"]] == [(node_id, "noop")]
+
+
+SIGNED_JOB_FILE = """\
+Spec:
+  Engine: Noop
+  Annotations: [signed]
+Deal:
+  Concurrency: 1
+"""
+
+
+def cli_path() -> str:
+    candidate = Path(sys.executable).parent / "bacalhau-grpc"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    pytest.fail("bacalhau-grpc is not installed next to the Python interpreter: run `make install`")
+
+
+async def shell(command: str, env: dict[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_shell(
+        command,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), GRPCURL_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_a_signed_submission_made_with_sign_job_and_grpcurl(stack, tmp_path):
+    """`bacalhau-grpc sign-job job.yaml | grpcurl -plaintext -d @ HOST:PORT .../SubmitJob`: the job is
+    the signing key's (its ClientID is what `bacalhau-grpc id` prints)."""
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(SIGNED_JOB_FILE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACALHAU_")}
+    env["BACALHAU_DIR"] = str(tmp_path / "client")
+    cli, grpcurl_bin = shlex.quote(cli_path()), shlex.quote(grpcurl_path())
+    rc, client_id, err = await shell(f"{cli} id", env)
+    assert rc == 0, err
+    client_id = client_id.strip()
+    assert len(client_id) == 64 and int(client_id, 16) >= 0
+    rc, out, err = await shell(
+        f"{cli} sign-job {shlex.quote(str(job_file))} | {grpcurl_bin} -plaintext -max-time 20 -d @ "
+        f"{stack.requester_address} {REQUESTER}/SubmitJob",
+        env,
+    )
+    assert rc == 0, err
+    job = json.loads(out)["job"]
+    assert job["ClientID"] == client_id
+    assert job["Spec"]["Annotations"] == ["signed"]
+
+    # The same body with its payload changed after signing is refused: Unauthenticated.
+    rc, body, err = await shell(f"{cli} sign-job {shlex.quote(str(job_file))}", env)
+    assert rc == 0, err
+    request = json_format.Parse(body, rpb.SubmitJobRequest())
+    request.signed_payload = request.signed_payload.replace(b"signed", b"forged")
+    tampered = json_format.MessageToJson(request)
+    rc, out, err = await grpcurl(stack.requester_address, f"{REQUESTER}/SubmitJob", body=tampered)
+    assert rc != 0 and out == ""
+    assert "Code: Unauthenticated" in err
+    assert "signature" in err
 
 
 async def test_compute_get_node_info(stack):

@@ -24,6 +24,7 @@ from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.cli.devstack import Devstack
 from bacalhau_grpc.common import telemetry
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.signing import ClientKey
 
 NODES = 3
 JOB_END_TIMEOUT = 60.0
@@ -100,8 +101,7 @@ async def run_job(address: str, job: pb.Job) -> tuple[str, list[pb.JobEvent]]:
     """Submits the job and follows its events until it ends."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = rgrpc.RequesterServiceStub(channel)
-        payload = pb.JobCreatePayload(client_id="tracing-test", job=job)
-        created = await stub.SubmitJob(rpb.SubmitJobRequest(payload=payload), timeout=10)
+        created = await stub.SubmitJob(ClientKey.generate().signed_submit_request(job), timeout=10)
         request = rpb.WatchJobEventsRequest(job_id=created.job.id)
         events = [item.event async for item in stub.WatchJobEvents(request, timeout=JOB_END_TIMEOUT)]
     return created.job.id, events
@@ -224,8 +224,8 @@ async def test_a_node_joining_later_works_inside_the_jobs_trace(tmp_path, collec
     async with Devstack(nodes=NODES - 1, data_dir=tmp_path / "stack", env=env) as stack:
         async with grpc.aio.insecure_channel(stack.requester_address) as channel:
             stub = rgrpc.RequesterServiceStub(channel)
-            payload = pb.JobCreatePayload(client_id="tracing-test", job=deterministic_noop_job(NODES))
-            created = await stub.SubmitJob(rpb.SubmitJobRequest(payload=payload), timeout=10)
+            request = ClientKey.generate().signed_submit_request(deterministic_noop_job(NODES))
+            created = await stub.SubmitJob(request, timeout=10)
             job_id = created.job.id
             late = await start_compute_node(tmp_path / "late", stack.requester_address, env)
             try:

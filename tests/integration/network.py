@@ -10,6 +10,7 @@ from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.model import pb, states
+from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.compute import app as compute_app
 from bacalhau_grpc.compute.settings import ComputeSettings
 from bacalhau_grpc.requester import app as requester_app
@@ -28,6 +29,7 @@ class Network:
     computes: list = field(default_factory=list)
     requester_overrides: dict = field(default_factory=dict)
     _channel: object = None
+    _clients: dict = field(default_factory=dict)
 
     async def start(
         self, nodes: int = 1, *, bad_actors: int = 0, compute: list[dict] | None = None, **requester
@@ -74,8 +76,20 @@ class Network:
     def compute_by_id(self, node_id: str):
         return next(n for n in self.computes if n.node_id == node_id)
 
-    async def cancel(self, job_id: str, client_id: str = "test-client", reason: str = "") -> pb.Job:
-        request = rpb.CancelJobRequest(job_id=job_id, client_id=client_id, reason=reason)
+    def client(self, name: str = "test-client") -> ClientKey:
+        """The signing key of the client `name` (its own directory under the network's root)."""
+        if name not in self._clients:
+            self._clients[name] = ClientKey.load_or_create(self.root / "clients" / name)
+        return self._clients[name]
+
+    def _key(self, client: "str | ClientKey") -> ClientKey:
+        return client if isinstance(client, ClientKey) else self.client(client)
+
+    async def cancel(
+        self, job_id: str, client: "str | ClientKey" = "test-client", reason: str = ""
+    ) -> pb.Job:
+        """Cancels the job as `client` (a client name or a key): only its owner may."""
+        request = rpb.CancelJobRequest(job_id=job_id, client_id=self._key(client).client_id, reason=reason)
         return (await channels.call(self.stub.CancelJob, request)).job
 
     async def wait_until(self, predicate, timeout: float = 20.0, what: str = "condition"):
@@ -104,9 +118,10 @@ class Network:
             await asyncio.sleep(0.02)
         raise TimeoutError(f"only {await self.requester.live_node_count()} of {count} nodes registered")
 
-    async def submit(self, job: pb.Job, client_id: str = "test-client") -> pb.Job:
-        payload = pb.JobCreatePayload(client_id=client_id, job=job)
-        response = await channels.call(self.stub.SubmitJob, rpb.SubmitJobRequest(payload=payload))
+    async def submit(self, job: pb.Job, client: "str | ClientKey" = "test-client") -> pb.Job:
+        """Submits the job signed by `client` (a client name or a key); the job is that client's."""
+        request = self._key(client).signed_submit_request(job)
+        response = await channels.call(self.stub.SubmitJob, request)
         return response.job
 
     async def wait_for_end(self, job_id: str, timeout: float = 30.0) -> list[pb.JobEvent]:

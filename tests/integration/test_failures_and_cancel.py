@@ -94,10 +94,10 @@ async def test_a_node_that_stops_heartbeating_is_replaced(network):
 async def test_cancel_by_the_owner_stops_the_execution_on_its_node(network):
     await network.start(compute=[{"noop_delay": 60.0}])
     node = network.computes[0]
-    job = await network.submit(noop_job(timeout=120), client_id="alice")
+    job = await network.submit(noop_job(timeout=120), client="alice")
     await network.wait_for_event(job.id, E.JOB_EVENT_TYPE_BID_ACCEPTED)
     await network.wait_until(lambda: node.node.active_executions() == 1, what="the run started")
-    cancelled = await network.cancel(job.id, client_id="alice", reason="wrong input")
+    cancelled = await network.cancel(job.id, client="alice", reason="wrong input")
     row = cancelled.state.nodes[node.node_id].shards[0]
     assert row.state == S.JOB_STATE_TYPE_CANCELLED
     assert row.status == "cancelled by the client: wrong input"
@@ -110,27 +110,28 @@ async def test_cancel_by_the_owner_stops_the_execution_on_its_node(network):
         what="the node's execution cancelled",
     )
     # Cancelling again succeeds and changes nothing.
-    await network.cancel(job.id, client_id="alice")
+    await network.cancel(job.id, client="alice")
     assert len((await network.get_job(job.id)).job_events) == len(events)
 
 
 async def test_cancel_by_another_client_is_permission_denied(network):
     await network.start(compute=[{"noop_delay": 60.0}])
-    job = await network.submit(noop_job(timeout=120), client_id="alice")
+    job = await network.submit(noop_job(timeout=120), client="alice")
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await network.stub.CancelJob(rpb.CancelJobRequest(job_id=job.id, client_id="mallory"), timeout=5)
+        mallory = network.client("mallory").client_id
+        await network.stub.CancelJob(rpb.CancelJobRequest(job_id=job.id, client_id=mallory), timeout=5)
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(PermissionDeniedError):
-        await network.cancel(job.id, client_id="mallory")
-    await network.cancel(job.id, client_id="alice")
+        await network.cancel(job.id, client="mallory")
+    await network.cancel(job.id, client="alice")
 
 
 async def test_cancel_of_a_completed_job_is_a_failed_precondition(network):
     await network.start(nodes=1)
-    job = await network.submit(noop_job(), client_id="alice")
+    job = await network.submit(noop_job(), client="alice")
     await network.wait_for_end(job.id)
     with pytest.raises(FailedPreconditionError, match=r"already ended \(Completed\)"):
-        await network.cancel(job.id, client_id="alice")
+        await network.cancel(job.id, client="alice")
     response = await channels.call(network.stub.GetJob, rpb.GetJobRequest(job_id=job.id))
     assert S.JOB_STATE_TYPE_COMPLETED in final_row_states(response.job).values()
 
@@ -142,15 +143,18 @@ def _cancel_args(network: Network, *argv: str):
     return parser.parse_args(["cancel", *argv, "--api-host", host, "--api-port", port])
 
 
-async def test_cli_cancel_prints_the_job_or_one_error_line(network, capsys):
+async def test_cli_cancel_prints_the_job_or_one_error_line(network, capsys, monkeypatch):
     await network.start(compute=[{"noop_delay": 60.0}])
-    job = await network.submit(noop_job(timeout=120), client_id="alice")
-    args = _cancel_args(network, job.id, "--client-id", "alice", "--reason", "oops")
+    job = await network.submit(noop_job(timeout=120), client="alice")
+    # the CLI cancels as the user of its key directory ($BACALHAU_DIR): first alice, then mallory
+    monkeypatch.setenv("BACALHAU_DIR", str(network.client("alice").path.parent))
+    args = _cancel_args(network, job.id, "--reason", "oops")
     assert await cancel.cmd_cancel(args) == 0
     assert capsys.readouterr().out == f"Job {job.id} cancelled\n"
     info = await network.get_job(job.id)
     assert all(s == S.JOB_STATE_TYPE_CANCELLED for s in final_row_states(info).values())
-    with pytest.raises(jobs.CommandError, match=r"permission denied: .*another client"):
-        await cancel.cmd_cancel(_cancel_args(network, job.id, "--client-id", "mallory"))
     with pytest.raises(jobs.CommandError, match="not found"):
-        await cancel.cmd_cancel(_cancel_args(network, "no-such-job", "--client-id", "alice"))
+        await cancel.cmd_cancel(_cancel_args(network, "no-such-job"))
+    monkeypatch.setenv("BACALHAU_DIR", str(network.client("mallory").path.parent))
+    with pytest.raises(jobs.CommandError, match=r"permission denied: .*another client"):
+        await cancel.cmd_cancel(_cancel_args(network, job.id))

@@ -24,6 +24,7 @@ from bacalhau_grpc.common.errors import (
 )
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.server import ServiceBinding, start_server
+from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.requester import app as requester_app
 from bacalhau_grpc.requester.settings import RequesterSettings
 from bacalhau_grpc.verifier import app as verifier_app
@@ -141,6 +142,7 @@ class Cluster:
         self.channel = None
         self.stub: rgrpc.RequesterServiceStub | None = None
         self.peers: list[PeerCompute] = []
+        self.key = ClientKey.load_or_create(root / "client")  # the submitting client's key
 
     def settings(self, **overrides) -> RequesterSettings:
         return RequesterSettings(
@@ -164,9 +166,9 @@ class Cluster:
         self.peers.append(peer)
         return peer
 
-    async def submit(self, job: pb.Job, client_id: str = "client-1") -> pb.Job:
-        payload = pb.JobCreatePayload(client_id=client_id, job=job)
-        return (await channels.call(self.stub.SubmitJob, rpb.SubmitJobRequest(payload=payload))).job
+    async def submit(self, job: pb.Job) -> pb.Job:
+        request = self.key.signed_submit_request(job)
+        return (await channels.call(self.stub.SubmitJob, request)).job
 
     async def watch(
         self, job_id: str, after: int = 0, timeout: float = 20.0
@@ -212,14 +214,14 @@ def names(events) -> list[str]:
 
 async def test_submit_get_list_and_events(cluster):
     job = await cluster.submit(noop_job(tags=["demo"]))
-    assert len(job.id) == 36 and job.client_id == "client-1"
+    assert len(job.id) == 36 and job.client_id == cluster.key.client_id
     assert job.requester_node_id == cluster.requester.node_id
     assert job.spec.timeout == 1800.0 and job.execution_plan.total_shards == 1
     got = (await channels.call(cluster.stub.GetJob, rpb.GetJobRequest(job_id=job.id[:8]))).job
     assert got.job.id == job.id
     assert names(got.job_events) == ["CREATED"]
     created = got.job_events[0]
-    assert created.api_version == "V1beta1" and created.client_id == "client-1"
+    assert created.api_version == "V1beta1" and created.client_id == cluster.key.client_id
     assert created.source_node_id == cluster.requester.node_id
     assert created.spec.annotations == ["demo"] and created.deal.concurrency == 1
     assert created.job_execution_plan.total_shards == 1
@@ -263,7 +265,7 @@ async def test_list_pages_over_grpc(cluster):
 async def test_a_bad_submission_is_invalid_argument_naming_the_field(cluster, change, field):
     job = noop_job()
     change(job)
-    request = rpb.SubmitJobRequest(payload=pb.JobCreatePayload(client_id="c", job=job))
+    request = cluster.key.signed_submit_request(job)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await cluster.stub.SubmitJob(request, timeout=5)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -301,7 +303,7 @@ async def test_unknown_job_is_not_found(cluster):
 async def test_an_oversize_request_is_refused_cleanly_and_the_server_keeps_serving(cluster):
     job = noop_job()
     job.spec.annotations.append("x" * (17 * 1024 * 1024))
-    request = rpb.SubmitJobRequest(payload=pb.JobCreatePayload(client_id="c", job=job))
+    request = cluster.key.signed_submit_request(job)
     # A plain channel with no send limit, so the server is the one refusing.
     async with grpc.aio.insecure_channel(cluster.requester.address) as channel:
         stub = rgrpc.RequesterServiceStub(channel)

@@ -7,7 +7,8 @@ import grpc
 
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
-from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.errors import InvalidArgumentError, UnauthenticatedError
+from bacalhau_grpc.common.signing import verify_submission
 from bacalhau_grpc.requester.domain.lifecycle import Requester
 
 SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
@@ -19,15 +20,25 @@ _SORT_BY = {
 
 
 class RequesterServicer(rgrpc.RequesterServiceServicer):
-    def __init__(self, requester: Requester) -> None:
+    def __init__(self, requester: Requester, *, allow_unsigned: bool = False) -> None:
         self.requester = requester
+        self.allow_unsigned = allow_unsigned
 
     async def SubmitJob(
         self, request: rpb.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> rpb.SubmitJobResponse:
-        if not request.HasField("payload"):
+        if request.signature or request.signed_payload:
+            payload = verify_submission(request)  # the verified ClientID owns the job
+        elif self.allow_unsigned and request.HasField("payload"):
+            payload = request.payload
+        elif self.allow_unsigned:
             raise InvalidArgumentError("the request carries no payload", field="payload")
-        job = await self.requester.submit(request.payload)
+        else:
+            raise UnauthenticatedError(
+                "submissions must be signed: send signed_payload, signature and client_public_key "
+                "(the requester accepts unsigned payloads only with --allow-unsigned)"
+            )
+        job = await self.requester.submit(payload)
         return rpb.SubmitJobResponse(job=job)
 
     async def GetJob(

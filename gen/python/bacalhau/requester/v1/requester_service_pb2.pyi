@@ -27,10 +27,16 @@ JOB_SORT_BY_ID: JobSortBy
 JOB_SORT_BY_CREATED_AT: JobSortBy
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("payload",)
+    __slots__ = ("payload", "signed_payload", "signature", "client_public_key")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     payload: _job_pb2.JobCreatePayload
-    def __init__(self, payload: _Optional[_Union[_job_pb2.JobCreatePayload, _Mapping]] = ...) -> None: ...
+    signed_payload: bytes
+    signature: bytes
+    client_public_key: bytes
+    def __init__(self, payload: _Optional[_Union[_job_pb2.JobCreatePayload, _Mapping]] = ..., signed_payload: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., client_public_key: _Optional[bytes] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)

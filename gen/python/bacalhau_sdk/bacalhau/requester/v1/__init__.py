@@ -613,14 +613,33 @@ default_message_pool.register_message("bacalhau.requester.v1", "RegisterNodeResp
 @dataclass(eq=False, repr=False)
 class SubmitJobRequest(betterproto2.Message):
     """
-    Request of SubmitJob.
+    Request of SubmitJob. A signed submission carries the serialized payload, the
+    client's public key and a signature over exactly those bytes; `payload` is then
+    left empty. An unsigned `payload` is accepted only by a requester started in its
+    development mode (allow_unsigned).
     """
 
     payload: "__model__v1beta1__.JobCreatePayload | None" = betterproto2.field(
         1, betterproto2.TYPE_MESSAGE, optional=True
     )
     """
-    The job, the submitting client and an optional context archive.
+    The job, the submitting client and an optional context archive (unsigned form).
+    """
+
+    signed_payload: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+    """
+    A serialized JobCreatePayload: the exact bytes the signature covers.
+    """
+
+    signature: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    The Ed25519 signature of signed_payload by the client's private key.
+    """
+
+    client_public_key: "bytes" = betterproto2.field(4, betterproto2.TYPE_BYTES)
+    """
+    The client's raw 32-byte Ed25519 public key; the payload's client_id must be
+    the lower-case hex SHA-256 of these bytes.
     """
 
 

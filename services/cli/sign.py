@@ -1,0 +1,44 @@
+"""`id`: print the user's ClientID. `sign-job FILE`: print a signed SubmitJobRequest JSON body for grpcurl.
+
+    bacalhau-grpc sign-job job.yaml | grpcurl -plaintext -d @ HOST:PORT \\
+        bacalhau.requester.v1.RequesterService/SubmitJob
+"""
+
+import argparse
+
+from google.protobuf import json_format
+
+from bacalhau_grpc.cli import jobs
+
+
+def add_parsers(subparsers) -> None:
+    ident = subparsers.add_parser(
+        "id",
+        help="print your client ID",
+        description="Print your ClientID: the SHA-256 (hex) of the public key your submissions are signed "
+        "with ($BACALHAU_DIR or ~/.bacalhau-grpc/client_key.pem, created on first use).",
+    )
+    ident.set_defaults(handler=cmd_id)
+
+    sign = subparsers.add_parser(
+        "sign-job",
+        help="print a signed SubmitJob request body (JSON) for a job file",
+        description="Sign a Bacalhau job file (YAML or JSON) with your key and print the SubmitJobRequest "
+        "as JSON, for `grpcurl -d @`. The job gets create's defaults, as with `create`.",
+        epilog="bacalhau-grpc sign-job job.yaml | grpcurl -plaintext -d @ HOST:PORT "
+        "bacalhau.requester.v1.RequesterService/SubmitJob",
+    )
+    sign.add_argument("file", help="the job file; - reads standard input")
+    sign.set_defaults(handler=cmd_sign_job)
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    print(jobs.default_client_id())
+    return 0
+
+
+def cmd_sign_job(args: argparse.Namespace) -> int:
+    job = jobs.prepare_job(jobs.read_job_file(args.file))
+    request = jobs.client_key().signed_submit_request(job)
+    print(json_format.MessageToJson(request))
+    return 0
