@@ -18,7 +18,9 @@ Lifecycle of one execution (the protocol of the issue-3 plan, steps 2-8):
 
 Repeated requests are harmless: AskForBid for a shard that has an active execution here answers with
 that execution; a second BidAccepted, ResultAccepted, ResultRejected or a cancel of an
-ended execution changes nothing and succeeds. A request that does not fit the execution's state raises
+ended execution changes nothing and succeeds (a second BidAccepted after the run ended, or ResultAccepted
+after the publication, reports the outcome again: a restarted requester repeats its calls to recover
+reports it lost). A request that does not fit the execution's state raises
 `FailedPreconditionError`; an unknown execution `NotFoundError`.
 """
 
@@ -201,13 +203,21 @@ class ComputeNode:
             return BidResult(True, execution.id)
 
     def bid_accepted(self, execution_id: str) -> None:
-        """Starts the run in the background; a second call for an accepted execution does nothing."""
+        """Starts the run in the background. A second call for an accepted execution starts nothing; when
+        the run has ended meanwhile, its outcome is reported again (the requester that repeats the call
+        after a restart may have lost the first report; it takes a repeated report as the same one)."""
         execution = self._get(execution_id)
         if execution.state == S.CREATED:
             self._update(execution, S.BID_ACCEPTED, expected=S.CREATED, reason="bid accepted")
             self._start_work(execution, self._run(execution))
             return
         if self._was(execution, S.BID_ACCEPTED):
+            if execution.state == S.WAITING_VERIFICATION:
+                self._deliver(self.callbacks.on_run_complete, execution)
+            elif execution.state == S.FAILED and execution.id not in self._work:
+                self._deliver(self.callbacks.on_compute_failure, execution, execution.status or "failed")
+            elif execution.state == S.CANCELLED and execution.id not in self._work:
+                self._deliver(self.callbacks.on_cancel_complete, execution)
             return
         raise FailedPreconditionError(f"{execution.describe()}: its bid can no longer be accepted")
 
@@ -229,7 +239,11 @@ class ComputeNode:
             )
             self._start_work(execution, self._publish(execution))
             return
-        if execution.state in (S.RESULT_ACCEPTED, S.PUBLISHING, S.COMPLETED):
+        if execution.state == S.COMPLETED:
+            # Published already: report it again (the requester repeating the call may have lost it).
+            self._deliver(self.callbacks.on_publish_complete, execution)
+            return
+        if execution.state in (S.RESULT_ACCEPTED, S.PUBLISHING):
             return
         if execution.state in (S.CREATED, S.BID_ACCEPTED, S.RUNNING):
             raise FailedPreconditionError(f"{execution.describe()}: it has no results yet")
@@ -400,6 +414,20 @@ class ComputeNode:
         self._spawn(self._call(callback, execution, *args))
 
     async def _call(self, callback: Callable[..., Awaitable[None]], execution: Execution, *args: Any) -> None:
+        try:
+            # Write-ahead: what the report tells is committed before the requester hears it, so a crash
+            # right after cannot take the node back to an earlier state (e.g. Running) than the one the
+            # requester recorded.
+            await self.store.flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store is closing: the report goes out all the same
+            log.warning(
+                "could not commit before reporting %s: %s",
+                execution.id,
+                exc,
+                extra=self._extra(execution.job_id),
+            )
         try:
             await callback(execution, *args)
         except asyncio.CancelledError:

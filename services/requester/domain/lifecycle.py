@@ -9,6 +9,13 @@ as new inputs of the shard's machine.
 Active jobs (a shard still running) live in memory; finished ones stay in a small cache and are read
 back from the store on demand. Every change is queued to the store (batched commits), and `start()`
 reloads the active jobs and re-arms their deadlines, so a restarted requester keeps its jobs.
+
+Crash safety (kill -9 at any point): a call goes out only once the state that asked for it is committed,
+and a node's report is answered only once it is committed. So `start()` re-derives from each reloaded
+shard the calls that may have been lost (`ShardFSM.resume`) and makes them again; they are idempotent on
+the other side, and the repeated reports they bring back change nothing here: no event is lost or recorded
+twice. A compute node that registers again (it restarted) is told again what it must still do for its
+active executions (`ShardFSM.resume_node`); Verify is retried with back-off while the verifier is away.
 """
 
 import asyncio
@@ -23,6 +30,7 @@ from typing import Any
 
 from bacalhau_grpc.common.errors import (
     BacalhauError,
+    DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -100,7 +108,11 @@ class Requester:
         rng: random.Random | None = None,
         span: SpanFactory = _no_span,
         recent_jobs: int = RECENT_JOBS,
+        retry_backoff_start: float = 0.1,
+        retry_backoff_max: float = 2.0,
     ) -> None:
+        self.retry_backoff_start = retry_backoff_start
+        self.retry_backoff_max = retry_backoff_max
         self.node_id = node_id
         self.store = store
         self.compute = compute
@@ -235,6 +247,7 @@ class Requester:
                 self._apply(record, shard, shard.offer(live, self._rng))
         self.submitted += 1
         log.debug("job submitted", extra={"job_id": job.id, "node_id": self.node_id})
+        await self._durable()  # the client gets the job's ID once a restart cannot lose the job
         result = pb.Job()
         result.CopyFrom(job)
         self._fill_state(result, record)
@@ -444,7 +457,19 @@ class Requester:
         log.info(
             "compute node %s registered at %s", info.node_id, info.address, extra={"node_id": self.node_id}
         )
+        self._resume_node(info.node_id)
         self._offer_to(info.node_id)
+
+    def _resume_node(self, node_id: str) -> None:
+        """A node (re)registered: repeat what it must still do for the active shards (see
+        `ShardFSM.resume_node`); a restarted node may have lost its last updates."""
+        for record in list(self._active.values()):
+            for shard in record.shards:
+                if shard.is_terminal or shard.execution(node_id) is None:
+                    continue
+                transition = shard.resume_node(node_id)
+                if transition.actions:
+                    self._apply(record, shard, transition)
 
     async def heartbeat(self, node_id: str, available: pb.ResourceUsageData | None = None) -> None:
         if not node_id:
@@ -524,7 +549,7 @@ class Requester:
             transition = shard.on_run_complete(
                 node_id, execution_id, verification_proposal, run_output, self._clock()
             )
-            self._finish_callback(record, shard, transition)
+            await self._finish_durably(record, shard, transition)
 
     async def on_publish_complete(
         self,
@@ -540,7 +565,7 @@ class Requester:
             "requester.OnPublishComplete", job_id=job_id, node_id=self.node_id, shard_index=shard_index
         ):
             transition = shard.on_published(node_id, execution_id, published_result, self._clock())
-            self._finish_callback(record, shard, transition)
+            await self._finish_durably(record, shard, transition)
 
     async def on_compute_failure(
         self, *, job_id: str, shard_index: int, node_id: str, execution_id: str, error: str
@@ -554,7 +579,7 @@ class Requester:
                 node_id, execution_id, error or "the node reported a failure without a message", now
             )
             self._refill(shard, transition, now)
-            self._finish_callback(record, shard, transition)
+            await self._finish_durably(record, shard, transition)
 
     async def on_cancel_complete(
         self, *, job_id: str, shard_index: int, node_id: str, execution_id: str
@@ -563,7 +588,7 @@ class Requester:
         now = self._clock()
         transition = shard.on_cancel_complete(node_id, execution_id, now)
         self._refill(shard, transition, now)
-        self._finish_callback(record, shard, transition)
+        await self._finish_durably(record, shard, transition)
 
     def _callback_target(
         self, job_id: str, shard_index: int, node_id: str, what: str
@@ -594,6 +619,15 @@ class Requester:
 
     def _finish_callback(self, record: JobRecord, shard: ShardFSM, transition: Transition) -> None:
         self._apply(record, shard, transition)
+        if transition.invalid is not None:
+            raise FailedPreconditionError(transition.invalid)
+
+    async def _finish_durably(self, record: JobRecord, shard: ShardFSM, transition: Transition) -> None:
+        """Apply a node's report and answer only once it is committed: a node that heard OK never has
+        to report again, and one that did not (the requester crashed) reports again (or is asked to by
+        the calls `resume` repeats) and finds the same report taken once."""
+        self._apply(record, shard, transition)
+        await self._durable()
         if transition.invalid is not None:
             raise FailedPreconditionError(transition.invalid)
 
@@ -708,12 +742,18 @@ class Requester:
         node_id = getattr(action, "node_id", "")
         name = type(action).__name__
         try:
+            # Write-ahead: the state that asked for this call (and its events) is committed before the
+            # call can have an effect elsewhere, so a restart re-derives exactly the calls that may have
+            # been lost (`ShardFSM.resume`) and never loses an event whose effect was seen.
+            await self._durable()
             with self._span(
                 f"requester.{name}", job_id=job_id, node_id=self.node_id, shard_index=shard_index
             ):
                 outcome = await self._call(job_id, shard_index, action)
         except asyncio.CancelledError:
             raise
+        except _Abandoned:
+            return
         except Exception as exc:
             error = str(exc) or type(exc).__name__
             if not isinstance(exc, BacalhauError):
@@ -723,13 +763,47 @@ class Requester:
             outcome = ("failed", error)
         self._after_call(job_id, shard_index, action, outcome)
 
-    async def _call(self, job_id: str, shard_index: int, action: Any) -> tuple[str, Any]:
-        if isinstance(action, fsm_mod.Verify):
+    async def _durable(self) -> None:
+        """Wait until everything queued to the store so far is committed (no-op once the store closed)."""
+        if self.store.committed_generation >= self.store.generation:
+            return
+        try:
+            await self.store.flush()
+        except RuntimeError as exc:  # the store is closing: the call goes out all the same
+            log.warning("%s", exc, extra={"node_id": self.node_id})
+
+    async def _verify(self, job_id: str, shard_index: int, action: fsm_mod.Verify) -> list[Any]:
+        """Verify, retried with back-off while the verifier cannot be reached (it may be restarting) and
+        the shard still waits for the verdicts within its execution deadline."""
+        delay = self.retry_backoff_start
+        while True:
             record = self._lookup(job_id)
             if record is None:
                 raise NotFoundError(f"job {job_id} not found")
-            verdicts = await self.verifier.verify(record.job, shard_index, action.proposals)
-            return ("ok", verdicts)
+            try:
+                return await self.verifier.verify(record.job, shard_index, action.proposals)
+            except (UnavailableError, DeadlineExceededError) as exc:
+                shard = record.shards[shard_index]
+                deadline = shard.execution_deadline
+                if self._draining and shard.phase == Phase.VERIFYING_RESULTS:
+                    # Stopping: leave the shard verifying; the next start sends Verify again.
+                    raise _Abandoned from exc
+                if shard.phase != Phase.VERIFYING_RESULTS:
+                    raise
+                if deadline is not None and self._clock() + delay >= deadline:
+                    raise
+                log.info(
+                    "verifier unreachable (%s); retrying in %.1fs",
+                    exc,
+                    delay,
+                    extra={"job_id": job_id, "node_id": self.node_id},
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_backoff_max)
+
+    async def _call(self, job_id: str, shard_index: int, action: Any) -> tuple[str, Any]:
+        if isinstance(action, fsm_mod.Verify):
+            return ("ok", await self._verify(job_id, shard_index, action))
         address = self._address(action.node_id)
         if isinstance(action, fsm_mod.AskForBid):
             record = self._lookup(job_id)
@@ -877,6 +951,10 @@ class Requester:
     @property
     def tasks_in_flight(self) -> int:
         return len(self._tasks)
+
+
+class _Abandoned(Exception):
+    """A call given up because the requester stops: its shard keeps waiting and `resume` redoes it."""
 
 
 def hash_text(text: str) -> int:

@@ -572,10 +572,53 @@ class ShardFSM:
         )
 
     def resume(self) -> Transition:
-        """Actions to redo after the machine was reloaded (the calls in flight at the stop are lost)."""
+        """The calls to make again after the machine was reloaded (an outbox derived from its state).
+
+        The lifecycle commits a machine before it makes the calls the machine asked for, so the calls
+        that may have been lost with the previous process (not made yet, or made with the answer lost)
+        are exactly those its state still waits on: a bid asked for and not answered, a bid accepted or
+        rejected, a verification, results accepted or rejected. Every one of them is idempotent on the
+        other side (a repeated AskForBid answers with the same execution, a repeated BidAccepted or
+        ResultAccepted makes the node report again what it did, the verifier is pure), and the answers
+        that come back twice (a repeated report) change nothing here, so no event is recorded twice."""
+        out = Transition()
+        if self.is_terminal:
+            return out
+        if self.phase in BIDDING_PHASES:
+            for node_id in self.asked:
+                if node_id not in self.executions and node_id not in self.declined:
+                    out.actions.append(AskForBid(node_id))
+        for execution in self.executions.values():
+            if execution.state == ExecState.ACCEPTED:
+                out.actions.append(NotifyBidAccepted(execution.node_id, execution.execution_id))
+            elif execution.state == ExecState.REJECTED:
+                out.actions.append(
+                    NotifyBidRejected(execution.node_id, execution.execution_id, execution.reason)
+                )
+            elif execution.state == ExecState.RESULT_ACCEPTED:
+                out.actions.append(NotifyResultAccepted(execution.node_id, execution.execution_id))
+            elif execution.state == ExecState.RESULT_REJECTED:
+                out.actions.append(
+                    NotifyResultRejected(execution.node_id, execution.execution_id, execution.reason)
+                )
         if self.phase == Phase.VERIFYING_RESULTS:
-            return Transition([self._verify_action()])
-        return Transition()
+            out.actions.append(self._verify_action())
+        return out
+
+    def resume_node(self, node_id: str) -> Transition:
+        """The calls to repeat to a node that registered again (it restarted, and may have lost the last
+        things it was told): BidAccepted while it should run the shard, ResultAccepted while it should
+        publish. A node that has kept them takes them as repeats; one that lost them answers that it does
+        not know the execution, and the failed call replaces it (`on_bid_accept_failed`, ...)."""
+        out = Transition()
+        execution = self.executions.get(node_id)
+        if self.is_terminal or execution is None:
+            return out
+        if execution.state == ExecState.ACCEPTED:
+            out.actions.append(NotifyBidAccepted(node_id, execution.execution_id))
+        elif execution.state == ExecState.RESULT_ACCEPTED:
+            out.actions.append(NotifyResultAccepted(node_id, execution.execution_id))
+        return out
 
     def on_verified(self, verdicts: Iterable[Verdict], now: float) -> Transition:
         """The verifier's verdicts: accept or reject each proposal; no accepted result fails the shard."""

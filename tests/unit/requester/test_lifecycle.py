@@ -265,11 +265,13 @@ async def test_a_failing_verifier_fails_the_shard(harness):
     r, compute = harness.requester, harness.compute
     harness.verifier.error = UNREACHABLE
     await r.register_node(node("n1"))
-    job = await r.submit(payload())
+    # An unreachable verifier is retried with back-off until the job's timeout is about to run out.
+    job = await r.submit(payload(timeout=1.0))
     (execution,) = await eventually(lambda: compute.executions("bid_accepted"), what="BidAccepted")
     await r.on_run_complete(job_id=job.id, shard_index=0, node_id="n1", execution_id=execution)
     await eventually(lambda: r.shard(job.id).is_terminal, what="shard end")
     assert r.shard(job.id).status == "failed to verify job: connection refused"
+    assert len(harness.verifier.requests) >= 3
     await eventually(lambda: compute.executions("cancel_execution") == [execution], what="CancelExecution")
 
 

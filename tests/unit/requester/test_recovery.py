@@ -1,0 +1,256 @@
+"""Crash recovery of the requester: state is committed before its effects are seen elsewhere, and a
+restarted requester repeats the calls its reloaded shards still wait on (an outbox derived from their
+state), with no event recorded twice."""
+
+import collections
+
+import pytest
+
+from bacalhau_grpc.common.errors import NotFoundError
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.requester.domain import shard_fsm as f
+from bacalhau_grpc.requester.domain.shard_fsm import ExecState, Phase, ShardFSM, Verdict
+from tests.unit.requester.fakes import UNREACHABLE, FakeCompute, eventually
+from tests.unit.requester.test_lifecycle import Harness
+
+E = pb.JobEventType
+T0 = 1_700_000_000.0
+
+
+def machine(concurrency=1, min_bids=0) -> ShardFSM:
+    return ShardFSM.create(
+        job_id="job-1",
+        shard_index=0,
+        requester_node_id="requester-1",
+        client_id="client-1",
+        deal=pb.Deal(concurrency=concurrency, min_bids=min_bids),
+        timeout=60.0,
+        negotiation_timeout=120.0,
+        now=T0,
+    )
+
+
+def reloaded(m: ShardFSM) -> ShardFSM:
+    return ShardFSM.from_dict(m.to_dict())
+
+
+def payload(timeout=0.0) -> pb.JobCreatePayload:
+    p = pb.JobCreatePayload(client_id="client-1")
+    p.job.spec.engine = pb.Engine.ENGINE_NOOP
+    p.job.spec.timeout = timeout
+    p.job.deal.concurrency = 1
+    return p
+
+
+def node(name: str) -> pb.NodeInfo:
+    return pb.NodeInfo(node_id=name, address=f"addr-{name}", engines=[pb.Engine.ENGINE_NOOP])
+
+
+def stored_events(harness, job_id: str) -> list[int]:
+    """The job's events as committed in the database (what a crash would keep)."""
+    stored = harness.store.load_job(job_id)
+    return [] if stored is None else [e.event_name for e in stored.events]
+
+
+# -- the machine: what resume repeats ---------------------------------------------------------------
+
+
+def test_resume_asks_again_for_the_bids_not_answered():
+    m = machine(concurrency=1, min_bids=3)
+    m.offer(["a", "b", "c"])
+    m.on_bid("a", "e-a", T0, f.random.Random(1))  # a bid (kept until three bids came)
+    m.on_bid_declined("b", "busy", T0)
+    assert reloaded(m).resume().actions == [f.AskForBid("c")]
+
+
+def test_resume_repeats_bid_decisions_while_the_shard_runs():
+    m = machine(concurrency=1, min_bids=2)
+    m.offer(["a", "b"])
+    m.on_bid("a", "e-a", T0, f.random.Random(1))
+    m.on_bid("b", "e-b", T0, f.random.Random(1))
+    (accepted,) = m.accepted
+    (rejected,) = m._in(ExecState.REJECTED)
+    actions = reloaded(m).resume().actions
+    assert f.NotifyBidAccepted(accepted.node_id, accepted.execution_id) in actions
+    assert f.NotifyBidRejected(rejected.node_id, rejected.execution_id, rejected.reason) in actions
+    assert not [a for a in actions if isinstance(a, f.AskForBid | f.Verify)]
+
+
+def test_resume_repeats_result_decisions_while_results_are_published():
+    m = machine(concurrency=2, min_bids=2)
+    m.offer(["a", "b"])
+    m.on_bid("a", "e-a", T0, f.random.Random(1))
+    m.on_bid("b", "e-b", T0, f.random.Random(1))
+    m.on_run_complete("a", "e-a", b"x", None, T0)
+    m.on_run_complete("b", "e-b", b"y", None, T0)
+    m.on_verified([Verdict("e-a", "a", True), Verdict("e-b", "b", False, "wrong")], T0)
+    assert m.phase == Phase.WAITING_TO_PUBLISH
+    assert reloaded(m).resume().actions == [
+        f.NotifyResultAccepted("a", "e-a"),
+        f.NotifyResultRejected("b", "e-b", "wrong"),
+    ]
+    m.on_published("a", "e-a", None, T0)
+    assert m.phase == Phase.COMPLETED and reloaded(m).resume().actions == []
+
+
+# -- the lifecycle ---------------------------------------------------------------------------------
+
+
+class CheckingCompute(FakeCompute):
+    """Records, at each BidAccepted and ResultAccepted, the events the database holds by then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.harness = None
+        self.seen: dict[str, list[int]] = {}
+
+    async def bid_accepted(self, address, execution_id):
+        self.seen["bid_accepted"] = stored_events(self.harness, self.job_id)
+        await super().bid_accepted(address, execution_id)
+
+    async def result_accepted(self, address, execution_id):
+        self.seen["result_accepted"] = stored_events(self.harness, self.job_id)
+        await super().result_accepted(address, execution_id)
+
+
+@pytest.fixture
+async def harness(tmp_path):
+    h = Harness(tmp_path)
+    await h.start()
+    yield h
+    await h.stop()
+
+
+async def test_state_is_committed_before_calls_and_before_answers(tmp_path):
+    h = Harness(tmp_path)
+    h.compute = CheckingCompute()
+    h.compute.harness = h
+    r = await h.start()
+    try:
+        await r.register_node(node("n1"))
+        job = await r.submit(payload())
+        h.compute.job_id = job.id
+        assert stored_events(h, job.id)[:1] == [E.JOB_EVENT_TYPE_CREATED]  # a submitted job is kept
+        execution = await eventually(lambda: h.compute.executions("bid_accepted"), what="BidAccepted")
+        assert E.JOB_EVENT_TYPE_BID_ACCEPTED in h.compute.seen["bid_accepted"]
+        await r.on_run_complete(job_id=job.id, shard_index=0, node_id="n1", execution_id=execution[0])
+        assert E.JOB_EVENT_TYPE_RESULTS_PROPOSED in stored_events(h, job.id)  # answered once committed
+        await eventually(lambda: h.compute.executions("result_accepted"), what="ResultAccepted")
+        assert E.JOB_EVENT_TYPE_RESULTS_ACCEPTED in h.compute.seen["result_accepted"]
+    finally:
+        await h.stop()
+
+
+async def test_a_restart_repeats_the_calls_the_shards_wait_on_and_records_each_event_once(harness):
+    r = harness.requester
+    compute = harness.compute
+    await r.register_node(node("n1"))
+    job = await r.submit(payload())
+    (execution,) = await eventually(lambda: compute.executions("bid_accepted"), what="BidAccepted")
+
+    # The requester crashed before the node's report arrived: the restart repeats BidAccepted (the node
+    # reports again what it has), and a report that arrives twice is recorded once.
+    r = await harness.restart()
+    await eventually(lambda: len(compute.executions("bid_accepted")) == 2, what="BidAccepted again")
+    assert compute.executions("bid_accepted") == [execution, execution]
+    for _ in range(2):
+        await r.on_run_complete(job_id=job.id, shard_index=0, node_id="n1", execution_id=execution)
+    await eventually(lambda: compute.executions("result_accepted"), what="ResultAccepted")
+
+    # Again after the results were accepted: ResultAccepted is repeated, the publication recorded once.
+    r = await harness.restart()
+    await eventually(lambda: len(compute.executions("result_accepted")) == 2, what="ResultAccepted again")
+    published = pb.StorageSpec(name="noop")
+    for _ in range(2):
+        await r.on_publish_complete(
+            job_id=job.id, shard_index=0, node_id="n1", execution_id=execution, published_result=published
+        )
+    assert r.shard(job.id).phase == Phase.COMPLETED
+    info = await r.get_job(job.id)
+    counts = collections.Counter(e.event_name for e in info.job_events)
+    for name in (
+        E.JOB_EVENT_TYPE_CREATED,
+        E.JOB_EVENT_TYPE_BID,
+        E.JOB_EVENT_TYPE_BID_ACCEPTED,
+        E.JOB_EVENT_TYPE_RESULTS_PROPOSED,
+        E.JOB_EVENT_TYPE_RESULTS_ACCEPTED,
+        E.JOB_EVENT_TYPE_RESULTS_PUBLISHED,
+    ):
+        assert counts[name] == 1, E.Name(name)
+    assert sum(counts.values()) == 6
+
+
+async def test_verify_is_retried_until_the_verifier_is_back(harness):
+    r, compute, verifier = harness.requester, harness.compute, harness.verifier
+    verifier.error = UNREACHABLE
+    await r.register_node(node("n1"))
+    job = await r.submit(payload(timeout=60.0))
+    (execution,) = await eventually(lambda: compute.executions("bid_accepted"), what="BidAccepted")
+    await r.on_run_complete(job_id=job.id, shard_index=0, node_id="n1", execution_id=execution)
+    await eventually(lambda: len(verifier.requests) >= 2, what="Verify retried")
+    assert r.shard(job.id).phase == Phase.VERIFYING_RESULTS
+    verifier.error = None
+    await eventually(lambda: r.shard(job.id).phase == Phase.WAITING_TO_PUBLISH, what="verified")
+
+
+async def test_a_stop_leaves_a_verification_waiting_on_the_verifier_for_the_next_start(harness):
+    r, compute, verifier = harness.requester, harness.compute, harness.verifier
+    verifier.error = UNREACHABLE
+    await r.register_node(node("n1"))
+    job = await r.submit(payload(timeout=60.0))
+    (execution,) = await eventually(lambda: compute.executions("bid_accepted"), what="BidAccepted")
+    await r.on_run_complete(job_id=job.id, shard_index=0, node_id="n1", execution_id=execution)
+    await eventually(lambda: verifier.requests, what="Verify")
+    r = await harness.restart()  # not a failure of the shard: it is verified after the restart
+    verifier.error = None
+    await eventually(lambda: r.shard(job.id).phase == Phase.WAITING_TO_PUBLISH, what="verified")
+    assert E.JOB_EVENT_TYPE_ERROR not in [e.event_name for e in (await r.get_job(job.id)).job_events]
+
+
+def test_resume_node_repeats_what_a_restarted_node_must_do():
+    m = machine(concurrency=1)
+    m.offer(["a"])
+    m.on_bid("a", "e-a", T0, f.random.Random(1))
+    assert m.resume_node("a").actions == [f.NotifyBidAccepted("a", "e-a")]
+    assert m.resume_node("b").actions == []
+    m.on_run_complete("a", "e-a", b"", None, T0)
+    assert m.resume_node("a").actions == []  # its results are in: nothing to repeat
+    m.on_verified([Verdict("e-a", "a", True)], T0)
+    assert m.resume_node("a").actions == [f.NotifyResultAccepted("a", "e-a")]
+
+
+class ForgetfulCompute(FakeCompute):
+    """A compute stand-in whose node n1 lost its executions once `forgot` is set."""
+
+    forgot = False
+
+    async def bid_accepted(self, address, execution_id):
+        await super().bid_accepted(address, execution_id)
+        if self.forgot and address == "addr-n1":
+            raise NotFoundError(f"execution {execution_id} not found")
+
+
+async def test_a_node_that_registers_again_is_told_again_and_replaced_if_it_lost_the_execution(tmp_path):
+    h = Harness(tmp_path)
+    h.compute = compute = ForgetfulCompute()
+    r = await h.start()
+    try:
+        await r.register_node(node("n1"))
+        job = await r.submit(payload())
+        (execution,) = await eventually(lambda: compute.executions("bid_accepted"), what="BidAccepted")
+        await r.register_node(node("n2"))
+        # n1 restarted having lost the execution (its last writes): the repeated BidAccepted fails with
+        # NOT_FOUND, so the execution is lost and n2 replaces it.
+        compute.forgot = True
+        await r.register_node(node("n1"))
+        await eventually(
+            lambda: ("bid_accepted", "addr-n2") in [(n, a) for n, a, _ in compute.calls],
+            what="n2 replaces n1",
+        )
+        shard = r.shard(job.id)
+        assert shard.execution("n1").state == ExecState.FAILED
+        assert shard.execution("n2").state == ExecState.ACCEPTED
+        assert shard.phase == Phase.WAITING_FOR_RESULTS
+        assert compute.executions("bid_accepted")[:2] == [execution, execution]
+    finally:
+        await h.stop()
