@@ -1,4 +1,7 @@
-"""ComputeService over gRPC: decode, one call to the node, encode. Errors are mapped by the server."""
+"""ComputeService over gRPC: decode, one call to the node, encode. Errors are mapped by the server.
+
+AskForBid, BidAccepted and ResultAccepted answer only once the node's store has committed what the
+call changed: the requester acts on those answers, so they must survive a crash of this node."""
 
 import json
 from collections import Counter
@@ -21,6 +24,7 @@ class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
     async def AskForBid(self, request: cpb.AskForBidRequest, context: object) -> cpb.AskForBidResponse:
         self.calls["AskForBid"] += 1
         bid = self.node.ask_for_bid(request.job, request.shard_index)
+        await self.node.store.flush()  # the requester builds on this answer: it must survive a crash
         return cpb.AskForBidResponse(
             accepted=bid.accepted, execution_id=bid.execution_id, reason=bid.reason, node_id=self.node.node_id
         )
@@ -28,6 +32,7 @@ class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
     async def BidAccepted(self, request: cpb.BidAcceptedRequest, context: object) -> cpb.BidAcceptedResponse:
         self.calls["BidAccepted"] += 1
         self.node.bid_accepted(request.execution_id)
+        await self.node.store.flush()
         return cpb.BidAcceptedResponse()
 
     async def BidRejected(self, request: cpb.BidRejectedRequest, context: object) -> cpb.BidRejectedResponse:
@@ -40,6 +45,7 @@ class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
     ) -> cpb.ResultAcceptedResponse:
         self.calls["ResultAccepted"] += 1
         self.node.result_accepted(request.execution_id)
+        await self.node.store.flush()
         return cpb.ResultAcceptedResponse()
 
     async def ResultRejected(

@@ -8,7 +8,8 @@ writer thread, so the event loop never waits for the disk. Several updates of on
 batch become one row write; every transition is appended to the history table. `flush` waits until
 everything queued so far is committed; `close` flushes.
 
-A crash can lose the last batch (a few milliseconds of updates): crash-safety is a later issue.
+A crash can lose the last batch (a few milliseconds of updates); callers that must not lose an update
+(the servicer before answering the requester) await `flush()`.
 """
 
 import asyncio
