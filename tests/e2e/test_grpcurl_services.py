@@ -120,6 +120,11 @@ async def grpcurl(address: str, *args: str, body: object = None) -> tuple[int, s
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    return await finished(process)
+
+
+async def finished(process: asyncio.subprocess.Process) -> tuple[int, str, str]:
+    """The process's exit code, stdout and stderr; killed if it runs past GRPCURL_TIMEOUT."""
     try:
         out, err = await asyncio.wait_for(process.communicate(), GRPCURL_TIMEOUT)
     except TimeoutError:
@@ -243,14 +248,7 @@ async def shell(command: str, env: dict[str, str]) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), GRPCURL_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await finished(process)
 
 
 async def test_a_signed_submission_made_with_sign_job_and_grpcurl(stack, tmp_path):
