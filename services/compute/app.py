@@ -25,10 +25,10 @@ from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
 from bacalhau_grpc.compute.api.servicer import SERVICE_NAME, ComputeServiceServicer
 from bacalhau_grpc.compute.clients.requester import RequesterClient
 from bacalhau_grpc.compute.domain.capacity import machine_capacity, parse_limits, resolve_limits
-from bacalhau_grpc.compute.domain.executor import NoopExecutor
 from bacalhau_grpc.compute.domain.node import ComputeNode
 from bacalhau_grpc.compute.domain.proposals import Proposer
-from bacalhau_grpc.compute.domain.publisher import NoopPublisher
+from bacalhau_grpc.compute.executors.noop import NoopExecutor
+from bacalhau_grpc.compute.publishers.base import NoopPublisher
 from bacalhau_grpc.compute.settings import ComputeSettings
 from bacalhau_grpc.compute.store.executions import SQLiteExecutionStore
 

@@ -23,7 +23,7 @@ class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
 
     async def AskForBid(self, request: cpb.AskForBidRequest, context: object) -> cpb.AskForBidResponse:
         self.calls["AskForBid"] += 1
-        bid = self.node.ask_for_bid(request.job, request.shard_index)
+        bid = await self.node.ask_for_bid(request.job, request.shard_index)
         await self.node.store.flush()  # the requester builds on this answer: it must survive a crash
         return cpb.AskForBidResponse(
             accepted=bid.accepted, execution_id=bid.execution_id, reason=bid.reason, node_id=self.node.node_id

@@ -153,7 +153,7 @@ class Bidder:
         self.pre = list(pre)
         self.usage = list(usage)
 
-    def decide(self, job: pb.Job, shard_index: int) -> BidDecision:
+    async def decide(self, job: pb.Job, shard_index: int) -> BidDecision:
         request = BidRequest(job, shard_index)
         for strategy in self.pre:
             reason = strategy.check(request)

@@ -43,9 +43,16 @@ from bacalhau_grpc.compute.domain.executions import (
     ExecutionStore,
     new_execution,
 )
-from bacalhau_grpc.compute.domain.executor import Executor, ExecutorError, RunResult, run_with_timeout
 from bacalhau_grpc.compute.domain.proposals import Proposer
-from bacalhau_grpc.compute.domain.publisher import Publisher
+from bacalhau_grpc.compute.executors.base import (
+    Executor,
+    ExecutorError,
+    RunContext,
+    RunResult,
+    run_timeout,
+    run_with_timeout,
+)
+from bacalhau_grpc.compute.publishers.base import Publisher
 
 log = logging.getLogger(__name__)
 S = ExecutionState
@@ -171,7 +178,7 @@ class ComputeNode:
     # Requests from the requester
     # -------------------------------------------------------------------------------------------
 
-    def ask_for_bid(self, job: pb.Job, shard_index: int) -> BidResult:
+    async def ask_for_bid(self, job: pb.Job, shard_index: int) -> BidResult:
         """Bids on one shard (an execution in state Created) or refuses with the reason."""
         if not job.id:
             raise InvalidArgumentError("the job has no ID", field="job.id")
@@ -184,7 +191,7 @@ class ComputeNode:
             existing = self._by_shard.get(jobs.get_shard_id(job.id, shard_index))
             if existing is not None:
                 return BidResult(True, existing)
-            decision = self.bidder.decide(job, shard_index)
+            decision = await self.bidder.decide(job, shard_index)
             if not decision.accepted:
                 self.bids_refused += 1
                 log.debug(
@@ -332,7 +339,8 @@ class ComputeNode:
                 with self._span(
                     "compute.run", job_id=job_id, node_id=self.node_id, shard_index=execution.shard_index
                 ):
-                    result = await run_with_timeout(executor, execution)
+                    context = RunContext(execution, self.node_id, timeout=run_timeout(execution.job.spec))
+                    result = await run_with_timeout(executor, context)
                 proposal = self.proposer.propose(execution, result)
             finally:
                 self.tracker.release(execution.id)

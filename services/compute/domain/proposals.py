@@ -20,7 +20,7 @@ from pathlib import Path
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.bidding import verifier_of
 from bacalhau_grpc.compute.domain.executions import Execution
-from bacalhau_grpc.compute.domain.executor import RunResult
+from bacalhau_grpc.compute.executors.base import RunResult
 
 
 def result_hash(result: RunResult) -> str:

@@ -32,14 +32,14 @@ def bidder(
     )
 
 
-def test_a_plain_noop_job_is_accepted_with_the_default_usage():
-    decision = bidder().decide(make_job(), 0)
+async def test_a_plain_noop_job_is_accepted_with_the_default_usage():
+    decision = await bidder().decide(make_job(), 0)
     assert decision.accepted and decision.reason == ""
     assert decision.usage == pb.ResourceUsageData(cpu=0.1, memory=100 * MiB)
 
 
-def test_the_job_resources_replace_the_defaults_field_by_field():
-    decision = bidder().decide(make_job(cpu="500m", disk="1Gb"), 0)
+async def test_the_job_resources_replace_the_defaults_field_by_field():
+    decision = await bidder().decide(make_job(cpu="500m", disk="1Gb"), 0)
     assert decision.usage == pb.ResourceUsageData(cpu=0.5, memory=100 * MiB, disk=GiB)
 
 
@@ -52,26 +52,26 @@ def test_the_job_resources_replace_the_defaults_field_by_field():
         (pb.Engine.ENGINE_UNSPECIFIED, "executor Engine(0) not installed"),
     ],
 )
-def test_an_engine_without_executor_is_refused(engine, reason):
-    decision = bidder().decide(make_job(engine=engine), 0)
+async def test_an_engine_without_executor_is_refused(engine, reason):
+    decision = await bidder().decide(make_job(engine=engine), 0)
     assert not decision.accepted and decision.reason == reason
 
 
-def test_an_unsupported_verifier_is_refused():
-    decision = bidder(verifiers=[pb.Verifier.VERIFIER_NOOP]).decide(
+async def test_an_unsupported_verifier_is_refused():
+    decision = await bidder(verifiers=[pb.Verifier.VERIFIER_NOOP]).decide(
         make_job(verifier=pb.Verifier.VERIFIER_DETERMINISTIC), 0
     )
     assert (decision.accepted, decision.reason) == (False, "verifier Deterministic not installed")
 
 
-def test_an_unsupported_publisher_is_refused():
-    decision = bidder().decide(make_job(publisher=pb.Publisher.PUBLISHER_IPFS), 0)
+async def test_an_unsupported_publisher_is_refused():
+    decision = await bidder().decide(make_job(publisher=pb.Publisher.PUBLISHER_IPFS), 0)
     assert (decision.accepted, decision.reason) == (False, "publisher Ipfs not installed")
 
 
-def test_unspecified_verifier_and_publisher_count_as_noop():
+async def test_unspecified_verifier_and_publisher_count_as_noop():
     job = make_job(verifier=pb.Verifier.VERIFIER_UNSPECIFIED, publisher=pb.Publisher.PUBLISHER_UNSPECIFIED)
-    assert bidder().decide(job, 0).accepted
+    assert (await bidder().decide(job, 0)).accepted
 
 
 @pytest.mark.parametrize(
@@ -91,28 +91,28 @@ def test_the_timeout_range(timeout, reason):
     assert strategy.check(BidRequest(make_job(timeout=timeout), 0)) == reason
 
 
-def test_the_first_refusal_wins():
+async def test_the_first_refusal_wins():
     job = make_job(engine=pb.Engine.ENGINE_DOCKER, publisher=pb.Publisher.PUBLISHER_IPFS, timeout=99999)
-    assert bidder().decide(job, 0).reason == "executor Docker not installed"
+    assert (await bidder().decide(job, 0)).reason == "executor Docker not installed"
     job.spec.engine = pb.Engine.ENGINE_NOOP
-    assert bidder().decide(job, 0).reason == "publisher Ipfs not installed"
+    assert (await bidder().decide(job, 0)).reason == "publisher Ipfs not installed"
     job.spec.publisher = pb.Publisher.PUBLISHER_NOOP
-    assert bidder().decide(job, 0).reason == "job timeout 99999s exceeds maximum allowed 3600s"
+    assert (await bidder().decide(job, 0)).reason == "job timeout 99999s exceeds maximum allowed 3600s"
 
 
-def test_a_resource_string_that_cannot_be_read_is_a_refusal_with_the_error():
-    decision = bidder().decide(make_job(cpu="lots"), 0)
+async def test_a_resource_string_that_cannot_be_read_is_a_refusal_with_the_error():
+    decision = await bidder().decide(make_job(cpu="lots"), 0)
     assert not decision.accepted
     assert decision.reason.startswith("Spec.Resources.CPU: 'lots' is not a CPU amount")
-    decision = bidder().decide(make_job(memory="-1Gb"), 0)
+    decision = await bidder().decide(make_job(memory="-1Gb"), 0)
     assert decision.reason.startswith("Spec.Resources.Memory: '-1Gb' is negative")
 
 
-def test_usage_above_the_per_job_maximum_is_refused():
+async def test_usage_above_the_per_job_maximum_is_refused():
     per_job = pb.ResourceUsageData(cpu=1.0, memory=GiB, disk=GiB, gpu=0)
-    assert bidder(per_job=per_job).decide(make_job(cpu="1"), 0).accepted
+    assert (await bidder(per_job=per_job).decide(make_job(cpu="1"), 0)).accepted
     for job in (make_job(cpu="1.5"), make_job(memory="2Gb"), make_job(disk="2Gb"), make_job(gpu="1")):
-        decision = bidder(per_job=per_job).decide(job, 0)
+        decision = await bidder(per_job=per_job).decide(job, 0)
         assert (decision.accepted, decision.reason) == (False, "job requirements exceed max allowed per job")
 
 
@@ -134,8 +134,8 @@ def test_available_capacity_allows_over_commit_by_two_then_refuses():
     assert strategy.check(two_cores) is None
 
 
-def test_a_full_node_refuses_with_the_capacity_reason():
+async def test_a_full_node_refuses_with_the_capacity_reason():
     tracker = CapacityTracker(TOTAL)
     assert tracker.try_reserve("e-big", TOTAL)
-    decision = bidder(tracker=tracker).decide(make_job(), 0)
+    decision = await bidder(tracker=tracker).decide(make_job(), 0)
     assert (decision.accepted, decision.reason) == (False, "not enough capacity available")

@@ -9,10 +9,10 @@ from bacalhau_grpc.common.errors import FailedPreconditionError, InvalidArgument
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import Limits
 from bacalhau_grpc.compute.domain.executions import ExecutionState
-from bacalhau_grpc.compute.domain.executor import NoopExecutor
 from bacalhau_grpc.compute.domain.node import RESTARTED_DURING_EXECUTION, ComputeNode
 from bacalhau_grpc.compute.domain.proposals import Proposer
-from bacalhau_grpc.compute.domain.publisher import NoopPublisher
+from bacalhau_grpc.compute.executors.noop import NoopExecutor
+from bacalhau_grpc.compute.publishers.base import NoopPublisher
 from bacalhau_grpc.compute.store.executions import SQLiteExecutionStore
 from tests.unit.compute.support import RecordingRequester, make_job
 
@@ -72,7 +72,7 @@ async def harness(tmp_path):
 
 async def test_the_happy_path(harness):
     node = await harness.start(stdout="hello\n", stderr="careful\n", exit_code=0)
-    bid = node.ask_for_bid(make_job(verifier=pb.Verifier.VERIFIER_DETERMINISTIC), 0)
+    bid = await node.ask_for_bid(make_job(verifier=pb.Verifier.VERIFIER_DETERMINISTIC), 0)
     assert bid.accepted and bid.execution_id.startswith("e-") and bid.reason == ""
     assert harness.store.get(bid.execution_id).state == S.CREATED
 
@@ -101,7 +101,7 @@ async def test_the_happy_path(harness):
 
 async def test_a_non_zero_exit_code_is_a_result(harness):
     node = await harness.start(stdout="", stderr="bad input\n", exit_code=3)
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(bid.execution_id)
     output, proposal = await harness.requester.wait_for("run_complete", bid.execution_id)
     assert output.exit_code == 3 and output.stderr == "bad input\n" and proposal == b""
@@ -110,7 +110,7 @@ async def test_a_non_zero_exit_code_is_a_result(harness):
 
 async def test_a_refusal_keeps_no_execution(harness):
     node = await harness.start()
-    bid = node.ask_for_bid(make_job(engine=pb.Engine.ENGINE_DOCKER), 0)
+    bid = await node.ask_for_bid(make_job(engine=pb.Engine.ENGINE_DOCKER), 0)
     assert (bid.accepted, bid.execution_id, bid.reason) == (False, "", "executor Docker not installed")
     assert sum(harness.store.counts_by_state().values()) == 0
     assert node.debug_info()["bids"] == {"accepted": 0, "refused": 1}
@@ -119,20 +119,20 @@ async def test_a_refusal_keeps_no_execution(harness):
 async def test_asking_twice_for_the_same_shard_gets_the_same_execution(harness):
     node = await harness.start()
     job = make_job()
-    first = node.ask_for_bid(job, 0)
-    assert node.ask_for_bid(job, 0) == first
+    first = await node.ask_for_bid(job, 0)
+    assert await node.ask_for_bid(job, 0) == first
     node.bid_rejected(first.execution_id, "enough bids")
-    second = node.ask_for_bid(job, 0)
+    second = await node.ask_for_bid(job, 0)
     assert second.accepted and second.execution_id != first.execution_id
 
 
 async def test_bad_requests(harness):
     node = await harness.start()
     with pytest.raises(InvalidArgumentError) as error:
-        node.ask_for_bid(pb.Job(), 0)
+        await node.ask_for_bid(pb.Job(), 0)
     assert error.value.field == "job.id"
     with pytest.raises(InvalidArgumentError) as error:
-        node.ask_for_bid(make_job(), 1)  # the job has one shard
+        await node.ask_for_bid(make_job(), 1)  # the job has one shard
     assert error.value.field == "shard_index"
     with pytest.raises(InvalidArgumentError) as error:
         node.bid_accepted("")
@@ -146,7 +146,7 @@ async def test_bad_requests(harness):
 
 async def test_bid_accepted_twice_is_harmless_and_results_before_the_run_are_refused(harness):
     node = await harness.start(delay=30)
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     with pytest.raises(FailedPreconditionError, match="no results yet"):
         node.result_accepted(bid.execution_id)
     node.bid_accepted(bid.execution_id)
@@ -161,7 +161,7 @@ async def test_bid_accepted_twice_is_harmless_and_results_before_the_run_are_ref
 
 async def test_bid_rejected_cancels_and_a_later_accept_is_refused(harness):
     node = await harness.start()
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_rejected(bid.execution_id, "not selected")
     node.bid_rejected(bid.execution_id, "not selected")
     execution = harness.store.get(bid.execution_id)
@@ -172,7 +172,7 @@ async def test_bid_rejected_cancels_and_a_later_accept_is_refused(harness):
 
 async def test_result_rejected_fails_the_execution_and_publishes_nothing(harness):
     node = await harness.start()
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(bid.execution_id)
     await harness.requester.wait_for("run_complete", bid.execution_id)
     node.result_rejected(bid.execution_id, "tie")
@@ -186,7 +186,7 @@ async def test_result_rejected_fails_the_execution_and_publishes_nothing(harness
 
 async def test_result_accepted_twice_publishes_once(harness):
     node = await harness.start()
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(bid.execution_id)
     await harness.requester.wait_for("run_complete", bid.execution_id)
     node.result_accepted(bid.execution_id)
@@ -199,7 +199,7 @@ async def test_result_accepted_twice_publishes_once(harness):
 
 async def test_a_run_beyond_the_job_timeout_is_a_compute_failure(harness):
     node = await harness.start(delay=30)
-    bid = node.ask_for_bid(make_job(timeout=0.5), 0)
+    bid = await node.ask_for_bid(make_job(timeout=0.5), 0)
     node.bid_accepted(bid.execution_id)
     error = await harness.requester.wait_for("compute_failure", bid.execution_id)
     assert error == "execution timed out after 0.5s"
@@ -210,7 +210,7 @@ async def test_a_run_beyond_the_job_timeout_is_a_compute_failure(harness):
 
 async def test_cancel_stops_the_run_and_reports_it(harness):
     node = await harness.start(delay=30)
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(bid.execution_id)
     await harness.wait_state(bid.execution_id, S.RUNNING)
     node.cancel_execution(bid.execution_id, "shard timed out")
@@ -228,14 +228,14 @@ async def test_accepted_executions_beyond_capacity_wait_their_turn(harness):
         total=pb.ResourceUsageData(cpu=1.0, memory=GiB), per_job=pb.ResourceUsageData(cpu=1.0, memory=GiB)
     )
     node = await harness.start(limits=limits, delay=0.3)
-    first = node.ask_for_bid(make_job(cpu="1"), 0)
-    second = node.ask_for_bid(make_job(cpu="1"), 0)  # over-commit: the bid is fine
+    first = await node.ask_for_bid(make_job(cpu="1"), 0)
+    second = await node.ask_for_bid(make_job(cpu="1"), 0)  # over-commit: the bid is fine
     node.bid_accepted(first.execution_id)
     node.bid_accepted(second.execution_id)
     await harness.wait_state(first.execution_id, S.RUNNING)
     assert harness.store.get(second.execution_id).state == S.BID_ACCEPTED  # queued
     assert node.tracker.queue_length() == 1
-    third = node.ask_for_bid(make_job(cpu="1"), 0)
+    third = await node.ask_for_bid(make_job(cpu="1"), 0)
     assert (third.accepted, third.reason) == (False, "not enough capacity available")
     await harness.requester.wait_for("run_complete", first.execution_id)
     await harness.requester.wait_for("run_complete", second.execution_id)
@@ -247,8 +247,8 @@ async def test_accepted_executions_beyond_capacity_wait_their_turn(harness):
 
 async def test_a_restarted_node_fails_interrupted_runs_and_keeps_the_rest(harness):
     node = await harness.start(delay=30)
-    waiting = node.ask_for_bid(make_job(), 0)
-    running = node.ask_for_bid(make_job(), 0)
+    waiting = await node.ask_for_bid(make_job(), 0)
+    running = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(running.execution_id)
     await harness.wait_state(running.execution_id, S.RUNNING)
     await harness.stop()
@@ -261,15 +261,15 @@ async def test_a_restarted_node_fails_interrupted_runs_and_keeps_the_rest(harnes
     assert harness.store.get(running.execution_id).state == S.FAILED
     # The bid that was not accepted yet is still there and can go on.
     assert (
-        node.ask_for_bid(harness.store.get(waiting.execution_id).job, 0).execution_id == waiting.execution_id
-    )
+        await node.ask_for_bid(harness.store.get(waiting.execution_id).job, 0)
+    ).execution_id == waiting.execution_id
     node.bid_accepted(waiting.execution_id)
     await harness.requester.wait_for("run_complete", waiting.execution_id)
 
 
 async def test_a_restarted_node_finishes_an_interrupted_publication(harness):
     node = await harness.start()
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(bid.execution_id)
     await harness.requester.wait_for("run_complete", bid.execution_id)
     harness.store.update(bid.execution_id, S.RESULT_ACCEPTED, expected=S.WAITING_VERIFICATION)
@@ -289,7 +289,7 @@ async def test_node_info_and_debug_info(harness):
     assert list(info.verifiers) == [pb.Verifier.VERIFIER_NOOP, pb.Verifier.VERIFIER_DETERMINISTIC]
     assert list(info.publishers) == [pb.Publisher.PUBLISHER_NOOP]
     assert info.total_capacity == LIMITS.total and info.max_job_capacity == LIMITS.per_job
-    node.ask_for_bid(make_job(), 0)
+    await node.ask_for_bid(make_job(), 0)
     assert node.active_executions() == 1
     assert node.debug_info()["executions"]["Created"] == 1
     assert node.available_capacity() == LIMITS.total
@@ -297,7 +297,7 @@ async def test_node_info_and_debug_info(harness):
 
 async def test_recover_leaves_the_executions_of_this_process_alone(harness):
     node = await harness.start(delay=30)
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(bid.execution_id)
     await harness.wait_state(bid.execution_id, S.RUNNING)
     node.recover()  # registration may complete after the first runs started

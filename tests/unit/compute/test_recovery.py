@@ -32,7 +32,7 @@ def count(harness, name: str, execution_id: str) -> int:
 
 async def test_a_repeated_bid_accepted_while_running_changes_nothing(harness):
     node = await harness.start(delay=30)
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(bid.execution_id)
     await harness.wait_state(bid.execution_id, S.RUNNING)
     node.bid_accepted(bid.execution_id)
@@ -43,7 +43,7 @@ async def test_a_repeated_bid_accepted_while_running_changes_nothing(harness):
 
 async def test_a_repeated_bid_accepted_after_the_run_reports_the_results_again(harness):
     node = await harness.start(stdout="out")
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(bid.execution_id)
     first = await harness.requester.wait_for("run_complete", bid.execution_id)
     node.bid_accepted(bid.execution_id)
@@ -55,7 +55,7 @@ async def test_a_repeated_bid_accepted_after_the_run_reports_the_results_again(h
 
 async def test_a_repeated_bid_accepted_after_a_failure_reports_the_failure_again(harness):
     node = await harness.start(delay=30)
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(bid.execution_id)
     await harness.wait_state(bid.execution_id, S.RUNNING)
     await harness.stop()
@@ -69,7 +69,7 @@ async def test_a_repeated_bid_accepted_after_a_failure_reports_the_failure_again
 
 async def test_a_repeated_result_accepted_after_the_publication_reports_it_again(harness):
     node = await harness.start()
-    bid = node.ask_for_bid(make_job(), 0)
+    bid = await node.ask_for_bid(make_job(), 0)
     node.bid_accepted(bid.execution_id)
     await harness.requester.wait_for("run_complete", bid.execution_id)
     node.result_accepted(bid.execution_id)

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import Execution
-from bacalhau_grpc.compute.domain.executor import RunResult
+from bacalhau_grpc.compute.executors.base import RunResult
 
 
 class PublisherError(Exception):

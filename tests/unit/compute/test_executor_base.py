@@ -7,20 +7,24 @@ import pytest
 
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import new_execution
-from bacalhau_grpc.compute.domain.executor import (
+from bacalhau_grpc.compute.executors.base import (
     DEFAULT_RUN_TIMEOUT,
     SUMMARY_BYTES,
     ExecutorError,
-    NoopExecutor,
+    RunContext,
     RunResult,
     run_timeout,
     run_with_timeout,
 )
+from bacalhau_grpc.compute.executors.noop import NoopExecutor
 from tests.unit.compute.support import make_job
 
 
-def execution(timeout: float = 0.0):
-    return new_execution(make_job(timeout=timeout), 0, pb.ResourceUsageData())
+def execution(timeout: float = 0.0) -> RunContext:
+    job = make_job(timeout=timeout)
+    return RunContext(
+        new_execution(job, 0, pb.ResourceUsageData()), node_id="node-1", timeout=run_timeout(job.spec)
+    )
 
 
 async def test_the_noop_executor_returns_its_knobs():

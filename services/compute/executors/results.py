@@ -1,0 +1,128 @@
+"""The files every executor leaves in a shard's result folder (§3.5), and the RunResult read from them.
+
+    result_dir/stdout     the run's standard output, cut at the node's cap
+    result_dir/stderr     the run's standard error, cut at the node's cap
+    result_dir/exitCode   the exit code in decimal
+    result_dir/<Name>/    one folder per output volume (made before the run, see `prepare_outputs`)
+
+Executors that receive the streams in pieces (Docker's log stream) write them through a `CappedSink`;
+executors whose runtime writes the files itself (wasmtime) call `cap_file` afterwards. Either way
+`collect` reads the heads back for the summary sent to the requester.
+"""
+
+from pathlib import Path
+
+from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.compute.executors.base import SUMMARY_BYTES, Mount, RunResult
+
+STDOUT = "stdout"
+STDERR = "stderr"
+EXIT_CODE = "exitCode"
+# The most of each stream a node keeps (v0.3 kept 1 GB; a shard's streams are rarely worth that).
+DEFAULT_STREAM_CAP = 100 * 1024**2
+# What `collect` reads of each stream: enough for the summary to tell whether it cut something.
+_HEAD_BYTES = SUMMARY_BYTES + 4
+
+
+class CappedSink:
+    """A stream file that keeps the first `cap` bytes written to it and remembers whether more came."""
+
+    def __init__(self, path: Path, cap: int = DEFAULT_STREAM_CAP) -> None:
+        self.path = path
+        self.cap = cap
+        self.written = 0
+        self.truncated = False
+        self._file = path.open("wb")
+
+    def write(self, data: bytes) -> None:
+        room = self.cap - self.written
+        if len(data) > room:
+            self.truncated = True
+            data = data[: max(room, 0)]
+        if data:
+            self._file.write(data)
+            self.written += len(data)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "CappedSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def cap_file(path: Path, cap: int = DEFAULT_STREAM_CAP) -> bool:
+    """Cuts the file at `cap` bytes; True when it was longer. A missing file becomes an empty one."""
+    if not path.exists():
+        path.touch()
+        return False
+    if path.stat().st_size <= cap:
+        return False
+    with path.open("r+b") as f:
+        f.truncate(cap)
+    return True
+
+
+def write_exit_code(result_dir: Path, exit_code: int) -> None:
+    (result_dir / EXIT_CODE).write_text(str(exit_code))
+
+
+def collect(
+    result_dir: Path, exit_code: int, *, stdout_truncated: bool = False, stderr_truncated: bool = False
+) -> RunResult:
+    """Writes `exitCode` and returns the RunResult of the folder (the heads of its stream files)."""
+    write_exit_code(result_dir, exit_code)
+    return RunResult(
+        stdout=_head(result_dir / STDOUT),
+        stderr=_head(result_dir / STDERR),
+        exit_code=exit_code,
+        result_dir=result_dir,
+        stdout_truncated=stdout_truncated,
+        stderr_truncated=stderr_truncated,
+    )
+
+
+def _head(path: Path) -> bytes:
+    if not path.exists():
+        return b""
+    with path.open("rb") as f:
+        return f.read(_HEAD_BYTES)
+
+
+def prepare_outputs(
+    result_dir: Path, outputs: list[pb.StorageSpec] | tuple[pb.StorageSpec, ...]
+) -> tuple[Mount, ...]:
+    """Makes the result folder and a fresh writable `result_dir/<Name>` per output volume.
+
+    An output needs a name (a plain folder name) and an absolute path, and no two outputs may share
+    either; InvalidArgumentError names the offending `Spec.Outputs[i]` otherwise.
+    """
+    result_dir.mkdir(parents=True, exist_ok=True)
+    mounts: list[Mount] = []
+    names: set[str] = set()
+    paths: set[str] = set()
+    for i, output in enumerate(outputs):
+        field = f"Spec.Outputs[{i}]"
+        name, path = output.name, output.path
+        if not name:
+            raise InvalidArgumentError(
+                f"output volume has no name: {path or '(no path either)'}", field=field
+            )
+        if name in (".", "..") or "/" in name or name in (STDOUT, STDERR, EXIT_CODE):
+            raise InvalidArgumentError(f"{name!r} cannot be an output folder name", field=f"{field}.Name")
+        if not path.startswith("/"):
+            raise InvalidArgumentError(f"output path {path!r} is not absolute", field=f"{field}.path")
+        if name in names or path in paths:
+            raise InvalidArgumentError(
+                f"output {name}:{path} repeats another output's name or path", field=field
+            )
+        names.add(name)
+        paths.add(path)
+        folder = result_dir / name
+        folder.mkdir()
+        folder.chmod(0o777)  # containers may run as any user
+        mounts.append(Mount(source=folder, target=path, read_only=False))
+    return tuple(mounts)
