@@ -47,8 +47,13 @@ class RunContext:
     execution: Execution
     # The node running it (container names and labels).
     node_id: str
-    # The job's contexts and the shard's inputs, prepared on this node: mounted read-only.
+    # The job's contexts (`Spec.Contexts`, in order; a WASM job's module is the first), prepared on this
+    # node: mounted read-only at their paths.
+    contexts: tuple[Mount, ...] = ()
+    # The shard's input volumes, prepared on this node: mounted read-only at their paths.
     inputs: tuple[Mount, ...] = ()
+    # A WASM job's import modules (`Spec.Wasm.ImportModules`, in order), prepared on this node.
+    import_modules: tuple[Mount, ...] = ()
     # One fresh folder `result_dir/<Name>` per output volume: mounted writable at the output's path.
     outputs: tuple[Mount, ...] = ()
     # The shard's result folder (empty at the start): stdout, stderr, exitCode and the output folders.
@@ -80,6 +85,8 @@ class RunResult:
     # Set when the stream files themselves were cut at the node's cap (more was written than kept).
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    # A line for the job's events about how it ran, e.g. "ran on CPython 3.12.0 (WASI)"; may be empty.
+    note: str = ""
 
     def summary(self) -> pb.RunCommandResult:
         """The `RunOutput` sent with the results: the first 2 KiB of each stream, truncated flags."""
