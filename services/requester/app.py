@@ -12,7 +12,11 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE_NAME
+from bacalhau_grpc.common.content.service import ContentServiceServicer
+from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
@@ -106,6 +110,7 @@ async def start(settings: RequesterSettings) -> RunningRequester:
     setup_telemetry(COMPONENT, node_id)
     store = RequesterStore(settings.db_path)
     await store.open()
+    content = ContentStore(settings.data_dir / "content")
     compute = GrpcComputeClient(call_timeout=settings.call_timeout)
     verifier = GrpcVerifierClient(settings.verifier_address, call_timeout=settings.call_timeout)
     requester = Requester(
@@ -120,6 +125,7 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         max_active_jobs=settings.max_active_jobs,
         # Every span of a job - and the calls made inside it - in the job's one trace.
         span=JobTraces().span,
+        content=content,
     )
     try:
         await requester.start()
@@ -131,7 +137,12 @@ async def start(settings: RequesterSettings) -> RunningRequester:
                     rgrpc.add_RequesterServiceServicer_to_server,
                     RequesterServicer(requester, allow_unsigned=settings.allow_unsigned),
                     SERVICE_NAME,
-                )
+                ),
+                ServiceBinding(
+                    cgrpc.add_ContentServiceServicer_to_server,
+                    ContentServiceServicer(content),
+                    CONTENT_SERVICE_NAME,
+                ),
             ],
             host=settings.host,
             port=settings.port,

@@ -139,6 +139,7 @@ class RequesterClient:
             node_id=self.node_id,
             verification_proposal=execution.proposal,
             run_output=execution.run_output,
+            status=execution.status,
         )
         await self._callback(self._stub.OnRunComplete, request, "OnRunComplete", execution)
 

@@ -13,7 +13,7 @@ executors whose runtime writes the files itself (wasmtime) call `cap_file` after
 from pathlib import Path
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
-from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.model import checks, pb
 from bacalhau_grpc.compute.executors.base import SUMMARY_BYTES, Mount, RunResult
 
 STDOUT = "stdout"
@@ -97,32 +97,16 @@ def prepare_outputs(
 ) -> tuple[Mount, ...]:
     """Makes the result folder and a fresh writable `result_dir/<Name>` per output volume.
 
-    An output needs a name (a plain folder name) and an absolute path, and no two outputs may share
-    either; InvalidArgumentError names the offending `Spec.Outputs[i]` otherwise.
+    Outputs that cannot be made (see `checks.output_error`) raise InvalidArgumentError naming the field.
     """
+    problem = checks.output_error(outputs)
+    if problem is not None:
+        raise InvalidArgumentError(problem[0], field=problem[1])
     result_dir.mkdir(parents=True, exist_ok=True)
     mounts: list[Mount] = []
-    names: set[str] = set()
-    paths: set[str] = set()
-    for i, output in enumerate(outputs):
-        field = f"Spec.Outputs[{i}]"
-        name, path = output.name, output.path
-        if not name:
-            raise InvalidArgumentError(
-                f"output volume has no name: {path or '(no path either)'}", field=field
-            )
-        if name in (".", "..") or "/" in name or name in (STDOUT, STDERR, EXIT_CODE):
-            raise InvalidArgumentError(f"{name!r} cannot be an output folder name", field=f"{field}.Name")
-        if not path.startswith("/"):
-            raise InvalidArgumentError(f"output path {path!r} is not absolute", field=f"{field}.path")
-        if name in names or path in paths:
-            raise InvalidArgumentError(
-                f"output {name}:{path} repeats another output's name or path", field=field
-            )
-        names.add(name)
-        paths.add(path)
-        folder = result_dir / name
+    for output in outputs:
+        folder = result_dir / output.name
         folder.mkdir()
         folder.chmod(0o777)  # containers may run as any user
-        mounts.append(Mount(source=folder, target=path, read_only=False))
+        mounts.append(Mount(source=folder, target=output.path, read_only=False))
     return tuple(mounts)

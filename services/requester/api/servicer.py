@@ -122,6 +122,7 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
             execution_id=request.execution_id,
             verification_proposal=request.verification_proposal,
             run_output=request.run_output if request.HasField("run_output") else None,
+            status=request.status,
         )
         return rpb.OnRunCompleteResponse()
 

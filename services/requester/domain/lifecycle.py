@@ -28,6 +28,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bacalhau_grpc.common.content.archive import ArchiveError
+from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.errors import (
     BacalhauError,
     DeadlineExceededError,
@@ -110,7 +112,10 @@ class Requester:
         recent_jobs: int = RECENT_JOBS,
         retry_backoff_start: float = 0.1,
         retry_backoff_max: float = 2.0,
+        content: ContentStore | None = None,
     ) -> None:
+        # Where uploaded job contexts are kept (and served to compute nodes from).
+        self.content = content
         self.retry_backoff_start = retry_backoff_start
         self.retry_backoff_max = retry_backoff_max
         self.node_id = node_id
@@ -220,11 +225,16 @@ class Requester:
 
     async def submit(self, payload: pb.JobCreatePayload) -> pb.Job:
         validate_submission(payload)
+        context_cid = await self._store_context(payload.context) if payload.context else ""
         while len(self._active) >= self.max_active_jobs:  # back-pressure: wait for a job to end
             await self._job_ended.wait()
         now = self._clock()
         job = build_job(
-            payload, requester_node_id=self.node_id, default_job_timeout=self.default_job_timeout, now=now
+            payload,
+            requester_node_id=self.node_id,
+            default_job_timeout=self.default_job_timeout,
+            now=now,
+            context_cid=context_cid,
         )
         with self._span("requester.SubmitJob", job_id=job.id, node_id=self.node_id):
             record = JobRecord(job=job)
@@ -252,6 +262,18 @@ class Requester:
         result.CopyFrom(job)
         self._fill_state(result, record)
         return result
+
+    async def _store_context(self, archive: bytes) -> str:
+        """Keeps an uploaded context (tar or tar.gz, at most 10 MiB unpacked) in the content store.
+        Returns its CID."""
+        if self.content is None:
+            raise InvalidArgumentError("this requester keeps no uploaded contexts", field="Context")
+        try:
+            return await asyncio.to_thread(self.content.add_archive, archive)
+        except ArchiveError as exc:
+            raise InvalidArgumentError(
+                f"the context archive cannot be used: {exc}", field="Context"
+            ) from None
 
     async def get_job(self, job_id: str) -> pb.JobWithInfo:
         record = await self._resolve(job_id)
@@ -541,13 +563,14 @@ class Requester:
         execution_id: str,
         verification_proposal: bytes = b"",
         run_output: pb.RunCommandResult | None = None,
+        status: str = "",
     ) -> None:
         record, shard = self._callback_target(job_id, shard_index, node_id, "results")
         with self._span(
             "requester.OnRunComplete", job_id=job_id, node_id=self.node_id, shard_index=shard_index
         ):
             transition = shard.on_run_complete(
-                node_id, execution_id, verification_proposal, run_output, self._clock()
+                node_id, execution_id, verification_proposal, run_output, self._clock(), status=status
             )
             await self._finish_durably(record, shard, transition)
 

@@ -532,6 +532,8 @@ class ShardFSM:
         proposal: bytes,
         run_output: pb.RunCommandResult | None,
         now: float,
+        *,
+        status: str = "",
     ) -> Transition:
         checked = self._check_execution(node_id, execution_id, "results received", now)
         if isinstance(checked, Transition):
@@ -553,7 +555,7 @@ class ShardFSM:
         execution.state = ExecState.PROPOSED
         execution.proposal = bytes(proposal)
         execution.run_output = run_output
-        event = self._event(E.JOB_EVENT_TYPE_RESULTS_PROPOSED, now, source=node_id)
+        event = self._event(E.JOB_EVENT_TYPE_RESULTS_PROPOSED, now, source=node_id, status=status)
         event.verification_proposal = execution.proposal
         if run_output is not None:
             event.run_output.CopyFrom(run_output)

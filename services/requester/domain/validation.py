@@ -7,8 +7,9 @@ Every refusal is an InvalidArgumentError naming the field to blame, with Go's JS
 import math
 import uuid
 
+from bacalhau_grpc.common.content.store import MAX_CONTEXT_BYTES, check_cid
 from bacalhau_grpc.common.errors import InvalidArgumentError
-from bacalhau_grpc.common.model import enums, jobs, pb, resources
+from bacalhau_grpc.common.model import checks, enums, jobs, pb, resources
 
 # Sharding is a later issue: every job is one shard for now.
 TOTAL_SHARDS = 1
@@ -72,10 +73,29 @@ def validate_submission(payload: pb.JobCreatePayload) -> None:
             field="Spec.Timeout",
         )
     resources.parse_resource_usage_config(spec.resources, field_prefix="Spec.Resources")
-    if payload.context:
+    _check_volumes(spec)
+    _raise(checks.engine_error(spec, has_inline_context=bool(payload.context)))
+    if len(payload.context) > MAX_CONTEXT_BYTES:
         raise InvalidArgumentError(
-            "context archives are not supported yet: put the files in an input volume", field="Context"
+            f"the context archive is {len(payload.context)} bytes; at most {MAX_CONTEXT_BYTES} are accepted",
+            field="Context",
         )
+
+
+def _check_volumes(spec: pb.Spec) -> None:
+    _raise(checks.input_error(spec.inputs, field="Spec.inputs"))
+    _raise(checks.input_error(spec.contexts, field="Spec.Contexts"))
+    _raise(checks.input_error(spec.wasm.import_modules, field="Spec.Wasm.ImportModules"))
+    _raise(checks.output_error(spec.outputs))
+    for name, volumes in (("inputs", spec.inputs), ("Contexts", spec.contexts)):
+        for i, volume in enumerate(volumes):
+            if volume.cid:
+                check_cid(volume.cid, field=f"Spec.{name}[{i}].CID")
+
+
+def _raise(problem: tuple[str, str] | None) -> None:
+    if problem is not None:
+        raise InvalidArgumentError(problem[0], field=problem[1])
 
 
 def build_job(
@@ -85,11 +105,13 @@ def build_job(
     default_job_timeout: float,
     now: float,
     job_id: str | None = None,
+    context_cid: str = "",
 ) -> pb.Job:
     """The job the requester creates from a valid submission (validate_submission first).
 
     Server-owned fields are set here (ID, requester, client, creation time, execution plan) and whatever
-    the client put in them is dropped, as are state and events.
+    the client put in them is dropped, as are state and events. The inline context, once stored under
+    `context_cid`, becomes the first context, mounted at /job (a WASM job's module is its first context).
     """
     source = payload.job
     job = pb.Job(
@@ -100,6 +122,18 @@ def build_job(
     )
     job.spec.CopyFrom(source.spec)
     job.deal.CopyFrom(source.deal)
+    if context_cid:
+        context = pb.StorageSpec(
+            storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS,
+            name="context",
+            cid=context_cid,
+            path=checks.CONTEXT_PATH,
+        )
+        contexts = [context, *job.spec.contexts]
+        del job.spec.contexts[:]
+        job.spec.contexts.extend(contexts)
+    if job.spec.engine == pb.Engine.ENGINE_WASM and not job.spec.wasm.entry_point:
+        job.spec.wasm.entry_point = "_start"
     if job.spec.verifier == pb.Verifier.VERIFIER_UNSPECIFIED:
         job.spec.verifier = pb.Verifier.VERIFIER_NOOP
     if job.spec.publisher == pb.Publisher.PUBLISHER_UNSPECIFIED:

@@ -77,12 +77,135 @@ def test_unknown_input_source_is_named_with_its_index():
     assert refused(p).field == "Spec.inputs[1].StorageSource"
 
 
-def test_context_archives_are_refused_clearly():
+def test_a_context_archive_larger_than_10_mib_is_refused():
     p = payload()
-    p.context = b"tar"
+    p.context = b"x" * (10 * 1024 * 1024 + 1)
     error = refused(p)
-    assert error.field == "Context"
-    assert "not supported yet" in str(error)
+    assert error.field == "Context" and "at most 10485760" in str(error)
+
+
+def docker_payload(**changes) -> pb.JobCreatePayload:
+    return payload(spec__engine=pb.Engine.ENGINE_DOCKER, spec__docker__image="busybox", **changes)
+
+
+@pytest.mark.parametrize(
+    ("p", "field", "words"),
+    [
+        (payload(spec__engine=pb.Engine.ENGINE_DOCKER), "Spec.Docker.Image", "needs an image"),
+        (
+            docker_payload(spec__docker__working_directory="work"),
+            "Spec.Docker.WorkingDirectory",
+            "'work' is not an absolute path",
+        ),
+        (payload(spec__engine=pb.Engine.ENGINE_WASM), "Spec.Contexts", "expects one context"),
+        (
+            payload(spec__engine=pb.Engine.ENGINE_LANGUAGE, spec__language__language="ruby"),
+            "Spec.Language.Language",
+            "ruby is not supported",
+        ),
+        (
+            payload(
+                spec__engine=pb.Engine.ENGINE_LANGUAGE,
+                spec__language__language="python",
+                spec__language__language_version="3.10",
+                spec__language__command="print(1)",
+            ),
+            "Spec.Language.DeterministicExecution",
+            "non-deterministic python3.10 not supported yet",
+        ),
+        (
+            payload(
+                spec__engine=pb.Engine.ENGINE_LANGUAGE,
+                spec__language__language="python",
+                spec__language__language_version="2.7",
+                spec__language__deterministic=True,
+            ),
+            "Spec.Language.LanguageVersion",
+            "python2.7 is not supported",
+        ),
+        (
+            payload(spec__engine=pb.Engine.ENGINE_PYTHON_WASM, spec__language__program_path="../x.py"),
+            "Spec.Language.ProgramPath",
+            "inside the job context",
+        ),
+    ],
+)
+def test_each_engine_says_what_its_spec_lacks(p, field, words):
+    error = refused(p)
+    assert error.field == field and words in str(error)
+
+
+def test_a_docker_environment_variable_must_be_key_equals_value():
+    p = docker_payload()
+    p.job.spec.docker.environment_variables.extend(["A=1", "=2"])
+    error = refused(p)
+    assert error.field == "Spec.Docker.EnvironmentVariables[1]" and "'=2'" in str(error)
+
+
+def test_a_wasm_job_with_an_inline_context_needs_no_other_context():
+    p = payload(spec__engine=pb.Engine.ENGINE_WASM)
+    p.context = b"archive bytes (read when stored)"
+    validate_submission(p)
+
+
+@pytest.mark.parametrize(
+    ("volume", "field", "words"),
+    [
+        (
+            pb.StorageSpec(
+                storage_source=1, cid="QmdckCoPuhEtiNzREtqpYn8dBgY8ifcG82Q4eyEdGCLEiu", path="data"
+            ),
+            "Spec.inputs[0].path",
+            "not absolute",
+        ),
+        (pb.StorageSpec(storage_source=1, path="/data"), "Spec.inputs[0].CID", "no CID"),
+        (
+            pb.StorageSpec(storage_source=1, cid="not-a-cid", path="/data"),
+            "Spec.inputs[0].CID",
+            "is not a CID",
+        ),
+        (pb.StorageSpec(storage_source=2, path="/data"), "Spec.inputs[0].URL", "no URL"),
+    ],
+)
+def test_input_volumes_need_an_absolute_path_and_what_they_are_fetched_by(volume, field, words):
+    p = payload()
+    p.job.spec.inputs.append(volume)
+    error = refused(p)
+    assert error.field == field and words in str(error)
+
+
+@pytest.mark.parametrize(
+    ("outputs", "field", "words"),
+    [
+        ([pb.StorageSpec(path="/outputs")], "Spec.Outputs[0].Name", "has no name"),
+        ([pb.StorageSpec(name="stdout", path="/o")], "Spec.Outputs[0].Name", "cannot be an output folder"),
+        ([pb.StorageSpec(name="a/b", path="/o")], "Spec.Outputs[0].Name", "cannot be an output folder"),
+        ([pb.StorageSpec(name="out", path="out")], "Spec.Outputs[0].path", "not absolute"),
+        (
+            [pb.StorageSpec(name="a", path="/o"), pb.StorageSpec(name="b", path="/o")],
+            "Spec.Outputs[1]",
+            "repeats",
+        ),
+    ],
+)
+def test_outputs_need_a_plain_name_and_an_absolute_path(outputs, field, words):
+    p = payload()
+    p.job.spec.outputs.extend(outputs)
+    error = refused(p)
+    assert error.field == field and words in str(error)
+
+
+def test_the_inline_context_becomes_the_first_context_at_job():
+    p = payload(spec__engine=pb.Engine.ENGINE_WASM)
+    p.job.spec.contexts.append(
+        pb.StorageSpec(storage_source=1, cid="QmdckCoPuhEtiNzREtqpYn8dBgY8ifcG82Q4eyEdGCLEiu", path="/lib")
+    )
+    job = build_job(p, requester_node_id="r", default_job_timeout=60, now=0.0, context_cid="bafyexample")
+    assert [(c.cid, c.path) for c in job.spec.contexts] == [
+        ("bafyexample", "/job"),
+        ("QmdckCoPuhEtiNzREtqpYn8dBgY8ifcG82Q4eyEdGCLEiu", "/lib"),
+    ]
+    assert job.spec.wasm.entry_point == "_start"
 
 
 def test_valid_edges_pass():

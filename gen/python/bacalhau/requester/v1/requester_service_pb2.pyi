@@ -183,20 +183,22 @@ class HeartbeatResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class OnRunCompleteRequest(_message.Message):
-    __slots__ = ("execution_id", "job_id", "shard_index", "node_id", "verification_proposal", "run_output")
+    __slots__ = ("execution_id", "job_id", "shard_index", "node_id", "verification_proposal", "run_output", "status")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SHARD_INDEX_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_PROPOSAL_FIELD_NUMBER: _ClassVar[int]
     RUN_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     job_id: str
     shard_index: int
     node_id: str
     verification_proposal: bytes
     run_output: _command_pb2.RunCommandResult
-    def __init__(self, execution_id: _Optional[str] = ..., job_id: _Optional[str] = ..., shard_index: _Optional[int] = ..., node_id: _Optional[str] = ..., verification_proposal: _Optional[bytes] = ..., run_output: _Optional[_Union[_command_pb2.RunCommandResult, _Mapping]] = ...) -> None: ...
+    status: str
+    def __init__(self, execution_id: _Optional[str] = ..., job_id: _Optional[str] = ..., shard_index: _Optional[int] = ..., node_id: _Optional[str] = ..., verification_proposal: _Optional[bytes] = ..., run_output: _Optional[_Union[_command_pb2.RunCommandResult, _Mapping]] = ..., status: _Optional[str] = ...) -> None: ...
 
 class OnRunCompleteResponse(_message.Message):
     __slots__ = ()

@@ -555,6 +555,12 @@ class OnRunCompleteRequest(betterproto2.Message):
     What the run produced.
     """
 
+    status: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+    """
+    A line for people about how it ran (e.g. which interpreter); the
+    ResultsProposed event's status.
+    """
+
 
 default_message_pool.register_message("bacalhau.requester.v1", "OnRunCompleteRequest", OnRunCompleteRequest)
 

@@ -1,0 +1,81 @@
+"""Tar archives of content: unpacking an uploaded or fetched archive safely, and packing content.
+
+`unpack` refuses what could escape or exhaust the destination: absolute names, `..`, links, devices
+(Python's "data" extraction filter), more than `max_bytes` of file data or `max_files` entries in all.
+Every refusal is an `ArchiveError` saying what was wrong.
+"""
+
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+CHUNK_BYTES = 256 * 1024
+
+
+class ArchiveError(ValueError):
+    """The archive cannot be unpacked; the text says why."""
+
+
+def unpack(source: bytes | Path, dest: Path, *, max_bytes: int, max_files: int = 10_000) -> None:
+    """Unpacks a tar archive (gzip-compressed or not) into the existing empty folder `dest`."""
+    try:
+        with _open(source) as archive:
+            members = archive.getmembers()
+            _check(members, max_bytes=max_bytes, max_files=max_files)
+            archive.extractall(dest, members=members, filter="data")
+    except ArchiveError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise ArchiveError(f"not a readable tar or tar.gz archive: {exc}") from None
+
+
+def _open(source: bytes | Path) -> tarfile.TarFile:
+    if isinstance(source, bytes):
+        return tarfile.open(fileobj=io.BytesIO(source), mode="r:*")
+    return tarfile.open(source, mode="r:*")
+
+
+def _check(members: list[tarfile.TarInfo], *, max_bytes: int, max_files: int) -> None:
+    if len(members) > max_files:
+        raise ArchiveError(f"the archive holds {len(members)} entries, more than the {max_files} allowed")
+    total = 0
+    for member in members:
+        if not (member.isfile() or member.isdir()):
+            raise ArchiveError(
+                f"{member.name!r} is a link or a special file: only files and folders are allowed"
+            )
+        total += member.size
+        if total > max_bytes:
+            raise ArchiveError(f"the archive unpacks to more than {max_bytes} bytes")
+    if not any(member.isfile() for member in members):
+        raise ArchiveError("the archive holds no file")
+
+
+def pack(root: Path, out: IO[bytes], *, file_name: str) -> None:
+    """Writes an uncompressed tar of `root`: a folder's entries relative to it, or a single file as
+    `file_name`."""
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        if root.is_dir():
+            for path in sorted(root.rglob("*")):
+                archive.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
+        else:
+            archive.add(root, arcname=file_name, recursive=False)
+
+
+def chunks(f: IO[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    while chunk := f.read(size):
+        yield chunk
+
+
+def make_tar_gz(files: dict[str, bytes]) -> bytes:
+    """A tar.gz holding `files` (relative name → content): how a client ships a job's context."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

@@ -1,0 +1,38 @@
+"""ContentService over gRPC: serves a node's content store (StatContent, FetchContent).
+
+FetchContent packs the content into a temporary tar file off the event loop, then streams it in
+256 KiB chunks.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from bacalhau.content.v1 import content_service_pb2 as cpb
+from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
+from bacalhau_grpc.common.content import archive
+from bacalhau_grpc.common.content.store import ContentStore, check_cid
+
+SERVICE_NAME = "bacalhau.content.v1.ContentService"
+
+
+class ContentServiceServicer(cgrpc.ContentServiceServicer):
+    def __init__(self, store: ContentStore) -> None:
+        self.store = store
+
+    async def StatContent(self, request: cpb.StatContentRequest, context: object) -> cpb.StatContentResponse:
+        check_cid(request.cid)
+        stat = await asyncio.to_thread(self.store.stat, request.cid)
+        return cpb.StatContentResponse(
+            cid=stat.cid, is_directory=stat.is_directory, size=stat.size, file_count=stat.file_count
+        )
+
+    async def FetchContent(
+        self, request: cpb.FetchContentRequest, context: object
+    ) -> AsyncIterator[cpb.FetchContentResponse]:
+        check_cid(request.cid)
+        self.store.path(request.cid)  # NOT_FOUND before the stream starts
+        with self.store.temporary_file() as tar:
+            await asyncio.to_thread(self.store.write_archive, request.cid, tar)
+            tar.seek(0)
+            while chunk := await asyncio.to_thread(tar.read, archive.CHUNK_BYTES):
+                yield cpb.FetchContentResponse(chunk=chunk)

@@ -1,0 +1,131 @@
+"""A node's content store: folders (and files) kept under their CID, as kubo would name them.
+
+    root/<cid>           the content: a folder, or a single file
+    root/.staging/...    content being unpacked or checked, moved into place once complete
+
+CIDs are computed with `aleph_cid` (kubo's UnixFS layout, CIDv1 base32), so content added here has the
+CID a real IPFS node gives the same files. Adding is idempotent; content fetched from another node is
+checked against its CID before it is kept (`import_archive`).
+"""
+
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import aleph_cid
+
+from bacalhau_grpc.common.content import archive
+from bacalhau_grpc.common.errors import InvalidArgumentError, NotFoundError
+
+# A job's inline context may unpack to at most this much (v0.3: 10 MiB).
+MAX_CONTEXT_BYTES = 10 * 1024 * 1024
+_CID = re.compile(r"(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{20,})")
+
+
+class ContentError(Exception):
+    """Content could not be added or does not match its CID; the text says why."""
+
+
+def check_cid(cid: str, *, field: str = "cid") -> str:
+    """The CID when it has the shape of a CIDv0 (Qm...) or a base32 CIDv1 (b...); InvalidArgumentError
+    naming `field` otherwise."""
+    if not _CID.fullmatch(cid):
+        raise InvalidArgumentError(f"{cid!r} is not a CID (CIDv0 'Qm…' or base32 CIDv1 'b…')", field=field)
+    return cid
+
+
+def folder_cid(folder: Path) -> str:
+    """The CID kubo gives a folder holding these files."""
+    return aleph_cid.hash_folder(str(folder))
+
+
+@dataclass(frozen=True, slots=True)
+class ContentStat:
+    cid: str
+    is_directory: bool
+    size: int
+    file_count: int
+
+
+class ContentStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._staging = root / ".staging"
+        self._staging.mkdir(parents=True, exist_ok=True)
+
+    def has(self, cid: str) -> bool:
+        return _CID.fullmatch(cid) is not None and (self.root / cid).exists()
+
+    def path(self, cid: str) -> Path:
+        """Where the content lies; NotFoundError when it is not here."""
+        if not self.has(cid):
+            raise NotFoundError(f"content {cid} is not held by this node")
+        return self.root / cid
+
+    def stat(self, cid: str) -> ContentStat:
+        path = self.path(cid)
+        if path.is_file():
+            return ContentStat(cid, False, path.stat().st_size, 1)
+        files = [p for p in path.rglob("*") if p.is_file()]
+        return ContentStat(cid, True, sum(p.stat().st_size for p in files), len(files))
+
+    def add_archive(self, data: bytes, *, max_bytes: int = MAX_CONTEXT_BYTES) -> str:
+        """Unpacks a tar(.gz) archive as a folder and keeps it under its CID; returns the CID.
+        ArchiveError (a ValueError) says what is wrong with a bad archive; nothing is kept then."""
+        staging = self._new_staging()
+        try:
+            archive.unpack(data, staging, max_bytes=max_bytes)
+            return self._keep(staging, folder_cid(staging))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def import_archive(self, cid: str, tar_path: Path, *, max_bytes: int) -> Path:
+        """Unpacks an archive fetched for `cid` (a folder's entries, or one file named `cid`), checks that
+        the content has that CID, and keeps it. ContentError when it does not match."""
+        check_cid(cid)
+        if self.has(cid):
+            return self.root / cid
+        staging = self._new_staging()
+        try:
+            archive.unpack(tar_path, staging, max_bytes=max_bytes)
+            single = staging / cid
+            entries = list(staging.iterdir())
+            if entries == [single] and single.is_file():
+                actual = aleph_cid.compute_cid(single.read_bytes())
+                content = single
+            else:
+                actual = folder_cid(staging)
+                content = staging
+            if actual != cid:
+                raise ContentError(f"the content received for {cid} has CID {actual}: it was corrupted")
+            self._keep(content, cid)
+            return self.root / cid
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def write_archive(self, cid: str, out: IO[bytes]) -> None:
+        """Writes the uncompressed tar of the content to `out` (see `archive.pack`)."""
+        archive.pack(self.path(cid), out, file_name=cid)
+
+    def temporary_file(self) -> IO[bytes]:
+        """A temporary file on the store's disk, removed when closed (for archives being received)."""
+        return tempfile.NamedTemporaryFile(dir=self._staging, suffix=".tar")
+
+    def _new_staging(self) -> Path:
+        path = self._staging / uuid.uuid4().hex
+        path.mkdir()
+        return path
+
+    def _keep(self, content: Path, cid: str) -> str:
+        target = self.root / cid
+        if not target.exists():
+            try:
+                content.rename(target)
+            except OSError:
+                if not target.exists():  # another add of the same content won the race otherwise
+                    raise
+        return cid

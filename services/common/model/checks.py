@@ -1,0 +1,140 @@
+"""What a job spec needs for its engine and volumes, checked the same way by the requester (at submission)
+and by the compute node (before a run). Each check returns the error text and the field to blame, or None.
+
+Languages (Engine Language, v0.3 §3.4): `{python, 3.x}` runs on the Python-in-WASM engine and `{wasm,
+2.0}` on the WASM engine, deterministic only. Engine PythonWasm takes the same `Language` block.
+"""
+
+import posixpath
+
+from bacalhau_grpc.common.model import pb
+
+PYTHON_VERSION_PREFIX = "3."
+# Where a job's inline context (its code) is mounted.
+CONTEXT_PATH = "/job"
+
+
+def language_error(spec: pb.Spec) -> tuple[str, str] | None:
+    """Why the job's `Language` block cannot run, or None. Bacalhau's own messages."""
+    language = spec.language
+    pair = f"{language.language}{language.language_version}"
+    name = language.language.lower()
+    if name == "python":
+        if not language.language_version.startswith(PYTHON_VERSION_PREFIX):
+            return f"{pair} is not supported: Python 3.x is", "Spec.Language.LanguageVersion"
+    elif name == "wasm":
+        if language.language_version != "2.0":
+            return f"{pair} is not supported: WASM 2.0 is", "Spec.Language.LanguageVersion"
+    else:
+        return f"{pair} is not supported", "Spec.Language.Language"
+    if not language.deterministic:
+        return f"non-deterministic {pair} not supported yet", "Spec.Language.DeterministicExecution"
+    return python_program_error(language) if name == "python" else None
+
+
+def python_program_error(language: pb.JobSpecLanguage) -> tuple[str, str] | None:
+    """Why a Python job has no program to run, or None: it needs `Command` or a `ProgramPath` inside the
+    job context."""
+    program = language.program_path
+    if not language.command and not program:
+        return "give the program as Command or as ProgramPath in the job context", "Spec.Language.Command"
+    if program and (posixpath.isabs(program) or posixpath.normpath(program).startswith("..")):
+        return (
+            f"ProgramPath {program!r} must be a path inside the job context ({CONTEXT_PATH})",
+            "Spec.Language.ProgramPath",
+        )
+    return None
+
+
+def docker_error(spec: pb.Spec) -> tuple[str, str] | None:
+    """Why the job's `Docker` block cannot run, or None."""
+    docker = spec.docker
+    if not docker.image.strip():
+        return "a Docker job needs an image", "Spec.Docker.Image"
+    if docker.working_directory and not docker.working_directory.startswith("/"):
+        return (
+            f"working directory {docker.working_directory!r} is not an absolute path",
+            "Spec.Docker.WorkingDirectory",
+        )
+    for i, variable in enumerate(docker.environment_variables):
+        key, sep, _ = variable.partition("=")
+        if not sep or not key or "\0" in variable:
+            return (
+                f"invalid environment variable {variable!r}: use KEY=VALUE",
+                f"Spec.Docker.EnvironmentVariables[{i}]",
+            )
+    return None
+
+
+def wasm_error(spec: pb.Spec, *, has_inline_context: bool = False) -> tuple[str, str] | None:
+    """Why the job's `Wasm` block cannot run, or None. The module is the first context."""
+    if not spec.contexts and not has_inline_context:
+        return "WASM job expects one context containing code to run", "Spec.Contexts"
+    for key, value in spec.wasm.environment_variables.items():
+        if not key or "\0" in key or "\0" in value:
+            return f"invalid environment variable {key}={value}", "Spec.Wasm.EnvironmentVariables"
+    return None
+
+
+def engine_error(spec: pb.Spec, *, has_inline_context: bool = False) -> tuple[str, str] | None:
+    """The check of the job's engine (None for engines without requirements)."""
+    if spec.engine == pb.Engine.ENGINE_DOCKER:
+        return docker_error(spec)
+    if spec.engine == pb.Engine.ENGINE_WASM:
+        return wasm_error(spec, has_inline_context=has_inline_context)
+    if spec.engine == pb.Engine.ENGINE_LANGUAGE:
+        return language_error(spec)
+    if spec.engine == pb.Engine.ENGINE_PYTHON_WASM:
+        return language_error(spec) if spec.language.language else python_program_error(spec.language)
+    return None
+
+
+# Names an output folder cannot take: the result folder's own files.
+RESERVED_OUTPUT_NAMES = frozenset({"stdout", "stderr", "exitCode"})
+
+
+def output_error(outputs: "list[pb.StorageSpec] | tuple[pb.StorageSpec, ...]") -> tuple[str, str] | None:
+    """Why the output volumes cannot be made, or None: each needs a plain folder name and an absolute
+    path, and no two may share either."""
+    names: set[str] = set()
+    paths: set[str] = set()
+    for i, output in enumerate(outputs):
+        field = f"Spec.Outputs[{i}]"
+        name, path = output.name, output.path
+        if not name:
+            return f"output volume has no name: {path or '(no path either)'}", f"{field}.Name"
+        if name in (".", "..") or "/" in name or name in RESERVED_OUTPUT_NAMES:
+            return f"{name!r} cannot be an output folder name", f"{field}.Name"
+        if not posixpath.isabs(path):
+            return f"output path {path!r} is not absolute", f"{field}.path"
+        if name in names or path in paths:
+            return f"output {name}:{path} repeats another output's name or path", field
+        names.add(name)
+        paths.add(path)
+    return None
+
+
+def input_error(
+    volumes: "list[pb.StorageSpec] | tuple[pb.StorageSpec, ...]", *, field: str
+) -> tuple[str, str] | None:
+    """Why input volumes (or contexts) cannot be mounted, or None: each needs an absolute path, and its
+    source what it is fetched by (a CID, a URL)."""
+    for i, volume in enumerate(volumes):
+        where = f"{field}[{i}]"
+        if not posixpath.isabs(volume.path):
+            return f"input path {volume.path!r} is not absolute", f"{where}.path"
+        if volume.storage_source in _NEEDS_CID and not volume.cid:
+            return "the volume has no CID", f"{where}.CID"
+        if volume.storage_source == pb.StorageSourceType.STORAGE_SOURCE_TYPE_URL_DOWNLOAD and not volume.url:
+            return "the volume has no URL", f"{where}.URL"
+    return None
+
+
+_NEEDS_CID = frozenset(
+    {
+        pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS,
+        pb.StorageSourceType.STORAGE_SOURCE_TYPE_FILECOIN_UNSEALED,
+        pb.StorageSourceType.STORAGE_SOURCE_TYPE_ESTUARY,
+        pb.StorageSourceType.STORAGE_SOURCE_TYPE_FILECOIN,
+    }
+)

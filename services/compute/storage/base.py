@@ -1,0 +1,26 @@
+"""Storage providers: how a compute node gets a job's volumes onto its disk (v0.3 §3.6).
+
+A provider serves one `StorageSourceType`. `is_local` says whether the node has the data without
+fetching it (the input-locality bid strategy asks); `prepare` returns the local file or folder to mount
+at the volume's path, fetching it when needed, or raises `StorageError` saying why it cannot.
+"""
+
+from pathlib import Path
+from typing import Protocol
+
+from bacalhau_grpc.common.model import pb
+
+
+class StorageError(Exception):
+    """A volume could not be prepared; the text says which and why."""
+
+
+class StorageProvider(Protocol):
+    @property
+    def source(self) -> int:
+        """The `pb.StorageSourceType` this provider serves."""
+        ...
+
+    async def is_local(self, volume: pb.StorageSpec) -> bool: ...
+
+    async def prepare(self, volume: pb.StorageSpec) -> Path: ...

@@ -1,0 +1,45 @@
+"""Preparing a job's volumes on this node: each volume through the provider of its source, all of one
+list in parallel, each to a read-only `Mount` at its path."""
+
+import asyncio
+from collections.abc import Iterable, Sequence
+
+from bacalhau_grpc.common.model import enums, pb
+from bacalhau_grpc.compute.executors.base import Mount
+from bacalhau_grpc.compute.storage.base import StorageError, StorageProvider
+
+
+class Volumes:
+    def __init__(self, providers: Iterable[StorageProvider]) -> None:
+        self.providers = {provider.source: provider for provider in providers}
+
+    def sources(self) -> list[int]:
+        return sorted(self.providers)
+
+    async def is_local(self, volume: pb.StorageSpec) -> bool:
+        provider = self.providers.get(volume.storage_source)
+        return provider is not None and await provider.is_local(volume)
+
+    async def prepare(self, volumes: Sequence[pb.StorageSpec], *, field: str) -> tuple[Mount, ...]:
+        """The volumes as read-only mounts, in order. StorageError names the first that failed, e.g.
+        "Spec.inputs[1] (IPFS Qm…): could not fetch …"."""
+        results = await asyncio.gather(
+            *(self._prepare_one(volume, f"{field}[{i}]") for i, volume in enumerate(volumes)),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return tuple(results)  # type: ignore[arg-type]
+
+    async def _prepare_one(self, volume: pb.StorageSpec, where: str) -> Mount:
+        source = enums.STORAGE_SOURCE_TYPE.name(volume.storage_source)
+        what = f"{where} ({source} {volume.cid or volume.url})"
+        provider = self.providers.get(volume.storage_source)
+        if provider is None:
+            raise StorageError(f"{what}: this node has no storage provider for {source}")
+        try:
+            path = await provider.prepare(volume)
+        except StorageError as exc:
+            raise StorageError(f"{what}: {exc}") from exc
+        return Mount(source=path, target=volume.path, read_only=True)
