@@ -415,7 +415,8 @@ def add_parser(subparsers) -> None:
         action="append",
         default=[],
         metavar="FLAG",
-        help="another flag for every compute node's `serve` (repeatable), e.g. --compute-flag=--total-cpu=2",
+        help="another flag for every compute node's `serve` (repeatable), "
+        "e.g. --compute-flag=--limit-total-cpu=2",
     )
     parser.add_argument(
         "--requester-flag",

@@ -14,27 +14,40 @@ mid-run are failed and reported ("compute node restarted during execution").
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau.content.v1 import content_service_pb2_grpc as content_grpc
+from bacalhau_grpc.common.content.client import fetch_content
+from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE_NAME
+from bacalhau_grpc.common.content.service import ContentServiceServicer
+from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.model.version import build_version_info
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
 from bacalhau_grpc.compute.api.servicer import SERVICE_NAME, ComputeServiceServicer
 from bacalhau_grpc.compute.clients.requester import RequesterClient
-from bacalhau_grpc.compute.domain.capacity import machine_capacity, parse_limits, resolve_limits
+from bacalhau_grpc.compute.domain.bidding import ANYWHERE, LOCAL, BidPolicy
+from bacalhau_grpc.compute.domain.capacity import Limits, machine_capacity, parse_limits, resolve_limits
 from bacalhau_grpc.compute.domain.node import ComputeNode
 from bacalhau_grpc.compute.domain.proposals import Proposer
 from bacalhau_grpc.compute.executors.noop import NoopExecutor
 from bacalhau_grpc.compute.publishers.base import NoopPublisher
 from bacalhau_grpc.compute.settings import ComputeSettings
+from bacalhau_grpc.compute.storage.base import StorageProvider
+from bacalhau_grpc.compute.storage.content import ContentSource
+from bacalhau_grpc.compute.storage.local_path import UnsealedPathSource
+from bacalhau_grpc.compute.storage.volumes import Volumes
 from bacalhau_grpc.compute.store.executions import SQLiteExecutionStore
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "compute"
+# The most a fetched volume may unpack to.
+MAX_FETCH_BYTES = 10 * 1024**3
 NODE_ID_FILE = "node_id"
 VERIFIERS = (pb.Verifier.VERIFIER_NOOP, pb.Verifier.VERIFIER_DETERMINISTIC)
 
@@ -51,6 +64,54 @@ def load_node_id(data_dir: Path, configured: str = "") -> str:
     if not saved:
         path.write_text(node_id + "\n")
     return node_id
+
+
+async def resolve_node_limits(settings: ComputeSettings) -> Limits:
+    """The node's total and per-job limits from its `limit_*` settings and this machine (measured in a
+    thread: counting GPUs runs `nvidia-smi`). InvalidArgumentError names the setting to change."""
+    total = parse_limits(
+        settings.limit_total_cpu,
+        settings.limit_total_memory,
+        settings.limit_total_disk,
+        settings.limit_total_gpu,
+        field_prefix="limit_total_",
+    )
+    per_job = parse_limits(
+        settings.limit_job_cpu,
+        settings.limit_job_memory,
+        settings.limit_job_disk,
+        settings.limit_job_gpu,
+        field_prefix="limit_job_",
+    )
+    machine = await asyncio.to_thread(machine_capacity, settings.data_dir)
+    return resolve_limits(total, per_job, machine)
+
+
+def bid_policy(settings: ComputeSettings) -> BidPolicy:
+    """The bid strategies' settings (`job_selection_*`, the timeout range, the over-commit factor)."""
+    return BidPolicy(
+        min_timeout=settings.min_job_timeout,
+        max_timeout=settings.max_job_timeout,
+        locality=LOCAL if settings.job_selection_data_locality == "local" else ANYWHERE,
+        reject_stateless=settings.job_selection_reject_stateless,
+        probe_http=settings.job_selection_probe_http,
+        probe_exec=settings.job_selection_probe_exec,
+        probe_timeout=settings.job_selection_probe_timeout,
+        over_commit_factor=settings.over_commit_factor,
+    )
+
+
+def storage_volumes(settings: ComputeSettings, content: ContentStore, client: RequesterClient) -> Volumes:
+    """The node's storage providers: IPFS content by CID (from its own store, else fetched from the
+    requester), and unsealed Filecoin data when a path template is set."""
+
+    def fetch(cid: str) -> Awaitable[Path]:
+        return fetch_content(client.channel, cid, content, max_bytes=MAX_FETCH_BYTES)
+
+    providers: list[StorageProvider] = [ContentSource(content, fetch)]
+    if settings.filecoin_unsealed_path:
+        providers.append(UnsealedPathSource(settings.filecoin_unsealed_path))
+    return Volumes(providers)
 
 
 @dataclass
@@ -95,19 +156,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
     node_id = load_node_id(settings.data_dir, settings.node_id)
     setup_telemetry(COMPONENT, node_id)
 
-    limits = resolve_limits(
-        parse_limits(
-            settings.total_cpu,
-            settings.total_memory,
-            settings.total_disk,
-            settings.total_gpu,
-            field_prefix="total_",
-        ),
-        parse_limits(
-            settings.job_cpu, settings.job_memory, settings.job_disk, settings.job_gpu, field_prefix="job_"
-        ),
-        machine_capacity(settings.data_dir),
-    )
+    limits = await resolve_node_limits(settings)
     store = SQLiteExecutionStore(settings.db_path)
     await store.open()
     # The node's spans and its callbacks to the requester join the trace of their job.
@@ -115,6 +164,8 @@ async def start(settings: ComputeSettings) -> RunningCompute:
     client = RequesterClient(
         settings.requester_address, node_id, call_timeout=settings.call_timeout, span=traces.span
     )
+    content = ContentStore(settings.content_dir)
+    volumes = storage_volumes(settings, content, client)
     node = ComputeNode(
         node_id=node_id,
         store=store,
@@ -134,8 +185,10 @@ async def start(settings: ComputeSettings) -> RunningCompute:
             node_id, result_hash_override=settings.noop_result_hash, bad_actor=settings.bad_actor
         ),
         callbacks=client,
-        min_job_timeout=settings.min_job_timeout,
-        max_job_timeout=settings.max_job_timeout,
+        bid_policy=bid_policy(settings),
+        is_local=volumes.is_local,
+        volumes=volumes,
+        results_root=settings.results_dir,
         version=build_version_info().git_version,
         span=traces.span,
     )
@@ -145,7 +198,14 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         server = await start_server(
             component=COMPONENT,
             node_id=node_id,
-            services=[ServiceBinding(cgrpc.add_ComputeServiceServicer_to_server, servicer, SERVICE_NAME)],
+            services=[
+                ServiceBinding(cgrpc.add_ComputeServiceServicer_to_server, servicer, SERVICE_NAME),
+                ServiceBinding(
+                    content_grpc.add_ContentServiceServicer_to_server,
+                    ContentServiceServicer(content),
+                    CONTENT_SERVICE_NAME,
+                ),
+            ],
             host=settings.host,
             port=settings.port,
         )

@@ -5,6 +5,7 @@ import dataclasses
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,13 @@ from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import resources as res
 
 ENV_PREFIX = "BACALHAU_"
+UNSEALED_PLACEHOLDER = "{{.CID}}"
 DEFAULT_DATA_DIR = Path.home() / ".bacalhau-grpc" / "compute"
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+# The values of job_selection_data_locality.
+DATA_LOCALITIES = ("local", "anywhere")
 
 
 @dataclass
@@ -45,21 +49,42 @@ class ComputeSettings:
     noop_result_hash: str = ""
     # Propose a hash no other node proposes (tests of the deterministic verifier).
     bad_actor: bool = False
-    # What the node offers in total (resource strings); empty: 80 % of the machine (GPU 0).
-    total_cpu: str = ""
-    total_memory: str = ""
-    total_disk: str = ""
-    total_gpu: str = ""
-    # The most one job may ask for; empty: the total.
-    job_cpu: str = ""
-    job_memory: str = ""
-    job_disk: str = ""
-    job_gpu: str = ""
+    # What the node offers in total (resource strings); empty: 80 % of the machine's CPU, memory and
+    # free disk under data_dir, and the GPUs `nvidia-smi` lists.
+    limit_total_cpu: str = ""
+    limit_total_memory: str = ""
+    limit_total_disk: str = ""
+    limit_total_gpu: str = ""
+    # The most one job may ask for; empty: the total. Not below the default job usage (100m, 100Mb).
+    limit_job_cpu: str = ""
+    limit_job_memory: str = ""
+    limit_job_disk: str = ""
+    limit_job_gpu: str = ""
+    # The node bids while running + queued executions and the job stay within this many times its
+    # total; the excess waits in the run queue (>= 1; 1 = no over-commit; v0.3: 2).
+    over_commit_factor: float = 2.0
     # The range of job timeouts (seconds) the node bids on; a job without a timeout always passes.
     min_job_timeout: float = 0.5
     max_job_timeout: float = 3600.0
+    # "local": bid only on jobs whose inputs are all on this node; "anywhere": wherever they are.
+    # v0.3's flag defaulted to "local" but treated both as "anywhere"; here "local" means local, and
+    # the default is "anywhere" so a fresh node takes jobs.
+    job_selection_data_locality: str = "anywhere"
+    # Refuse jobs without inputs.
+    job_selection_reject_stateless: bool = False
+    # An http(s) URL asked about each job (POST of the job as JSON); any answer but 200 refuses it.
+    job_selection_probe_http: str = ""
+    # A command run with `bash -c` for each job (the job as JSON on stdin and in
+    # $BACALHAU_JOB_SELECTION_PROBE_DATA); a non-zero exit code refuses it.
+    job_selection_probe_exec: str = ""
+    # How long a probe may take (seconds) before the job is refused; keep it below the requester's
+    # call timeout.
+    job_selection_probe_timeout: float = 5.0
     # The deadline of every call to the requester (seconds).
     call_timeout: float = 10.0
+    # Where unsealed Filecoin data lies on this machine, a template with {{.CID}} such as
+    # /data/unsealed/{{.CID}}; empty: FilecoinUnsealed volumes are not served.
+    filecoin_unsealed_path: str = ""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -88,11 +113,48 @@ class ComputeSettings:
             raise InvalidArgumentError(
                 f"{self.noop_result_hash!r} is not hexadecimal", field="noop_result_hash"
             )
-        for prefix in ("total_", "job_"):
+        for prefix in ("limit_total_", "limit_job_"):
             res.parse_cpu(getattr(self, f"{prefix}cpu"), field=f"{prefix}cpu")
             res.parse_bytes(getattr(self, f"{prefix}memory"), field=f"{prefix}memory")
             res.parse_bytes(getattr(self, f"{prefix}disk"), field=f"{prefix}disk")
             res.parse_gpu(getattr(self, f"{prefix}gpu"), field=f"{prefix}gpu")
+        if not math.isfinite(self.over_commit_factor) or self.over_commit_factor < 1:
+            raise InvalidArgumentError(
+                f"{self.over_commit_factor!r} is not a number >= 1", field="over_commit_factor"
+            )
+        self._validate_job_selection()
+
+    def _validate_job_selection(self) -> None:
+        locality = self.job_selection_data_locality.strip().lower()
+        if locality not in DATA_LOCALITIES:
+            raise InvalidArgumentError(
+                f"{self.job_selection_data_locality!r} is not one of {', '.join(DATA_LOCALITIES)}",
+                field="job_selection_data_locality",
+            )
+        self.job_selection_data_locality = locality
+        url = self.job_selection_probe_http
+        if url and not _is_http_url(url):
+            raise InvalidArgumentError(
+                f"{url!r} is not an http:// or https:// URL with a host", field="job_selection_probe_http"
+            )
+        if self.job_selection_probe_exec and not self.job_selection_probe_exec.strip():
+            raise InvalidArgumentError("the command is blank", field="job_selection_probe_exec")
+        _positive("job_selection_probe_timeout", self.job_selection_probe_timeout)
+        if self.filecoin_unsealed_path and UNSEALED_PLACEHOLDER not in self.filecoin_unsealed_path:
+            raise InvalidArgumentError(
+                f"{self.filecoin_unsealed_path!r} has no {UNSEALED_PLACEHOLDER} to put the CID in",
+                field="filecoin_unsealed_path",
+            )
+
+    @property
+    def results_dir(self) -> Path:
+        """Each execution's result folder, `results/<execution id>`, while the execution lasts."""
+        return self.data_dir / "results"
+
+    @property
+    def content_dir(self) -> Path:
+        """The node's content store (uploaded contexts it fetched, by CID)."""
+        return self.data_dir / "content"
 
     @property
     def db_path(self) -> Path:
@@ -137,6 +199,15 @@ def _convert(text: str, kind: Any, env_name: str) -> Any:
     if kind is Path:
         return Path(text)
     return text
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        parsed = urllib.parse.urlsplit(text)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname) and text == text.strip()
 
 
 def _non_negative(name: str, value: float) -> None:

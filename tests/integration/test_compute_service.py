@@ -220,7 +220,7 @@ def for_execution(execution_id: str) -> Callable[[object], bool]:
 
 
 async def test_the_node_registers_and_sends_heartbeats(requester, computes, tmp_path):
-    node = await computes(total_cpu="2", total_memory="4Gb", job_cpu="1")
+    node = await computes(limit_total_cpu="2", limit_total_memory="4Gb", limit_job_cpu="1")
     registration = await requester.servicer.wait_for("RegisterNode")
     info = registration.node
     assert info.node_id == node.node_id and node.node_id.startswith("node-") and len(node.node_id) == 17

@@ -56,6 +56,8 @@ class RequesterClient:
         self._channel = channels.open_channel(address)
         self._stub = rgrpc.RequesterServiceStub(self._channel)
         self.registered = asyncio.Event()
+        # The same connection fetches content the requester holds (uploaded job contexts).
+        self.channel = self._channel
         self.requester_node_id = ""
         self.heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self.registrations = 0

@@ -1,25 +1,33 @@
 """A compute node's capacity: what it has, what one job may ask for, and what runs hold now.
 
 * Machine capacity (v0.3 `pkg/capacity`): CPU = cores x 0.8, memory = 80 % of RAM, disk = 80 % of the
-  free space where the node keeps its data, GPU = 0 (no GPU discovery here).
+  free space where the node keeps its data, GPU = the GPUs `nvidia-smi` lists (0 without the tool, or
+  when it fails; v0.3 asked `nvidia-container-cli`).
 * Total = the configured strings, unset fields taken from the machine; per-job max = the configured
-  strings, unset fields taken from the total.
+  strings, unset fields taken from the total. A total above the machine is allowed (v0.3 needed
+  `BACALHAU_CAPACITY_MANAGER_OVER_COMMIT` for that): tests and devstacks declare what they need.
+* Start-up errors (v0.3 panicked): a per-job limit above the total, or below the default job usage -
+  a job that asks for nothing would be refused by every node; so `limit_job_cpu=50m` is refused, as
+  in v0.3, with an error naming the setting.
 * A job's usage = its `Spec.Resources` strings, unset fields taken from the defaults (CPU 100m,
   memory 100 MiB), as v0.3.
-* `CapacityTracker` holds the usage of the executions that are running and queues (FIFO, as v0.3's
-  executor buffer; a later, smaller execution may overtake a larger one) the ones that do not fit
-  yet. CPU is counted in whole millicores so sums never drift.
+* `CapacityTracker` holds the usage of the executions that are running and queues the ones that do
+  not fit yet. CPU is counted in whole millicores so sums never drift. See its docstring for the
+  queue's order.
 """
 
 import asyncio
+import logging
 import os
 import shutil
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.errors import InvalidArgumentError, ResourceExhaustedError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.model import resources as res
 
@@ -27,10 +35,31 @@ from bacalhau_grpc.common.model import resources as res
 DEFAULT_JOB_USAGE = pb.ResourceUsageData(cpu=0.1, memory=100 * 1024**2)
 # The share of the machine a node offers by default (v0.3 `pkg/capacity`).
 MACHINE_SHARE = 0.8
+# How GPUs are counted: one line per GPU.
+GPU_QUERY = ("nvidia-smi", "--query-gpu=index", "--format=csv,noheader")
+GPU_QUERY_TIMEOUT = 10.0
+
+log = logging.getLogger(__name__)
 
 
-def machine_capacity(data_dir: Path) -> pb.ResourceUsageData:
-    """80 % of this machine's CPU cores, RAM and free disk under `data_dir` (GPU 0)."""
+def gpu_count(command: tuple[str, ...] = GPU_QUERY, timeout: float = GPU_QUERY_TIMEOUT) -> int:
+    """The number of GPUs `nvidia-smi` lists; 0 when it is not installed, fails or hangs."""
+    if shutil.which(command[0]) is None:
+        return 0
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("cannot count GPUs with %s: %s", command[0], exc)
+        return 0
+    if done.returncode != 0:
+        log.warning("cannot count GPUs: %s exited with %d", command[0], done.returncode)
+        return 0
+    return sum(1 for line in done.stdout.splitlines() if line.strip())
+
+
+def machine_capacity(data_dir: Path, *, gpus: int | None = None) -> pb.ResourceUsageData:
+    """80 % of this machine's CPU cores, RAM and free disk under `data_dir`, and its GPUs
+    (`gpus`, else `gpu_count()`)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -47,7 +76,7 @@ def machine_capacity(data_dir: Path) -> pb.ResourceUsageData:
         cpu=round(cores * MACHINE_SHARE, 3),
         memory=int(memory * MACHINE_SHARE),
         disk=int(disk * MACHINE_SHARE),
-        gpu=0,
+        gpu=gpu_count() if gpus is None else gpus,
     )
 
 
@@ -73,10 +102,15 @@ def resolve_limits(
     configured_total: pb.ResourceUsageData,
     configured_per_job: pb.ResourceUsageData,
     machine: pb.ResourceUsageData,
+    *,
+    total_prefix: str = "limit_total_",
+    job_prefix: str = "limit_job_",
 ) -> Limits:
     """Total = configured, unset fields from the machine; per-job = configured, unset from the total.
 
-    A per-job limit above the total is refused (InvalidArgumentError naming the `job_*` setting).
+    Raises InvalidArgumentError naming the setting to change (`<job_prefix>cpu`, ...) for a per-job
+    limit above the total, and for a per-job limit below the default job usage (naming the total's
+    setting when the per-job value came from the total).
     """
     total = res.intersect(configured_total, machine)
     per_job = res.intersect(configured_per_job, total)
@@ -84,10 +118,27 @@ def resolve_limits(
         job_value, total_value = getattr(per_job, name), getattr(total, name)
         if job_value > total_value:
             raise InvalidArgumentError(
-                f"the per-job limit {job_value:g} is above the node's total {total_value:g}",
-                field=f"job_{name}",
+                f"the per-job limit {_amount(name, job_value)} is above the node's total "
+                f"{_amount(name, total_value)}",
+                field=f"{job_prefix}{name}",
+            )
+        default = getattr(DEFAULT_JOB_USAGE, name)
+        if job_value < default:
+            setting = job_prefix if getattr(configured_per_job, name) > 0 else total_prefix
+            raise InvalidArgumentError(
+                f"{_amount(name, job_value)} is below the default job usage {_amount(name, default)}: "
+                f"every job that does not set its {name} would be refused",
+                field=f"{setting}{name}",
             )
     return Limits(total=total, per_job=per_job)
+
+
+def _amount(name: str, value: float) -> str:
+    if name == "cpu":
+        return f"{value:g} CPU"
+    if name == "gpu":
+        return f"{value:g} GPU"
+    return f"{int(value)} bytes"
 
 
 def job_usage(spec: pb.Spec) -> pb.ResourceUsageData:
@@ -147,16 +198,46 @@ class _Amount:
 
 _ZERO = _Amount(0, 0, 0, 0)
 
+# A waiting execution may be overtaken by later ones this many times, and for this many seconds.
+MAX_OVERTAKES = 8
+MAX_OVERTAKE_WAIT = 60.0
+
+
+@dataclass(slots=True)
+class _Waiter:
+    amount: _Amount
+    future: asyncio.Future[None]
+    since: float
+    overtaken: int = 0
+
 
 class CapacityTracker:
-    """The capacity held by running executions, and a FIFO queue of executions waiting for room."""
+    """The capacity held by running executions, and the queue of executions waiting for room.
 
-    def __init__(self, total: pb.ResourceUsageData) -> None:
+    The queue is first come, first served: its head (the oldest waiting execution) starts as soon as
+    it fits. While the head does not fit, a later execution that fits may start before it (overtake
+    it, as in v0.3, which keeps the node busy) - but only while the head has been overtaken fewer than
+    `max_overtakes` times and has waited less than `max_wait` seconds. After that nothing starts
+    before the head: the running executions end and their room goes to it, so a big job is not
+    starved by a stream of small ones. A new execution that finds a queue counts as overtaking too.
+    """
+
+    def __init__(
+        self,
+        total: pb.ResourceUsageData,
+        *,
+        max_overtakes: int = MAX_OVERTAKES,
+        max_wait: float = MAX_OVERTAKE_WAIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total = total
+        self.max_overtakes = max_overtakes
+        self.max_wait = max_wait
+        self._clock = clock
         self._total = _Amount.of(total)
         self._held: dict[str, _Amount] = {}
         self._running = _ZERO
-        self._waiting: dict[str, tuple[_Amount, asyncio.Future[None]]] = {}
+        self._waiting: dict[str, _Waiter] = {}
         self._queued = _ZERO
 
     @property
@@ -171,7 +252,7 @@ class CapacityTracker:
 
     def available(self) -> pb.ResourceUsageData:
         """Total minus what running executions hold (never below 0)."""
-        return (self._total - self._running).to_pb()
+        return self._room().to_pb()
 
     def unclaimed(self) -> pb.ResourceUsageData:
         """Total minus what running and queued executions hold or ask for (never below 0)."""
@@ -184,46 +265,56 @@ class CapacityTracker:
         return len(self._waiting)
 
     def try_reserve(self, execution_id: str, usage: pb.ResourceUsageData) -> bool:
-        """Holds `usage` for the execution if it fits now; True when it does (or already holds)."""
+        """Holds `usage` for the execution if it may start now: it fits, and the queue's head (if any)
+        may still be overtaken. True when it does (or already holds)."""
         if execution_id in self._held:
             return True
-        amount = _Amount.of(usage)
-        if not amount.fits_in(self._total - self._running):
+        if execution_id in self._waiting:
             return False
-        self._held[execution_id] = amount
-        self._running = self._running + amount
+        self._grant_waiting()
+        amount = _Amount.of(usage)
+        if not amount.fits_in(self._room()) or not self._head_may_be_overtaken():
+            return False
+        self._overtake_head()
+        self._hold(execution_id, amount)
         return True
 
     async def reserve(self, execution_id: str, usage: pb.ResourceUsageData) -> None:
-        """Holds `usage` for the execution, waiting in the queue until it fits. Cancellable.
+        """Holds `usage` for the execution, waiting in the queue until its turn. Cancellable.
 
-        An execution larger than the total would wait forever: the bid strategies refuse such jobs.
+        Raises ResourceExhaustedError for usage that would never fit the total (the bid strategies
+        refuse such jobs; v0.3: "not enough capacity to run job").
         """
+        amount = _Amount.of(usage)
+        if not amount.fits_in(self._total):
+            raise ResourceExhaustedError(
+                f"not enough capacity to run job: it needs {res.usage_string(usage)}, "
+                f"the node has {res.usage_string(self.total)}"
+            )
         if self.try_reserve(execution_id, usage):
             return
-        amount = _Amount.of(usage)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[execution_id] = (amount, future)
+        self._waiting[execution_id] = _Waiter(amount, future, self._clock())
         self._queued = self._queued + amount
         try:
             await future
         except asyncio.CancelledError:
             if execution_id in self._waiting:
                 self._dequeue(execution_id)
+                self._grant_waiting()  # the next one may fit, or may be overtaken again
             elif future.done() and not future.cancelled():
                 self.release(execution_id)  # granted just as it was cancelled
             raise
 
     def release(self, execution_id: str) -> None:
-        """Frees what the execution holds (or drops it from the queue); starts queued ones that fit."""
+        """Frees what the execution holds (or drops it from the queue); starts queued ones in turn."""
         if execution_id in self._waiting:
-            _, future = self._dequeue(execution_id)
-            future.cancel()
-            return
-        amount = self._held.pop(execution_id, None)
-        if amount is None:
-            return
-        self._running = self._running - amount
+            self._dequeue(execution_id).future.cancel()
+        else:
+            amount = self._held.pop(execution_id, None)
+            if amount is None:
+                return
+            self._running = self._running - amount
         self._grant_waiting()
 
     @asynccontextmanager
@@ -235,18 +326,52 @@ class CapacityTracker:
         finally:
             self.release(execution_id)
 
-    def _dequeue(self, execution_id: str) -> tuple[_Amount, asyncio.Future[None]]:
-        amount, future = self._waiting.pop(execution_id)
-        self._queued = self._queued - amount
-        return amount, future
+    def _room(self) -> _Amount:
+        return self._total - self._running
+
+    def _hold(self, execution_id: str, amount: _Amount) -> None:
+        self._held[execution_id] = amount
+        self._running = self._running + amount
+
+    def _dequeue(self, execution_id: str) -> _Waiter:
+        waiter = self._waiting.pop(execution_id)
+        self._queued = self._queued - waiter.amount
+        return waiter
+
+    def _grant(self, execution_id: str) -> None:
+        waiter = self._dequeue(execution_id)
+        self._hold(execution_id, waiter.amount)
+        waiter.future.set_result(None)
+
+    def _head(self) -> _Waiter | None:
+        return next(iter(self._waiting.values()), None)
+
+    def _head_may_be_overtaken(self) -> bool:
+        head = self._head()
+        return head is None or (
+            head.overtaken < self.max_overtakes and self._clock() - head.since < self.max_wait
+        )
+
+    def _overtake_head(self) -> None:
+        head = self._head()
+        if head is not None:
+            head.overtaken += 1
 
     def _grant_waiting(self) -> None:
-        for execution_id, (amount, future) in list(self._waiting.items()):
-            if future.done():
+        """Starts the queue's head while it fits, then later executions that fit while the head lets
+        them overtake it."""
+        for execution_id, waiter in list(self._waiting.items()):
+            if waiter.future.done():  # cancelled; its task has not run yet
                 self._dequeue(execution_id)
-                continue
-            if amount.fits_in(self._total - self._running):
+            elif waiter.amount.fits_in(self._room()):
+                self._grant(execution_id)
+            else:
+                break
+        for execution_id, waiter in list(self._waiting.items())[1:]:
+            if not self._head_may_be_overtaken():
+                return
+            if waiter.future.done():
                 self._dequeue(execution_id)
-                self._held[execution_id] = amount
-                self._running = self._running + amount
-                future.set_result(None)
+            elif waiter.amount.fits_in(self._room()):
+                self._overtake_head()
+                self._grant(execution_id)

@@ -26,15 +26,29 @@ reports it lost). A request that does not fit the execution's state raises
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import shutil
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from bacalhau_grpc.common.errors import FailedPreconditionError, InvalidArgumentError
+from bacalhau_grpc.common.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+)
 from bacalhau_grpc.common.model import enums, jobs, pb
-from bacalhau_grpc.compute.domain.bidding import default_bidder, publisher_of
+from bacalhau_grpc.compute.domain.bidding import (
+    DEFAULT_BID_POLICY,
+    BidPolicy,
+    IsLocal,
+    default_bidder,
+    nothing_is_local,
+    publisher_of,
+)
 from bacalhau_grpc.compute.domain.capacity import CapacityTracker, Limits
 from bacalhau_grpc.compute.domain.executions import (
     ACTIVE_STATES,
@@ -52,7 +66,10 @@ from bacalhau_grpc.compute.executors.base import (
     run_timeout,
     run_with_timeout,
 )
+from bacalhau_grpc.compute.executors.results import prepare_outputs
 from bacalhau_grpc.compute.publishers.base import Publisher
+from bacalhau_grpc.compute.storage.base import StorageError
+from bacalhau_grpc.compute.storage.volumes import Volumes
 
 log = logging.getLogger(__name__)
 S = ExecutionState
@@ -98,11 +115,13 @@ class ComputeNode:
         limits: Limits,
         proposer: Proposer,
         callbacks: RequesterCallbacks,
-        min_job_timeout: float = 0.5,
-        max_job_timeout: float = 3600.0,
+        bid_policy: BidPolicy = DEFAULT_BID_POLICY,
+        is_local: IsLocal = nothing_is_local,
         address: str = "",
         version: str = "",
         span: SpanFactory = no_span,
+        volumes: Volumes | None = None,
+        results_root: Path | None = None,
     ) -> None:
         self.node_id = node_id
         self.address = address
@@ -119,12 +138,17 @@ class ComputeNode:
             is_installed=self.executors.__contains__,
             verifiers=self.verifiers,
             publishers=self.publishers.keys(),
-            min_timeout=min_job_timeout,
-            max_timeout=max_job_timeout,
             per_job=limits.per_job,
             tracker=self.tracker,
+            policy=bid_policy,
+            node_id=node_id,
+            is_local=is_local,
         )
         self._span = span
+        # How the job's volumes get onto this node, and where each execution's result folder goes
+        # (`results_root/<execution id>`, removed once the execution ends).
+        self.volumes = volumes or Volumes(())
+        self.results_root = results_root
         # The active execution of each shard, so a repeated AskForBid gets the same execution.
         self._by_shard: dict[str, str] = {}
         # Run results kept between the run and the publication (the publisher may need the folder).
@@ -148,6 +172,11 @@ class ComputeNode:
         for execution in self.store.active():
             self._by_shard[execution.shard_id] = execution.id
             self._left_over.append(execution.id)
+        if self.results_root is not None and self.results_root.exists():
+            active = set(self._left_over)
+            for folder in self.results_root.iterdir():
+                if folder.name not in active:  # an ended execution's, left by a crash
+                    shutil.rmtree(folder, ignore_errors=True)
 
     def recover(self) -> None:
         """Settles the executions a previous process left mid-way (call once the requester is reachable):
@@ -339,7 +368,7 @@ class ComputeNode:
                 with self._span(
                     "compute.run", job_id=job_id, node_id=self.node_id, shard_index=execution.shard_index
                 ):
-                    context = RunContext(execution, self.node_id, timeout=run_timeout(execution.job.spec))
+                    context = await self._prepare_run(execution)
                     result = await run_with_timeout(executor, context)
                 proposal = self.proposer.propose(execution, result)
             finally:
@@ -349,7 +378,7 @@ class ComputeNode:
         except FailedPreconditionError as exc:  # someone else moved it on (a cancellation)
             log.info("run of %s stopped: %s", execution.id, exc, extra=self._extra(job_id))
             return
-        except ExecutorError as exc:
+        except (ExecutorError, ResourceExhaustedError) as exc:
             self._fail(execution, str(exc), expected=(S.BID_ACCEPTED, S.RUNNING))
             return
         except Exception as exc:
@@ -363,11 +392,41 @@ class ComputeNode:
                 expected=S.RUNNING,
                 run_output=result.summary(),
                 proposal=proposal,
+                status=result.note,
             )
         except FailedPreconditionError:
             return
         self._results[execution.id] = result
         self._deliver(self.callbacks.on_run_complete, execution)
+
+    async def _prepare_run(self, execution: Execution) -> RunContext:
+        """The run's volumes on this node and its fresh result folder (ExecutorError when they cannot be
+        had). Noop jobs get neither: nothing would read them."""
+        spec = execution.job.spec
+        context = RunContext(execution, self.node_id, timeout=run_timeout(spec))
+        if spec.engine == pb.Engine.ENGINE_NOOP:
+            return context
+        try:
+            contexts, inputs, import_modules = await asyncio.gather(
+                self.volumes.prepare(spec.contexts, field="Spec.Contexts"),
+                self.volumes.prepare(spec.inputs, field="Spec.inputs"),
+                self.volumes.prepare(spec.wasm.import_modules, field="Spec.Wasm.ImportModules"),
+            )
+            result_dir = outputs = None
+            if self.results_root is not None:
+                result_dir = self.results_root / execution.id
+                await asyncio.to_thread(shutil.rmtree, result_dir, ignore_errors=True)
+                outputs = await asyncio.to_thread(prepare_outputs, result_dir, spec.outputs)
+        except (StorageError, InvalidArgumentError) as exc:
+            raise ExecutorError(str(exc)) from exc
+        return dataclasses.replace(
+            context,
+            contexts=contexts,
+            inputs=inputs,
+            import_modules=import_modules,
+            outputs=outputs or (),
+            result_dir=result_dir,
+        )
 
     async def _publish(self, execution: Execution) -> None:
         job_id = execution.job_id
@@ -472,7 +531,23 @@ class ComputeNode:
             if self._by_shard.get(updated.shard_id) == updated.id:
                 del self._by_shard[updated.shard_id]
             self._results.pop(updated.id, None)
+            self._discard_results(updated.id)
         return updated
+
+    def _discard_results(self, execution_id: str) -> None:
+        """Removes an ended execution's result folder, once its run (if any) has stopped writing to it."""
+        if self.results_root is None or not (self.results_root / execution_id).exists():
+            return
+        work = self._work.get(execution_id)
+        if work is asyncio.current_task():
+            work = None  # the run or publication ending it is done with the folder
+        self._spawn(self._remove_results(execution_id, work))
+
+    async def _remove_results(self, execution_id: str, work: asyncio.Task[None] | None) -> None:
+        if work is not None:
+            await asyncio.gather(work, return_exceptions=True)
+        assert self.results_root is not None
+        await asyncio.to_thread(shutil.rmtree, self.results_root / execution_id, ignore_errors=True)
 
     def _fail(self, execution: Execution, error: str, *, expected: Iterable[ExecutionState]) -> None:
         try:

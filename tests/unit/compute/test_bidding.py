@@ -1,14 +1,22 @@
-"""Bid strategies: order, reasons, usage with defaults, capacity."""
+"""Bid strategies: order, reasons, usage with defaults, capacity, job selection (the probes against
+real servers and commands are in test_probes.py)."""
+
+import asyncio
 
 import pytest
 
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.bidding import (
+    ANYWHERE,
+    LOCAL,
     AvailableCapacity,
+    Bidder,
+    BidPolicy,
     BidRequest,
     MaxCapacity,
     TimeoutInRange,
     default_bidder,
+    nothing_is_local,
 )
 from bacalhau_grpc.compute.domain.capacity import CapacityTracker
 from tests.unit.compute.support import make_job
@@ -19,17 +27,37 @@ TOTAL = pb.ResourceUsageData(cpu=2.0, memory=4 * GiB, disk=10 * GiB, gpu=0)
 
 
 def bidder(
-    *, per_job=TOTAL, tracker=None, verifiers=None, publishers=None, min_timeout=0.5, max_timeout=3600
+    *, per_job=TOTAL, tracker=None, verifiers=None, publishers=None, is_local=nothing_is_local, **policy
 ):
     return default_bidder(
         is_installed=lambda engine: engine == pb.Engine.ENGINE_NOOP,
         verifiers=verifiers or [pb.Verifier.VERIFIER_NOOP, pb.Verifier.VERIFIER_DETERMINISTIC],
         publishers=publishers or [pb.Publisher.PUBLISHER_NOOP],
-        min_timeout=min_timeout,
-        max_timeout=max_timeout,
         per_job=per_job,
         tracker=tracker or CapacityTracker(TOTAL),
+        policy=BidPolicy(**policy),
+        node_id="node-000000000001",
+        is_local=is_local,
     )
+
+
+def with_inputs(job, *cids, contexts=()):
+    for cid in cids:
+        job.spec.inputs.add(storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS, cid=cid, path="/in")
+    for cid in contexts:
+        job.spec.contexts.add(
+            storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS, cid=cid, path="/c"
+        )
+    return job
+
+
+def held_here(*cids):
+    """An `is_local` that holds exactly these CIDs."""
+
+    async def is_local(spec):
+        return spec.cid in cids
+
+    return is_local
 
 
 async def test_a_plain_noop_job_is_accepted_with_the_default_usage():
@@ -111,9 +139,19 @@ async def test_a_resource_string_that_cannot_be_read_is_a_refusal_with_the_error
 async def test_usage_above_the_per_job_maximum_is_refused():
     per_job = pb.ResourceUsageData(cpu=1.0, memory=GiB, disk=GiB, gpu=0)
     assert (await bidder(per_job=per_job).decide(make_job(cpu="1"), 0)).accepted
-    for job in (make_job(cpu="1.5"), make_job(memory="2Gb"), make_job(disk="2Gb"), make_job(gpu="1")):
+    cases = [
+        (make_job(cpu="1.5"), "cpu 1.5 > 1"),
+        (make_job(memory="2Gb"), "memory 2Gb > 1Gb"),
+        (make_job(disk="1500Mb"), "disk 1500Mb > 1Gb"),
+        (make_job(gpu="1"), "gpu 1 > 0"),
+        (make_job(cpu="3", gpu="2"), "cpu 3 > 1, gpu 2 > 0"),
+    ]
+    for job, over in cases:
         decision = await bidder(per_job=per_job).decide(job, 0)
-        assert (decision.accepted, decision.reason) == (False, "job requirements exceed max allowed per job")
+        assert (decision.accepted, decision.reason) == (
+            False,
+            f"job requirements exceed max allowed per job: {over}",
+        )
 
 
 def test_max_capacity_strategy_alone():
@@ -122,20 +160,139 @@ def test_max_capacity_strategy_alone():
     assert strategy.check(BidRequest(make_job(), 0, pb.ResourceUsageData(cpu=1.001))) is not None
 
 
-def test_available_capacity_allows_over_commit_by_two_then_refuses():
+def test_available_capacity_allows_running_plus_queued_up_to_twice_the_total():
     tracker = CapacityTracker(pb.ResourceUsageData(cpu=1.0, memory=GiB))
     strategy = AvailableCapacity(tracker)
     two_cores = BidRequest(make_job(), 0, pb.ResourceUsageData(cpu=2.0))
-    assert strategy.check(two_cores) is None  # 1 core free x 2
+    assert strategy.check(two_cores) is None  # 1 core x 2, nothing claimed
     assert tracker.try_reserve("e-running", pb.ResourceUsageData(cpu=0.5))
     assert strategy.check(two_cores) == "not enough capacity available"
-    assert strategy.check(BidRequest(make_job(), 0, pb.ResourceUsageData(cpu=1.0))) is None
+    # 0.5 running + 1.5 = 2 x the total (v0.3 allowed only (1 - 0.5) x 2 = 1).
+    assert strategy.check(BidRequest(make_job(), 0, pb.ResourceUsageData(cpu=1.5))) is None
     tracker.release("e-running")
     assert strategy.check(two_cores) is None
 
 
-async def test_a_full_node_refuses_with_the_capacity_reason():
+async def test_a_node_with_a_full_queue_refuses_with_the_capacity_reason():
     tracker = CapacityTracker(TOTAL)
-    assert tracker.try_reserve("e-big", TOTAL)
+    assert tracker.try_reserve("e-running", TOTAL)
+    assert (await bidder(tracker=tracker).decide(make_job(), 0)).accepted  # it may queue
+    queued = asyncio.create_task(tracker.reserve("e-queued", TOTAL))
+    await asyncio.sleep(0)  # let it enter the queue
+    assert tracker.queue_length() == 1
     decision = await bidder(tracker=tracker).decide(make_job(), 0)
     assert (decision.accepted, decision.reason) == (False, "not enough capacity available")
+    queued.cancel()
+
+
+def test_the_over_commit_factor_is_the_policy_s():
+    tracker = CapacityTracker(pb.ResourceUsageData(cpu=1.0, memory=GiB))
+    three_cores = BidRequest(make_job(), 0, pb.ResourceUsageData(cpu=3.0))
+    assert AvailableCapacity(tracker, 2.0).check(three_cores) == "not enough capacity available"
+    assert AvailableCapacity(tracker, 3.0).check(three_cores) is None
+
+
+async def test_stateless_jobs_are_refused_only_when_the_node_says_so():
+    stateless = make_job()
+    assert (await bidder().decide(stateless, 0)).accepted
+    decision = await bidder(reject_stateless=True).decide(stateless, 0)
+    assert (decision.accepted, decision.reason) == (False, "stateless jobs not accepted")
+    # Contexts are not inputs: a job with only a context is still stateless.
+    only_context = with_inputs(make_job(), contexts=["QmCode"])
+    assert (
+        await bidder(reject_stateless=True).decide(only_context, 0)
+    ).reason == "stateless jobs not accepted"
+    assert (await bidder(reject_stateless=True).decide(with_inputs(make_job(), "QmData"), 0)).accepted
+
+
+async def test_locality_local_takes_only_jobs_whose_inputs_are_all_here():
+    local = bidder(locality=LOCAL, is_local=held_here("QmA", "QmB"))
+    assert (await local.decide(with_inputs(make_job(), "QmA", "QmB"), 0)).accepted
+    decision = await local.decide(with_inputs(make_job(), "QmA", "QmElsewhere"), 0)
+    assert (decision.accepted, decision.reason) == (False, "not all inputs are local")
+    # A job without inputs passes; contexts do not count.
+    assert (await local.decide(make_job(), 0)).accepted
+    assert (await local.decide(with_inputs(make_job(), "QmA", contexts=["QmCode"]), 0)).accepted
+
+
+async def test_locality_anywhere_does_not_ask_the_storage():
+    asked = []
+
+    async def is_local(spec):
+        asked.append(spec.cid)
+        return False
+
+    decision = await bidder(locality=ANYWHERE, is_local=is_local).decide(with_inputs(make_job(), "QmA"), 0)
+    assert decision.accepted and asked == []
+
+
+async def test_a_node_without_storage_holds_nothing_locally():
+    decision = await bidder(locality=LOCAL).decide(with_inputs(make_job(), "QmA"), 0)
+    assert decision.reason == "not all inputs are local"
+
+
+async def test_a_storage_that_cannot_answer_is_a_refusal_with_the_cause():
+    async def broken(spec):
+        raise OSError("ipfs daemon unreachable")
+
+    decision = await bidder(locality=LOCAL, is_local=broken).decide(with_inputs(make_job(), "QmA"), 0)
+    assert (decision.accepted, decision.reason) == (
+        False,
+        "cannot tell whether input IPFS QmA is local: ipfs daemon unreachable",
+    )
+
+
+async def test_a_strategy_that_raises_refuses_with_the_error():
+    class Broken:
+        def check(self, request):
+            raise RuntimeError("boom")
+
+    decision = await Bidder(pre=[Broken()], usage=[]).decide(make_job(), 0)
+    assert (decision.accepted, decision.reason) == (False, "Broken failed: boom")
+
+
+async def test_the_documented_order():
+    """Engine, verifier, publisher, timeout, stateless, locality, resources, per-job, available, probes."""
+    tracker = CapacityTracker(TOTAL)
+    node = bidder(
+        tracker=tracker,
+        max_timeout=10,
+        reject_stateless=True,
+        locality=LOCAL,
+        is_local=held_here("QmA"),
+        per_job=pb.ResourceUsageData(cpu=1.0, memory=GiB, disk=GiB),
+        probe_exec="exit 4",
+    )
+    job = make_job(engine=pb.Engine.ENGINE_DOCKER, verifier=pb.Verifier.VERIFIER_DETERMINISTIC, timeout=60)
+    job.spec.publisher = pb.Publisher.PUBLISHER_IPFS
+    job.spec.resources.cpu = "lots"
+    reasons = []
+    fixes = [
+        lambda: setattr(job.spec, "engine", pb.Engine.ENGINE_NOOP),
+        lambda: setattr(job.spec, "publisher", pb.Publisher.PUBLISHER_NOOP),
+        lambda: setattr(job.spec, "timeout", 5),
+        lambda: with_inputs(job, "QmB"),
+        lambda: setattr(job.spec.inputs[0], "cid", "QmA"),
+        lambda: setattr(job.spec.resources, "cpu", "2"),
+        lambda: setattr(job.spec.resources, "cpu", "1"),
+        lambda: tracker.release("e-queued"),
+    ]
+    assert tracker.try_reserve("e-running", TOTAL)
+    queued = asyncio.create_task(tracker.reserve("e-queued", TOTAL))
+    await asyncio.sleep(0)  # let it enter the queue: the node has claimed twice its total
+    for fix in [lambda: None, *fixes]:
+        fix()
+        reasons.append((await node.decide(job, 0)).reason.split(":")[0])
+    assert reasons == [
+        "executor Docker not installed",
+        "publisher Ipfs not installed",  # the deterministic verifier is installed
+        "job timeout 60s exceeds maximum allowed 10s",
+        "stateless jobs not accepted",
+        "not all inputs are local",
+        "Spec.Resources.CPU",
+        "job requirements exceed max allowed per job",
+        "not enough capacity available",
+        "command `exit 4` returned non-zero exit code 4",
+    ]
+    with pytest.raises(asyncio.CancelledError):
+        await queued

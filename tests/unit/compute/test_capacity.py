@@ -9,6 +9,7 @@ from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import (
     DEFAULT_JOB_USAGE,
     CapacityTracker,
+    gpu_count,
     job_usage,
     machine_capacity,
     parse_limits,
@@ -33,15 +34,16 @@ def test_machine_capacity_is_80_percent_of_this_machine(tmp_path):
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert machine.memory == int(ram * 0.8)
     assert 0 < machine.disk <= shutil.disk_usage(tmp_path).free
-    assert machine.gpu == 0
+    assert machine.gpu == gpu_count()
+    assert machine_capacity(tmp_path, gpus=2).gpu == 2
     # A data folder that does not exist yet is measured on its nearest existing parent.
     assert machine_capacity(tmp_path / "not" / "yet").disk > 0
 
 
 def test_limits_take_unset_fields_from_the_machine_then_the_total():
     machine = usage(1.6, 8 * GiB, 100 * GiB, 0)
-    total = parse_limits("1", "", "", "", field_prefix="total_")
-    per_job = parse_limits("", "1Gb", "", "", field_prefix="job_")
+    total = parse_limits("1", "", "", "", field_prefix="limit_total_")
+    per_job = parse_limits("", "1Gb", "", "", field_prefix="limit_job_")
     limits = resolve_limits(total, per_job, machine)
     assert limits.total == usage(1.0, 8 * GiB, 100 * GiB, 0)
     assert limits.per_job == usage(1.0, GiB, 100 * GiB, 0)
@@ -50,13 +52,37 @@ def test_limits_take_unset_fields_from_the_machine_then_the_total():
 def test_a_per_job_limit_above_the_total_names_the_setting():
     with pytest.raises(InvalidArgumentError) as error:
         resolve_limits(usage(cpu=1), usage(cpu=2), usage(cpu=8, memory=GiB))
-    assert error.value.field == "job_cpu"
+    assert error.value.field == "limit_job_cpu"
+    assert str(error.value) == "limit_job_cpu: the per-job limit 2 CPU is above the node's total 1 CPU"
+
+
+@pytest.mark.parametrize(
+    ("total", "per_job", "field", "message"),
+    [
+        (usage(), usage(cpu=0.05), "limit_job_cpu", "0.05 CPU is below the default job usage 0.1 CPU"),
+        (usage(), usage(memory=50 * MiB), "limit_job_memory", "52428800 bytes is below the default"),
+        # The per-job limit came from the total: the total's setting is the one to change.
+        (usage(memory=64 * MiB), usage(), "limit_total_memory", "67108864 bytes is below the default"),
+    ],
+)
+def test_a_per_job_limit_below_the_default_job_usage_names_the_setting(total, per_job, field, message):
+    machine = usage(8, 8 * GiB, 100 * GiB)
+    with pytest.raises(InvalidArgumentError) as error:
+        resolve_limits(total, per_job, machine)
+    assert error.value.field == field
+    assert error.value.reason.startswith(message)
+    assert "would be refused" in error.value.reason
+
+
+def test_the_default_job_usage_itself_is_a_valid_per_job_limit():
+    limits = resolve_limits(usage(), usage(cpu=0.1, memory=100 * MiB), usage(8, 8 * GiB, 100 * GiB))
+    assert limits.per_job == usage(0.1, 100 * MiB, 100 * GiB)
 
 
 def test_a_setting_that_cannot_be_read_names_the_setting():
     with pytest.raises(InvalidArgumentError) as error:
-        parse_limits("", "lots", "", "", field_prefix="total_")
-    assert error.value.field == "total_memory"
+        parse_limits("", "lots", "", "", field_prefix="limit_total_")
+    assert error.value.field == "limit_total_memory"
 
 
 def test_job_usage_fills_in_the_defaults():
@@ -121,3 +147,29 @@ async def test_holding_for_releases_on_exit_even_on_error():
             assert tracker.holding("a")
             raise RuntimeError("boom")
     assert not tracker.holding("a") and tracker.available() == usage(cpu=1.0)
+
+
+def fake_tool(tmp_path, body: str) -> tuple[str, ...]:
+    """A real executable standing in for nvidia-smi, called with nvidia-smi's arguments."""
+    path = tmp_path / "nvidia-smi"
+    path.write_text(f"#!/bin/bash\n{body}\n")
+    path.chmod(0o755)
+    return (str(path), "--query-gpu=index", "--format=csv,noheader")
+
+
+def test_gpus_are_the_lines_nvidia_smi_prints(tmp_path):
+    body = 'test "$*" = "--query-gpu=index --format=csv,noheader" || exit 2\nprintf "0\\n1\\n\\n"'
+    assert gpu_count(fake_tool(tmp_path, body)) == 2
+
+
+@pytest.mark.parametrize("body", ["exit 9", 'echo "NVIDIA-SMI has failed" >&2; exit 255', "true"])
+def test_a_failing_or_silent_nvidia_smi_means_no_gpu(tmp_path, body):
+    assert gpu_count(fake_tool(tmp_path, body)) == 0
+
+
+def test_a_hanging_nvidia_smi_means_no_gpu(tmp_path):
+    assert gpu_count(fake_tool(tmp_path, "exec sleep 60"), timeout=0.3) == 0
+
+
+def test_no_nvidia_smi_means_no_gpu(tmp_path):
+    assert gpu_count((str(tmp_path / "nvidia-smi"), "--query-gpu=index")) == 0

@@ -22,7 +22,12 @@ def test_defaults():
     )
     assert (settings.noop_result_hash, settings.bad_actor) == ("", False)
     assert (settings.min_job_timeout, settings.max_job_timeout, settings.call_timeout) == (0.5, 3600.0, 10.0)
-    assert settings.total_cpu == settings.job_memory == ""
+    assert settings.limit_total_cpu == settings.limit_job_memory == ""
+    assert settings.over_commit_factor == 2.0
+    assert settings.job_selection_data_locality == "anywhere"
+    assert settings.job_selection_reject_stateless is False
+    assert settings.job_selection_probe_http == settings.job_selection_probe_exec == ""
+    assert settings.job_selection_probe_timeout == 5.0
     assert settings.db_path == settings.data_dir / "compute.db"
 
 
@@ -35,7 +40,11 @@ def test_environment_then_overrides(tmp_path):
         "BACALHAU_NOOP_EXIT_CODE": "2",
         "BACALHAU_NOOP_DELAY": "1.5",
         "BACALHAU_BAD_ACTOR": "true",
-        "BACALHAU_TOTAL_CPU": "4",
+        "BACALHAU_LIMIT_TOTAL_CPU": "4",
+        "BACALHAU_JOB_SELECTION_DATA_LOCALITY": "Local",
+        "BACALHAU_JOB_SELECTION_REJECT_STATELESS": "yes",
+        "BACALHAU_JOB_SELECTION_PROBE_HTTP": "https://probe.example:8443/ok?node=1",
+        "BACALHAU_OVER_COMMIT_FACTOR": "1.5",
         "UNRELATED": "x",
     }
     settings = ComputeSettings.from_env(environ, port=7001, noop_delay=None)
@@ -43,7 +52,11 @@ def test_environment_then_overrides(tmp_path):
     assert settings.noop_delay == 1.5  # a flag not given (None) does not
     assert settings.data_dir == tmp_path and isinstance(settings.data_dir, Path)
     assert (settings.noop_stdout, settings.noop_exit_code, settings.bad_actor) == ("hello", 2, True)
-    assert settings.total_cpu == "4"
+    assert settings.limit_total_cpu == "4"
+    assert settings.job_selection_data_locality == "local"  # any case, kept in lower case
+    assert settings.job_selection_reject_stateless is True
+    assert settings.job_selection_probe_http == "https://probe.example:8443/ok?node=1"
+    assert settings.over_commit_factor == 1.5
     assert ComputeSettings.from_env({**REQUIRED, "BACALHAU_BAD_ACTOR": "0"}).bad_actor is False
 
 
@@ -77,10 +90,20 @@ def test_environment_values_that_cannot_be_read(environ, field):
         ({"max_job_timeout": 0.1}, "max_job_timeout"),
         ({"call_timeout": 0}, "call_timeout"),
         ({"noop_result_hash": "not-hex"}, "noop_result_hash"),
-        ({"total_cpu": "many"}, "total_cpu"),
-        ({"total_memory": "1 bucket"}, "total_memory"),
-        ({"job_disk": "-5Gb"}, "job_disk"),
-        ({"job_gpu": "one"}, "job_gpu"),
+        ({"limit_total_cpu": "many"}, "limit_total_cpu"),
+        ({"limit_total_memory": "1 bucket"}, "limit_total_memory"),
+        ({"limit_job_disk": "-5Gb"}, "limit_job_disk"),
+        ({"limit_job_gpu": "one"}, "limit_job_gpu"),
+        ({"over_commit_factor": 0.5}, "over_commit_factor"),
+        ({"over_commit_factor": float("nan")}, "over_commit_factor"),
+        ({"job_selection_data_locality": "nearby"}, "job_selection_data_locality"),
+        ({"job_selection_data_locality": ""}, "job_selection_data_locality"),
+        ({"job_selection_probe_http": "ftp://probe.example/"}, "job_selection_probe_http"),
+        ({"job_selection_probe_http": "probe.example/ok"}, "job_selection_probe_http"),
+        ({"job_selection_probe_http": "http:///no-host"}, "job_selection_probe_http"),
+        ({"job_selection_probe_http": "http://probe.example:99999/"}, "job_selection_probe_http"),
+        ({"job_selection_probe_exec": "   "}, "job_selection_probe_exec"),
+        ({"job_selection_probe_timeout": 0}, "job_selection_probe_timeout"),
     ],
 )
 def test_values_that_cannot_work_name_the_setting(overrides, field):
@@ -92,3 +115,15 @@ def test_values_that_cannot_work_name_the_setting(overrides, field):
 def test_an_unknown_override_is_a_programming_error():
     with pytest.raises(TypeError, match="unknown compute setting"):
         ComputeSettings.from_env(REQUIRED, colour="blue")
+
+
+def test_bad_job_selection_values_say_what_is_accepted():
+    with pytest.raises(InvalidArgumentError) as error:
+        ComputeSettings.from_env(REQUIRED, job_selection_data_locality="nearby")
+    assert str(error.value) == "job_selection_data_locality: 'nearby' is not one of local, anywhere"
+    with pytest.raises(InvalidArgumentError) as error:
+        ComputeSettings.from_env(REQUIRED, job_selection_probe_http="localhost:8080")
+    assert "is not an http:// or https:// URL" in str(error.value)
+    with pytest.raises(InvalidArgumentError) as error:
+        ComputeSettings.from_env(REQUIRED, over_commit_factor=0.9)
+    assert str(error.value) == "over_commit_factor: 0.9 is not a number >= 1"
