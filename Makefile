@@ -10,14 +10,16 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 GEN_OUT ?= gen/python
 
-.PHONY: help install gen gen-check lint test demo bench clean
+.PHONY: help install gen gen-check lint docker-engine test-images test demo bench clean
 
 help:
 	@echo "make install    create .venv and install the package with its pinned toolchain"
 	@echo "make gen        regenerate gen/ from proto/ (grpcio-tools + betterproto2)"
 	@echo "make gen-check  fail if gen/ differs from a fresh regeneration"
 	@echo "make lint       ruff, buf lint (STANDARD), import-linter layer contracts"
-	@echo "make test       the test suite (pytest)"
+	@echo "make docker-engine  start a private dockerd if no Docker engine answers (installs docker.io)"
+	@echo "make test-images    build the tests' local Docker image (no registry needed)"
+	@echo "make test       the test suite (pytest; starts the Docker engine and builds the test image)"
 	@echo "make demo       start a devstack, run one job through its whole lifecycle, stop it"
 	@echo "make bench      benchmarks: the model codecs, and noop jobs through a devstack"
 
@@ -50,7 +52,13 @@ lint: $(STAMP)
 	$(BIN)/buf lint
 	$(BIN)/lint-imports
 
-test: $(STAMP)
+docker-engine:
+	scripts/docker-engine.sh
+
+test-images: docker-engine
+	scripts/test-images.sh
+
+test: $(STAMP) test-images
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
@@ -62,3 +70,16 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# The WASM test modules in tests/wasm (committed; rebuild after editing a source). Needs clang, lld,
+# wasi-libc and libclang-rt-14-dev-wasm32 (apt); the tests themselves only use the built modules.
+WASM_DIR := tests/wasm
+WASM_CFLAGS := --target=wasm32-wasi -O2 -Wl,--strip-all
+.PHONY: wasm-modules
+wasm-modules: $(STAMP)
+	for src in hello exit_code files spin alloc unresolved_import uses_math; do \
+		clang $(WASM_CFLAGS) -o $(WASM_DIR)/$$src.wasm $(WASM_DIR)/$$src.c || exit 1; \
+	done
+	clang $(WASM_CFLAGS) -mexec-model=reactor -o $(WASM_DIR)/entry_points.wasm $(WASM_DIR)/entry_points.c
+	$(PY) -c 'import sys, wasmtime; open(sys.argv[2], "wb").write(wasmtime.wat2wasm(open(sys.argv[1]).read()))' \
+		$(WASM_DIR)/math.wat $(WASM_DIR)/math.wasm

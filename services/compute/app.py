@@ -14,7 +14,7 @@ mid-run are failed and reported ("compute node restarted during execution").
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,8 @@ from bacalhau_grpc.compute.domain.bidding import ANYWHERE, LOCAL, BidPolicy
 from bacalhau_grpc.compute.domain.capacity import Limits, machine_capacity, parse_limits, resolve_limits
 from bacalhau_grpc.compute.domain.node import ComputeNode
 from bacalhau_grpc.compute.domain.proposals import Proposer
+from bacalhau_grpc.compute.executors.base import Executor
+from bacalhau_grpc.compute.executors.docker import DockerExecutor
 from bacalhau_grpc.compute.executors.noop import NoopExecutor
 from bacalhau_grpc.compute.publishers.base import NoopPublisher
 from bacalhau_grpc.compute.settings import ComputeSettings
@@ -101,6 +103,31 @@ def bid_policy(settings: ComputeSettings) -> BidPolicy:
     )
 
 
+async def start_executors(settings: ComputeSettings, node_id: str) -> list[Executor]:
+    """Every engine's executor, started: those that cannot run here (no Docker engine) say so in the log
+    and report themselves not installed, so the node does not bid on their jobs."""
+    docker = DockerExecutor(node_id, docker_host=settings.docker_host or None)
+    await docker.start()
+    noop = NoopExecutor(
+        stdout=settings.noop_stdout,
+        stderr=settings.noop_stderr,
+        exit_code=settings.noop_exit_code,
+        delay=settings.noop_delay,
+        error=settings.noop_error,
+    )
+    return [noop, docker]
+
+
+async def close_executors(executors: Sequence[Executor]) -> None:
+    for executor in executors:
+        close = getattr(executor, "close", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:
+                log.exception("could not close the %s executor", type(executor).__name__)
+
+
 def storage_volumes(settings: ComputeSettings, content: ContentStore, client: RequesterClient) -> Volumes:
     """The node's storage providers: IPFS content by CID (from its own store, else fetched from the
     requester), and unsealed Filecoin data when a path template is set."""
@@ -145,6 +172,7 @@ class RunningCompute:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.node.stop(grace=min(grace, 1.0))
+        await close_executors(list(self.node.all_executors))
         await self.client.close()
         await self.store.close()
 
@@ -165,19 +193,12 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         settings.requester_address, node_id, call_timeout=settings.call_timeout, span=traces.span
     )
     content = ContentStore(settings.content_dir)
+    executors = await start_executors(settings, node_id)
     volumes = storage_volumes(settings, content, client)
     node = ComputeNode(
         node_id=node_id,
         store=store,
-        executors=[
-            NoopExecutor(
-                stdout=settings.noop_stdout,
-                stderr=settings.noop_stderr,
-                exit_code=settings.noop_exit_code,
-                delay=settings.noop_delay,
-                error=settings.noop_error,
-            )
-        ],
+        executors=executors,
         publishers=[NoopPublisher()],
         verifiers=VERIFIERS,
         limits=limits,
@@ -212,6 +233,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
     except BaseException:
         await client.close()
         await store.close()
+        await close_executors(executors)
         raise
     servicer.rpc_count = lambda: server.rpc_count
     node.address = settings.advertise_address or server.address

@@ -85,6 +85,9 @@ class ComputeSettings:
     # Where unsealed Filecoin data lies on this machine, a template with {{.CID}} such as
     # /data/unsealed/{{.CID}}; empty: FilecoinUnsealed volumes are not served.
     filecoin_unsealed_path: str = ""
+    # The Docker engine to run Docker jobs on (e.g. unix:///var/run/docker.sock); empty: DOCKER_HOST, else
+    # the default socket. Without a reachable engine the node does not bid on Docker jobs.
+    docker_host: str = ""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()

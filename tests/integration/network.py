@@ -118,9 +118,12 @@ class Network:
             await asyncio.sleep(0.02)
         raise TimeoutError(f"only {await self.requester.live_node_count()} of {count} nodes registered")
 
-    async def submit(self, job: pb.Job, client: "str | ClientKey" = "test-client") -> pb.Job:
-        """Submits the job signed by `client` (a client name or a key); the job is that client's."""
-        request = self._key(client).signed_submit_request(job)
+    async def submit(
+        self, job: pb.Job, client: "str | ClientKey" = "test-client", *, context: bytes = b""
+    ) -> pb.Job:
+        """Submits the job signed by `client` (a client name or a key), with an optional context archive
+        (tar.gz, mounted at /job); the job is that client's."""
+        request = self._key(client).signed_submit_request(job, context)
         response = await channels.call(self.stub.SubmitJob, request)
         return response.job
 

@@ -127,6 +127,8 @@ class ComputeNode:
         self.address = address
         self.version = version
         self.store = store
+        # Every executor given (closed with the node), and those installed here, by engine.
+        self.all_executors = tuple(executors)
         self.executors = {e.engine: e for e in executors if e.is_installed()}
         self.publishers = {p.publisher: p for p in publishers if p.is_installed()}
         self.verifiers = frozenset(verifiers)

@@ -25,6 +25,8 @@ from bacalhau_grpc.compute.domain.executions import Execution
 SUMMARY_BYTES = 2048
 # v0.3 compute run timeout when the job has none.
 DEFAULT_RUN_TIMEOUT = 600.0
+# Seconds past the timeout before a run that enforces its own timeout is cancelled anyway.
+BACKSTOP_SLACK = 5.0
 
 
 class ExecutorError(Exception):
@@ -146,10 +148,12 @@ def run_timeout(spec: pb.Spec) -> float:
 async def run_with_timeout(executor: Executor, context: RunContext) -> RunResult:
     """`executor.run`, bounded by `context.timeout`: "execution timed out after 2.5s" past it.
 
-    Executors that enforce the timeout themselves (killing a container, interrupting a guest) raise
-    their own ExecutorError first, saying how the run was stopped; this is the backstop."""
+    Executors that enforce the timeout themselves (`enforces_timeout = True`: they kill a container or
+    interrupt a guest and say so, keeping what it wrote) get BACKSTOP_SLACK more seconds before this
+    backstop cancels them."""
+    slack = BACKSTOP_SLACK if getattr(executor, "enforces_timeout", False) else 0.0
     try:
-        async with asyncio.timeout(context.timeout):
+        async with asyncio.timeout(context.timeout + slack):
             return await executor.run(context)
     except TimeoutError:
         await executor.cancel(context.execution.id)
