@@ -67,6 +67,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_network.py
+	$(PY) bench/bench_docker.py
+	$(PY) bench/bench_wasm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

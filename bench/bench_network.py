@@ -1,6 +1,7 @@
-"""Noop jobs through a devstack: 1 requester, 1 verifier and 3 compute nodes, each its own OS process.
+"""Jobs through a devstack: 1 requester, 1 verifier and 3 compute nodes, each its own OS process.
 
-Prints, for concurrency 1 (noop verifier) and concurrency 3 (deterministic verifier): jobs/s, the p50 and
+Prints, for noop jobs at concurrency 1 (noop verifier) and concurrency 3 (deterministic verifier), and for
+WASM jobs (a hello-world module uploaded as the job's context) at concurrency 1: jobs/s, the p50 and
 p99 latency from submission (the Created event) to the job's last event, and the RPCs the services
 served per job (read from each server's "N RPCs served" line at shutdown; the benchmark's own reads of
 the events afterwards are subtracted, its submissions are not: they are part of every job).
@@ -19,15 +20,20 @@ from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.cli.devstack import Devstack
 from bacalhau_grpc.common import channels
+from bacalhau_grpc.common.content.archive import make_tar_gz
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
 
 GOAL, FLOOR, BACALHAU_V03 = 500, 100, 16
 
 
-def noop_job(concurrency: int, verifier: int) -> pb.Job:
+WASM_MODULE = Path(__file__).resolve().parent.parent / "tests" / "wasm" / "hello.wasm"
+WASM_GOAL = 200
+
+
+def bench_job(concurrency: int, verifier: int, engine: int = pb.Engine.ENGINE_NOOP) -> pb.Job:
     job = pb.Job(api_version="V1beta1")
-    job.spec.engine = pb.Engine.ENGINE_NOOP
+    job.spec.engine = engine
     job.spec.verifier = verifier
     job.spec.publisher = pb.Publisher.PUBLISHER_NOOP
     job.deal.concurrency = concurrency
@@ -38,7 +44,15 @@ def seconds(ts) -> float:
     return ts.seconds + ts.nanos / 1e9
 
 
-async def run_scenario(name: str, jobs: int, in_flight: int, concurrency: int, verifier: int) -> dict:
+async def run_scenario(
+    name: str,
+    jobs: int,
+    in_flight: int,
+    concurrency: int,
+    verifier: int,
+    engine: int = pb.Engine.ENGINE_NOOP,
+    context: bytes = b"",
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-") as data_dir:
         devstack = Devstack(nodes=3, data_dir=data_dir, log_level="INFO")
         await devstack.start()
@@ -46,8 +60,9 @@ async def run_scenario(name: str, jobs: int, in_flight: int, concurrency: int, v
         try:
             channel = channels.open_channel(devstack.requester_address)
             stub = rgrpc.RequesterServiceStub(channel)
-            job = noop_job(concurrency, verifier)
-            request = ClientKey.generate().signed_submit_request(job)  # signed once, sent `jobs` times
+            job = bench_job(concurrency, verifier, engine)
+            # Signed once, sent `jobs` times (the context is stored once: it has one CID).
+            request = ClientKey.generate().signed_submit_request(job, context)
             ids: list[str] = []
             queue = iter(range(jobs))
 
@@ -107,6 +122,15 @@ async def main(jobs: int, in_flight: int) -> None:
         await run_scenario(
             "concurrency 3, deterministic", jobs, in_flight, 3, pb.Verifier.VERIFIER_DETERMINISTIC
         ),
+        await run_scenario(
+            "WASM hello, concurrency 1",
+            jobs,
+            in_flight,
+            1,
+            pb.Verifier.VERIFIER_NOOP,
+            pb.Engine.ENGINE_WASM,
+            make_tar_gz({"hello.wasm": WASM_MODULE.read_bytes()}),
+        ),
     ]
     header = ("jobs/s", "submit/s", "p50 ms", "p99 ms", "RPCs/job", "errors")
     print(f"{'scenario':<32}" + "".join(f"{h:>10}" for h in header))
@@ -120,6 +144,8 @@ async def main(jobs: int, in_flight: int) -> None:
         f"\nconcurrency 1: {c1 / BACALHAU_V03:.1f}x Bacalhau v0.3 ({BACALHAU_V03}/s), "
         f"{c1 / FLOOR:.2f}x this issue's floor ({FLOOR}/s), {c1 / GOAL:.2f}x the goal ({GOAL}/s)"
     )
+    wasm = results[2]["rate"]
+    print(f"WASM jobs end to end: {wasm:.1f}/s, {wasm / WASM_GOAL:.2f}x the goal ({WASM_GOAL}/s)")
     print("(RPCs/job include the compute nodes' registrations and heartbeats spread over the run)")
 
 

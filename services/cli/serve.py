@@ -67,6 +67,9 @@ FIELD_HELP = {
     "min_job_timeout": "the shortest Spec.Timeout the node accepts, in seconds",
     "max_job_timeout": "the longest Spec.Timeout the node accepts, in seconds",
     "allow_unsigned": "accept unsigned submissions (development only)",
+    "filecoin_unsealed_path": "where unsealed Filecoin data lies, a template such as /data/{{.CID}}",
+    "docker_host": "the Docker engine for Docker jobs (default: $DOCKER_HOST, else the local socket)",
+    "wasm_cache_dir": "where compiled WebAssembly modules (the Python interpreter too) are cached",
 }
 
 

@@ -37,6 +37,9 @@ from bacalhau_grpc.compute.domain.proposals import Proposer
 from bacalhau_grpc.compute.executors.base import Executor
 from bacalhau_grpc.compute.executors.docker import DockerExecutor
 from bacalhau_grpc.compute.executors.noop import NoopExecutor
+from bacalhau_grpc.compute.executors.python_wasm import LanguageExecutor, PythonWasmExecutor
+from bacalhau_grpc.compute.executors.wasm import WasmExecutor
+from bacalhau_grpc.compute.executors.wasm_runtime import WasmRuntime
 from bacalhau_grpc.compute.publishers.base import NoopPublisher
 from bacalhau_grpc.compute.settings import ComputeSettings
 from bacalhau_grpc.compute.storage.base import StorageProvider
@@ -115,7 +118,21 @@ async def start_executors(settings: ComputeSettings, node_id: str) -> list[Execu
         delay=settings.noop_delay,
         error=settings.noop_error,
     )
-    return [noop, docker]
+    runtime = WasmRuntime(cache_dir=settings.wasm_cache_dir)  # one engine and epoch ticker for both
+    wasm = WasmExecutor(runtime)
+    python = PythonWasmExecutor(runtime)
+    return [noop, docker, wasm, python, LanguageExecutor(wasm, python)]
+
+
+async def prepare_python(executors: Sequence[Executor]) -> None:
+    """Compiles the Python interpreter (or loads it from the cache) in the background, so the first
+    Python job does not pay for it."""
+    for executor in executors:
+        if isinstance(executor, PythonWasmExecutor):
+            try:
+                await executor.prepare()
+            except Exception:
+                log.exception("could not prepare the Python interpreter")
 
 
 async def close_executors(executors: Sequence[Executor]) -> None:
@@ -248,6 +265,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
     )
     running._tasks.append(asyncio.create_task(client.run(node.node_info, node.available_capacity)))
     running._tasks.append(asyncio.create_task(_recover_when_registered(node, client)))
+    running._tasks.append(asyncio.create_task(prepare_python(executors)))
     return running
 
 

@@ -17,6 +17,7 @@ from bacalhau_grpc.common.model import resources as res
 ENV_PREFIX = "BACALHAU_"
 UNSEALED_PLACEHOLDER = "{{.CID}}"
 DEFAULT_DATA_DIR = Path.home() / ".bacalhau-grpc" / "compute"
+DEFAULT_WASM_CACHE_DIR = Path.home() / ".cache" / "bacalhau-grpc" / "wasm"
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -88,9 +89,13 @@ class ComputeSettings:
     # The Docker engine to run Docker jobs on (e.g. unix:///var/run/docker.sock); empty: DOCKER_HOST, else
     # the default socket. Without a reachable engine the node does not bid on Docker jobs.
     docker_host: str = ""
+    # Where compiled WebAssembly modules (the Python interpreter among them) are cached; shared by the
+    # nodes of one machine, so the interpreter is compiled once (seconds), then loaded (milliseconds).
+    wasm_cache_dir: Path = field(default_factory=lambda: DEFAULT_WASM_CACHE_DIR)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
+        self.wasm_cache_dir = Path(self.wasm_cache_dir).expanduser()
         for f in dataclasses.fields(self):
             kind = _kind(f.type)
             value = getattr(self, f.name)

@@ -24,6 +24,9 @@ REQUESTER = "bacalhau.requester.v1.RequesterService"
 COMPUTE = "bacalhau.compute.v1.ComputeService"
 VERIFIER = "bacalhau.verifier.v1.VerifierService"
 SERVICES = {"requester": REQUESTER, "compute": COMPUTE, "verifier": VERIFIER}
+CONTENT = "bacalhau.content.v1.ContentService"
+# The services a node serves besides its own: requester and compute nodes serve the content they hold.
+ALSO_SERVED = {"requester": {CONTENT}, "compute": {CONTENT}, "verifier": set()}
 STANDARD_SERVICES = {
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
@@ -150,7 +153,7 @@ async def test_list_shows_the_service_health_and_reflection(stack, kind):
     address = address_of(stack, kind)
     rc, out, err = await grpcurl(address, "list")
     assert rc == 0, err
-    assert set(out.split()) == {SERVICES[kind], *STANDARD_SERVICES}
+    assert set(out.split()) == {SERVICES[kind], *ALSO_SERVED[kind], *STANDARD_SERVICES}
     rc, out, err = await grpcurl(address, "list", SERVICES[kind])
     assert rc == 0, err
     assert set(out.split()) == {f"{SERVICES[kind]}.{method}" for method in METHODS[SERVICES[kind]]}

@@ -215,17 +215,24 @@ def noop_job(
     return job
 
 
+# A Docker engine address where none answers: the node runs without Docker.
+NO_DOCKER_ENGINE = "unix:///nonexistent/docker.sock"
+
+
 def for_execution(execution_id: str) -> Callable[[object], bool]:
     return lambda request: request.execution_id == execution_id
 
 
 async def test_the_node_registers_and_sends_heartbeats(requester, computes, tmp_path):
-    node = await computes(limit_total_cpu="2", limit_total_memory="4Gb", limit_job_cpu="1")
+    node = await computes(
+        limit_total_cpu="2", limit_total_memory="4Gb", limit_job_cpu="1", docker_host=NO_DOCKER_ENGINE
+    )
     registration = await requester.servicer.wait_for("RegisterNode")
     info = registration.node
     assert info.node_id == node.node_id and node.node_id.startswith("node-") and len(node.node_id) == 17
     assert info.address == node.address == f"127.0.0.1:{node.port}"
-    assert list(info.engines) == [pb.Engine.ENGINE_NOOP]
+    E = pb.Engine
+    assert list(info.engines) == [E.ENGINE_NOOP, E.ENGINE_WASM, E.ENGINE_LANGUAGE, E.ENGINE_PYTHON_WASM]
     assert list(info.verifiers) == [pb.Verifier.VERIFIER_NOOP, pb.Verifier.VERIFIER_DETERMINISTIC]
     assert list(info.publishers) == [pb.Publisher.PUBLISHER_NOOP]
     assert info.total_capacity.cpu == 2.0 and info.total_capacity.memory == 4 * 1024**3
@@ -318,7 +325,7 @@ async def test_a_non_zero_exit_code_is_still_a_result(requester, computes, conne
 
 
 async def test_refusals_carry_their_reason(requester, computes, connect):
-    node = await computes()
+    node = await computes(docker_host=NO_DOCKER_ENGINE)
     client = connect(node)
     docker = await client.ask(noop_job(engine=pb.Engine.ENGINE_DOCKER))
     assert (docker.accepted, docker.execution_id) == (False, "")

@@ -2,48 +2,73 @@
 and by the compute node (before a run). Each check returns the error text and the field to blame, or None.
 
 Languages (Engine Language, v0.3 §3.4): `{python, 3.x}` runs on the Python-in-WASM engine and `{wasm,
-2.0}` on the WASM engine, deterministic only. Engine PythonWasm takes the same `Language` block.
+2.0}` on the WASM engine, deterministic only. Engine PythonWasm runs the `Language` block's program
+whatever its language fields say.
 """
 
 import posixpath
+import re
+from typing import Literal
 
 from bacalhau_grpc.common.model import pb
 
-PYTHON_VERSION_PREFIX = "3."
 # Where a job's inline context (its code) is mounted.
 CONTEXT_PATH = "/job"
+SUPPORTED_LANGUAGES = "python 3.x, wasm 2.0"
+_PYTHON_3 = re.compile(r"3(\.\d+){0,2}")
+
+
+def language_route(language: pb.JobSpecLanguage) -> Literal["python", "wasm"] | None:
+    """Which engine runs a {language, version} pair, or None."""
+    name = language.language.strip().lower()
+    version = language.language_version.strip()
+    if name == "python" and _PYTHON_3.fullmatch(version):
+        return "python"
+    if name == "wasm" and version == "2.0":
+        return "wasm"
+    return None
 
 
 def language_error(spec: pb.Spec) -> tuple[str, str] | None:
-    """Why the job's `Language` block cannot run, or None. Bacalhau's own messages."""
+    """Why a Language job cannot run, or None: v0.3's messages ("non-deterministic python 3.10 not
+    supported yet", "ruby 3.2 is not supported (...)"), then what its Python program lacks."""
     language = spec.language
-    pair = f"{language.language}{language.language_version}"
-    name = language.language.lower()
-    if name == "python":
-        if not language.language_version.startswith(PYTHON_VERSION_PREFIX):
-            return f"{pair} is not supported: Python 3.x is", "Spec.Language.LanguageVersion"
-    elif name == "wasm":
-        if language.language_version != "2.0":
-            return f"{pair} is not supported: WASM 2.0 is", "Spec.Language.LanguageVersion"
-    else:
-        return f"{pair} is not supported", "Spec.Language.Language"
+    pair = f"{language.language or '(no language)'} {language.language_version or '(no version)'}"
     if not language.deterministic:
         return f"non-deterministic {pair} not supported yet", "Spec.Language.DeterministicExecution"
-    return python_program_error(language) if name == "python" else None
+    route = language_route(language)
+    if route is None:
+        return f"{pair} is not supported (supported: {SUPPORTED_LANGUAGES})", "Spec.Language.Language"
+    return python_program_error(language) if route == "python" else None
 
 
 def python_program_error(language: pb.JobSpecLanguage) -> tuple[str, str] | None:
-    """Why a Python job has no program to run, or None: it needs `Command` or a `ProgramPath` inside the
-    job context."""
-    program = language.program_path
-    if not language.command and not program:
-        return "give the program as Command or as ProgramPath in the job context", "Spec.Language.Command"
-    if program and (posixpath.isabs(program) or posixpath.normpath(program).startswith("..")):
+    """What is wrong with the Python program a job names, or None (it runs offline: no requirements)."""
+    if language.requirements_path:
         return (
-            f"ProgramPath {program!r} must be a path inside the job context ({CONTEXT_PATH})",
+            f"installing requirements ({language.requirements_path}) is not supported: "
+            "programs run offline with the standard library only",
+            "Spec.Language.RequirementsPath",
+        )
+    if language.command:
+        return None
+    if not language.program_path:
+        return (
+            "the job has neither a Command nor a ProgramPath: there is no Python program to run",
+            "Spec.Language.Command",
+        )
+    if program_guest_path(language.program_path) is None:
+        return (
+            f"the ProgramPath {language.program_path!r} is outside the job context ({CONTEXT_PATH})",
             "Spec.Language.ProgramPath",
         )
     return None
+
+
+def program_guest_path(program_path: str) -> str | None:
+    """/job/<ProgramPath>, or None when the path leaves /job."""
+    path = posixpath.normpath(posixpath.join(CONTEXT_PATH, program_path))
+    return path if path.startswith(CONTEXT_PATH + "/") else None
 
 
 def docker_error(spec: pb.Spec) -> tuple[str, str] | None:
@@ -85,7 +110,7 @@ def engine_error(spec: pb.Spec, *, has_inline_context: bool = False) -> tuple[st
     if spec.engine == pb.Engine.ENGINE_LANGUAGE:
         return language_error(spec)
     if spec.engine == pb.Engine.ENGINE_PYTHON_WASM:
-        return language_error(spec) if spec.language.language else python_program_error(spec.language)
+        return python_program_error(spec.language)
     return None
 
 

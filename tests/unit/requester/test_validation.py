@@ -99,9 +99,13 @@ def docker_payload(**changes) -> pb.JobCreatePayload:
         ),
         (payload(spec__engine=pb.Engine.ENGINE_WASM), "Spec.Contexts", "expects one context"),
         (
-            payload(spec__engine=pb.Engine.ENGINE_LANGUAGE, spec__language__language="ruby"),
+            payload(
+                spec__engine=pb.Engine.ENGINE_LANGUAGE,
+                spec__language__language="ruby",
+                spec__language__deterministic=True,
+            ),
             "Spec.Language.Language",
-            "ruby is not supported",
+            "ruby (no version) is not supported (supported: python 3.x, wasm 2.0)",
         ),
         (
             payload(
@@ -111,7 +115,7 @@ def docker_payload(**changes) -> pb.JobCreatePayload:
                 spec__language__command="print(1)",
             ),
             "Spec.Language.DeterministicExecution",
-            "non-deterministic python3.10 not supported yet",
+            "non-deterministic python 3.10 not supported yet",
         ),
         (
             payload(
@@ -120,13 +124,13 @@ def docker_payload(**changes) -> pb.JobCreatePayload:
                 spec__language__language_version="2.7",
                 spec__language__deterministic=True,
             ),
-            "Spec.Language.LanguageVersion",
-            "python2.7 is not supported",
+            "Spec.Language.Language",
+            "python 2.7 is not supported",
         ),
         (
             payload(spec__engine=pb.Engine.ENGINE_PYTHON_WASM, spec__language__program_path="../x.py"),
             "Spec.Language.ProgramPath",
-            "inside the job context",
+            "is outside the job context (/job)",
         ),
     ],
 )
