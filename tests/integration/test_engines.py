@@ -2,8 +2,10 @@
 in a job's events when it runs a WASM module uploaded as its context, a deterministic Python program
 on three nodes, and a Docker container reading a local input volume."""
 
+import json
 from pathlib import Path
 
+import aiodocker
 import pytest
 
 from bacalhau_grpc.common.content.archive import make_tar_gz
@@ -137,3 +139,31 @@ async def test_a_docker_image_that_cannot_be_pulled_fails_the_job_naming_it(netw
     events = await network.wait_for_end(submitted.id, timeout=60)
     (failure,) = of_type(events, E.JOB_EVENT_TYPE_COMPUTE_ERROR)
     assert "bacalhau-grpc/not-built-here:1" in failure.status, failure.status
+
+
+async def test_cancelling_a_running_docker_job_stops_and_removes_its_container(network, docker_engine):
+    await network.start(1)
+    job = job_of(pb.Engine.ENGINE_DOCKER)
+    job.spec.docker.image = docker_engine
+    job.spec.docker.entrypoint.extend(["sh", "-c", "echo started; sleep 300"])
+    submitted = await network.submit(job)
+    await network.wait_for_event(submitted.id, E.JOB_EVENT_TYPE_BID_ACCEPTED)
+    node = network.computes[0]
+    labels = {"label": [f"bacalhau-grpc.job-id={submitted.id}"]}
+    async with aiodocker.Docker() as docker:
+        running = await network.wait_until(
+            lambda: docker.containers.list(filters=json.dumps({**labels, "status": ["running"]})),
+            what="the job's container to run",
+        )
+        assert len(running) == 1
+        await network.cancel(submitted.id, reason="changed my mind")
+        events = await network.wait_for_end(submitted.id, timeout=30)
+        assert "changed my mind" in " ".join(e.status for e in events)
+        await network.wait_until(
+            lambda: _none_left(docker, labels), what="the container to be removed", timeout=30
+        )
+    assert node.node.active_executions() == 0
+
+
+async def _none_left(docker, labels) -> bool:
+    return not await docker.containers.list(all=True, filters=json.dumps(labels))

@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import ctypes
 import enum
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -62,7 +63,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -505,6 +506,13 @@ class ModuleCache:
 
     def _load_or_compile(self, path: Path, digest: str, data: bytes | None, persist: bool) -> LoadedModule:
         cache_file = self.cache_dir / f"{digest}-{ENGINE_TAG}.cwasm" if persist and self.cache_dir else None
+        if cache_file is None:
+            return self._compile(path, digest, data, None)
+        # One compiler per machine: the other runtimes and processes sharing the cache wait, then load.
+        with _exclusive(cache_file.with_suffix(".lock")):
+            return self._compile(path, digest, data, cache_file)
+
+    def _compile(self, path: Path, digest: str, data: bytes | None, cache_file: Path | None) -> LoadedModule:
         if cache_file is not None and cache_file.exists():
             try:
                 return LoadedModule(wasmtime.Module.deserialize_file(self.engine, str(cache_file)), digest)
@@ -534,6 +542,22 @@ def _file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on `lock_path` (flock: between processes and between open files); when the
+    lock file cannot be made, goes on without it."""
+    try:
+        lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        f = lock_path.open("a")
+    except OSError as error:
+        log.warning("compiling without the cache lock %s: %s", lock_path, error)
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -271,3 +271,34 @@ async def test_memory_beyond_the_limit_is_a_memory_error(python: PythonWasmExecu
     job = python_job("data = bytearray(200 * 2**20)", memory="64Mi")
     result = await python.run(run_context(job, tmp_path))
     assert result.exit_code == 1 and result.stderr.endswith(b"MemoryError\n")
+
+
+async def test_cancel_stops_a_runaway_program_and_leaves_another_running(
+    python: PythonWasmExecutor, tmp_path: Path
+):
+    loop_forever = python_job("print('looping', flush=True)\nwhile True: pass")
+    first = run_context(loop_forever, tmp_path / "first", timeout=60)
+    second = run_context(
+        python_job("print('looping', flush=True)\nwhile True: pass"), tmp_path / "second", timeout=60
+    )
+    first_run = asyncio.create_task(python.run(first))
+    second_run = asyncio.create_task(python.run(second))
+
+    def looping(context: RunContext) -> bool:
+        stdout = context.result_dir / "stdout"  # type: ignore[operator]
+        return stdout.exists() and stdout.read_bytes() == b"looping\n"
+
+    deadline = time.monotonic() + 30
+    while not (looping(first) and looping(second)):
+        assert time.monotonic() < deadline, "the programs did not start"
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    await python.cancel(first.execution.id)
+    with pytest.raises(ExecutorError, match="execution cancelled: the module was interrupted"):
+        await first_run
+    assert time.monotonic() - started < 1.0
+    assert (tmp_path / "first" / "exitCode").read_text() == "137"
+    assert not second_run.done() and python.runtime.is_running(second.execution.id)
+    await python.cancel(second.execution.id)
+    with pytest.raises(ExecutorError, match="execution cancelled"):
+        await second_run
