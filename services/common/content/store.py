@@ -8,10 +8,12 @@ CID a real IPFS node gives the same files. Adding is idempotent; content fetched
 checked against its CID before it is kept (`import_archive`).
 """
 
+import hashlib
 import re
 import shutil
 import tempfile
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -23,6 +25,7 @@ from bacalhau_grpc.common.errors import InvalidArgumentError, NotFoundError
 
 # A job's inline context may unpack to at most this much (v0.3: 10 MiB).
 MAX_CONTEXT_BYTES = 10 * 1024 * 1024
+RECENT_ARCHIVES = 10_000
 _CID = re.compile(r"(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{20,})")
 
 
@@ -56,6 +59,8 @@ class ContentStore:
         self.root = root
         self._staging = root / ".staging"
         self._staging.mkdir(parents=True, exist_ok=True)
+        # SHA-256 of a recently added archive -> its CID (the most recent RECENT_ARCHIVES).
+        self._archives: OrderedDict[str, str] = OrderedDict()
 
     def has(self, cid: str) -> bool:
         return _CID.fullmatch(cid) is not None and (self.root / cid).exists()
@@ -75,13 +80,25 @@ class ContentStore:
 
     def add_archive(self, data: bytes, *, max_bytes: int = MAX_CONTEXT_BYTES) -> str:
         """Unpacks a tar(.gz) archive as a folder and keeps it under its CID; returns the CID.
-        ArchiveError (a ValueError) says what is wrong with a bad archive; nothing is kept then."""
+        ArchiveError (a ValueError) says what is wrong with a bad archive; nothing is kept then.
+
+        The same archive again (the same bytes: a client resubmitting its code) is recognised by its
+        SHA-256 and not unpacked a second time."""
+        digest = hashlib.sha256(data).hexdigest()
+        known = self._archives.get(digest)
+        if known is not None and self.has(known):
+            self._archives.move_to_end(digest)
+            return known
         staging = self._new_staging()
         try:
             archive.unpack(data, staging, max_bytes=max_bytes)
-            return self._keep(staging, folder_cid(staging))
+            cid = self._keep(staging, folder_cid(staging))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        self._archives[digest] = cid
+        if len(self._archives) > RECENT_ARCHIVES:
+            self._archives.popitem(last=False)
+        return cid
 
     def import_archive(self, cid: str, tar_path: Path, *, max_bytes: int) -> Path:
         """Unpacks an archive fetched for `cid` (a folder's entries, or one file named `cid`), checks that

@@ -3,6 +3,7 @@ preparation on top of them (uploaded contexts, unsealed paths)."""
 
 import asyncio
 import io
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -190,3 +191,17 @@ async def test_unsealed_paths_are_local_when_the_data_is_there(tmp_path):
         await source.prepare(absent)
     with pytest.raises(ValueError, match="has no"):
         UnsealedPathSource("/data/fixed")
+
+
+def test_the_same_archive_again_is_not_unpacked_again(tmp_path):
+    store = ContentStore(tmp_path / "store")
+    data = make_tar_gz(FILES)
+    cid = store.add_archive(data)
+    staging = tmp_path / "store" / ".staging"
+    staging.rmdir()
+    staging.write_text("unpacking anything now would fail")
+    assert store.add_archive(data) == cid
+    staging.unlink()
+    staging.mkdir()
+    shutil.rmtree(store.path(cid))  # the content went away meanwhile: the archive is unpacked again
+    assert store.add_archive(data) == cid and (store.path(cid) / "main.py").exists()
