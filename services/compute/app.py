@@ -226,7 +226,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         bid_policy=bid_policy(settings),
         is_local=volumes.is_local,
         volumes=volumes,
-        results_root=settings.results_dir,
+        work_root=settings.executions_dir,
         version=build_version_info().git_version,
         span=traces.span,
     )

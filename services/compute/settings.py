@@ -155,9 +155,9 @@ class ComputeSettings:
             )
 
     @property
-    def results_dir(self) -> Path:
-        """Each execution's result folder, `results/<execution id>`, while the execution lasts."""
-        return self.data_dir / "results"
+    def executions_dir(self) -> Path:
+        """Each execution's folders while it lasts: `executions/<execution id>/{results,scratch}`."""
+        return self.data_dir / "executions"
 
     @property
     def content_dir(self) -> Path:

@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ class ComputeNode:
         version: str = "",
         span: SpanFactory = no_span,
         volumes: Volumes | None = None,
-        results_root: Path | None = None,
+        work_root: Path | None = None,
     ) -> None:
         self.node_id = node_id
         self.address = address
@@ -147,10 +148,10 @@ class ComputeNode:
             is_local=is_local,
         )
         self._span = span
-        # How the job's volumes get onto this node, and where each execution's result folder goes
-        # (`results_root/<execution id>`, removed once the execution ends).
+        # How the job's volumes get onto this node, and where each execution keeps its files while it
+        # lasts: `work_root/<execution id>/results` (the result folder) and `.../scratch` (downloads).
         self.volumes = volumes or Volumes(())
-        self.results_root = results_root
+        self.work_root = work_root or Path(tempfile.gettempdir()) / "bacalhau-grpc" / node_id
         # The active execution of each shard, so a repeated AskForBid gets the same execution.
         self._by_shard: dict[str, str] = {}
         # Run results kept between the run and the publication (the publisher may need the folder).
@@ -174,9 +175,9 @@ class ComputeNode:
         for execution in self.store.active():
             self._by_shard[execution.shard_id] = execution.id
             self._left_over.append(execution.id)
-        if self.results_root is not None and self.results_root.exists():
+        if self.work_root.exists():
             active = set(self._left_over)
-            for folder in self.results_root.iterdir():
+            for folder in self.work_root.iterdir():
                 if folder.name not in active:  # an ended execution's, left by a crash
                     shutil.rmtree(folder, ignore_errors=True)
 
@@ -408,17 +409,18 @@ class ComputeNode:
         context = RunContext(execution, self.node_id, timeout=run_timeout(spec))
         if spec.engine == pb.Engine.ENGINE_NOOP:
             return context
+        scratch = self.work_root / execution.id / "scratch"
         try:
             contexts, inputs, import_modules = await asyncio.gather(
-                self.volumes.prepare(spec.contexts, field="Spec.Contexts"),
-                self.volumes.prepare(spec.inputs, field="Spec.inputs"),
-                self.volumes.prepare(spec.wasm.import_modules, field="Spec.Wasm.ImportModules"),
+                self.volumes.prepare(spec.contexts, field="Spec.Contexts", scratch=scratch),
+                self.volumes.prepare(spec.inputs, field="Spec.inputs", scratch=scratch),
+                self.volumes.prepare(
+                    spec.wasm.import_modules, field="Spec.Wasm.ImportModules", scratch=scratch
+                ),
             )
-            result_dir = outputs = None
-            if self.results_root is not None:
-                result_dir = self.results_root / execution.id
-                await asyncio.to_thread(shutil.rmtree, result_dir, ignore_errors=True)
-                outputs = await asyncio.to_thread(prepare_outputs, result_dir, spec.outputs)
+            result_dir = self.work_root / execution.id / "results"
+            await asyncio.to_thread(shutil.rmtree, result_dir, ignore_errors=True)
+            outputs = await asyncio.to_thread(prepare_outputs, result_dir, spec.outputs)
         except (StorageError, InvalidArgumentError) as exc:
             raise ExecutorError(str(exc)) from exc
         return dataclasses.replace(
@@ -426,7 +428,7 @@ class ComputeNode:
             contexts=contexts,
             inputs=inputs,
             import_modules=import_modules,
-            outputs=outputs or (),
+            outputs=outputs,
             result_dir=result_dir,
         )
 
@@ -537,8 +539,8 @@ class ComputeNode:
         return updated
 
     def _discard_results(self, execution_id: str) -> None:
-        """Removes an ended execution's result folder, once its run (if any) has stopped writing to it."""
-        if self.results_root is None or not (self.results_root / execution_id).exists():
+        """Removes an ended execution's folders, once its run (if any) has stopped writing to them."""
+        if not (self.work_root / execution_id).exists():
             return
         work = self._work.get(execution_id)
         if work is asyncio.current_task():
@@ -548,8 +550,7 @@ class ComputeNode:
     async def _remove_results(self, execution_id: str, work: asyncio.Task[None] | None) -> None:
         if work is not None:
             await asyncio.gather(work, return_exceptions=True)
-        assert self.results_root is not None
-        await asyncio.to_thread(shutil.rmtree, self.results_root / execution_id, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.work_root / execution_id, ignore_errors=True)
 
     def _fail(self, execution: Execution, error: str, *, expected: Iterable[ExecutionState]) -> None:
         try:

@@ -2,7 +2,10 @@
 
 A provider serves one `StorageSourceType`. `is_local` says whether the node has the data without
 fetching it (the input-locality bid strategy asks); `prepare` returns the local file or folder to mount
-at the volume's path, fetching it when needed, or raises `StorageError` saying why it cannot.
+at the volume's path, fetching it when needed, or raises `StorageError` saying why it cannot. `scratch`
+is an empty folder of the execution's own, removed when the execution ends: a provider that downloads
+for one run only (URLs) puts its files there; one that keeps content for later runs (a content store)
+ignores it.
 """
 
 from pathlib import Path
@@ -23,4 +26,4 @@ class StorageProvider(Protocol):
 
     async def is_local(self, volume: pb.StorageSpec) -> bool: ...
 
-    async def prepare(self, volume: pb.StorageSpec) -> Path: ...
+    async def prepare(self, volume: pb.StorageSpec, scratch: Path) -> Path: ...

@@ -30,7 +30,7 @@ class ContentSource:
     async def is_local(self, volume: pb.StorageSpec) -> bool:
         return self.store.has(volume.cid)
 
-    async def prepare(self, volume: pb.StorageSpec) -> Path:
+    async def prepare(self, volume: pb.StorageSpec, scratch: Path) -> Path:
         cid = volume.cid
         if self.store.has(cid):
             return self.store.path(cid)

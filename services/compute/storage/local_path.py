@@ -28,7 +28,7 @@ class UnsealedPathSource:
         except StorageError:
             return False
 
-    async def prepare(self, volume: pb.StorageSpec) -> Path:
+    async def prepare(self, volume: pb.StorageSpec, scratch: Path) -> Path:
         path = self.path_of(volume)
         if not path.exists():
             raise StorageError(f"unsealed data for {volume.cid} is not at {path}")

@@ -3,6 +3,7 @@ list in parallel, each to a read-only `Mount` at its path."""
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from bacalhau_grpc.common.model import enums, pb
 from bacalhau_grpc.compute.executors.base import Mount
@@ -20,11 +21,17 @@ class Volumes:
         provider = self.providers.get(volume.storage_source)
         return provider is not None and await provider.is_local(volume)
 
-    async def prepare(self, volumes: Sequence[pb.StorageSpec], *, field: str) -> tuple[Mount, ...]:
-        """The volumes as read-only mounts, in order. StorageError names the first that failed, e.g.
-        "Spec.inputs[1] (IPFS Qm…): could not fetch …"."""
+    async def prepare(
+        self, volumes: Sequence[pb.StorageSpec], *, field: str, scratch: Path
+    ) -> tuple[Mount, ...]:
+        """The volumes as read-only mounts, in order, prepared in parallel. StorageError names the first
+        that failed, e.g. "Spec.inputs[1] (IPFS Qm…): could not fetch …". Each volume gets its own empty
+        folder under `scratch` (the execution's scratch folder) for files it downloads."""
         results = await asyncio.gather(
-            *(self._prepare_one(volume, f"{field}[{i}]") for i, volume in enumerate(volumes)),
+            *(
+                self._prepare_one(volume, f"{field}[{i}]", scratch / f"{field}[{i}]")
+                for i, volume in enumerate(volumes)
+            ),
             return_exceptions=True,
         )
         for result in results:
@@ -32,14 +39,15 @@ class Volumes:
                 raise result
         return tuple(results)  # type: ignore[arg-type]
 
-    async def _prepare_one(self, volume: pb.StorageSpec, where: str) -> Mount:
+    async def _prepare_one(self, volume: pb.StorageSpec, where: str, scratch: Path) -> Mount:
         source = enums.STORAGE_SOURCE_TYPE.name(volume.storage_source)
         what = f"{where} ({source} {volume.cid or volume.url})"
         provider = self.providers.get(volume.storage_source)
         if provider is None:
             raise StorageError(f"{what}: this node has no storage provider for {source}")
         try:
-            path = await provider.prepare(volume)
+            await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
+            path = await provider.prepare(volume, scratch)
         except StorageError as exc:
             raise StorageError(f"{what}: {exc}") from exc
         return Mount(source=path, target=volume.path, read_only=True)

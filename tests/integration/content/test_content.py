@@ -151,7 +151,8 @@ async def test_volumes_fetch_each_cid_once_and_mount_read_only_at_their_paths(se
     spec = pb.StorageSpec(storage_source=IPFS, cid=cid, path="/job")
     assert not await volumes.is_local(spec)
     first, second = await asyncio.gather(
-        volumes.prepare([spec], field="Spec.Contexts"), volumes.prepare([spec], field="Spec.inputs")
+        volumes.prepare([spec], field="Spec.Contexts", scratch=tmp_path / "a"),
+        volumes.prepare([spec], field="Spec.inputs", scratch=tmp_path / "b"),
     )
     assert first == second
     (mount,) = first
@@ -171,12 +172,12 @@ async def test_a_volume_that_cannot_be_had_names_itself(served, tmp_path):
     with pytest.raises(
         StorageError, match=rf"^Spec.inputs\[0\] \(IPFS {missing}\): could not fetch {missing}: "
     ):
-        await volumes.prepare([good_but_unserved], field="Spec.inputs")
+        await volumes.prepare([good_but_unserved], field="Spec.inputs", scratch=tmp_path / "s")
     url = pb.StorageSpec(
         storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_URL_DOWNLOAD, url="http://x/y", path="/d"
     )
     with pytest.raises(StorageError, match="no storage provider for URLDownload"):
-        await volumes.prepare([url], field="Spec.inputs")
+        await volumes.prepare([url], field="Spec.inputs", scratch=tmp_path / "s")
 
 
 async def test_unsealed_paths_are_local_when_the_data_is_there(tmp_path):
@@ -186,9 +187,9 @@ async def test_unsealed_paths_are_local_when_the_data_is_there(tmp_path):
     present = pb.StorageSpec(storage_source=kind, cid="QmData", path="/in")
     absent = pb.StorageSpec(storage_source=kind, cid="QmNope", path="/in")
     assert await source.is_local(present) and not await source.is_local(absent)
-    assert await source.prepare(present) == tmp_path / "unsealed" / "QmData"
+    assert await source.prepare(present, tmp_path) == tmp_path / "unsealed" / "QmData"
     with pytest.raises(StorageError, match="unsealed data for QmNope is not at"):
-        await source.prepare(absent)
+        await source.prepare(absent, tmp_path)
     with pytest.raises(ValueError, match="has no"):
         UnsealedPathSource("/data/fixed")
 
