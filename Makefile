@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 GEN_OUT ?= gen/python
 
-.PHONY: help install gen gen-check lint docker-engine test-images test demo bench clean
+.PHONY: help install gen gen-check lint docker-engine test-images ipfs-install test demo bench clean
 
 help:
 	@echo "make install    create .venv and install the package with its pinned toolchain"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint       ruff, buf lint (STANDARD), import-linter layer contracts"
 	@echo "make docker-engine  start a private dockerd if no Docker engine answers (installs docker.io)"
 	@echo "make test-images    build the tests' local Docker image (no registry needed)"
+	@echo "make ipfs-install   install js-ipfs (the tests' real IPFS node) into a cache folder, once"
 	@echo "make test       the test suite (pytest; starts the Docker engine and builds the test image)"
 	@echo "make demo       start a devstack, run one job through its whole lifecycle, stop it"
 	@echo "make bench      benchmarks: the model codecs, and noop jobs through a devstack"
@@ -58,7 +59,10 @@ docker-engine:
 test-images: docker-engine
 	scripts/test-images.sh
 
-test: $(STAMP) test-images
+ipfs-install:
+	scripts/ipfs-daemon.sh install
+
+test: $(STAMP) test-images ipfs-install
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
@@ -69,6 +73,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_network.py
 	$(PY) bench/bench_docker.py
 	$(PY) bench/bench_wasm.py
+	$(PY) bench/bench_sharding.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -9,4 +9,4 @@ settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
-pytest_plugins = ["tests.docker_engine"]
+pytest_plugins = ["tests.docker_engine", "tests.ipfs_daemon"]

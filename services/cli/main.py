@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bacalhau_grpc.cli import cancel, devstack, jobs, serve, sign
+from bacalhau_grpc.cli import cancel, devstack, get, jobs, serve, sign
 from bacalhau_grpc.common.errors import BacalhauError
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     devstack.add_parser(commands)
     cancel.add_parser(commands)
+    get.add_parser(commands)
     sign.add_parsers(commands)
 
     create = commands.add_parser(

@@ -24,6 +24,7 @@ from bacalhau_grpc.common.content.client import fetch_content
 from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE_NAME
 from bacalhau_grpc.common.content.service import ContentServiceServicer
 from bacalhau_grpc.common.content.store import ContentStore
+from bacalhau_grpc.common.ipfs import IpfsClient
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.model.version import build_version_info
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
@@ -40,11 +41,16 @@ from bacalhau_grpc.compute.executors.noop import NoopExecutor
 from bacalhau_grpc.compute.executors.python_wasm import LanguageExecutor, PythonWasmExecutor
 from bacalhau_grpc.compute.executors.wasm import WasmExecutor
 from bacalhau_grpc.compute.executors.wasm_runtime import WasmRuntime
-from bacalhau_grpc.compute.publishers.base import NoopPublisher
+from bacalhau_grpc.compute.publishers.base import NoopPublisher, Publisher
+from bacalhau_grpc.compute.publishers.content import ContentPublisher
+from bacalhau_grpc.compute.publishers.ipfs import IpfsPublisher
 from bacalhau_grpc.compute.settings import ComputeSettings
 from bacalhau_grpc.compute.storage.base import StorageProvider
 from bacalhau_grpc.compute.storage.content import ContentSource
+from bacalhau_grpc.compute.storage.either import EitherSource
+from bacalhau_grpc.compute.storage.ipfs import IpfsSource
 from bacalhau_grpc.compute.storage.local_path import UnsealedPathSource
+from bacalhau_grpc.compute.storage.url import UrlSource
 from bacalhau_grpc.compute.storage.volumes import Volumes
 from bacalhau_grpc.compute.store.executions import SQLiteExecutionStore
 
@@ -145,16 +151,39 @@ async def close_executors(executors: Sequence[Executor]) -> None:
                 log.exception("could not close the %s executor", type(executor).__name__)
 
 
-def storage_volumes(settings: ComputeSettings, content: ContentStore, client: RequesterClient) -> Volumes:
-    """The node's storage providers: IPFS content by CID (from its own store, else fetched from the
-    requester), and unsealed Filecoin data when a path template is set."""
+def node_publishers(content: ContentStore, node_id: str, ipfs: IpfsClient | None) -> list[Publisher]:
+    """Noop; Local (results stay in the node's content store, downloaded over ContentService); IPFS: to the
+    IPFS daemon when the node has one (`ipfs_connect`), else into the node's own store (the CIDs IPFS
+    gives the same folders). Estuary and Filecoin fall back to IPFS."""
+    return [
+        NoopPublisher(),
+        ContentPublisher(content, node_id, pb.Publisher.PUBLISHER_LOCAL),
+        IpfsPublisher(ipfs, node_id)
+        if ipfs
+        else ContentPublisher(content, node_id, pb.Publisher.PUBLISHER_IPFS),
+    ]
+
+
+def storage_volumes(
+    settings: ComputeSettings, content: ContentStore, client: RequesterClient, ipfs: IpfsClient | None
+) -> Volumes:
+    """The node's storage providers: IPFS content by CID (from its own store, else fetched through the
+    requester; then from the IPFS daemon when the node has one), unsealed Filecoin data when a path
+    template is set, and http(s) URL downloads."""
 
     def fetch(cid: str) -> Awaitable[Path]:
         return fetch_content(client.channel, cid, content, max_bytes=MAX_FETCH_BYTES)
 
-    providers: list[StorageProvider] = [ContentSource(content, fetch)]
+    by_cid: StorageProvider = ContentSource(content, fetch)
+    if ipfs is not None:
+        daemon = IpfsSource(ipfs, settings.data_dir / "ipfs-cache", max_bytes=MAX_FETCH_BYTES)
+        by_cid = EitherSource(by_cid, daemon)
+    providers: list[StorageProvider] = [by_cid]
     if settings.filecoin_unsealed_path:
         providers.append(UnsealedPathSource(settings.filecoin_unsealed_path))
+    providers.append(
+        UrlSource(timeout=settings.url_download_timeout, max_bytes=settings.url_download_max_size)
+    )
     return Volumes(providers)
 
 
@@ -189,6 +218,7 @@ class RunningCompute:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.node.stop(grace=min(grace, 1.0))
+        await self.node.volumes.close()
         await close_executors(list(self.node.all_executors))
         await self.client.close()
         await self.store.close()
@@ -211,16 +241,20 @@ async def start(settings: ComputeSettings) -> RunningCompute:
     )
     content = ContentStore(settings.content_dir)
     executors = await start_executors(settings, node_id)
-    volumes = storage_volumes(settings, content, client)
+    ipfs = IpfsClient(settings.ipfs_connect) if settings.ipfs_connect else None
+    volumes = storage_volumes(settings, content, client, ipfs)
     node = ComputeNode(
         node_id=node_id,
         store=store,
         executors=executors,
-        publishers=[NoopPublisher()],
+        publishers=node_publishers(content, node_id, ipfs),
         verifiers=VERIFIERS,
         limits=limits,
         proposer=Proposer(
-            node_id, result_hash_override=settings.noop_result_hash, bad_actor=settings.bad_actor
+            node_id,
+            result_hash_override=settings.noop_result_hash,
+            bad_actor=settings.bad_actor,
+            bad_actor_shards=settings.bad_actor_shard_indexes,
         ),
         callbacks=client,
         bid_policy=bid_policy(settings),

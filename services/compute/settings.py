@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.ipfs.client import parse_api_address
 from bacalhau_grpc.common.model import resources as res
 
 ENV_PREFIX = "BACALHAU_"
@@ -50,6 +51,8 @@ class ComputeSettings:
     noop_result_hash: str = ""
     # Propose a hash no other node proposes (tests of the deterministic verifier).
     bad_actor: bool = False
+    # With bad_actor: the shard indexes to lie on, comma-separated (e.g. "2" or "0,3"); empty: every shard.
+    bad_actor_shards: str = ""
     # What the node offers in total (resource strings); empty: 80 % of the machine's CPU, memory and
     # free disk under data_dir, and the GPUs `nvidia-smi` lists.
     limit_total_cpu: str = ""
@@ -86,6 +89,14 @@ class ComputeSettings:
     # Where unsealed Filecoin data lies on this machine, a template with {{.CID}} such as
     # /data/unsealed/{{.CID}}; empty: FilecoinUnsealed volumes are not served.
     filecoin_unsealed_path: str = ""
+    # URLDownload inputs: how long one download may take (seconds, retries included) and the largest
+    # file it may bring (a size such as 10Gb).
+    url_download_timeout: float = 300.0
+    url_download_max_bytes: str = "10Gb"
+    # The IPFS daemon's API this node uses for IPFS inputs and the IPFS publisher, as a URL
+    # (http://127.0.0.1:5001) or a multiaddr (/ip4/127.0.0.1/tcp/5001); empty: none (IPFS content then
+    # comes from the node's own content store).
+    ipfs_connect: str = ""
     # The Docker engine to run Docker jobs on (e.g. unix:///var/run/docker.sock); empty: DOCKER_HOST, else
     # the default socket. Without a reachable engine the node does not bid on Docker jobs.
     docker_host: str = ""
@@ -130,7 +141,9 @@ class ComputeSettings:
             raise InvalidArgumentError(
                 f"{self.over_commit_factor!r} is not a number >= 1", field="over_commit_factor"
             )
+        self.bad_actor_shard_indexes  # noqa: B018 - raises InvalidArgumentError naming the setting
         self._validate_job_selection()
+        self._validate_storage()
 
     def _validate_job_selection(self) -> None:
         locality = self.job_selection_data_locality.strip().lower()
@@ -148,11 +161,39 @@ class ComputeSettings:
         if self.job_selection_probe_exec and not self.job_selection_probe_exec.strip():
             raise InvalidArgumentError("the command is blank", field="job_selection_probe_exec")
         _positive("job_selection_probe_timeout", self.job_selection_probe_timeout)
+
+    def _validate_storage(self) -> None:
         if self.filecoin_unsealed_path and UNSEALED_PLACEHOLDER not in self.filecoin_unsealed_path:
             raise InvalidArgumentError(
                 f"{self.filecoin_unsealed_path!r} has no {UNSEALED_PLACEHOLDER} to put the CID in",
                 field="filecoin_unsealed_path",
             )
+        _positive("url_download_timeout", self.url_download_timeout)
+        if self.url_download_max_size <= 0:
+            raise InvalidArgumentError(
+                f"{self.url_download_max_bytes!r} is not a size above 0", field="url_download_max_bytes"
+            )
+        if self.ipfs_connect:
+            try:
+                parse_api_address(self.ipfs_connect)
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(exc.reason, field="ipfs_connect") from None
+
+    @property
+    def url_download_max_size(self) -> int:
+        """url_download_max_bytes in bytes (InvalidArgumentError naming the setting when unreadable)."""
+        return res.parse_bytes(self.url_download_max_bytes, field="url_download_max_bytes")
+
+    @property
+    def bad_actor_shard_indexes(self) -> frozenset[int]:
+        """bad_actor_shards as shard indexes (empty: every shard); InvalidArgumentError when unreadable."""
+        items = [item.strip() for item in self.bad_actor_shards.split(",") if item.strip()]
+        if not all(item.isdigit() for item in items):
+            raise InvalidArgumentError(
+                f"{self.bad_actor_shards!r} is not a comma-separated list of shard indexes (0, 1, ...)",
+                field="bad_actor_shards",
+            )
+        return frozenset(int(item) for item in items)
 
     @property
     def executions_dir(self) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common.content.listing import store_listing
 from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE_NAME
 from bacalhau_grpc.common.content.service import ContentServiceServicer
 from bacalhau_grpc.common.content.store import ContentStore
@@ -22,6 +23,7 @@ from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_ser
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
 from bacalhau_grpc.requester.api.servicer import SERVICE_NAME, RequesterServicer
 from bacalhau_grpc.requester.clients.compute import GrpcComputeClient
+from bacalhau_grpc.requester.clients.content import ContentHub
 from bacalhau_grpc.requester.clients.verifier import GrpcVerifierClient
 from bacalhau_grpc.requester.domain.lifecycle import Requester
 from bacalhau_grpc.requester.settings import NODE_ID_FILE_NAME, RequesterSettings
@@ -126,7 +128,10 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         # Every span of a job - and the calls made inside it - in the job's one trace.
         span=JobTraces().span,
         content=content,
+        # Sharded jobs: IPFS inputs are listed from the content the requester holds.
+        listing=store_listing(content, holder="the requester"),
     )
+    hub = ContentHub(content, requester.live_node_addresses)
     try:
         await requester.start()
         server = await start_server(
@@ -140,7 +145,7 @@ async def start(settings: RequesterSettings) -> RunningRequester:
                 ),
                 ServiceBinding(
                     cgrpc.add_ContentServiceServicer_to_server,
-                    ContentServiceServicer(content),
+                    ContentServiceServicer(content, fallback=hub.fetch),
                     CONTENT_SERVICE_NAME,
                 ),
             ],

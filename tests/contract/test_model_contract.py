@@ -47,7 +47,7 @@ def test_every_seed_type_has_a_proto_counterpart(go_type):
 @pytest.mark.parametrize("go_type", sorted(seed.ENUM_CONST_PREFIX))
 def test_enum_values_and_numbers_follow_go_iota(go_type):
     enum = ENUMS[go_type]
-    constants = seed.enum_constants(go_type)
+    constants = seed.enum_constants(go_type) + list(enums.BEYOND_SEED.get(go_type, ()))
     prefix = upper_snake(go_type)
     explicit_zero = go_type == "JobSelectionDataLocality"  # Go numbers it itself: Local = 0
     first = 0 if explicit_zero else 1
@@ -61,7 +61,7 @@ def test_enum_values_and_numbers_follow_go_iota(go_type):
 @pytest.mark.parametrize("go_type", sorted(GO_ENUM_BY_TYPE))
 def test_go_text_forms_are_the_seed_constants_without_prefix(go_type):
     go_enum = GO_ENUM_BY_TYPE[go_type]
-    constants = seed.enum_constants(go_type)
+    constants = seed.enum_constants(go_type) + list(enums.BEYOND_SEED.get(go_type, ()))
     assert [name.lower() for name in go_enum.names()] == [c.lower() for c in constants]
     assert go_enum.types() == [
         ENUMS[go_type].values_by_name[f"{upper_snake(go_type)}_{upper_snake(c)}"].number for c in constants

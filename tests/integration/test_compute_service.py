@@ -234,7 +234,7 @@ async def test_the_node_registers_and_sends_heartbeats(requester, computes, tmp_
     E = pb.Engine
     assert list(info.engines) == [E.ENGINE_NOOP, E.ENGINE_WASM, E.ENGINE_LANGUAGE, E.ENGINE_PYTHON_WASM]
     assert list(info.verifiers) == [pb.Verifier.VERIFIER_NOOP, pb.Verifier.VERIFIER_DETERMINISTIC]
-    assert list(info.publishers) == [pb.Publisher.PUBLISHER_NOOP]
+    assert list(info.publishers) == [1, 2, 3, 4, 5]  # Noop, Ipfs (+ Filecoin, Estuary falling back), Local
     assert info.total_capacity.cpu == 2.0 and info.total_capacity.memory == 4 * 1024**3
     assert info.max_job_capacity.cpu == 1.0 and info.max_job_capacity.memory == 4 * 1024**3
     assert info.version.startswith("v")

@@ -3,6 +3,7 @@ in a job's events when it runs a WASM module uploaded as its context, a determin
 on three nodes, and a Docker container reading a local input volume."""
 
 import json
+import shutil
 from pathlib import Path
 
 import aiodocker
@@ -167,3 +168,40 @@ async def test_cancelling_a_running_docker_job_stops_and_removes_its_container(n
 
 async def _none_left(docker, labels) -> bool:
     return not await docker.containers.list(all=True, filters=json.dumps(labels))
+
+
+async def test_an_input_no_node_holds_fails_the_job_with_the_reason(network):
+    await network.start(1)
+    job = job_of(pb.Engine.ENGINE_WASM)
+    job.spec.inputs.append(
+        pb.StorageSpec(storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS, cid=CID, path="/inputs")
+    )
+    submitted = await network.submit(
+        job, context=make_tar_gz({"hello.wasm": (WASM / "hello.wasm").read_bytes()})
+    )
+    events = await network.wait_for_end(submitted.id)
+    (failure,) = of_type(events, E.JOB_EVENT_TYPE_COMPUTE_ERROR)
+    assert f"Spec.inputs[0] (IPFS {CID}): could not fetch {CID}" in failure.status, failure.status
+    assert "is held by no node" in failure.status
+    assert names(events)[-1] == "ERROR"
+
+
+async def test_content_corrupted_at_its_source_fails_the_job_with_the_reason(network):
+    await network.start(1)
+    module = (WASM / "hello.wasm").read_bytes()
+    first = await network.submit(job_of(pb.Engine.ENGINE_WASM), context=make_tar_gz({"hello.wasm": module}))
+    await network.wait_for_end(first.id)
+    cid = first.spec.contexts[0].cid
+    # The requester's copy changes behind its back, and the compute node no longer has its own.
+    stored = network.requester.settings.data_dir / "content" / cid / "hello.wasm"
+    stored.unlink()
+    stored.write_bytes(module + b"\0")
+    shutil.rmtree(network.computes[0].settings.content_dir / cid)
+    job = job_of(pb.Engine.ENGINE_WASM)
+    job.spec.contexts.append(
+        pb.StorageSpec(storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS, cid=cid, path="/job")
+    )
+    second = await network.submit(job)
+    events = await network.wait_for_end(second.id)
+    (failure,) = of_type(events, E.JOB_EVENT_TYPE_COMPUTE_ERROR)
+    assert "it was corrupted" in failure.status, failure.status

@@ -18,7 +18,7 @@ GO_NAMES = {
     "APIVersion": (enums.API_VERSION, pb.APIVersion, ["V1alpha1", "V1beta1"]),
     "Engine": (enums.ENGINE, pb.Engine, ["Noop", "Docker", "Wasm", "Language", "PythonWasm"]),
     "Verifier": (enums.VERIFIER, pb.Verifier, ["Noop", "Deterministic"]),
-    "Publisher": (enums.PUBLISHER, pb.Publisher, ["Noop", "Ipfs", "Filecoin", "Estuary"]),
+    "Publisher": (enums.PUBLISHER, pb.Publisher, ["Noop", "Ipfs", "Filecoin", "Estuary", "Local"]),
     "StorageSourceType": (
         enums.STORAGE_SOURCE_TYPE,
         pb.StorageSourceType,
@@ -172,7 +172,7 @@ def test_gos_free_functions():
     checks = [
         (enums.is_valid_engine, 5),
         (enums.is_valid_verifier, 2),
-        (enums.is_valid_publisher, 4),
+        (enums.is_valid_publisher, 5),
         (enums.is_valid_storage_source_type, 5),
         (enums.is_valid_job_state, 7),
     ]

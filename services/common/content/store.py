@@ -9,6 +9,7 @@ checked against its CID before it is kept (`import_archive`).
 """
 
 import hashlib
+import os
 import re
 import shutil
 import tempfile
@@ -100,6 +101,19 @@ class ContentStore:
             self._archives.popitem(last=False)
         return cid
 
+    def add_folder(self, folder: Path) -> str:
+        """Keeps a copy of `folder` (files hard-linked when the disk allows) under its CID; returns the CID.
+        An empty folder cannot be content: ContentError."""
+        if not any(p.is_file() for p in folder.rglob("*")):
+            raise ContentError(f"{folder} holds no file to keep")
+        staging = self._new_staging()
+        try:
+            copy = staging / "content"
+            shutil.copytree(folder, copy, copy_function=_link_or_copy)
+            return self._keep(copy, folder_cid(copy))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
     def import_archive(self, cid: str, tar_path: Path, *, max_bytes: int) -> Path:
         """Unpacks an archive fetched for `cid` (a folder's entries, or one file named `cid`), checks that
         the content has that CID, and keeps it. ContentError when it does not match."""
@@ -146,3 +160,10 @@ class ContentStore:
                 if not target.exists():  # another add of the same content won the race otherwise
                     raise
         return cid
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

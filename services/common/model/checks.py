@@ -8,6 +8,7 @@ whatever its language fields say.
 
 import posixpath
 import re
+import urllib.parse
 from typing import Literal
 
 from bacalhau_grpc.common.model import pb
@@ -143,15 +144,41 @@ def input_error(
     volumes: "list[pb.StorageSpec] | tuple[pb.StorageSpec, ...]", *, field: str
 ) -> tuple[str, str] | None:
     """Why input volumes (or contexts) cannot be mounted, or None: each needs an absolute path, and its
-    source what it is fetched by (a CID, a URL)."""
+    source what it is fetched by (a CID, an http(s) URL naming a file: see `url_error`)."""
     for i, volume in enumerate(volumes):
         where = f"{field}[{i}]"
         if not posixpath.isabs(volume.path):
             return f"input path {volume.path!r} is not absolute", f"{where}.path"
         if volume.storage_source in _NEEDS_CID and not volume.cid:
             return "the volume has no CID", f"{where}.CID"
-        if volume.storage_source == pb.StorageSourceType.STORAGE_SOURCE_TYPE_URL_DOWNLOAD and not volume.url:
-            return "the volume has no URL", f"{where}.URL"
+        if volume.storage_source == pb.StorageSourceType.STORAGE_SOURCE_TYPE_URL_DOWNLOAD:
+            problem = url_error(volume.url) if volume.url else "the volume has no URL"
+            if problem is not None:
+                return problem, f"{where}.URL"
+    return None
+
+
+URL_SCHEMES = ("http", "https")
+
+
+def url_error(url: str) -> str | None:
+    """Why a URLDownload volume's URL cannot be downloaded, or None: it needs the scheme http or https, a
+    host and a path naming the file (`http://example.com` names none)."""
+    if not url or any(c.isspace() or not c.isprintable() for c in url):
+        return f"{url!r} is not a URL: it is empty or holds spaces or control characters"
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL: {exc}"
+    if not parsed.scheme:
+        return f"{url!r} is not a URL: it has no scheme (use http or https)"
+    if parsed.scheme.lower() not in URL_SCHEMES:
+        return f"unsupported URL scheme {parsed.scheme!r}: use http or https"
+    if not parsed.hostname:
+        return f"URL {url!r} has no host"
+    if parsed.path in ("", "/"):
+        return f"URL {url!r} has no file path: name the file to download"
     return None
 
 

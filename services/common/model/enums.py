@@ -57,7 +57,9 @@ class GoEnum:
 API_VERSION = GoEnum("APIVersion", ("V1alpha1", "V1beta1"))
 ENGINE = GoEnum("Engine", ("Noop", "Docker", "Wasm", "Language", "PythonWasm"))
 VERIFIER = GoEnum("Verifier", ("Noop", "Deterministic"))
-PUBLISHER = GoEnum("Publisher", ("Noop", "Ipfs", "Filecoin", "Estuary"))
+PUBLISHER = GoEnum("Publisher", ("Noop", "Ipfs", "Filecoin", "Estuary", "Local"))
+# Enum values this project adds after the seed's constants (by Go type).
+BEYOND_SEED = {"Publisher": ("Local",)}
 STORAGE_SOURCE_TYPE = GoEnum(
     "StorageSourceType", ("IPFS", "URLDownload", "FilecoinUnsealed", "Filecoin", "Estuary")
 )

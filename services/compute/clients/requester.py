@@ -162,6 +162,7 @@ class RequesterClient:
             shard_index=execution.shard_index,
             node_id=self.node_id,
             published_result=execution.published_result,
+            status=execution.status,
         )
         await self._callback(self._stub.OnPublishComplete, request, "OnPublishComplete", execution)
 

@@ -69,7 +69,9 @@ from bacalhau_grpc.compute.executors.base import (
 )
 from bacalhau_grpc.compute.executors.results import prepare_outputs
 from bacalhau_grpc.compute.publishers.base import Publisher
+from bacalhau_grpc.compute.publishers.registry import Publishers
 from bacalhau_grpc.compute.storage.base import StorageError
+from bacalhau_grpc.compute.storage.shards import PLANS as SHARD_PLANS
 from bacalhau_grpc.compute.storage.volumes import Volumes
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,7 @@ class ComputeNode:
         # Every executor given (closed with the node), and those installed here, by engine.
         self.all_executors = tuple(executors)
         self.executors = {e.engine: e for e in executors if e.is_installed()}
-        self.publishers = {p.publisher: p for p in publishers if p.is_installed()}
+        self.publishers = Publishers(publishers)
         self.verifiers = frozenset(verifiers)
         self.limits = limits
         self.proposer = proposer
@@ -140,7 +142,7 @@ class ComputeNode:
         self.bidder = default_bidder(
             is_installed=self.executors.__contains__,
             verifiers=self.verifiers,
-            publishers=self.publishers.keys(),
+            publishers=self.publishers.kinds(),
             per_job=limits.per_job,
             tracker=self.tracker,
             policy=bid_policy,
@@ -328,7 +330,7 @@ class ComputeNode:
             address=self.address,
             engines=sorted(self.executors),
             verifiers=sorted(self.verifiers),
-            publishers=sorted(self.publishers),
+            publishers=sorted(self.publishers.kinds()),
             total_capacity=self.limits.total,
             max_job_capacity=self.limits.per_job,
             version=self.version,
@@ -404,7 +406,8 @@ class ComputeNode:
 
     async def _prepare_run(self, execution: Execution) -> RunContext:
         """The run's volumes on this node and its fresh result folder (ExecutorError when they cannot be
-        had). Noop jobs get neither: nothing would read them."""
+        had). Noop jobs get neither: nothing would read them. A sharded job's inputs are its shard's batch,
+        each item mounted at its own path (`compute.storage.shards`)."""
         spec = execution.job.spec
         context = RunContext(execution, self.node_id, timeout=run_timeout(spec))
         if spec.engine == pb.Engine.ENGINE_NOOP:
@@ -418,6 +421,8 @@ class ComputeNode:
                     spec.wasm.import_modules, field="Spec.Wasm.ImportModules", scratch=scratch
                 ),
             )
+            if spec.sharding.glob_pattern:
+                inputs = await SHARD_PLANS.shard_inputs(execution.job, execution.shard_index, inputs)
             result_dir = self.work_root / execution.id / "results"
             await asyncio.to_thread(shutil.rmtree, result_dir, ignore_errors=True)
             outputs = await asyncio.to_thread(prepare_outputs, result_dir, spec.outputs)
@@ -438,14 +443,17 @@ class ComputeNode:
             if execution.state == S.RESULT_ACCEPTED:
                 self._update(execution, S.PUBLISHING, expected=S.RESULT_ACCEPTED)
             kind = publisher_of(execution.job.spec)
-            publisher = self.publishers.get(kind)
-            if publisher is None:
+            resolved = self.publishers.resolve(kind)
+            if resolved is None:
                 raise RuntimeError(f"publisher {enums.PUBLISHER.name(kind)} not installed")
+            publisher, note = resolved
             with self._span(
                 "compute.publish", job_id=job_id, node_id=self.node_id, shard_index=execution.shard_index
             ):
-                published = await publisher.publish(execution, self._results.get(execution.id))
-            self._update(execution, S.COMPLETED, expected=S.PUBLISHING, published_result=published)
+                published = await publisher.publish(execution, self._result_of(execution))
+            self._update(
+                execution, S.COMPLETED, expected=S.PUBLISHING, published_result=published, status=note
+            )
         except asyncio.CancelledError:
             raise
         except FailedPreconditionError as exc:
@@ -456,6 +464,18 @@ class ComputeNode:
             self._fail(execution, f"publish failed: {exc}", expected=(S.RESULT_ACCEPTED, S.PUBLISHING))
             return
         self._deliver(self.callbacks.on_publish_complete, execution)
+
+    def _result_of(self, execution: Execution) -> RunResult | None:
+        """The run's result: kept since the run, else (after a restart) its result folder, if any."""
+        result = self._results.get(execution.id)
+        if result is not None:
+            return result
+        result_dir = self.work_root / execution.id / "results"
+        if not result_dir.is_dir():
+            return None
+        output = execution.run_output or pb.RunCommandResult()
+        exit_code = output.exit_code if output.HasField("exit_code") else -1
+        return RunResult(b"", b"", exit_code, result_dir=result_dir)
 
     async def _finish_cancel(self, execution: Execution, work: asyncio.Task[None] | None) -> None:
         if work is not None:

@@ -8,13 +8,14 @@
   folder's content (every file's relative path and bytes, in sorted order).
 * Test knobs: `result_hash` (setting `noop_result_hash`) replaces the computed hash; `bad_actor`
   proposes SHA-256(node_id + execution_id), which differs on every node, so the verifier rejects it
-  whenever honest nodes agree.
+  whenever honest nodes agree; `bad_actor_shards`, when given, limits the lies to those shard indexes.
 
 v0.3 encrypted the deterministic proposal with the requester's public key; the gRPC transport is the
 trust boundary here, so the proposal travels as is.
 """
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
 
 from bacalhau_grpc.common.model import pb
@@ -51,15 +52,27 @@ def folder_hash(root: Path) -> str:
 class Proposer:
     """Makes each execution's proposal, following the node's knobs."""
 
-    def __init__(self, node_id: str, *, result_hash_override: str = "", bad_actor: bool = False) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        result_hash_override: str = "",
+        bad_actor: bool = False,
+        bad_actor_shards: Collection[int] = (),
+    ) -> None:
         self.node_id = node_id
         self.result_hash_override = result_hash_override.lower()
         self.bad_actor = bad_actor
+        # The shards a bad actor lies on; empty: every shard.
+        self.bad_actor_shards = frozenset(bad_actor_shards)
+
+    def lies_on(self, shard_index: int) -> bool:
+        return self.bad_actor and (not self.bad_actor_shards or shard_index in self.bad_actor_shards)
 
     def propose(self, execution: Execution, result: RunResult) -> bytes:
         if verifier_of(execution.job.spec) != pb.Verifier.VERIFIER_DETERMINISTIC:
             return b""
-        if self.bad_actor:
+        if self.lies_on(execution.shard_index):
             return hashlib.sha256((self.node_id + execution.id).encode()).hexdigest().encode("ascii")
         if self.result_hash_override:
             return self.result_hash_override.encode("ascii")

@@ -14,6 +14,13 @@ class Volumes:
     def __init__(self, providers: Iterable[StorageProvider]) -> None:
         self.providers = {provider.source: provider for provider in providers}
 
+    async def close(self) -> None:
+        """Closes the providers that hold resources (those with an `async close()`: URL downloads)."""
+        for provider in self.providers.values():
+            close = getattr(provider, "close", None)
+            if close is not None:
+                await close()
+
     def sources(self) -> list[int]:
         return sorted(self.providers)
 

@@ -135,6 +135,7 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
             node_id=request.node_id,
             execution_id=request.execution_id,
             published_result=request.published_result if request.HasField("published_result") else None,
+            status=request.status,
         )
         return rpb.OnPublishCompleteResponse()
 

@@ -16,6 +16,11 @@ from bacalhau_grpc.requester.domain.ports import BidAnswer
 # the node counts as lost and the shard replaces it.
 ATTEMPTS = 3
 RETRY_DELAY = 0.2
+# At most this many AskForBid calls in flight per node; the others wait their turn (their deadline starts
+# when they are sent). A sharded job asks for one bid per shard at once: thousands of calls in flight
+# would overrun the node's gRPC server (past about 1,000 requests not yet handled it cancels new ones)
+# and the call deadline. The shard's negotiation timeout bounds the wait.
+MAX_ASKS_IN_FLIGHT = 64
 
 
 class GrpcComputeClient:
@@ -24,6 +29,7 @@ class GrpcComputeClient:
     def __init__(self, *, call_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.call_timeout = call_timeout
         self._channels: dict[str, tuple[grpc.aio.Channel, cgrpc.ComputeServiceStub]] = {}
+        self._asks: dict[str, asyncio.Semaphore] = {}
 
     def _stub(self, address: str) -> cgrpc.ComputeServiceStub:
         cached = self._channels.get(address)
@@ -36,7 +42,9 @@ class GrpcComputeClient:
     async def ask_for_bid(self, address: str, job: pb.Job, shard_index: int) -> BidAnswer:
         request = cpb.AskForBidRequest(shard_index=shard_index)
         request.job.CopyFrom(job)
-        response = await call(self._stub(address).AskForBid, request, timeout=self.call_timeout)
+        slots = self._asks.setdefault(address, asyncio.Semaphore(MAX_ASKS_IN_FLIGHT))
+        async with slots:
+            response = await call(self._stub(address).AskForBid, request, timeout=self.call_timeout)
         return BidAnswer(
             accepted=response.accepted,
             execution_id=response.execution_id,

@@ -708,7 +708,13 @@ class ShardFSM:
         return out
 
     def on_published(
-        self, node_id: str, execution_id: str, published_result: pb.StorageSpec | None, now: float
+        self,
+        node_id: str,
+        execution_id: str,
+        published_result: pb.StorageSpec | None,
+        now: float,
+        *,
+        status: str = "",
     ) -> Transition:
         checked = self._check_execution(node_id, execution_id, "published results received", now)
         if isinstance(checked, Transition):
@@ -724,7 +730,7 @@ class ShardFSM:
                 now,
             )
         execution.state = ExecState.PUBLISHED
-        event = self._event(E.JOB_EVENT_TYPE_RESULTS_PUBLISHED, now, source=node_id)
+        event = self._event(E.JOB_EVENT_TYPE_RESULTS_PUBLISHED, now, source=node_id, status=status)
         if published_result is not None:
             event.published_result.CopyFrom(published_result)
         out = Transition([RecordEvent(event)])

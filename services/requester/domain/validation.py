@@ -9,10 +9,7 @@ import uuid
 
 from bacalhau_grpc.common.content.store import MAX_CONTEXT_BYTES, check_cid
 from bacalhau_grpc.common.errors import InvalidArgumentError
-from bacalhau_grpc.common.model import checks, enums, jobs, pb, resources
-
-# Sharding is a later issue: every job is one shard for now.
-TOTAL_SHARDS = 1
+from bacalhau_grpc.common.model import checks, enums, jobs, pb, resources, sharding
 
 
 def validate_submission(payload: pb.JobCreatePayload) -> None:
@@ -74,6 +71,8 @@ def validate_submission(payload: pb.JobCreatePayload) -> None:
         )
     resources.parse_resource_usage_config(spec.resources, field_prefix="Spec.Resources")
     _check_volumes(spec)
+    if spec.sharding.glob_pattern:
+        sharding.compile_glob(spec.sharding.glob_pattern)  # a malformed pattern is refused here
     _raise(checks.engine_error(spec, has_inline_context=bool(payload.context)))
     if len(payload.context) > MAX_CONTEXT_BYTES:
         raise InvalidArgumentError(
@@ -106,12 +105,15 @@ def build_job(
     now: float,
     job_id: str | None = None,
     context_cid: str = "",
+    total_shards: int = 1,
 ) -> pb.Job:
     """The job the requester creates from a valid submission (validate_submission first).
 
     Server-owned fields are set here (ID, requester, client, creation time, execution plan) and whatever
     the client put in them is dropped, as are state and events. The inline context, once stored under
     `context_cid`, becomes the first context, mounted at /job (a WASM job's module is its first context).
+    `total_shards` is `ExecutionPlan.ShardsTotal`, planned from the inputs at submission (see
+    `common.model.sharding`).
     """
     source = payload.job
     job = pb.Job(
@@ -140,6 +142,6 @@ def build_job(
         job.spec.publisher = pb.Publisher.PUBLISHER_NOOP
     if job.spec.timeout <= 0:
         job.spec.timeout = default_job_timeout
-    job.execution_plan.total_shards = TOTAL_SHARDS
+    job.execution_plan.total_shards = total_shards
     job.created_at.FromMicroseconds(round(now * 1_000_000))
     return job

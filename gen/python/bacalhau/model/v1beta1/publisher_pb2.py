@@ -24,13 +24,13 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&bacalhau/model/v1beta1/publisher.proto\x12\x16\x62\x61\x63\x61lhau.model.v1beta1*}\n\tPublisher\x12\x19\n\x15PUBLISHER_UNSPECIFIED\x10\x00\x12\x12\n\x0ePUBLISHER_NOOP\x10\x01\x12\x12\n\x0ePUBLISHER_IPFS\x10\x02\x12\x16\n\x12PUBLISHER_FILECOIN\x10\x03\x12\x15\n\x11PUBLISHER_ESTUARY\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&bacalhau/model/v1beta1/publisher.proto\x12\x16\x62\x61\x63\x61lhau.model.v1beta1*\x92\x01\n\tPublisher\x12\x19\n\x15PUBLISHER_UNSPECIFIED\x10\x00\x12\x12\n\x0ePUBLISHER_NOOP\x10\x01\x12\x12\n\x0ePUBLISHER_IPFS\x10\x02\x12\x16\n\x12PUBLISHER_FILECOIN\x10\x03\x12\x15\n\x11PUBLISHER_ESTUARY\x10\x04\x12\x13\n\x0fPUBLISHER_LOCAL\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bacalhau.model.v1beta1.publisher_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PUBLISHER']._serialized_start=66
-  _globals['_PUBLISHER']._serialized_end=191
+  _globals['_PUBLISHER']._serialized_start=67
+  _globals['_PUBLISHER']._serialized_end=213
 # @@protoc_insertion_point(module_scope)

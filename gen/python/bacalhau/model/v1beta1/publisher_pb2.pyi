@@ -11,8 +11,10 @@ class Publisher(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PUBLISHER_IPFS: _ClassVar[Publisher]
     PUBLISHER_FILECOIN: _ClassVar[Publisher]
     PUBLISHER_ESTUARY: _ClassVar[Publisher]
+    PUBLISHER_LOCAL: _ClassVar[Publisher]
 PUBLISHER_UNSPECIFIED: Publisher
 PUBLISHER_NOOP: Publisher
 PUBLISHER_IPFS: Publisher
 PUBLISHER_FILECOIN: Publisher
 PUBLISHER_ESTUARY: Publisher
+PUBLISHER_LOCAL: Publisher

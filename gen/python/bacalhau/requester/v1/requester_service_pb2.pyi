@@ -205,18 +205,20 @@ class OnRunCompleteResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class OnPublishCompleteRequest(_message.Message):
-    __slots__ = ("execution_id", "job_id", "shard_index", "node_id", "published_result")
+    __slots__ = ("execution_id", "job_id", "shard_index", "node_id", "published_result", "status")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SHARD_INDEX_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_RESULT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     job_id: str
     shard_index: int
     node_id: str
     published_result: _storage_pb2.StorageSpec
-    def __init__(self, execution_id: _Optional[str] = ..., job_id: _Optional[str] = ..., shard_index: _Optional[int] = ..., node_id: _Optional[str] = ..., published_result: _Optional[_Union[_storage_pb2.StorageSpec, _Mapping]] = ...) -> None: ...
+    status: str
+    def __init__(self, execution_id: _Optional[str] = ..., job_id: _Optional[str] = ..., shard_index: _Optional[int] = ..., node_id: _Optional[str] = ..., published_result: _Optional[_Union[_storage_pb2.StorageSpec, _Mapping]] = ..., status: _Optional[str] = ...) -> None: ...
 
 class OnPublishCompleteResponse(_message.Message):
     __slots__ = ()

@@ -469,6 +469,13 @@ class Publisher(betterproto2.Enum):
     Results are uploaded to Estuary.
     """
 
+    LOCAL = 5
+    """
+    Results stay on the compute node that made them, in its content store, and
+    are downloaded from it over gRPC (not in the seed: later Bacalhau versions'
+    Local publisher).
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -477,6 +484,7 @@ class Publisher(betterproto2.Enum):
             2: "PUBLISHER_IPFS",
             3: "PUBLISHER_FILECOIN",
             4: "PUBLISHER_ESTUARY",
+            5: "PUBLISHER_LOCAL",
         }
 
     @classmethod
@@ -487,6 +495,7 @@ class Publisher(betterproto2.Enum):
             "PUBLISHER_IPFS": 2,
             "PUBLISHER_FILECOIN": 3,
             "PUBLISHER_ESTUARY": 4,
+            "PUBLISHER_LOCAL": 5,
         }
 
 

@@ -497,6 +497,12 @@ class OnPublishCompleteRequest(betterproto2.Message):
     Where the results can be fetched.
     """
 
+    status: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    A line for people about the publication (e.g. a publisher that fell back to
+    IPFS); the ResultsPublished event's status.
+    """
+
 
 default_message_pool.register_message(
     "bacalhau.requester.v1", "OnPublishCompleteRequest", OnPublishCompleteRequest

@@ -1,0 +1,96 @@
+"""One noop job over 10,000 input files with batch size 1 (10,000 shards) through a devstack (requester,
+verifier and 3 compute nodes as separate processes): the time from submission to every shard completed,
+and the overhead per shard. The files are uploaded first as a job context (kept by the requester under
+their CID) and named as the sharded job's IPFS input. Goal: <= 20 s.
+Run with `make bench` (or `python bench/bench_sharding.py --files 2000`).
+"""
+
+import argparse
+import asyncio
+import tempfile
+import time
+
+from bacalhau.requester.v1 import requester_service_pb2 as rpb
+from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.cli.devstack import Devstack
+from bacalhau_grpc.common import channels
+from bacalhau_grpc.common.content.archive import make_tar_gz
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.signing import ClientKey
+
+GOAL_SECONDS = 20.0
+ENDED = {pb.JobStateType.JOB_STATE_TYPE_COMPLETED, pb.JobStateType.JOB_STATE_TYPE_ERROR}
+
+
+def noop_job() -> pb.Job:
+    job = pb.Job(api_version="V1beta1")
+    job.spec.engine = pb.Engine.ENGINE_NOOP
+    job.spec.verifier = pb.Verifier.VERIFIER_NOOP
+    job.spec.publisher = pb.Publisher.PUBLISHER_NOOP
+    job.deal.concurrency = 1
+    return job
+
+
+def shard_states(state: pb.JobState) -> dict[int, int]:
+    """The furthest state of each shard over the nodes' rows."""
+    furthest: dict[int, int] = {}
+    for node in state.nodes.values():
+        for index, shard in node.shards.items():
+            if shard.state in ENDED or index not in furthest:
+                furthest[index] = shard.state
+    return furthest
+
+
+async def run(files: int) -> dict:
+    key = ClientKey.generate()
+    archive = make_tar_gz({f"file-{i:05d}.txt": b"x" for i in range(files)})
+    with tempfile.TemporaryDirectory(prefix="bench-shards-") as data_dir:
+        async with (
+            Devstack(nodes=3, data_dir=data_dir, log_level="WARNING") as devstack,
+            channels.open_channel(devstack.requester_address) as channel,
+        ):
+            stub = rgrpc.RequesterServiceStub(channel)
+            upload = (await stub.SubmitJob(key.signed_submit_request(noop_job(), archive), timeout=60)).job
+            job = noop_job()
+            job.spec.inputs.append(
+                pb.StorageSpec(
+                    storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS,
+                    cid=upload.spec.contexts[0].cid,
+                    path="/inputs",
+                )
+            )
+            job.spec.sharding.glob_pattern = "/inputs/*.txt"
+            job.spec.sharding.batch_size = 1
+            started = time.monotonic()
+            submitted = (await stub.SubmitJob(key.signed_submit_request(job), timeout=120)).job
+            accepted = time.monotonic()
+            shards = submitted.execution_plan.total_shards
+            while True:
+                listed = await stub.ListJobs(rpb.ListJobsRequest(id_prefix=submitted.id), timeout=60)
+                states = shard_states(listed.jobs[0].state)  # ListJobs carries the rows, not the events
+                if sum(s in ENDED for s in states.values()) == shards:
+                    break
+                await asyncio.sleep(0.25)
+            elapsed = time.monotonic() - started
+    errors = sum(s == pb.JobStateType.JOB_STATE_TYPE_ERROR for s in states.values())
+    return {"shards": shards, "errors": errors, "submit": accepted - started, "elapsed": elapsed}
+
+
+async def main(files: int) -> None:
+    r = await run(files)
+    shards, elapsed = r["shards"], r["elapsed"]
+    print(f"devstack: 1 requester + 1 verifier + 3 compute nodes; one noop job over {files} files, batch 1")
+    print(f"shards: {shards} ({r['errors']} ended in Error)")
+    print(f"submission (explode + plan + {shards} shard machines): {r['submit']:.2f} s")
+    print(
+        f"submit to every shard completed: {elapsed:.1f} s "
+        f"(goal {GOAL_SECONDS:g} s: {elapsed / GOAL_SECONDS:.2f}x)"
+    )
+    print(f"per shard: {elapsed / shards * 1000:.2f} ms ({shards / elapsed:.0f} shards/s)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=10_000)
+    args = parser.parse_args()
+    asyncio.run(main(args.files))
