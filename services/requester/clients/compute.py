@@ -20,7 +20,7 @@ RETRY_DELAY = 0.2
 # when they are sent). A sharded job asks for one bid per shard at once: thousands of calls in flight
 # would overrun the node's gRPC server (past about 1,000 requests not yet handled it cancels new ones)
 # and the call deadline. The shard's negotiation timeout bounds the wait.
-MAX_ASKS_IN_FLIGHT = 64
+MAX_ASKS_IN_FLIGHT = 16
 
 
 class GrpcComputeClient:
