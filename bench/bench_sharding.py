@@ -87,9 +87,8 @@ async def main(files: int, deadline: float) -> None:
     print(f"devstack: 1 requester + 1 verifier + 3 compute nodes; one noop job over {files} files, batch 1")
     print(f"shards: {shards}; {r['ended']} ended ({r['errors']} in Error)")
     if r["ended"] < shards:
-        print(
-            f"NOT COMPLETED within the {deadline:g} s deadline: {r['ended'] / elapsed:.0f} shards/s until then"
-        )
+        rate = r["ended"] / elapsed
+        print(f"NOT COMPLETED within the {deadline:g} s deadline: {rate:.0f} shards/s until then")
         return
     print(f"submission (explode + plan + {shards} shard machines): {r['submit']:.2f} s")
     print(
