@@ -71,7 +71,7 @@ from bacalhau_grpc.compute.executors.results import prepare_outputs
 from bacalhau_grpc.compute.publishers.base import Publisher
 from bacalhau_grpc.compute.publishers.registry import Publishers
 from bacalhau_grpc.compute.storage.base import StorageError
-from bacalhau_grpc.compute.storage.shards import PLANS as SHARD_PLANS
+from bacalhau_grpc.compute.storage.shards import ShardPlans
 from bacalhau_grpc.compute.storage.volumes import Volumes
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,8 @@ class ComputeNode:
         # How the job's volumes get onto this node, and where each execution keeps its files while it
         # lasts: `work_root/<execution id>/results` (the result folder) and `.../scratch` (downloads).
         self.volumes = volumes or Volumes(())
+        # Each sharded job's plan, derived once per job from its inputs on this node's disk.
+        self.shard_plans = ShardPlans()
         self.work_root = work_root or Path(tempfile.gettempdir()) / "bacalhau-grpc" / node_id
         # The active execution of each shard, so a repeated AskForBid gets the same execution.
         self._by_shard: dict[str, str] = {}
@@ -422,7 +424,7 @@ class ComputeNode:
                 ),
             )
             if spec.sharding.glob_pattern:
-                inputs = await SHARD_PLANS.shard_inputs(execution.job, execution.shard_index, inputs)
+                inputs = await self.shard_plans.shard_inputs(execution.job, execution.shard_index, inputs)
             result_dir = self.work_root / execution.id / "results"
             await asyncio.to_thread(shutil.rmtree, result_dir, ignore_errors=True)
             outputs = await asyncio.to_thread(prepare_outputs, result_dir, spec.outputs)

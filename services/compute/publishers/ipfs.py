@@ -8,16 +8,11 @@ its streams and exit code, as the content-store publisher does. After a restart 
 (`result` is None): that is a PublisherError.
 """
 
-import tempfile
-from pathlib import Path
-
 from bacalhau_grpc.common.ipfs import IpfsClient, IpfsError
-from bacalhau_grpc.common.model import enums, pb
+from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import Execution
 from bacalhau_grpc.compute.executors.base import RunResult
-from bacalhau_grpc.compute.executors.results import EXIT_CODE, STDERR, STDOUT
-from bacalhau_grpc.compute.publishers.base import PublisherError
-from bacalhau_grpc.compute.publishers.content import published_name
+from bacalhau_grpc.compute.publishers.base import PublisherError, published_spec, results_folder
 
 
 class IpfsPublisher:
@@ -33,29 +28,11 @@ class IpfsPublisher:
         return True
 
     async def publish(self, execution: Execution, result: RunResult | None) -> pb.StorageSpec:
-        if result is None:
-            raise PublisherError(f"the results of {execution.id} are gone: the node lost them in a restart")
-        if result.result_dir is not None and not result.result_dir.is_dir():
-            raise PublisherError(
-                f"the results of {execution.id} are gone: {result.result_dir} does not exist"
-            )
-        try:
-            cid = await self._add(result)
-        except (IpfsError, OSError) as exc:
-            raise PublisherError(f"could not publish the results of {execution.id} to IPFS: {exc}") from exc
-        return pb.StorageSpec(
-            storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS,
-            name=published_name(execution, self.node_id),
-            cid=cid,
-            metadata={"publisher": enums.PUBLISHER.name(self.publisher), "node_id": self.node_id},
-        )
-
-    async def _add(self, result: RunResult) -> str:
-        if result.result_dir is not None:
-            return await self.client.add_folder(result.result_dir)
-        with tempfile.TemporaryDirectory(prefix="bacalhau-results-") as temp:
-            folder = Path(temp)
-            (folder / STDOUT).write_bytes(result.stdout)
-            (folder / STDERR).write_bytes(result.stderr)
-            (folder / EXIT_CODE).write_text(str(result.exit_code))
-            return await self.client.add_folder(folder)
+        with results_folder(execution, result) as folder:
+            try:
+                cid = await self.client.add_folder(folder)
+            except (IpfsError, OSError) as exc:
+                raise PublisherError(
+                    f"could not publish the results of {execution.id} to IPFS: {exc}"
+                ) from exc
+        return published_spec(execution, self.node_id, self.publisher, cid)

@@ -89,7 +89,3 @@ def _inside_mounted_folder(atom: sharding.Atom, in_batch: set[tuple[int, str]]) 
 def _fingerprint(spec: pb.Spec) -> bytes:
     """What the plan depends on besides the content: the sharding config and the inputs."""
     return pb.Spec(sharding=spec.sharding, inputs=spec.inputs).SerializeToString(deterministic=True)
-
-
-# The node's plans (one per process: nodes sharing a process share plans, which are the same for all).
-PLANS = ShardPlans()
