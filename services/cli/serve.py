@@ -70,7 +70,8 @@ FIELD_HELP = {
     "filecoin_unsealed_path": "where unsealed Filecoin data lies, a template such as /data/{{.CID}}",
     "url_download_timeout": "seconds one URL input's download may take, retries included",
     "url_download_max_bytes": "the largest file a URL input may download, e.g. 10Gb",
-    "ipfs_connect": "the IPFS daemon's API for IPFS inputs and publishing, e.g. /ip4/127.0.0.1/tcp/5001",
+    "ipfs_connect": "the IPFS daemon's API, e.g. /ip4/127.0.0.1/tcp/5001 (compute: IPFS inputs and "
+    "publishing; requester: listing the IPFS inputs of sharded jobs)",
     "docker_host": "the Docker engine for Docker jobs (default: $DOCKER_HOST, else the local socket)",
     "wasm_cache_dir": "where compiled WebAssembly modules (the Python interpreter too) are cached",
 }

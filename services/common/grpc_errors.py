@@ -14,13 +14,17 @@ ErrorInfo. Every mapped exception also carries `code` (the `grpc.StatusCode`) an
 
 from __future__ import annotations
 
+import inspect
+import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from bacalhau.batch.v1 import outcome_pb2
 from bacalhau_grpc.common.errors import (
     AlreadyExistsError,
     BacalhauError,
@@ -205,3 +209,30 @@ def error_from_status(
 def from_rpc_error(error: grpc.RpcError) -> BacalhauError:
     """The typed error for a failed call (`grpc.aio.AioRpcError` or a sync `grpc.Call` error)."""
     return error_from_status(error.code(), error.details(), error.trailing_metadata())  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------- batch items
+
+
+async def outcome_of(action: Callable[[], Any], *, logger: logging.Logger, what: str) -> outcome_pb2.Outcome:
+    """Runs one item of a batch call (`action()`, awaited when it returns an awaitable): an empty Outcome
+    when it succeeds, else the code and message a call of its own would have failed with (an unexpected
+    error is logged and reported as INTERNAL)."""
+    try:
+        result = action()
+        if inspect.isawaitable(result):
+            await result
+    except BacalhauError as exc:
+        return outcome_pb2.Outcome(code=code_for(exc).name, message=truncate(str(exc)))
+    except Exception:
+        logger.exception("unexpected error in %s", what)
+        return outcome_pb2.Outcome(code=grpc.StatusCode.INTERNAL.name, message=INTERNAL_MESSAGE)
+    return outcome_pb2.Outcome()
+
+
+def error_from_outcome(outcome: outcome_pb2.Outcome) -> BacalhauError | None:
+    """The typed error of a failed batch item, or None when it succeeded."""
+    if not outcome.code:
+        return None
+    code = getattr(grpc.StatusCode, outcome.code, grpc.StatusCode.UNKNOWN)
+    return error_from_status(code, outcome.message)

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
-from bacalhau_grpc.common.content.listing import store_listing
+from bacalhau_grpc.common.content.listing import Listing, first_listing, ipfs_listing, store_listing
 from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE_NAME
 from bacalhau_grpc.common.content.service import ContentServiceServicer
 from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.ipfs import IpfsClient
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
 from bacalhau_grpc.requester.api.servicer import SERVICE_NAME, RequesterServicer
@@ -77,6 +78,8 @@ class RunningRequester:
     compute: GrpcComputeClient
     verifier: GrpcVerifierClient
     settings: RequesterSettings
+    # The IPFS daemon's client sharded jobs' inputs are listed with (settings.ipfs_connect), if any.
+    ipfs: IpfsClient | None = None
 
     @property
     def address(self) -> str:
@@ -103,6 +106,15 @@ class RunningRequester:
             finally:
                 await self.compute.close()
                 await self.verifier.close()
+                if self.ipfs is not None:
+                    await self.ipfs.close()
+
+
+def input_listing(content: ContentStore, ipfs: IpfsClient | None) -> Listing:
+    """How sharded jobs' IPFS inputs are listed at submission: from the content the requester holds,
+    then, with an IPFS daemon (settings.ipfs_connect), from the daemon."""
+    held = store_listing(content, holder="the requester")
+    return held if ipfs is None else first_listing(held, ipfs_listing(ipfs))
 
 
 async def start(settings: RequesterSettings) -> RunningRequester:
@@ -115,6 +127,7 @@ async def start(settings: RequesterSettings) -> RunningRequester:
     content = ContentStore(settings.data_dir / "content")
     compute = GrpcComputeClient(call_timeout=settings.call_timeout)
     verifier = GrpcVerifierClient(settings.verifier_address, call_timeout=settings.call_timeout)
+    ipfs = IpfsClient(settings.ipfs_connect) if settings.ipfs_connect else None
     requester = Requester(
         node_id=node_id,
         store=store,
@@ -128,8 +141,9 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         # Every span of a job - and the calls made inside it - in the job's one trace.
         span=JobTraces().span,
         content=content,
-        # Sharded jobs: IPFS inputs are listed from the content the requester holds.
-        listing=store_listing(content, holder="the requester"),
+        # Sharded jobs: IPFS inputs are listed from the content the requester holds, then (with
+        # ipfs_connect) from the IPFS daemon.
+        listing=input_listing(content, ipfs),
     )
     hub = ContentHub(content, requester.live_node_addresses)
     try:
@@ -157,6 +171,8 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         await store.close()
         await compute.close()
         await verifier.close()
+        if ipfs is not None:
+            await ipfs.close()
         raise
     return RunningRequester(
         node_id=node_id,
@@ -166,4 +182,5 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         compute=compute,
         verifier=verifier,
         settings=settings,
+        ipfs=ipfs,
     )

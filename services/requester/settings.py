@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.ipfs.client import parse_api_address
 
 ENV_PREFIX = "BACALHAU_"
 DB_FILE_NAME = "requester.db"
@@ -47,6 +48,10 @@ class RequesterSettings:
     # Accept unsigned submissions (a bare JobCreatePayload): development only. Off, every submission must
     # be signed by its client's key.
     allow_unsigned: bool = False
+    # The IPFS daemon's API the requester lists sharded jobs' IPFS inputs from when its own content store
+    # does not hold them, as a URL (http://127.0.0.1:5001) or a multiaddr (/ip4/127.0.0.1/tcp/5001);
+    # empty: none (such inputs then come from the requester's own content store only).
+    ipfs_connect: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -77,6 +82,11 @@ class RequesterSettings:
             raise _invalid("allow_unsigned", f"{self.allow_unsigned!r} is not true or false")
         if not self.verifier_address:
             raise _invalid("verifier_address", "is required: the host:port of the verifier service")
+        if self.ipfs_connect:
+            try:
+                parse_api_address(self.ipfs_connect)
+            except InvalidArgumentError as exc:
+                raise _invalid("ipfs_connect", exc.reason) from None
 
     @property
     def db_path(self) -> Path:

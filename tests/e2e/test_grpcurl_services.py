@@ -48,6 +48,7 @@ METHODS = {
         "OnPublishComplete",
         "OnComputeFailure",
         "OnCancelComplete",
+        "ReportExecutions",
     },
     COMPUTE: {
         "AskForBid",
@@ -56,9 +57,11 @@ METHODS = {
         "ResultAccepted",
         "ResultRejected",
         "CancelExecution",
+        "AskForBids",
+        "UpdateExecutions",
         "GetNodeInfo",
     },
-    VERIFIER: {"Verify", "GetVerifierInfo"},
+    VERIFIER: {"Verify", "VerifyShards", "GetVerifierInfo"},
 }
 # One method of each service to describe: (method, request type, response type).
 DESCRIBED = {

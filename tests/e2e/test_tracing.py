@@ -176,17 +176,16 @@ def assert_one_trace(
     assert {"requester.SubmitJob", "requester.AskForBid", "requester.Verify"} <= set(nodes_by_name)
     shard_spans = [s for s in spans if s.name != "requester.SubmitJob"]
     assert [s.name for s in shard_spans if s.attributes.get("shardindex") != 0] == []
-    # The gRPC spans between them (no jobid) are in the same trace: the W3C context crossed every call.
+    # The gRPC spans between them (no jobid) are in the same trace: the W3C context crossed every call
+    # (calls go out as batch calls, in the trace of the call that started the batch: here, this job's).
     in_trace = [s for s in receiver.spans if s.trace_id.hex() == trace_id]
     rpc_names = {s.name for s in in_trace if s.name.startswith("/")}
     for method in (
         "/bacalhau.requester.v1.RequesterService/SubmitJob",
-        "/bacalhau.compute.v1.ComputeService/AskForBid",
-        "/bacalhau.compute.v1.ComputeService/BidAccepted",
-        "/bacalhau.requester.v1.RequesterService/OnRunComplete",
-        "/bacalhau.verifier.v1.VerifierService/Verify",
-        "/bacalhau.compute.v1.ComputeService/ResultAccepted",
-        "/bacalhau.requester.v1.RequesterService/OnPublishComplete",
+        "/bacalhau.compute.v1.ComputeService/AskForBids",
+        "/bacalhau.compute.v1.ComputeService/UpdateExecutions",
+        "/bacalhau.requester.v1.RequesterService/ReportExecutions",
+        "/bacalhau.verifier.v1.VerifierService/VerifyShards",
     ):
         assert method in rpc_names, (method, sorted(rpc_names))
     # The trace has one root: the SubmitJob server span.

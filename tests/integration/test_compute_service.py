@@ -22,12 +22,13 @@ from bacalhau_grpc.common.errors import FailedPreconditionError, InvalidArgument
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute import app
 from bacalhau_grpc.compute.settings import ComputeSettings
+from tests.batch_fakes import BatchedRequester
 
 REQUESTER_ID = "requester-0123456789ab"
 HEARTBEAT = 0.05
 
 
-class RecordingRequester(rgrpc.RequesterServiceServicer):
+class RecordingRequester(BatchedRequester, rgrpc.RequesterServiceServicer):
     """The requester's side of the protocol, recording every call. `fail_next[method] = n` answers the
     next n calls of `method` with UNAVAILABLE; a heartbeat from a node it does not know gets NOT_FOUND."""
 
@@ -359,6 +360,33 @@ async def test_request_errors_use_status_codes(requester, computes, connect):
     await client.accept(bid.execution_id)  # a second BidAccepted changes nothing
     await requester.servicer.wait_for("OnRunComplete", for_execution(bid.execution_id))
     assert len(requester.servicer.named("OnRunComplete")) == 1
+
+
+async def test_batch_calls_answer_each_item_on_its_own(requester, computes, connect):
+    node = await computes()
+    client = connect(node)
+    asks = [cpb.AskForBidRequest(job=noop_job(), shard_index=0), cpb.AskForBidRequest(job=pb.Job())]
+    asked = await channels.call(client.stub.AskForBids, cpb.AskForBidsRequest(asks=asks))
+    assert asked.answers[0].accepted and asked.answers[0].execution_id.startswith("e-")
+    assert asked.outcomes[0].code == ""
+    assert (asked.answers[1].accepted, asked.outcomes[1].code) == (False, "INVALID_ARGUMENT")
+    assert "job.id" in asked.outcomes[1].message
+    execution_id = asked.answers[0].execution_id
+    updates = [
+        cpb.ExecutionUpdate(bid_accepted=cpb.BidAcceptedRequest(execution_id=execution_id)),
+        cpb.ExecutionUpdate(bid_accepted=cpb.BidAcceptedRequest(execution_id="e-unknown")),
+        cpb.ExecutionUpdate(),
+        cpb.ExecutionUpdate(bid_accepted=cpb.BidAcceptedRequest(execution_id=execution_id)),  # a repeat
+    ]
+    updated = await channels.call(client.stub.UpdateExecutions, cpb.UpdateExecutionsRequest(updates=updates))
+    assert [(o.code, o.message) for o in updated.outcomes] == [
+        ("", ""),
+        ("NOT_FOUND", "execution e-unknown not found"),
+        ("INVALID_ARGUMENT", "update: an execution update names no update (bid_accepted, bid_rejected, …)"),
+        ("", ""),
+    ]
+    done = await requester.servicer.wait_for("OnRunComplete", for_execution(execution_id))
+    assert done.node_id == node.node_id
 
 
 async def test_a_run_longer_than_the_job_timeout_is_a_compute_failure(requester, computes, connect):

@@ -39,7 +39,11 @@ async def test_list_shows_the_service_health_and_both_reflections(server: Runnin
     ]
     rc, out, err = await grpcurl(server, "list", VERIFIER_SERVICE)
     assert rc == 0, err
-    assert out.split() == [f"{VERIFIER_SERVICE}.GetVerifierInfo", f"{VERIFIER_SERVICE}.Verify"]
+    assert out.split() == [
+        f"{VERIFIER_SERVICE}.GetVerifierInfo",
+        f"{VERIFIER_SERVICE}.Verify",
+        f"{VERIFIER_SERVICE}.VerifyShards",
+    ]
 
 
 async def test_describe_a_method(server: RunningServer):

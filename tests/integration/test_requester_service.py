@@ -29,6 +29,7 @@ from bacalhau_grpc.requester import app as requester_app
 from bacalhau_grpc.requester.settings import RequesterSettings
 from bacalhau_grpc.verifier import app as verifier_app
 from bacalhau_grpc.verifier.settings import VerifierSettings
+from tests.batch_fakes import BatchedCompute
 
 E = pb.JobEventType
 COMPUTE_SERVICE = "bacalhau.compute.v1.ComputeService"
@@ -45,7 +46,7 @@ async def eventually(predicate, timeout: float = 10.0, what: str = "condition"):
         await asyncio.sleep(0.01)
 
 
-class PeerCompute(cgrpc.ComputeServiceServicer):
+class PeerCompute(BatchedCompute, cgrpc.ComputeServiceServicer):
     """A minimal compute node for tests: bids (or declines), then reports results and publishes."""
 
     def __init__(self, node_id: str, requester_address: str, *, decline: str = "") -> None:
@@ -362,6 +363,37 @@ async def test_happy_path_with_a_peer_compute_node_and_the_real_verifier(cluster
         await channels.call(cluster.stub.OnRunComplete, stranger)
     events = await channels.call(cluster.stub.ListJobEvents, rpb.ListJobEventsRequest(job_id=job.id))
     assert names(events.events)[-2:] == ["INVALID_REQUEST", "INVALID_REQUEST"]
+
+
+async def test_report_executions_answers_each_report_on_its_own(cluster):
+    peer = await cluster.add_peer("node-peer000001")
+    job = await cluster.submit(noop_job())
+    await cluster.watch(job.id)
+    execution_id = peer.calls[1][1]
+    same = rpb.OnRunCompleteRequest(job_id=job.id, node_id=peer.node_id, execution_id=execution_id)
+    reports = [
+        rpb.ExecutionReport(run_complete=same),  # a repeated report: taken as a retry
+        rpb.ExecutionReport(
+            run_complete=rpb.OnRunCompleteRequest(job_id="no-such-job", node_id="n", execution_id="e-1")
+        ),
+        rpb.ExecutionReport(),
+        rpb.ExecutionReport(
+            publish_complete=rpb.OnPublishCompleteRequest(job_id=job.id, node_id="node-x", execution_id="e-x")
+        ),
+    ]
+    response = await channels.call(
+        cluster.stub.ReportExecutions, rpb.ReportExecutionsRequest(reports=reports)
+    )
+    assert [(o.code, o.message) for o in response.outcomes] == [
+        ("", ""),
+        ("NOT_FOUND", "job no-such-job not found"),
+        (
+            "INVALID_ARGUMENT",
+            "report: an execution report names no report (run_complete, publish_complete, …)",
+        ),
+        ("FAILED_PRECONDITION", response.outcomes[3].message),
+    ]
+    assert "node-x" in response.outcomes[3].message
 
 
 async def test_a_refusal_reason_reaches_the_events_and_another_node_is_asked(cluster):

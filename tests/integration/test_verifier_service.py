@@ -114,6 +114,17 @@ async def test_noop_accepts_every_result(stub):
     assert accepted(response) == [True, True]
 
 
+async def test_verify_shards_judges_each_request_as_verify_would(stub):
+    requests = [request([HONEST] * 3), request([HONEST, b"bad-1"]), request([b"", b"x"], verifier=NOOP)]
+    batch = await channels.call(stub.VerifyShards, vpb.VerifyShardsRequest(requests=requests))
+    assert [accepted(r) for r in batch.results] == [[True] * 3, [False, False], [True, True]]
+    for one, from_batch in zip(requests, batch.results, strict=True):
+        assert await channels.call(stub.Verify, one) == from_batch
+    bad = request([HONEST], shard=5)
+    with pytest.raises(InvalidArgumentError):
+        await channels.call(stub.VerifyShards, vpb.VerifyShardsRequest(requests=[requests[0], bad]))
+
+
 async def test_verifier_info_lists_both_verifiers_and_their_proposals(stub):
     response = await channels.call(stub.GetVerifierInfo, vpb.GetVerifierInfoRequest())
     formats = {f.verifier: f.description for f in response.formats}

@@ -3,9 +3,9 @@
     root/<cid>           the content: a folder, or a single file
     root/.staging/...    content being unpacked or checked, moved into place once complete
 
-CIDs are computed with `aleph_cid` (kubo's UnixFS layout, CIDv1 base32), so content added here has the
-CID a real IPFS node gives the same files. Adding is idempotent; content fetched from another node is
-checked against its CID before it is kept (`import_archive`).
+CIDs are computed as kubo does (UnixFS, CIDv1 base32: `aleph_cid` for files, `unixfs` for folders), so
+content added here has the CID a real IPFS node gives the same files. Adding is idempotent; content
+fetched from another node is checked against its CID before it is kept (`import_archive`).
 """
 
 import hashlib
@@ -21,7 +21,7 @@ from typing import IO
 
 import aleph_cid
 
-from bacalhau_grpc.common.content import archive
+from bacalhau_grpc.common.content import archive, unixfs
 from bacalhau_grpc.common.errors import InvalidArgumentError, NotFoundError
 
 # A job's inline context may unpack to at most this much (v0.3: 10 MiB).
@@ -43,8 +43,8 @@ def check_cid(cid: str, *, field: str = "cid") -> str:
 
 
 def folder_cid(folder: Path) -> str:
-    """The CID kubo gives a folder holding these files."""
-    return aleph_cid.hash_folder(str(folder))
+    """The CID kubo gives a folder holding these files (and empty subfolders)."""
+    return unixfs.folder_cid(folder)
 
 
 @dataclass(frozen=True, slots=True)

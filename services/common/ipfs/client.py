@@ -8,7 +8,8 @@ call and the daemon's message; running out of time is an `IpfsTimeoutError` nami
 
 CIDs: `add_folder` adds with `cid-version=1` (which implies raw leaves in kubo and js-ipfs), the
 default chunker (size-262144), sha2-256 and balanced layout, no mode or mtime: the root CID equals
-`aleph_cid.hash_folder(folder)`. `add_bytes` adds with the defaults (CIDv0, `Qm…`), which equals
+`content.unixfs.folder_cid(folder)` (up to js-ipfs' own layout of folders of thousands of entries, which
+it does not shard as kubo does). `add_bytes` adds with the defaults (CIDv0, `Qm…`), which equals
 `aleph_cid.compute_cid(data)`. CIDv1 are printed in base32 (`b…`), as kubo prints them.
 
 One client belongs to one event loop (it holds an aiohttp session); `close()` it when done.
@@ -210,7 +211,7 @@ class IpfsClient:
 
     async def add_folder(self, folder: Path, *, cid_version: int = 1) -> str:
         """Adds and pins a folder's files and subfolders (symlinks followed, empty folders kept); the
-        folder's CID, which equals `aleph_cid.hash_folder(folder)` for the default CIDv1."""
+        folder's CID, which equals `content.unixfs.folder_cid(folder)` for the default CIDv1."""
         folder = Path(folder)
         if not folder.is_dir():
             raise IpfsError("add", f"{folder} is not a folder")

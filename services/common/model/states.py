@@ -59,9 +59,12 @@ def has_passed_bid_accepted_stage(state: int) -> bool:
     return state in _PAST_BID_ACCEPTED
 
 
+_UNSPECIFIED_STATE = _S.JOB_STATE_TYPE_UNSPECIFIED  # looked up once: protobuf enum attributes are slow
+
+
 def state_from_event(event_type: int) -> int:
     """The row state an event moves its row to (Go's `GetStateFromEvent`); UNSPECIFIED if none."""
-    return _STATE_FROM_EVENT.get(event_type, _S.JOB_STATE_TYPE_UNSPECIFIED)
+    return _STATE_FROM_EVENT.get(event_type, _UNSPECIFIED_STATE)
 
 
 def is_terminal_event(event_type: int) -> bool:

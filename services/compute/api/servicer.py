@@ -3,16 +3,24 @@
 AskForBid, BidAccepted and ResultAccepted answer only once the node's store has committed what the
 call changed: the requester acts on those answers, so they must survive a crash of this node."""
 
+import asyncio
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable
 
 from bacalhau.compute.v1 import compute_service_pb2 as cpb
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.grpc_errors import outcome_of
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.node import ComputeNode
 
 SERVICE_NAME = "bacalhau.compute.v1.ComputeService"
+
+log = logging.getLogger(__name__)
+# The shards of one AskForBids decided at the same time (a bid may wait for the node's probes).
+BIDS_DECIDED_AT_ONCE = 16
 
 
 class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
@@ -23,8 +31,30 @@ class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
 
     async def AskForBid(self, request: cpb.AskForBidRequest, context: object) -> cpb.AskForBidResponse:
         self.calls["AskForBid"] += 1
-        bid = await self.node.ask_for_bid(request.job, request.shard_index)
+        answer = await self._bid(request.job, request.shard_index)
         await self.node.store.flush()  # the requester builds on this answer: it must survive a crash
+        return answer
+
+    async def AskForBids(self, request: cpb.AskForBidsRequest, context: object) -> cpb.AskForBidsResponse:
+        self.calls["AskForBids"] += 1
+        slots = asyncio.Semaphore(BIDS_DECIDED_AT_ONCE)
+        answers = [cpb.AskForBidResponse() for _ in request.asks]
+
+        async def answer(index: int, ask: cpb.AskForBidRequest) -> None:
+            async with slots:
+                answers[index] = await self._bid(ask.job, ask.shard_index)
+
+        outcomes = await asyncio.gather(
+            *(
+                outcome_of(lambda i=i, ask=ask: answer(i, ask), logger=log, what="AskForBids")
+                for i, ask in enumerate(request.asks)
+            )
+        )
+        await self.node.store.flush()
+        return cpb.AskForBidsResponse(answers=answers, outcomes=outcomes)
+
+    async def _bid(self, job: pb.Job, shard_index: int) -> cpb.AskForBidResponse:
+        bid = await self.node.ask_for_bid(job, shard_index)
         return cpb.AskForBidResponse(
             accepted=bid.accepted, execution_id=bid.execution_id, reason=bid.reason, node_id=self.node.node_id
         )
@@ -62,6 +92,35 @@ class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
         self.node.cancel_execution(request.execution_id, request.reason)
         return cpb.CancelExecutionResponse()
 
+    async def UpdateExecutions(
+        self, request: cpb.UpdateExecutionsRequest, context: object
+    ) -> cpb.UpdateExecutionsResponse:
+        self.calls["UpdateExecutions"] += 1
+        outcomes = [
+            await outcome_of(self._updater(update), logger=log, what="UpdateExecutions")
+            for update in request.updates
+        ]
+        await self.node.store.flush()
+        return cpb.UpdateExecutionsResponse(outcomes=outcomes)
+
+    def _updater(self, update: cpb.ExecutionUpdate) -> Callable[[], object]:
+        """The node's method for one update, bound to its arguments."""
+        kind = update.WhichOneof("update")
+        node = self.node
+        if kind == "bid_accepted":
+            return lambda: node.bid_accepted(update.bid_accepted.execution_id)
+        if kind == "bid_rejected":
+            return lambda: node.bid_rejected(update.bid_rejected.execution_id, update.bid_rejected.reason)
+        if kind == "result_accepted":
+            return lambda: node.result_accepted(update.result_accepted.execution_id)
+        if kind == "result_rejected":
+            rejected = update.result_rejected
+            return lambda: node.result_rejected(rejected.execution_id, rejected.reason)
+        if kind == "cancel_execution":
+            cancel = update.cancel_execution
+            return lambda: node.cancel_execution(cancel.execution_id, cancel.reason)
+        return _invalid("an execution update names no update (bid_accepted, bid_rejected, …)")
+
     async def GetNodeInfo(self, request: cpb.GetNodeInfoRequest, context: object) -> cpb.GetNodeInfoResponse:
         self.calls["GetNodeInfo"] += 1
         debug = self.node.debug_info()
@@ -78,3 +137,10 @@ class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
             active_executions=self.node.active_executions(),
             debug_info=debug_info,
         )
+
+
+def _invalid(message: str) -> Callable[[], object]:
+    def fail() -> object:
+        raise InvalidArgumentError(message, field="update")
+
+    return fail

@@ -3,11 +3,12 @@
 * `run` registers the node (retrying with back-off, 0.1 s doubling to 2 s, until it succeeds), then sends
   a heartbeat every `heartbeat_interval` (from the requester's answer); a heartbeat answered NOT_FOUND
   (the requester forgot the node, e.g. it restarted) registers again.
-* The callbacks (`RequesterCallbacks` of the domain) send OnRunComplete, OnComputeFailure,
-  OnPublishComplete and OnCancelComplete; a callback that fails in a way a retry can mend (UNAVAILABLE,
-  DEADLINE_EXCEEDED, CANCELLED) is retried with back-off a few times before it is given up (and logged
-  by the node). The requester takes a repeated report as the same report. Each callback runs in a job
-  span (`span`, e.g. `telemetry.JobTraces().span`), so it carries the job's trace to the requester.
+* The callbacks (`RequesterCallbacks` of the domain) report OnRunComplete, OnComputeFailure,
+  OnPublishComplete and OnCancelComplete, coalesced into ReportExecutions calls (`common.batching`); a
+  report that fails in a way a retry can mend (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED) is retried
+  with back-off a few times before it is given up (and logged by the node). The requester takes a
+  repeated report as the same report. Each callback runs in a job span (`span`, e.g.
+  `telemetry.JobTraces().span`), so it carries the job's trace to the requester.
 
 Every call has a deadline (`call_timeout`).
 """
@@ -23,7 +24,9 @@ import grpc
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
+from bacalhau_grpc.common.batching import Coalescer
 from bacalhau_grpc.common.errors import DeadlineExceededError, NotFoundError, UnavailableError
+from bacalhau_grpc.common.grpc_errors import error_from_outcome
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import Execution
 
@@ -55,6 +58,10 @@ class RequesterClient:
         self._span = span
         self._channel = channels.open_channel(address)
         self._stub = rgrpc.RequesterServiceStub(self._channel)
+        # Reports leave one at a time while the requester keeps up, in batches when many are due.
+        self._reports: Coalescer[None, rpb.ExecutionReport, None] = Coalescer(
+            self._send_reports, size=lambda report: report.ByteSize()
+        )
         self.registered = asyncio.Event()
         # The same connection fetches content the requester holds (uploaded job contexts).
         self.channel = self._channel
@@ -65,6 +72,7 @@ class RequesterClient:
         self.calls: dict[str, int] = {}
 
     async def close(self) -> None:
+        await self._reports.close()
         await self._channel.close()
 
     # -------------------------------------------------------------------------------------------
@@ -143,7 +151,7 @@ class RequesterClient:
             run_output=execution.run_output,
             status=execution.status,
         )
-        await self._callback(self._stub.OnRunComplete, request, "OnRunComplete", execution)
+        await self._callback(rpb.ExecutionReport(run_complete=request), "OnRunComplete", execution)
 
     async def on_compute_failure(self, execution: Execution, error: str) -> None:
         request = rpb.OnComputeFailureRequest(
@@ -153,7 +161,7 @@ class RequesterClient:
             node_id=self.node_id,
             error=error,
         )
-        await self._callback(self._stub.OnComputeFailure, request, "OnComputeFailure", execution)
+        await self._callback(rpb.ExecutionReport(compute_failure=request), "OnComputeFailure", execution)
 
     async def on_publish_complete(self, execution: Execution) -> None:
         request = rpb.OnPublishCompleteRequest(
@@ -164,7 +172,7 @@ class RequesterClient:
             published_result=execution.published_result,
             status=execution.status,
         )
-        await self._callback(self._stub.OnPublishComplete, request, "OnPublishComplete", execution)
+        await self._callback(rpb.ExecutionReport(publish_complete=request), "OnPublishComplete", execution)
 
     async def on_cancel_complete(self, execution: Execution) -> None:
         request = rpb.OnCancelCompleteRequest(
@@ -173,31 +181,35 @@ class RequesterClient:
             shard_index=execution.shard_index,
             node_id=self.node_id,
         )
-        await self._callback(self._stub.OnCancelComplete, request, "OnCancelComplete", execution)
+        await self._callback(rpb.ExecutionReport(cancel_complete=request), "OnCancelComplete", execution)
 
     # -------------------------------------------------------------------------------------------
 
-    async def _callback(
-        self, method: Callable[..., Awaitable[Any]], request: Any, name: str, execution: Execution
-    ) -> None:
+    async def _callback(self, report: rpb.ExecutionReport, name: str, execution: Execution) -> None:
         if self._span is None:
-            await self._retried(method, request, name)
+            await self._retried(report, name)
             return
         job_id, shard_index = execution.job_id, execution.shard_index
         with self._span(f"compute.{name}", job_id=job_id, node_id=self.node_id, shard_index=shard_index):
-            await self._retried(method, request, name)
+            await self._retried(report, name)
 
-    async def _retried(self, method: Callable[..., Awaitable[Any]], request: Any, name: str) -> None:
+    async def _retried(self, report: rpb.ExecutionReport, name: str) -> None:
         delay = CALLBACK_BACKOFF_START
         for attempt in range(1, self.callback_attempts + 1):
             try:
-                await self._call(method, request, name)
+                self.calls[name] = self.calls.get(name, 0) + 1
+                await self._reports.submit(None, report)
                 return
             except Exception as exc:
                 if attempt == self.callback_attempts or not _worth_retrying(exc):
                     raise
                 await asyncio.sleep(delay)
                 delay *= 2
+
+    async def _send_reports(self, _: None, reports: list[rpb.ExecutionReport]) -> list[Exception | None]:
+        request = rpb.ReportExecutionsRequest(reports=reports)
+        response = await self._call(self._stub.ReportExecutions, request, "ReportExecutions")
+        return [error_from_outcome(outcome) for outcome in response.outcomes]
 
     async def _call(self, method: Callable[..., Awaitable[Any]], request: Any, name: str) -> Any:
         self.calls[name] = self.calls.get(name, 0) + 1

@@ -1,17 +1,21 @@
 """RequesterService over gRPC: decode, one domain call, encode. Errors are BacalhauErrors that the common
 server maps to status codes."""
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common.errors import InvalidArgumentError, UnauthenticatedError
+from bacalhau_grpc.common.grpc_errors import outcome_of
 from bacalhau_grpc.common.signing import verify_submission
 from bacalhau_grpc.requester.domain.lifecycle import Requester
 
 SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
+log = logging.getLogger(__name__)
 _SORT_BY = {
     rpb.JOB_SORT_BY_UNSPECIFIED: "created_at",
     rpb.JOB_SORT_BY_CREATED_AT: "created_at",
@@ -115,6 +119,53 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
     async def OnRunComplete(
         self, request: rpb.OnRunCompleteRequest, context: grpc.aio.ServicerContext
     ) -> rpb.OnRunCompleteResponse:
+        await self._run_complete(request)
+        return rpb.OnRunCompleteResponse()
+
+    async def OnPublishComplete(
+        self, request: rpb.OnPublishCompleteRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnPublishCompleteResponse:
+        await self._publish_complete(request)
+        return rpb.OnPublishCompleteResponse()
+
+    async def OnComputeFailure(
+        self, request: rpb.OnComputeFailureRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnComputeFailureResponse:
+        await self._compute_failure(request)
+        return rpb.OnComputeFailureResponse()
+
+    async def OnCancelComplete(
+        self, request: rpb.OnCancelCompleteRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnCancelCompleteResponse:
+        await self._cancel_complete(request)
+        return rpb.OnCancelCompleteResponse()
+
+    async def ReportExecutions(
+        self, request: rpb.ReportExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ReportExecutionsResponse:
+        # Taken together: each report is applied in order up to its wait for the store, and the reports
+        # share one commit instead of waiting for one each.
+        outcomes = await asyncio.gather(
+            *(
+                outcome_of(self._reporter(report), logger=log, what="ReportExecutions")
+                for report in request.reports
+            )
+        )
+        return rpb.ReportExecutionsResponse(outcomes=outcomes)
+
+    def _reporter(self, report: rpb.ExecutionReport) -> Callable[[], Awaitable[None]]:
+        kind = report.WhichOneof("report")
+        if kind == "run_complete":
+            return lambda: self._run_complete(report.run_complete)
+        if kind == "publish_complete":
+            return lambda: self._publish_complete(report.publish_complete)
+        if kind == "compute_failure":
+            return lambda: self._compute_failure(report.compute_failure)
+        if kind == "cancel_complete":
+            return lambda: self._cancel_complete(report.cancel_complete)
+        return _invalid_report
+
+    async def _run_complete(self, request: rpb.OnRunCompleteRequest) -> None:
         await self.requester.on_run_complete(
             job_id=request.job_id,
             shard_index=request.shard_index,
@@ -124,11 +175,8 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
             run_output=request.run_output if request.HasField("run_output") else None,
             status=request.status,
         )
-        return rpb.OnRunCompleteResponse()
 
-    async def OnPublishComplete(
-        self, request: rpb.OnPublishCompleteRequest, context: grpc.aio.ServicerContext
-    ) -> rpb.OnPublishCompleteResponse:
+    async def _publish_complete(self, request: rpb.OnPublishCompleteRequest) -> None:
         await self.requester.on_publish_complete(
             job_id=request.job_id,
             shard_index=request.shard_index,
@@ -137,11 +185,8 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
             published_result=request.published_result if request.HasField("published_result") else None,
             status=request.status,
         )
-        return rpb.OnPublishCompleteResponse()
 
-    async def OnComputeFailure(
-        self, request: rpb.OnComputeFailureRequest, context: grpc.aio.ServicerContext
-    ) -> rpb.OnComputeFailureResponse:
+    async def _compute_failure(self, request: rpb.OnComputeFailureRequest) -> None:
         await self.requester.on_compute_failure(
             job_id=request.job_id,
             shard_index=request.shard_index,
@@ -149,15 +194,17 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
             execution_id=request.execution_id,
             error=request.error,
         )
-        return rpb.OnComputeFailureResponse()
 
-    async def OnCancelComplete(
-        self, request: rpb.OnCancelCompleteRequest, context: grpc.aio.ServicerContext
-    ) -> rpb.OnCancelCompleteResponse:
+    async def _cancel_complete(self, request: rpb.OnCancelCompleteRequest) -> None:
         await self.requester.on_cancel_complete(
             job_id=request.job_id,
             shard_index=request.shard_index,
             node_id=request.node_id,
             execution_id=request.execution_id,
         )
-        return rpb.OnCancelCompleteResponse()
+
+
+async def _invalid_report() -> None:
+    raise InvalidArgumentError(
+        "an execution report names no report (run_complete, publish_complete, …)", field="report"
+    )

@@ -1,13 +1,16 @@
 """The domain's ComputePort over gRPC: one cached channel per compute node address."""
 
 import asyncio
+from typing import Any
 
 import grpc
 
 from bacalhau.compute.v1 import compute_service_pb2 as cpb
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.common.batching import Coalescer
 from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel
 from bacalhau_grpc.common.errors import DeadlineExceededError, UnavailableError
+from bacalhau_grpc.common.grpc_errors import RemoteError, error_from_outcome
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.ports import BidAnswer
 
@@ -16,20 +19,24 @@ from bacalhau_grpc.requester.domain.ports import BidAnswer
 # the node counts as lost and the shard replaces it.
 ATTEMPTS = 3
 RETRY_DELAY = 0.2
-# At most this many AskForBid calls in flight per node; the others wait their turn (their deadline starts
-# when they are sent). A sharded job asks for one bid per shard at once: thousands of calls in flight
-# would overrun the node's gRPC server (past about 1,000 requests not yet handled it cancels new ones)
-# and the call deadline. The shard's negotiation timeout bounds the wait.
-MAX_ASKS_IN_FLIGHT = 16
 
 
 class GrpcComputeClient:
-    """Calls compute nodes; every call has a deadline and failures raise typed BacalhauErrors."""
+    """Calls compute nodes; every call has a deadline and failures raise typed BacalhauErrors.
+
+    Calls to one node are coalesced (`common.batching`): asks go out as AskForBids and the other calls
+    as UpdateExecutions, one at a time while the node keeps up and in batches when many are due at once
+    (a sharded job asks for thousands of bids together; a node's gRPC server would cancel requests past
+    about 1,000 waiting to be handled).
+    """
 
     def __init__(self, *, call_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.call_timeout = call_timeout
         self._channels: dict[str, tuple[grpc.aio.Channel, cgrpc.ComputeServiceStub]] = {}
-        self._asks: dict[str, asyncio.Semaphore] = {}
+        self._asks: Coalescer[str, cpb.AskForBidRequest, cpb.AskForBidResponse] = Coalescer(
+            self._send_asks, size=_bytes
+        )
+        self._updates: Coalescer[str, cpb.ExecutionUpdate, None] = Coalescer(self._send_updates, size=_bytes)
 
     def _stub(self, address: str) -> cgrpc.ComputeServiceStub:
         cached = self._channels.get(address)
@@ -39,12 +46,29 @@ class GrpcComputeClient:
             self._channels[address] = cached
         return cached[1]
 
+    async def _send_asks(
+        self, address: str, asks: list[cpb.AskForBidRequest]
+    ) -> list[cpb.AskForBidResponse | Exception]:
+        request = cpb.AskForBidsRequest(asks=asks)
+        response = await call(self._stub(address).AskForBids, request, timeout=self.call_timeout)
+        if len(response.outcomes) != len(response.answers):
+            raise RemoteError(
+                f"AskForBids answered {len(response.answers)} asks with {len(response.outcomes)} outcomes"
+            )
+        return [
+            error_from_outcome(outcome) or answer
+            for answer, outcome in zip(response.answers, response.outcomes, strict=True)
+        ]
+
+    async def _send_updates(self, address: str, updates: list[cpb.ExecutionUpdate]) -> list[Exception | None]:
+        request = cpb.UpdateExecutionsRequest(updates=updates)
+        response = await call(self._stub(address).UpdateExecutions, request, timeout=self.call_timeout)
+        return [error_from_outcome(outcome) for outcome in response.outcomes]
+
     async def ask_for_bid(self, address: str, job: pb.Job, shard_index: int) -> BidAnswer:
-        request = cpb.AskForBidRequest(shard_index=shard_index)
-        request.job.CopyFrom(job)
-        slots = self._asks.setdefault(address, asyncio.Semaphore(MAX_ASKS_IN_FLIGHT))
-        async with slots:
-            response = await call(self._stub(address).AskForBid, request, timeout=self.call_timeout)
+        ask = cpb.AskForBidRequest(shard_index=shard_index)
+        ask.job.CopyFrom(job)
+        response = await self._asks.submit(address, ask)
         return BidAnswer(
             accepted=response.accepted,
             execution_id=response.execution_id,
@@ -52,44 +76,43 @@ class GrpcComputeClient:
             node_id=response.node_id,
         )
 
-    async def _retried(self, address: str, method_name: str, request) -> None:
-        for attempt in range(1, ATTEMPTS + 1):
+    async def _update(self, address: str, update: cpb.ExecutionUpdate, *, attempts: int = 1) -> None:
+        for attempt in range(1, attempts + 1):
             try:
-                await call(getattr(self._stub(address), method_name), request, timeout=self.call_timeout)
+                await self._updates.submit(address, update)
                 return
             except (UnavailableError, DeadlineExceededError):
-                if attempt == ATTEMPTS:
+                if attempt == attempts:
                     raise
                 await asyncio.sleep(RETRY_DELAY * attempt)
 
     async def bid_accepted(self, address: str, execution_id: str) -> None:
-        await self._retried(address, "BidAccepted", cpb.BidAcceptedRequest(execution_id=execution_id))
+        accepted = cpb.BidAcceptedRequest(execution_id=execution_id)
+        await self._update(address, cpb.ExecutionUpdate(bid_accepted=accepted), attempts=ATTEMPTS)
 
     async def bid_rejected(self, address: str, execution_id: str, reason: str) -> None:
-        await call(
-            self._stub(address).BidRejected,
-            cpb.BidRejectedRequest(execution_id=execution_id, reason=reason),
-            timeout=self.call_timeout,
-        )
+        rejected = cpb.BidRejectedRequest(execution_id=execution_id, reason=reason)
+        await self._update(address, cpb.ExecutionUpdate(bid_rejected=rejected))
 
     async def result_accepted(self, address: str, execution_id: str) -> None:
-        await self._retried(address, "ResultAccepted", cpb.ResultAcceptedRequest(execution_id=execution_id))
+        accepted = cpb.ResultAcceptedRequest(execution_id=execution_id)
+        await self._update(address, cpb.ExecutionUpdate(result_accepted=accepted), attempts=ATTEMPTS)
 
     async def result_rejected(self, address: str, execution_id: str, reason: str) -> None:
-        await call(
-            self._stub(address).ResultRejected,
-            cpb.ResultRejectedRequest(execution_id=execution_id, reason=reason),
-            timeout=self.call_timeout,
-        )
+        rejected = cpb.ResultRejectedRequest(execution_id=execution_id, reason=reason)
+        await self._update(address, cpb.ExecutionUpdate(result_rejected=rejected))
 
     async def cancel_execution(self, address: str, execution_id: str, reason: str) -> None:
-        await call(
-            self._stub(address).CancelExecution,
-            cpb.CancelExecutionRequest(execution_id=execution_id, reason=reason),
-            timeout=self.call_timeout,
-        )
+        cancel = cpb.CancelExecutionRequest(execution_id=execution_id, reason=reason)
+        await self._update(address, cpb.ExecutionUpdate(cancel_execution=cancel))
 
     async def close(self) -> None:
+        await self._asks.close()
+        await self._updates.close()
         channels, self._channels = self._channels, {}
         for channel, _ in channels.values():
             await channel.close()
+
+
+def _bytes(message: Any) -> int:
+    return message.ByteSize()

@@ -6,17 +6,23 @@ import grpc
 
 from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
 from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
+from bacalhau_grpc.common.batching import Coalescer
 from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, Verdict
 
 
 class GrpcVerifierClient:
+    """Verify requests are coalesced (`common.batching`) into VerifyShards calls when many are due."""
+
     def __init__(self, address: str, *, call_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.address = address
         self.call_timeout = call_timeout
         self._channel: grpc.aio.Channel | None = None
         self._stub: vgrpc.VerifierServiceStub | None = None
+        self._requests: Coalescer[None, vpb.VerifyRequest, vpb.VerifyResponse] = Coalescer(
+            self._send, size=lambda request: request.ByteSize()
+        )
 
     def _get_stub(self) -> vgrpc.VerifierServiceStub:
         if self._stub is None:
@@ -35,13 +41,19 @@ class GrpcVerifierClient:
             )
             if proposal.run_output is not None:
                 item.run_output.CopyFrom(proposal.run_output)
-        response = await call(self._get_stub().Verify, request, timeout=self.call_timeout)
+        response = await self._requests.submit(None, request)
         return [
             Verdict(execution_id=v.execution_id, node_id=v.node_id, accepted=v.accepted, reason=v.reason)
             for v in response.verdicts
         ]
 
+    async def _send(self, _: None, requests: list[vpb.VerifyRequest]) -> list[vpb.VerifyResponse]:
+        batch = vpb.VerifyShardsRequest(requests=requests)
+        response = await call(self._get_stub().VerifyShards, batch, timeout=self.call_timeout)
+        return list(response.results)
+
     async def close(self) -> None:
+        await self._requests.close()
         if self._channel is not None:
             channel, self._channel, self._stub = self._channel, None, None
             await channel.close()

@@ -17,7 +17,8 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,7 +162,8 @@ class RequesterStore:
         self._reader: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
-        self._committed_changed: asyncio.Condition | None = None
+        # (generation, callback): run once that generation is committed (or the writer stopped).
+        self._after_commit: deque[tuple[int, Callable[[], None]]] = deque()
         self._closing = False
         self._last_error: BaseException | None = None
         self.commits = 0
@@ -175,8 +177,8 @@ class RequesterStore:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._open_writer)
         self._reader = _connect(self.path)
         self._wake = asyncio.Event()
-        self._committed_changed = asyncio.Condition()
         self._task = asyncio.create_task(self._writer_loop(), name="requester-store-writer")
+        self._task.add_done_callback(lambda _: self._run_after_commit(stopped=True))
 
     def _open_writer(self) -> None:
         db = _connect(self.path)
@@ -237,7 +239,7 @@ class RequesterStore:
             self._wake.set()
 
     async def _writer_loop(self) -> None:
-        assert self._wake is not None and self._committed_changed is not None and self._executor is not None
+        assert self._wake is not None and self._executor is not None
         loop = asyncio.get_running_loop()
         failures = 0
         while True:
@@ -260,8 +262,6 @@ class RequesterStore:
                     )
                     batch.absorb_newer(self._batch)
                     self._batch = batch
-                    async with self._committed_changed:
-                        self._committed_changed.notify_all()
                     if self._closing and failures >= 3:
                         raise
                     await asyncio.sleep(min(0.05 * 2**failures, 2.0))
@@ -272,8 +272,7 @@ class RequesterStore:
                 self.commits += 1
                 self.rows_written += batch.size
             self._committed = generation
-            async with self._committed_changed:
-                self._committed_changed.notify_all()
+            self._run_after_commit()
             if self._closing and not self._batch.size:
                 return
             if self._batch.size:
@@ -324,13 +323,30 @@ class RequesterStore:
             return
         if self._task is None or self._task.done():
             raise RuntimeError("the requester store is closed")
-        assert self._wake is not None and self._committed_changed is not None
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.when_committed(lambda: committed.done() or committed.set_result(None))
+        await committed
+        if self._committed < target:
+            raise RuntimeError("the requester store's writer stopped") from self._last_error
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once every write queued so far is committed: now when it is, else right
+        after the commit (also when the writer stops, so nothing waits forever: check `committed`)."""
+        if self._committed >= self._generation:
+            callback()
+            return
+        self._after_commit.append((self._generation, callback))
+        assert self._wake is not None
         self._wake.set()
-        async with self._committed_changed:
-            while self._committed < target:
-                if self._task.done():
-                    raise RuntimeError("the requester store's writer stopped") from self._last_error
-                await self._committed_changed.wait()
+
+    def _run_after_commit(self, *, stopped: bool = False) -> None:
+        waiting = self._after_commit
+        while waiting and (stopped or waiting[0][0] <= self._committed):
+            _, callback = waiting.popleft()
+            try:
+                callback()
+            except Exception:
+                log.exception("requester store: a callback after a commit failed")
 
     # -- queued writes ---------------------------------------------------------------------------
 

@@ -15,16 +15,22 @@ class VerifierServicer(vgrpc.VerifierServiceServicer):
         self.node_id = node_id
 
     async def Verify(self, request: vpb.VerifyRequest, context) -> vpb.VerifyResponse:
-        job_id = request.job.id
-        with job_span("verify", job_id=job_id, node_id=self.node_id, shard_index=request.shard_index):
-            verdicts = verification.verify(request.job, request.shard_index, request.executions)
-        accepted = sum(v.accepted for v in verdicts)
+        return self._verify(request.job, request.shard_index, request.executions)
+
+    async def VerifyShards(self, request: vpb.VerifyShardsRequest, context) -> vpb.VerifyShardsResponse:
+        return vpb.VerifyShardsResponse(
+            results=[self._verify(r.job, r.shard_index, r.executions) for r in request.requests]
+        )
+
+    def _verify(self, job, shard_index: int, executions) -> vpb.VerifyResponse:
+        with job_span("verify", job_id=job.id, node_id=self.node_id, shard_index=shard_index):
+            verdicts = verification.verify(job, shard_index, executions)
         log.info(
             "verified shard %d: %d of %d results accepted",
-            request.shard_index,
-            accepted,
+            shard_index,
+            sum(v.accepted for v in verdicts),
             len(verdicts),
-            extra={"job_id": job_id, "node_id": self.node_id},
+            extra={"job_id": job.id, "node_id": self.node_id},
         )
         return vpb.VerifyResponse(
             verdicts=[

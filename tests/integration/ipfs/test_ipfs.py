@@ -1,5 +1,6 @@
 """The IPFS client, the IPFS storage provider and the IPFS publisher against a real IPFS node (js-ipfs,
-the `ipfs_daemon` fixture), and the CIDs of the embedded content store (aleph-cid) against the node's."""
+the `ipfs_daemon` fixture), and the CIDs of the embedded content store (`unixfs.folder_cid`, files hashed
+by aleph-cid) against the node's."""
 
 import asyncio
 import os
@@ -11,6 +12,7 @@ import pytest
 
 from bacalhau_grpc.common.content.archive import make_tar_gz
 from bacalhau_grpc.common.content.store import ContentStore
+from bacalhau_grpc.common.content.unixfs import folder_cid
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs import IpfsClient, IpfsError, IpfsTimeoutError, parse_api_address
 from bacalhau_grpc.common.model import pb
@@ -73,7 +75,7 @@ def missing_cid() -> str:
     return aleph_cid.compute_cid(os.urandom(64))
 
 
-# -- CIDs: the embedded content store (aleph-cid) and the daemon agree --------------------------------
+# -- CIDs: the embedded content store (folder_cid, aleph-cid) and the daemon agree ---------------------
 
 
 @pytest.mark.parametrize("data", [b"hello\n", b"", BIG], ids=["small", "empty", "multi-chunk"])
@@ -84,11 +86,11 @@ async def test_a_single_file_has_the_cid_aleph_cid_computes(client, data):
     assert await client.add_bytes(data, cid_version=1) == hasher.finalize()
 
 
-async def test_a_folder_has_the_cid_of_the_content_store_and_aleph_cid(client, tmp_path):
+async def test_a_folder_has_the_cid_of_the_content_store_and_folder_cid(client, tmp_path):
     folder = write_tree(tmp_path / "folder", FILES)
     store_cid = ContentStore(tmp_path / "store").add_archive(make_tar_gz(FILES))
     cid = await client.add_folder(folder)
-    assert cid == aleph_cid.hash_folder(folder) == store_cid
+    assert cid == folder_cid(folder) == store_cid
     assert cid.startswith("bafy")
 
 
@@ -102,19 +104,34 @@ async def test_empty_subfolders_are_part_of_the_folder(client, tmp_path):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aleph-cid 0.1.0 leaves empty subfolders out of hash_folder (and refuses an empty folder); "
-    "kubo and js-ipfs link them as empty UnixFS directories",
+@pytest.mark.parametrize("cid_version", [1, 0], ids=["v1", "v0"])
+@pytest.mark.parametrize(
+    ("files", "empty_dirs"),
+    [
+        ({"a.txt": b"a"}, ("outputs",)),
+        ({"a.txt": b"a"}, ("x/y",)),
+        ({}, ()),
+        ({}, ("a", "b/c")),
+        (FILES, ("outputs", "lib/deep/empty", "names/x/y/z")),
+    ],
+    ids=["empty-subfolder", "nested-empty-subfolders", "empty-folder", "only-empty-subfolders", "mixed"],
 )
-async def test_aleph_cid_agrees_on_empty_subfolders(client, tmp_path):
-    folder = write_tree(tmp_path / "folder", {"a.txt": b"a"}, empty_dirs=("outputs",))
-    assert await client.add_folder(folder) == aleph_cid.hash_folder(folder)
+async def test_folder_cid_agrees_on_empty_subfolders(client, tmp_path, files, empty_dirs, cid_version):
+    # aleph-cid 0.1.0's hash_folder leaves empty subfolders out (and refuses an empty folder); the daemon
+    # links them as empty UnixFS directories, and so does folder_cid.
+    folder = write_tree(tmp_path / "folder", files, empty_dirs=empty_dirs)
+    cid = await client.add_folder(folder, cid_version=cid_version)
+    assert cid == folder_cid(folder, cid_version=cid_version)
+
+
+async def test_an_empty_subfolder_is_in_the_content_store_cid(client, tmp_path):
+    folder = write_tree(tmp_path / "folder", FILES, empty_dirs=("outputs",))
+    assert await client.add_folder(folder) == ContentStore(tmp_path / "store").add_folder(folder)
 
 
 async def test_a_cidv0_folder_matches_too(client, tmp_path):
     folder = write_tree(tmp_path / "folder", FILES)
-    assert await client.add_folder(folder, cid_version=0) == aleph_cid.hash_folder(folder, cid_version=0)
+    assert await client.add_folder(folder, cid_version=0) == folder_cid(folder, cid_version=0)
 
 
 # -- round trips ---------------------------------------------------------------------------------------
@@ -356,7 +373,7 @@ async def test_the_publisher_adds_the_result_folder(client, tmp_path):
     spec = await IpfsPublisher(client, "node-a").publish(execution(), result)
     assert spec.storage_source == IPFS
     assert spec.name == "job-j-1-shard-2-host-node-a"
-    assert spec.cid == aleph_cid.hash_folder(results)
+    assert spec.cid == folder_cid(results)
     assert spec.metadata == {"publisher": "Ipfs", "node_id": "node-a"}
     fetched = await client.get(spec.cid, tmp_path / "fetched")
     assert tree_of(fetched) == tree_of(results)

@@ -1,3 +1,4 @@
+from bacalhau.batch.v1 import outcome_pb2 as _outcome_pb2
 from bacalhau.model.v1beta1 import build_version_pb2 as _build_version_pb2
 from bacalhau.model.v1beta1 import job_pb2 as _job_pb2
 from bacalhau.model.v1beta1 import node_info_pb2 as _node_info_pb2
@@ -29,6 +30,46 @@ class AskForBidResponse(_message.Message):
     reason: str
     node_id: str
     def __init__(self, accepted: _Optional[bool] = ..., execution_id: _Optional[str] = ..., reason: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class AskForBidsRequest(_message.Message):
+    __slots__ = ("asks",)
+    ASKS_FIELD_NUMBER: _ClassVar[int]
+    asks: _containers.RepeatedCompositeFieldContainer[AskForBidRequest]
+    def __init__(self, asks: _Optional[_Iterable[_Union[AskForBidRequest, _Mapping]]] = ...) -> None: ...
+
+class AskForBidsResponse(_message.Message):
+    __slots__ = ("answers", "outcomes")
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    answers: _containers.RepeatedCompositeFieldContainer[AskForBidResponse]
+    outcomes: _containers.RepeatedCompositeFieldContainer[_outcome_pb2.Outcome]
+    def __init__(self, answers: _Optional[_Iterable[_Union[AskForBidResponse, _Mapping]]] = ..., outcomes: _Optional[_Iterable[_Union[_outcome_pb2.Outcome, _Mapping]]] = ...) -> None: ...
+
+class ExecutionUpdate(_message.Message):
+    __slots__ = ("bid_accepted", "bid_rejected", "result_accepted", "result_rejected", "cancel_execution")
+    BID_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    BID_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    bid_accepted: BidAcceptedRequest
+    bid_rejected: BidRejectedRequest
+    result_accepted: ResultAcceptedRequest
+    result_rejected: ResultRejectedRequest
+    cancel_execution: CancelExecutionRequest
+    def __init__(self, bid_accepted: _Optional[_Union[BidAcceptedRequest, _Mapping]] = ..., bid_rejected: _Optional[_Union[BidRejectedRequest, _Mapping]] = ..., result_accepted: _Optional[_Union[ResultAcceptedRequest, _Mapping]] = ..., result_rejected: _Optional[_Union[ResultRejectedRequest, _Mapping]] = ..., cancel_execution: _Optional[_Union[CancelExecutionRequest, _Mapping]] = ...) -> None: ...
+
+class UpdateExecutionsRequest(_message.Message):
+    __slots__ = ("updates",)
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    updates: _containers.RepeatedCompositeFieldContainer[ExecutionUpdate]
+    def __init__(self, updates: _Optional[_Iterable[_Union[ExecutionUpdate, _Mapping]]] = ...) -> None: ...
+
+class UpdateExecutionsResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[_outcome_pb2.Outcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[_outcome_pb2.Outcome, _Mapping]]] = ...) -> None: ...
 
 class BidAcceptedRequest(_message.Message):
     __slots__ = ("execution_id",)

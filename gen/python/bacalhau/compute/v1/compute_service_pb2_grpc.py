@@ -65,6 +65,16 @@ class ComputeServiceStub:
                 request_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.CancelExecutionRequest.SerializeToString,
                 response_deserializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.CancelExecutionResponse.FromString,
                 _registered_method=True)
+        self.AskForBids = channel.unary_unary(
+                '/bacalhau.compute.v1.ComputeService/AskForBids',
+                request_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.AskForBidsRequest.SerializeToString,
+                response_deserializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.AskForBidsResponse.FromString,
+                _registered_method=True)
+        self.UpdateExecutions = channel.unary_unary(
+                '/bacalhau.compute.v1.ComputeService/UpdateExecutions',
+                request_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsRequest.SerializeToString,
+                response_deserializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsResponse.FromString,
+                _registered_method=True)
         self.GetNodeInfo = channel.unary_unary(
                 '/bacalhau.compute.v1.ComputeService/GetNodeInfo',
                 request_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.GetNodeInfoRequest.SerializeToString,
@@ -118,6 +128,22 @@ class ComputeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AskForBids(self, request, context):
+        """Several AskForBid calls at once: one answer per ask, in order. The requester
+        sends these when it has many shards to offer (a sharded job, many jobs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateExecutions(self, request, context):
+        """Several BidAccepted, BidRejected, ResultAccepted, ResultRejected and CancelExecution
+        calls at once: one outcome per update, in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetNodeInfo(self, request, context):
         """Describes the node: what it runs, its capacity and its load.
         """
@@ -157,6 +183,16 @@ def add_ComputeServiceServicer_to_server(servicer, server):
                     servicer.CancelExecution,
                     request_deserializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.CancelExecutionRequest.FromString,
                     response_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.CancelExecutionResponse.SerializeToString,
+            ),
+            'AskForBids': grpc.unary_unary_rpc_method_handler(
+                    servicer.AskForBids,
+                    request_deserializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.AskForBidsRequest.FromString,
+                    response_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.AskForBidsResponse.SerializeToString,
+            ),
+            'UpdateExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateExecutions,
+                    request_deserializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsRequest.FromString,
+                    response_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsResponse.SerializeToString,
             ),
             'GetNodeInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNodeInfo,
@@ -327,6 +363,60 @@ class ComputeService:
             '/bacalhau.compute.v1.ComputeService/CancelExecution',
             bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.CancelExecutionRequest.SerializeToString,
             bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.CancelExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AskForBids(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bacalhau.compute.v1.ComputeService/AskForBids',
+            bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.AskForBidsRequest.SerializeToString,
+            bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.AskForBidsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bacalhau.compute.v1.ComputeService/UpdateExecutions',
+            bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsRequest.SerializeToString,
+            bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from bacalhau.batch.v1 import outcome_pb2 as bacalhau_dot_batch_dot_v1_dot_outcome__pb2
 from bacalhau.model.v1beta1 import build_version_pb2 as bacalhau_dot_model_dot_v1beta1_dot_build__version__pb2
 from bacalhau.model.v1beta1 import command_pb2 as bacalhau_dot_model_dot_v1beta1_dot_command__pb2
 from bacalhau.model.v1beta1 import job_pb2 as bacalhau_dot_model_dot_v1beta1_dot_job__pb2
@@ -32,71 +33,77 @@ from bacalhau.model.v1beta1 import storage_pb2 as bacalhau_dot_model_dot_v1beta1
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-bacalhau/requester/v1/requester_service.proto\x12\x15\x62\x61\x63\x61lhau.requester.v1\x1a*bacalhau/model/v1beta1/build_version.proto\x1a$bacalhau/model/v1beta1/command.proto\x1a bacalhau/model/v1beta1/job.proto\x1a&bacalhau/model/v1beta1/job_event.proto\x1a&bacalhau/model/v1beta1/node_info.proto\x1a+bacalhau/model/v1beta1/resource_usage.proto\x1a$bacalhau/model/v1beta1/storage.proto\x1a\x1egoogle/protobuf/duration.proto\"\x93\x01\n\x10SubmitJobRequest\x12\x39\n\x07payload\x18\x01 \x01(\x0b\x32(.bacalhau.model.v1beta1.JobCreatePayload\x12\x16\n\x0esigned_payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x19\n\x11\x63lient_public_key\x18\x04 \x01(\x0c\"=\n\x11SubmitJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"B\n\x0eGetJobResponse\x12\x30\n\x03job\x18\x01 \x01(\x0b\x32#.bacalhau.model.v1beta1.JobWithInfo\"\xd3\x01\n\x0fListJobsRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x11\n\tid_prefix\x18\x02 \x01(\t\x12\x14\n\x0cinclude_tags\x18\x03 \x03(\t\x12\x14\n\x0c\x65xclude_tags\x18\x04 \x03(\t\x12\x31\n\x07sort_by\x18\x05 \x01(\x0e\x32 .bacalhau.requester.v1.JobSortBy\x12\x14\n\x0csort_reverse\x18\x06 \x01(\x08\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x14ListJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x15ListJobEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .bacalhau.model.v1beta1.JobEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x15WatchJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"[\n\x16WatchJobEventsResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.JobEvent\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"E\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x11\x43\x61ncelJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\"&\n\x14GetJobResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"Q\n\x15GetJobResultsResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.bacalhau.model.v1beta1.PublishedResult\"\x13\n\x11GetVersionRequest\"O\n\x12GetVersionResponse\x12\x39\n\x07version\x18\x01 \x01(\x0b\x32(.bacalhau.model.v1beta1.BuildVersionInfo\"E\n\x13RegisterNodeRequest\x12.\n\x04node\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.NodeInfo\"h\n\x14RegisterNodeResponse\x12\x19\n\x11requester_node_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"j\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x45\n\x12\x61vailable_capacity\x18\x02 \x01(\x0b\x32).bacalhau.model.v1beta1.ResourceUsageData\"\x13\n\x11HeartbeatResponse\"\xcf\x01\n\x14OnRunCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x1d\n\x15verification_proposal\x18\x05 \x01(\x0c\x12<\n\nrun_output\x18\x06 \x01(\x0b\x32(.bacalhau.model.v1beta1.RunCommandResult\x12\x0e\n\x06status\x18\x07 \x01(\t\"\x17\n\x15OnRunCompleteResponse\"\xb5\x01\n\x18OnPublishCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12=\n\x10published_result\x18\x05 \x01(\x0b\x32#.bacalhau.model.v1beta1.StorageSpec\x12\x0e\n\x06status\x18\x06 \x01(\t\"\x1b\n\x19OnPublishCompleteResponse\"t\n\x17OnComputeFailureRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x1a\n\x18OnComputeFailureResponse\"e\n\x17OnCancelCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"\x1a\n\x18OnCancelCompleteResponse*X\n\tJobSortBy\x12\x1b\n\x17JOB_SORT_BY_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_SORT_BY_ID\x10\x01\x12\x1a\n\x16JOB_SORT_BY_CREATED_AT\x10\x02\x32\xc9\x0b\n\x10RequesterService\x12^\n\tSubmitJob\x12\'.bacalhau.requester.v1.SubmitJobRequest\x1a(.bacalhau.requester.v1.SubmitJobResponse\x12U\n\x06GetJob\x12$.bacalhau.requester.v1.GetJobRequest\x1a%.bacalhau.requester.v1.GetJobResponse\x12[\n\x08ListJobs\x12&.bacalhau.requester.v1.ListJobsRequest\x1a\'.bacalhau.requester.v1.ListJobsResponse\x12j\n\rListJobEvents\x12+.bacalhau.requester.v1.ListJobEventsRequest\x1a,.bacalhau.requester.v1.ListJobEventsResponse\x12o\n\x0eWatchJobEvents\x12,.bacalhau.requester.v1.WatchJobEventsRequest\x1a-.bacalhau.requester.v1.WatchJobEventsResponse0\x01\x12^\n\tCancelJob\x12\'.bacalhau.requester.v1.CancelJobRequest\x1a(.bacalhau.requester.v1.CancelJobResponse\x12j\n\rGetJobResults\x12+.bacalhau.requester.v1.GetJobResultsRequest\x1a,.bacalhau.requester.v1.GetJobResultsResponse\x12\x61\n\nGetVersion\x12(.bacalhau.requester.v1.GetVersionRequest\x1a).bacalhau.requester.v1.GetVersionResponse\x12g\n\x0cRegisterNode\x12*.bacalhau.requester.v1.RegisterNodeRequest\x1a+.bacalhau.requester.v1.RegisterNodeResponse\x12^\n\tHeartbeat\x12\'.bacalhau.requester.v1.HeartbeatRequest\x1a(.bacalhau.requester.v1.HeartbeatResponse\x12j\n\rOnRunComplete\x12+.bacalhau.requester.v1.OnRunCompleteRequest\x1a,.bacalhau.requester.v1.OnRunCompleteResponse\x12v\n\x11OnPublishComplete\x12/.bacalhau.requester.v1.OnPublishCompleteRequest\x1a\x30.bacalhau.requester.v1.OnPublishCompleteResponse\x12s\n\x10OnComputeFailure\x12..bacalhau.requester.v1.OnComputeFailureRequest\x1a/.bacalhau.requester.v1.OnComputeFailureResponse\x12s\n\x10OnCancelComplete\x12..bacalhau.requester.v1.OnCancelCompleteRequest\x1a/.bacalhau.requester.v1.OnCancelCompleteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-bacalhau/requester/v1/requester_service.proto\x12\x15\x62\x61\x63\x61lhau.requester.v1\x1a\x1f\x62\x61\x63\x61lhau/batch/v1/outcome.proto\x1a*bacalhau/model/v1beta1/build_version.proto\x1a$bacalhau/model/v1beta1/command.proto\x1a bacalhau/model/v1beta1/job.proto\x1a&bacalhau/model/v1beta1/job_event.proto\x1a&bacalhau/model/v1beta1/node_info.proto\x1a+bacalhau/model/v1beta1/resource_usage.proto\x1a$bacalhau/model/v1beta1/storage.proto\x1a\x1egoogle/protobuf/duration.proto\"\x93\x01\n\x10SubmitJobRequest\x12\x39\n\x07payload\x18\x01 \x01(\x0b\x32(.bacalhau.model.v1beta1.JobCreatePayload\x12\x16\n\x0esigned_payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x19\n\x11\x63lient_public_key\x18\x04 \x01(\x0c\"=\n\x11SubmitJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"B\n\x0eGetJobResponse\x12\x30\n\x03job\x18\x01 \x01(\x0b\x32#.bacalhau.model.v1beta1.JobWithInfo\"\xd3\x01\n\x0fListJobsRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x11\n\tid_prefix\x18\x02 \x01(\t\x12\x14\n\x0cinclude_tags\x18\x03 \x03(\t\x12\x14\n\x0c\x65xclude_tags\x18\x04 \x03(\t\x12\x31\n\x07sort_by\x18\x05 \x01(\x0e\x32 .bacalhau.requester.v1.JobSortBy\x12\x14\n\x0csort_reverse\x18\x06 \x01(\x08\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x14ListJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x15ListJobEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .bacalhau.model.v1beta1.JobEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x15WatchJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"[\n\x16WatchJobEventsResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.JobEvent\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"E\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x11\x43\x61ncelJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\"&\n\x14GetJobResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"Q\n\x15GetJobResultsResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.bacalhau.model.v1beta1.PublishedResult\"\x13\n\x11GetVersionRequest\"O\n\x12GetVersionResponse\x12\x39\n\x07version\x18\x01 \x01(\x0b\x32(.bacalhau.model.v1beta1.BuildVersionInfo\"E\n\x13RegisterNodeRequest\x12.\n\x04node\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.NodeInfo\"h\n\x14RegisterNodeResponse\x12\x19\n\x11requester_node_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"j\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x45\n\x12\x61vailable_capacity\x18\x02 \x01(\x0b\x32).bacalhau.model.v1beta1.ResourceUsageData\"\x13\n\x11HeartbeatResponse\"\xcf\x01\n\x14OnRunCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x1d\n\x15verification_proposal\x18\x05 \x01(\x0c\x12<\n\nrun_output\x18\x06 \x01(\x0b\x32(.bacalhau.model.v1beta1.RunCommandResult\x12\x0e\n\x06status\x18\x07 \x01(\t\"\x17\n\x15OnRunCompleteResponse\"\xb5\x01\n\x18OnPublishCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12=\n\x10published_result\x18\x05 \x01(\x0b\x32#.bacalhau.model.v1beta1.StorageSpec\x12\x0e\n\x06status\x18\x06 \x01(\t\"\x1b\n\x19OnPublishCompleteResponse\"t\n\x17OnComputeFailureRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x1a\n\x18OnComputeFailureResponse\"e\n\x17OnCancelCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"\x1a\n\x18OnCancelCompleteResponse\"\xc3\x02\n\x0f\x45xecutionReport\x12\x43\n\x0crun_complete\x18\x01 \x01(\x0b\x32+.bacalhau.requester.v1.OnRunCompleteRequestH\x00\x12K\n\x10publish_complete\x18\x02 \x01(\x0b\x32/.bacalhau.requester.v1.OnPublishCompleteRequestH\x00\x12I\n\x0f\x63ompute_failure\x18\x03 \x01(\x0b\x32..bacalhau.requester.v1.OnComputeFailureRequestH\x00\x12I\n\x0f\x63\x61ncel_complete\x18\x04 \x01(\x0b\x32..bacalhau.requester.v1.OnCancelCompleteRequestH\x00\x42\x08\n\x06report\"R\n\x17ReportExecutionsRequest\x12\x37\n\x07reports\x18\x01 \x03(\x0b\x32&.bacalhau.requester.v1.ExecutionReport\"H\n\x18ReportExecutionsResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.bacalhau.batch.v1.Outcome*X\n\tJobSortBy\x12\x1b\n\x17JOB_SORT_BY_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_SORT_BY_ID\x10\x01\x12\x1a\n\x16JOB_SORT_BY_CREATED_AT\x10\x02\x32\xbe\x0c\n\x10RequesterService\x12^\n\tSubmitJob\x12\'.bacalhau.requester.v1.SubmitJobRequest\x1a(.bacalhau.requester.v1.SubmitJobResponse\x12U\n\x06GetJob\x12$.bacalhau.requester.v1.GetJobRequest\x1a%.bacalhau.requester.v1.GetJobResponse\x12[\n\x08ListJobs\x12&.bacalhau.requester.v1.ListJobsRequest\x1a\'.bacalhau.requester.v1.ListJobsResponse\x12j\n\rListJobEvents\x12+.bacalhau.requester.v1.ListJobEventsRequest\x1a,.bacalhau.requester.v1.ListJobEventsResponse\x12o\n\x0eWatchJobEvents\x12,.bacalhau.requester.v1.WatchJobEventsRequest\x1a-.bacalhau.requester.v1.WatchJobEventsResponse0\x01\x12^\n\tCancelJob\x12\'.bacalhau.requester.v1.CancelJobRequest\x1a(.bacalhau.requester.v1.CancelJobResponse\x12j\n\rGetJobResults\x12+.bacalhau.requester.v1.GetJobResultsRequest\x1a,.bacalhau.requester.v1.GetJobResultsResponse\x12\x61\n\nGetVersion\x12(.bacalhau.requester.v1.GetVersionRequest\x1a).bacalhau.requester.v1.GetVersionResponse\x12g\n\x0cRegisterNode\x12*.bacalhau.requester.v1.RegisterNodeRequest\x1a+.bacalhau.requester.v1.RegisterNodeResponse\x12^\n\tHeartbeat\x12\'.bacalhau.requester.v1.HeartbeatRequest\x1a(.bacalhau.requester.v1.HeartbeatResponse\x12j\n\rOnRunComplete\x12+.bacalhau.requester.v1.OnRunCompleteRequest\x1a,.bacalhau.requester.v1.OnRunCompleteResponse\x12v\n\x11OnPublishComplete\x12/.bacalhau.requester.v1.OnPublishCompleteRequest\x1a\x30.bacalhau.requester.v1.OnPublishCompleteResponse\x12s\n\x10OnComputeFailure\x12..bacalhau.requester.v1.OnComputeFailureRequest\x1a/.bacalhau.requester.v1.OnComputeFailureResponse\x12s\n\x10OnCancelComplete\x12..bacalhau.requester.v1.OnCancelCompleteRequest\x1a/.bacalhau.requester.v1.OnCancelCompleteResponse\x12s\n\x10ReportExecutions\x12..bacalhau.requester.v1.ReportExecutionsRequest\x1a/.bacalhau.requester.v1.ReportExecutionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bacalhau.requester.v1.requester_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSORTBY']._serialized_start=2726
-  _globals['_JOBSORTBY']._serialized_end=2814
-  _globals['_SUBMITJOBREQUEST']._serialized_start=384
-  _globals['_SUBMITJOBREQUEST']._serialized_end=531
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=533
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=594
-  _globals['_GETJOBREQUEST']._serialized_start=596
-  _globals['_GETJOBREQUEST']._serialized_end=627
-  _globals['_GETJOBRESPONSE']._serialized_start=629
-  _globals['_GETJOBRESPONSE']._serialized_end=695
-  _globals['_LISTJOBSREQUEST']._serialized_start=698
-  _globals['_LISTJOBSREQUEST']._serialized_end=909
-  _globals['_LISTJOBSRESPONSE']._serialized_start=911
-  _globals['_LISTJOBSRESPONSE']._serialized_end=997
-  _globals['_LISTJOBEVENTSREQUEST']._serialized_start=999
-  _globals['_LISTJOBEVENTSREQUEST']._serialized_end=1076
-  _globals['_LISTJOBEVENTSRESPONSE']._serialized_start=1078
-  _globals['_LISTJOBEVENTSRESPONSE']._serialized_end=1176
-  _globals['_WATCHJOBEVENTSREQUEST']._serialized_start=1178
-  _globals['_WATCHJOBEVENTSREQUEST']._serialized_end=1241
-  _globals['_WATCHJOBEVENTSRESPONSE']._serialized_start=1243
-  _globals['_WATCHJOBEVENTSRESPONSE']._serialized_end=1334
-  _globals['_CANCELJOBREQUEST']._serialized_start=1336
-  _globals['_CANCELJOBREQUEST']._serialized_end=1405
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1407
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1468
-  _globals['_GETJOBRESULTSREQUEST']._serialized_start=1470
-  _globals['_GETJOBRESULTSREQUEST']._serialized_end=1508
-  _globals['_GETJOBRESULTSRESPONSE']._serialized_start=1510
-  _globals['_GETJOBRESULTSRESPONSE']._serialized_end=1591
-  _globals['_GETVERSIONREQUEST']._serialized_start=1593
-  _globals['_GETVERSIONREQUEST']._serialized_end=1612
-  _globals['_GETVERSIONRESPONSE']._serialized_start=1614
-  _globals['_GETVERSIONRESPONSE']._serialized_end=1693
-  _globals['_REGISTERNODEREQUEST']._serialized_start=1695
-  _globals['_REGISTERNODEREQUEST']._serialized_end=1764
-  _globals['_REGISTERNODERESPONSE']._serialized_start=1766
-  _globals['_REGISTERNODERESPONSE']._serialized_end=1870
-  _globals['_HEARTBEATREQUEST']._serialized_start=1872
-  _globals['_HEARTBEATREQUEST']._serialized_end=1978
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1980
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1999
-  _globals['_ONRUNCOMPLETEREQUEST']._serialized_start=2002
-  _globals['_ONRUNCOMPLETEREQUEST']._serialized_end=2209
-  _globals['_ONRUNCOMPLETERESPONSE']._serialized_start=2211
-  _globals['_ONRUNCOMPLETERESPONSE']._serialized_end=2234
-  _globals['_ONPUBLISHCOMPLETEREQUEST']._serialized_start=2237
-  _globals['_ONPUBLISHCOMPLETEREQUEST']._serialized_end=2418
-  _globals['_ONPUBLISHCOMPLETERESPONSE']._serialized_start=2420
-  _globals['_ONPUBLISHCOMPLETERESPONSE']._serialized_end=2447
-  _globals['_ONCOMPUTEFAILUREREQUEST']._serialized_start=2449
-  _globals['_ONCOMPUTEFAILUREREQUEST']._serialized_end=2565
-  _globals['_ONCOMPUTEFAILURERESPONSE']._serialized_start=2567
-  _globals['_ONCOMPUTEFAILURERESPONSE']._serialized_end=2593
-  _globals['_ONCANCELCOMPLETEREQUEST']._serialized_start=2595
-  _globals['_ONCANCELCOMPLETEREQUEST']._serialized_end=2696
-  _globals['_ONCANCELCOMPLETERESPONSE']._serialized_start=2698
-  _globals['_ONCANCELCOMPLETERESPONSE']._serialized_end=2724
-  _globals['_REQUESTERSERVICE']._serialized_start=2817
-  _globals['_REQUESTERSERVICE']._serialized_end=4298
+  _globals['_JOBSORTBY']._serialized_start=3243
+  _globals['_JOBSORTBY']._serialized_end=3331
+  _globals['_SUBMITJOBREQUEST']._serialized_start=417
+  _globals['_SUBMITJOBREQUEST']._serialized_end=564
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=566
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=627
+  _globals['_GETJOBREQUEST']._serialized_start=629
+  _globals['_GETJOBREQUEST']._serialized_end=660
+  _globals['_GETJOBRESPONSE']._serialized_start=662
+  _globals['_GETJOBRESPONSE']._serialized_end=728
+  _globals['_LISTJOBSREQUEST']._serialized_start=731
+  _globals['_LISTJOBSREQUEST']._serialized_end=942
+  _globals['_LISTJOBSRESPONSE']._serialized_start=944
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1030
+  _globals['_LISTJOBEVENTSREQUEST']._serialized_start=1032
+  _globals['_LISTJOBEVENTSREQUEST']._serialized_end=1109
+  _globals['_LISTJOBEVENTSRESPONSE']._serialized_start=1111
+  _globals['_LISTJOBEVENTSRESPONSE']._serialized_end=1209
+  _globals['_WATCHJOBEVENTSREQUEST']._serialized_start=1211
+  _globals['_WATCHJOBEVENTSREQUEST']._serialized_end=1274
+  _globals['_WATCHJOBEVENTSRESPONSE']._serialized_start=1276
+  _globals['_WATCHJOBEVENTSRESPONSE']._serialized_end=1367
+  _globals['_CANCELJOBREQUEST']._serialized_start=1369
+  _globals['_CANCELJOBREQUEST']._serialized_end=1438
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1440
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1501
+  _globals['_GETJOBRESULTSREQUEST']._serialized_start=1503
+  _globals['_GETJOBRESULTSREQUEST']._serialized_end=1541
+  _globals['_GETJOBRESULTSRESPONSE']._serialized_start=1543
+  _globals['_GETJOBRESULTSRESPONSE']._serialized_end=1624
+  _globals['_GETVERSIONREQUEST']._serialized_start=1626
+  _globals['_GETVERSIONREQUEST']._serialized_end=1645
+  _globals['_GETVERSIONRESPONSE']._serialized_start=1647
+  _globals['_GETVERSIONRESPONSE']._serialized_end=1726
+  _globals['_REGISTERNODEREQUEST']._serialized_start=1728
+  _globals['_REGISTERNODEREQUEST']._serialized_end=1797
+  _globals['_REGISTERNODERESPONSE']._serialized_start=1799
+  _globals['_REGISTERNODERESPONSE']._serialized_end=1903
+  _globals['_HEARTBEATREQUEST']._serialized_start=1905
+  _globals['_HEARTBEATREQUEST']._serialized_end=2011
+  _globals['_HEARTBEATRESPONSE']._serialized_start=2013
+  _globals['_HEARTBEATRESPONSE']._serialized_end=2032
+  _globals['_ONRUNCOMPLETEREQUEST']._serialized_start=2035
+  _globals['_ONRUNCOMPLETEREQUEST']._serialized_end=2242
+  _globals['_ONRUNCOMPLETERESPONSE']._serialized_start=2244
+  _globals['_ONRUNCOMPLETERESPONSE']._serialized_end=2267
+  _globals['_ONPUBLISHCOMPLETEREQUEST']._serialized_start=2270
+  _globals['_ONPUBLISHCOMPLETEREQUEST']._serialized_end=2451
+  _globals['_ONPUBLISHCOMPLETERESPONSE']._serialized_start=2453
+  _globals['_ONPUBLISHCOMPLETERESPONSE']._serialized_end=2480
+  _globals['_ONCOMPUTEFAILUREREQUEST']._serialized_start=2482
+  _globals['_ONCOMPUTEFAILUREREQUEST']._serialized_end=2598
+  _globals['_ONCOMPUTEFAILURERESPONSE']._serialized_start=2600
+  _globals['_ONCOMPUTEFAILURERESPONSE']._serialized_end=2626
+  _globals['_ONCANCELCOMPLETEREQUEST']._serialized_start=2628
+  _globals['_ONCANCELCOMPLETEREQUEST']._serialized_end=2729
+  _globals['_ONCANCELCOMPLETERESPONSE']._serialized_start=2731
+  _globals['_ONCANCELCOMPLETERESPONSE']._serialized_end=2757
+  _globals['_EXECUTIONREPORT']._serialized_start=2760
+  _globals['_EXECUTIONREPORT']._serialized_end=3083
+  _globals['_REPORTEXECUTIONSREQUEST']._serialized_start=3085
+  _globals['_REPORTEXECUTIONSREQUEST']._serialized_end=3167
+  _globals['_REPORTEXECUTIONSRESPONSE']._serialized_start=3169
+  _globals['_REPORTEXECUTIONSRESPONSE']._serialized_end=3241
+  _globals['_REQUESTERSERVICE']._serialized_start=3334
+  _globals['_REQUESTERSERVICE']._serialized_end=4932
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from bacalhau.batch.v1 import outcome_pb2 as _outcome_pb2
 from bacalhau.model.v1beta1 import build_version_pb2 as _build_version_pb2
 from bacalhau.model.v1beta1 import command_pb2 as _command_pb2
 from bacalhau.model.v1beta1 import job_pb2 as _job_pb2
@@ -257,3 +258,27 @@ class OnCancelCompleteRequest(_message.Message):
 class OnCancelCompleteResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ExecutionReport(_message.Message):
+    __slots__ = ("run_complete", "publish_complete", "compute_failure", "cancel_complete")
+    RUN_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    run_complete: OnRunCompleteRequest
+    publish_complete: OnPublishCompleteRequest
+    compute_failure: OnComputeFailureRequest
+    cancel_complete: OnCancelCompleteRequest
+    def __init__(self, run_complete: _Optional[_Union[OnRunCompleteRequest, _Mapping]] = ..., publish_complete: _Optional[_Union[OnPublishCompleteRequest, _Mapping]] = ..., compute_failure: _Optional[_Union[OnComputeFailureRequest, _Mapping]] = ..., cancel_complete: _Optional[_Union[OnCancelCompleteRequest, _Mapping]] = ...) -> None: ...
+
+class ReportExecutionsRequest(_message.Message):
+    __slots__ = ("reports",)
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    reports: _containers.RepeatedCompositeFieldContainer[ExecutionReport]
+    def __init__(self, reports: _Optional[_Iterable[_Union[ExecutionReport, _Mapping]]] = ...) -> None: ...
+
+class ReportExecutionsResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[_outcome_pb2.Outcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[_outcome_pb2.Outcome, _Mapping]]] = ...) -> None: ...

@@ -106,6 +106,11 @@ class RequesterServiceStub:
                 request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteRequest.SerializeToString,
                 response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteResponse.FromString,
                 _registered_method=True)
+        self.ReportExecutions = channel.unary_unary(
+                '/bacalhau.requester.v1.RequesterService/ReportExecutions',
+                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsRequest.SerializeToString,
+                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsResponse.FromString,
+                _registered_method=True)
 
 
 class RequesterServiceServicer:
@@ -211,6 +216,15 @@ class RequesterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportExecutions(self, request, context):
+        """Several OnRunComplete, OnPublishComplete, OnComputeFailure and OnCancelComplete
+        reports at once: one outcome per report, in order. Compute nodes send these when
+        they have many executions to report (a sharded job).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RequesterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -283,6 +297,11 @@ def add_RequesterServiceServicer_to_server(servicer, server):
                     servicer.OnCancelComplete,
                     request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteRequest.FromString,
                     response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteResponse.SerializeToString,
+            ),
+            'ReportExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportExecutions,
+                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsRequest.FromString,
+                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -665,6 +684,33 @@ class RequesterService:
             '/bacalhau.requester.v1.RequesterService/OnCancelComplete',
             bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteRequest.SerializeToString,
             bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bacalhau.requester.v1.RequesterService/ReportExecutions',
+            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsRequest.SerializeToString,
+            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,7 @@ from bacalhau.model.v1beta1 import job_pb2 as bacalhau_dot_model_dot_v1beta1_dot
 from bacalhau.model.v1beta1 import verifier_pb2 as bacalhau_dot_model_dot_v1beta1_dot_verifier__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+bacalhau/verifier/v1/verifier_service.proto\x12\x14\x62\x61\x63\x61lhau.verifier.v1\x1a$bacalhau/model/v1beta1/command.proto\x1a bacalhau/model/v1beta1/job.proto\x1a%bacalhau/model/v1beta1/verifier.proto\"\x97\x01\n\x11\x45xecutionProposal\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x1d\n\x15verification_proposal\x18\x03 \x01(\x0c\x12<\n\nrun_output\x18\x04 \x01(\x0b\x32(.bacalhau.model.v1beta1.RunCommandResult\"R\n\x07Verdict\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x8b\x01\n\rVerifyRequest\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\x12\x13\n\x0bshard_index\x18\x02 \x01(\x03\x12;\n\nexecutions\x18\x03 \x03(\x0b\x32\'.bacalhau.verifier.v1.ExecutionProposal\"A\n\x0eVerifyResponse\x12/\n\x08verdicts\x18\x01 \x03(\x0b\x32\x1d.bacalhau.verifier.v1.Verdict\"\x18\n\x16GetVerifierInfoRequest\"Y\n\x0eProposalFormat\x12\x32\n\x08verifier\x18\x01 \x01(\x0e\x32 .bacalhau.model.v1beta1.Verifier\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"P\n\x17GetVerifierInfoResponse\x12\x35\n\x07\x66ormats\x18\x01 \x03(\x0b\x32$.bacalhau.verifier.v1.ProposalFormat2\xd6\x01\n\x0fVerifierService\x12S\n\x06Verify\x12#.bacalhau.verifier.v1.VerifyRequest\x1a$.bacalhau.verifier.v1.VerifyResponse\x12n\n\x0fGetVerifierInfo\x12,.bacalhau.verifier.v1.GetVerifierInfoRequest\x1a-.bacalhau.verifier.v1.GetVerifierInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+bacalhau/verifier/v1/verifier_service.proto\x12\x14\x62\x61\x63\x61lhau.verifier.v1\x1a$bacalhau/model/v1beta1/command.proto\x1a bacalhau/model/v1beta1/job.proto\x1a%bacalhau/model/v1beta1/verifier.proto\"\x97\x01\n\x11\x45xecutionProposal\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x1d\n\x15verification_proposal\x18\x03 \x01(\x0c\x12<\n\nrun_output\x18\x04 \x01(\x0b\x32(.bacalhau.model.v1beta1.RunCommandResult\"R\n\x07Verdict\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x8b\x01\n\rVerifyRequest\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\x12\x13\n\x0bshard_index\x18\x02 \x01(\x03\x12;\n\nexecutions\x18\x03 \x03(\x0b\x32\'.bacalhau.verifier.v1.ExecutionProposal\"A\n\x0eVerifyResponse\x12/\n\x08verdicts\x18\x01 \x03(\x0b\x32\x1d.bacalhau.verifier.v1.Verdict\"L\n\x13VerifyShardsRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.bacalhau.verifier.v1.VerifyRequest\"M\n\x14VerifyShardsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.bacalhau.verifier.v1.VerifyResponse\"\x18\n\x16GetVerifierInfoRequest\"Y\n\x0eProposalFormat\x12\x32\n\x08verifier\x18\x01 \x01(\x0e\x32 .bacalhau.model.v1beta1.Verifier\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"P\n\x17GetVerifierInfoResponse\x12\x35\n\x07\x66ormats\x18\x01 \x03(\x0b\x32$.bacalhau.verifier.v1.ProposalFormat2\xbd\x02\n\x0fVerifierService\x12S\n\x06Verify\x12#.bacalhau.verifier.v1.VerifyRequest\x1a$.bacalhau.verifier.v1.VerifyResponse\x12\x65\n\x0cVerifyShards\x12).bacalhau.verifier.v1.VerifyShardsRequest\x1a*.bacalhau.verifier.v1.VerifyShardsResponse\x12n\n\x0fGetVerifierInfo\x12,.bacalhau.verifier.v1.GetVerifierInfoRequest\x1a-.bacalhau.verifier.v1.GetVerifierInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,12 +42,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYREQUEST']._serialized_end=558
   _globals['_VERIFYRESPONSE']._serialized_start=560
   _globals['_VERIFYRESPONSE']._serialized_end=625
-  _globals['_GETVERIFIERINFOREQUEST']._serialized_start=627
-  _globals['_GETVERIFIERINFOREQUEST']._serialized_end=651
-  _globals['_PROPOSALFORMAT']._serialized_start=653
-  _globals['_PROPOSALFORMAT']._serialized_end=742
-  _globals['_GETVERIFIERINFORESPONSE']._serialized_start=744
-  _globals['_GETVERIFIERINFORESPONSE']._serialized_end=824
-  _globals['_VERIFIERSERVICE']._serialized_start=827
-  _globals['_VERIFIERSERVICE']._serialized_end=1041
+  _globals['_VERIFYSHARDSREQUEST']._serialized_start=627
+  _globals['_VERIFYSHARDSREQUEST']._serialized_end=703
+  _globals['_VERIFYSHARDSRESPONSE']._serialized_start=705
+  _globals['_VERIFYSHARDSRESPONSE']._serialized_end=782
+  _globals['_GETVERIFIERINFOREQUEST']._serialized_start=784
+  _globals['_GETVERIFIERINFOREQUEST']._serialized_end=808
+  _globals['_PROPOSALFORMAT']._serialized_start=810
+  _globals['_PROPOSALFORMAT']._serialized_end=899
+  _globals['_GETVERIFIERINFORESPONSE']._serialized_start=901
+  _globals['_GETVERIFIERINFORESPONSE']._serialized_end=981
+  _globals['_VERIFIERSERVICE']._serialized_start=984
+  _globals['_VERIFIERSERVICE']._serialized_end=1301
 # @@protoc_insertion_point(module_scope)

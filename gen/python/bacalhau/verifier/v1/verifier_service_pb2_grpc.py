@@ -40,6 +40,11 @@ class VerifierServiceStub:
                 request_serializer=bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.VerifyShards = channel.unary_unary(
+                '/bacalhau.verifier.v1.VerifierService/VerifyShards',
+                request_serializer=bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyShardsRequest.SerializeToString,
+                response_deserializer=bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyShardsResponse.FromString,
+                _registered_method=True)
         self.GetVerifierInfo = channel.unary_unary(
                 '/bacalhau.verifier.v1.VerifierService/GetVerifierInfo',
                 request_serializer=bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.GetVerifierInfoRequest.SerializeToString,
@@ -53,6 +58,13 @@ class VerifierServiceServicer:
 
     def Verify(self, request, context):
         """Judges the executions of one shard: one verdict per execution.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyShards(self, request, context):
+        """Several Verify calls at once: one response per request, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +84,11 @@ def add_VerifierServiceServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyRequest.FromString,
                     response_serializer=bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyResponse.SerializeToString,
+            ),
+            'VerifyShards': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyShards,
+                    request_deserializer=bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyShardsRequest.FromString,
+                    response_serializer=bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyShardsResponse.SerializeToString,
             ),
             'GetVerifierInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVerifierInfo,
@@ -107,6 +124,33 @@ class VerifierService:
             '/bacalhau.verifier.v1.VerifierService/Verify',
             bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyRequest.SerializeToString,
             bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyShards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bacalhau.verifier.v1.VerifierService/VerifyShards',
+            bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyShardsRequest.SerializeToString,
+            bacalhau_dot_verifier_dot_v1_dot_verifier__service__pb2.VerifyShardsResponse.FromString,
             options,
             channel_credentials,
             insecure,

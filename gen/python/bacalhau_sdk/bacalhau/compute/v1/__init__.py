@@ -6,18 +6,23 @@
 __all__ = (
     "AskForBidRequest",
     "AskForBidResponse",
+    "AskForBidsRequest",
+    "AskForBidsResponse",
     "BidAcceptedRequest",
     "BidAcceptedResponse",
     "BidRejectedRequest",
     "BidRejectedResponse",
     "CancelExecutionRequest",
     "CancelExecutionResponse",
+    "ExecutionUpdate",
     "GetNodeInfoRequest",
     "GetNodeInfoResponse",
     "ResultAcceptedRequest",
     "ResultAcceptedResponse",
     "ResultRejectedRequest",
     "ResultRejectedResponse",
+    "UpdateExecutionsRequest",
+    "UpdateExecutionsResponse",
 )
 
 from dataclasses import dataclass
@@ -78,6 +83,42 @@ class AskForBidResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("bacalhau.compute.v1", "AskForBidResponse", AskForBidResponse)
+
+
+@dataclass(eq=False, repr=False)
+class AskForBidsRequest(betterproto2.Message):
+    """
+    Request of AskForBids.
+    """
+
+    asks: "list[AskForBidRequest]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The asks, each as AskForBid would take it.
+    """
+
+
+default_message_pool.register_message("bacalhau.compute.v1", "AskForBidsRequest", AskForBidsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class AskForBidsResponse(betterproto2.Message):
+    """
+    Response of AskForBids.
+    """
+
+    answers: "list[AskForBidResponse]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    One answer per ask, in the request's order (empty for an ask that failed).
+    """
+
+    outcomes: "list[__batch__v1__.Outcome]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    One outcome per ask, in the request's order: how an ask that could not be
+    answered failed (e.g. INVALID_ARGUMENT for a job without an ID).
+    """
+
+
+default_message_pool.register_message("bacalhau.compute.v1", "AskForBidsResponse", AskForBidsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -171,6 +212,54 @@ class CancelExecutionResponse(betterproto2.Message):
 default_message_pool.register_message(
     "bacalhau.compute.v1", "CancelExecutionResponse", CancelExecutionResponse
 )
+
+
+@dataclass(eq=False, repr=False)
+class ExecutionUpdate(betterproto2.Message):
+    """
+    One update of UpdateExecutions: what one of the single calls would have said.
+
+    Oneofs:
+        - update: The update.
+    """
+
+    bid_accepted: "BidAcceptedRequest | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True, group="update"
+    )
+    """
+    As BidAccepted.
+    """
+
+    bid_rejected: "BidRejectedRequest | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True, group="update"
+    )
+    """
+    As BidRejected.
+    """
+
+    result_accepted: "ResultAcceptedRequest | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, optional=True, group="update"
+    )
+    """
+    As ResultAccepted.
+    """
+
+    result_rejected: "ResultRejectedRequest | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True, group="update"
+    )
+    """
+    As ResultRejected.
+    """
+
+    cancel_execution: "CancelExecutionRequest | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True, group="update"
+    )
+    """
+    As CancelExecution.
+    """
+
+
+default_message_pool.register_message("bacalhau.compute.v1", "ExecutionUpdate", ExecutionUpdate)
 
 
 @dataclass(eq=False, repr=False)
@@ -280,4 +369,39 @@ class ResultRejectedResponse(betterproto2.Message):
 default_message_pool.register_message("bacalhau.compute.v1", "ResultRejectedResponse", ResultRejectedResponse)
 
 
+@dataclass(eq=False, repr=False)
+class UpdateExecutionsRequest(betterproto2.Message):
+    """
+    Request of UpdateExecutions.
+    """
+
+    updates: "list[ExecutionUpdate]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The updates, applied in order.
+    """
+
+
+default_message_pool.register_message(
+    "bacalhau.compute.v1", "UpdateExecutionsRequest", UpdateExecutionsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class UpdateExecutionsResponse(betterproto2.Message):
+    """
+    Response of UpdateExecutions.
+    """
+
+    outcomes: "list[__batch__v1__.Outcome]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    One outcome per update, in the request's order.
+    """
+
+
+default_message_pool.register_message(
+    "bacalhau.compute.v1", "UpdateExecutionsResponse", UpdateExecutionsResponse
+)
+
+
+from ...batch import v1 as __batch__v1__
 from ...model import v1beta1 as __model__v1beta1__

@@ -6,6 +6,7 @@
 __all__ = (
     "CancelJobRequest",
     "CancelJobResponse",
+    "ExecutionReport",
     "GetJobRequest",
     "GetJobResponse",
     "GetJobResultsRequest",
@@ -29,6 +30,8 @@ __all__ = (
     "OnRunCompleteResponse",
     "RegisterNodeRequest",
     "RegisterNodeResponse",
+    "ReportExecutionsRequest",
+    "ReportExecutionsResponse",
     "SubmitJobRequest",
     "SubmitJobResponse",
     "WatchJobEventsRequest",
@@ -121,6 +124,47 @@ class CancelJobResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("bacalhau.requester.v1", "CancelJobResponse", CancelJobResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ExecutionReport(betterproto2.Message):
+    """
+    One report of ReportExecutions: what one of the single callbacks would have said.
+
+    Oneofs:
+        - report: The report.
+    """
+
+    run_complete: "OnRunCompleteRequest | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True, group="report"
+    )
+    """
+    As OnRunComplete.
+    """
+
+    publish_complete: "OnPublishCompleteRequest | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True, group="report"
+    )
+    """
+    As OnPublishComplete.
+    """
+
+    compute_failure: "OnComputeFailureRequest | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, optional=True, group="report"
+    )
+    """
+    As OnComputeFailure.
+    """
+
+    cancel_complete: "OnCancelCompleteRequest | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True, group="report"
+    )
+    """
+    As OnCancelComplete.
+    """
+
+
+default_message_pool.register_message("bacalhau.requester.v1", "ExecutionReport", ExecutionReport)
 
 
 @dataclass(eq=False, repr=False)
@@ -623,6 +667,40 @@ default_message_pool.register_message("bacalhau.requester.v1", "RegisterNodeResp
 
 
 @dataclass(eq=False, repr=False)
+class ReportExecutionsRequest(betterproto2.Message):
+    """
+    Request of ReportExecutions.
+    """
+
+    reports: "list[ExecutionReport]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The reports, taken in order.
+    """
+
+
+default_message_pool.register_message(
+    "bacalhau.requester.v1", "ReportExecutionsRequest", ReportExecutionsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ReportExecutionsResponse(betterproto2.Message):
+    """
+    Response of ReportExecutions.
+    """
+
+    outcomes: "list[__batch__v1__.Outcome]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    One outcome per report, in the request's order.
+    """
+
+
+default_message_pool.register_message(
+    "bacalhau.requester.v1", "ReportExecutionsResponse", ReportExecutionsResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class SubmitJobRequest(betterproto2.Message):
     """
     Request of SubmitJob. A signed submission carries the serialized payload, the
@@ -718,4 +796,5 @@ default_message_pool.register_message(
 
 
 from ....google import protobuf as ___google__protobuf__
+from ...batch import v1 as __batch__v1__
 from ...model import v1beta1 as __model__v1beta1__

@@ -11,6 +11,8 @@ __all__ = (
     "Verdict",
     "VerifyRequest",
     "VerifyResponse",
+    "VerifyShardsRequest",
+    "VerifyShardsResponse",
 )
 
 from dataclasses import dataclass
@@ -176,6 +178,37 @@ class VerifyResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("bacalhau.verifier.v1", "VerifyResponse", VerifyResponse)
+
+
+@dataclass(eq=False, repr=False)
+class VerifyShardsRequest(betterproto2.Message):
+    """
+    Request of VerifyShards.
+    """
+
+    requests: "list[VerifyRequest]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The shards to judge, each as Verify would take it.
+    """
+
+
+default_message_pool.register_message("bacalhau.verifier.v1", "VerifyShardsRequest", VerifyShardsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class VerifyShardsResponse(betterproto2.Message):
+    """
+    Response of VerifyShards.
+    """
+
+    results: "list[VerifyResponse]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    One response per request, in the request's order. A request that cannot be
+    judged (e.g. an unknown verifier) fails the whole call.
+    """
+
+
+default_message_pool.register_message("bacalhau.verifier.v1", "VerifyShardsResponse", VerifyShardsResponse)
 
 
 from ...model import v1beta1 as __model__v1beta1__
