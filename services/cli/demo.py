@@ -9,13 +9,12 @@ result, then stops the devstack.
 import asyncio
 import sys
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.cli import output
 from bacalhau_grpc.cli.devstack import Devstack
-from bacalhau_grpc.cli.jobs import client_key, report_end, watch_events
-from bacalhau_grpc.common.channels import call, open_channel
-from bacalhau_grpc.common.model import jobfile
+from bacalhau_grpc.cli.submit import report_end
+from bacalhau_grpc.common.model import jobfile, pb
+from bacalhau_grpc.sdk import Client, sdk_types
+from bacalhau_grpc.sdk.client import to_pb, to_sdk
 
 JOB_FILE = """\
 APIVersion: V1beta1
@@ -40,14 +39,12 @@ async def run() -> int:
             print(f"  compute node at {address}")
         job = jobfile.load_job(JOB_FILE)
         print("\nSubmitting this Bacalhau job file:\n" + JOB_FILE)
-        async with open_channel(stack.requester_address) as channel:
-            stub = rgrpc.RequesterServiceStub(channel)
-            request = client_key().signed_submit_request(job)  # signed with your key, as `create` does
-            job_id = (await call(stub.SubmitJob, request)).job.id
+        async with Client(stack.requester_address) as client:  # signs with your key, as `create` does
+            job_id = (await client.submit(to_sdk(job, sdk_types.Job))).id
             print(f"Job {job_id} submitted; its events:")
-            async for event in watch_events(stub, stack.requester_address, job_id, 10.0):
-                print("  " + output.event_line(event), flush=True)
-            info = (await call(stub.GetJob, rpb.GetJobRequest(job_id=job_id))).job
+            async for event in client.events(job_id, follow=True):
+                print("  " + output.event_line(to_pb(event, pb.JobEvent)), flush=True)
+            info = to_pb(await client.get(job_id), pb.JobWithInfo)
             print()
             status = report_end(info)
         print("\nStopping the devstack.")

@@ -151,10 +151,11 @@ def table(headers: Sequence[str] | None, body: Iterable[Sequence[str]]) -> str:
 
 
 def jobs_document(job_list: Sequence[pb.Job], fmt: str) -> str:
+    """The jobs as a JSON or YAML list (however many: Go's 1,000-object limit guards input, not this)."""
     data = [jobfile.message_to_dict(job) for job in job_list]
     if fmt == "json":
-        return serialization.json_marshal_indent_with_max(data).decode("utf-8")
-    return serialization.yaml_marshal_with_max(data).decode("utf-8").rstrip("\n")
+        return serialization.json_marshal_indent_with_max(data, max_objects=None).decode("utf-8")
+    return serialization.yaml_marshal_with_max(data, max_objects=None).decode("utf-8").rstrip("\n")
 
 
 def result_lines(info: pb.JobWithInfo) -> list[str]:

@@ -5,10 +5,12 @@
 """
 
 import argparse
+import os
 
 from google.protobuf import json_format
 
-from bacalhau_grpc.cli import jobs
+from bacalhau_grpc.cli import submit
+from bacalhau_grpc.common.signing import ClientKey, default_directory
 
 
 def add_parsers(subparsers) -> None:
@@ -33,12 +35,17 @@ def add_parsers(subparsers) -> None:
 
 
 def cmd_id(args: argparse.Namespace) -> int:
-    print(jobs.default_client_id())
+    print(client_key().client_id)
     return 0
 
 
 def cmd_sign_job(args: argparse.Namespace) -> int:
-    job = jobs.prepare_job(jobs.read_job_file(args.file))
-    request = jobs.client_key().signed_submit_request(job)
+    job = submit.prepare_job(submit.read_job_file(args.file))
+    request = client_key().signed_submit_request(job)
     print(json_format.MessageToJson(request))
     return 0
+
+
+def client_key(environ=os.environ) -> ClientKey:
+    """The user's signing key ($BACALHAU_DIR or ~/.bacalhau-grpc/client_key.pem), created on first use."""
+    return ClientKey.load_or_create(default_directory(environ))

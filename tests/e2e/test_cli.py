@@ -5,14 +5,9 @@ import argparse
 import io
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -21,17 +16,26 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
-from bacalhau_grpc.cli import jobs
+from bacalhau_grpc.cli import flags, submit
 from bacalhau_grpc.cli.devstack import Devstack, DevstackError
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
-
-CLI = Path(sys.executable).parent / "bacalhau-grpc"
-COMMAND = [str(CLI)] if CLI.exists() else [sys.executable, "-m", "bacalhau_grpc.cli.main"]
-UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-STARTUP = 90.0  # seconds: five Python processes starting at once on a 2-core machine
-STDOUT_TEXT = "hello from the devstack"
+from tests.e2e import cli_support
+from tests.e2e.cli_support import (
+    COMMAND,
+    STARTUP,
+    STDOUT_TEXT,
+    UUID,
+    Lines,
+    clean_env,
+    event_names,
+    gone,
+    job_id_of,
+    run_cli,
+    steps,
+    wait_until,
+)
 
 NOOP_JOB = """\
 # A flat (seed-shaped) job file: the noop engine, one node; create fills in Verifier/Publisher.
@@ -54,173 +58,6 @@ Deal:
 """
 
 
-# The CLI's key directory ($BACALHAU_DIR) in every subprocess: a temporary one, never the user's.
-KEY_DIR: Path | None = None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def key_dir(tmp_path_factory):
-    global KEY_DIR
-    KEY_DIR = tmp_path_factory.mktemp("client-key")
-    yield KEY_DIR
-    KEY_DIR = None
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    assert KEY_DIR is not None, "the key_dir fixture sets the CLI's key directory"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACALHAU_")}
-    env.update(BACALHAU_DIR=str(KEY_DIR), PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-class Lines:
-    """A child's output, read line by line by a thread, so the test can wait for a line with a deadline."""
-
-    def __init__(self, stream) -> None:
-        self.seen: list[str] = []
-        self.closed = False
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream) -> None:
-        for line in stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match:
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        for line in self.seen:
-            if match := regex.search(line):
-                return match
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"no line matching {pattern!r} within {timeout} s; output:\n" + self.text()
-                )
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                self.closed = True
-                raise AssertionError(f"the output ended without {pattern!r}; output:\n" + self.text())
-            self.seen.append(line)
-            if match := regex.search(line):
-                return match
-
-    def rest(self, timeout: float) -> str:
-        """Everything until the stream closes (the process exited)."""
-        deadline = time.monotonic() + timeout
-        while not self.closed and time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                continue
-            if line is None:
-                self.closed = True
-                break
-            self.seen.append(line)
-        return self.text()
-
-    def text(self) -> str:
-        return "\n".join(self.seen)
-
-
-def gone(pid: int) -> bool:
-    """The process no longer exists (or is a zombie nobody waits for)."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return status.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def run_cli(*args: str, env: dict[str, str], input: str | None = None, timeout: float = 60):
-    return subprocess.run(
-        [*COMMAND, *args], env=env, input=input, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-# --------------------------------------------------------------------------------------------- devstack
-
-
-class RunningDevstack:
-    def __init__(self, tmp: Path) -> None:
-        self.data_dir = tmp / "devstack"
-        self.process = subprocess.Popen(
-            [
-                *COMMAND,
-                "devstack",
-                "--nodes",
-                "3",
-                "--bad-actors",
-                "1",
-                "--data-dir",
-                str(self.data_dir),
-                "--noop-stdout",
-                STDOUT_TEXT,
-                "--startup-timeout",
-                str(STARTUP),
-            ],
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output = Lines(self.process.stdout)
-        try:
-            match = self.output.wait_for(
-                r"export BACALHAU_API_HOST=(\S+) BACALHAU_API_PORT=(\d+)", STARTUP + 10
-            )
-            self.output.wait_for("Devstack is ready!", 5)
-        except BaseException:
-            self.process.kill()
-            raise
-        self.host, self.port = match.group(1), match.group(2)
-        self.pids = [int(pid) for pid in re.findall(r" pid (\d+)", self.output.text())]
-        self.env = clean_env(BACALHAU_API_HOST=self.host, BACALHAU_API_PORT=self.port)
-
-    def stop(self, sig: int = signal.SIGINT) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
-        return self.output.rest(5)
-
-
-@pytest.fixture(scope="module")
-def devstack(tmp_path_factory):
-    stack = RunningDevstack(tmp_path_factory.mktemp("e2e"))
-    yield stack
-    stack.stop()
-    for pid in stack.pids:
-        if not gone(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def job_file(tmp_path):
-    def write(text: str, name: str = "job.yaml") -> str:
-        path = tmp_path / name
-        path.write_text(text)
-        return str(path)
-
-    return write
-
-
 def test_devstack_prints_how_to_reach_it(devstack):
     text = devstack.output.text()
     assert len(devstack.pids) == 5  # verifier, requester, 3 compute nodes
@@ -240,25 +77,35 @@ def test_devstack_prints_how_to_reach_it(devstack):
 
 
 def test_create_and_wait_reaches_the_published_result(devstack, job_file):
-    done = run_cli("create", job_file(NOOP_JOB), "--wait", "--wait-timeout", "60", env=devstack.env)
+    done = run_cli(
+        "create", job_file(NOOP_JOB), "--node-details", "--wait-timeout-secs", "60", env=devstack.env
+    )
     assert done.returncode == 0, done.stderr + done.stdout
-    lines = done.stdout.splitlines()
-    assert UUID.match(lines[0]), lines
-    events = [line.split()[1] for line in lines[1:] if re.match(r"^\d{4}-\d\d-\d\dT", line)]
-    # Bacalhau's happy path, with the two other nodes' bids rejected (concurrency 1 on 3 nodes)
-    happy = ["Created", "Bid", "BidAccepted", "ResultsProposed", "ResultsAccepted", "ResultsPublished"]
-    remaining = iter(events)
-    assert all(name in remaining for name in happy), events
-    # every other bid that reached the requester before the job ended was rejected (a late one may not have)
+    job_id = job_id_of(done.stdout)
+    # Bacalhau's happy path, one line per step
+    happy = [
+        "Creating job for submission",
+        "Finding node(s) for the job",
+        "Node accepted the job",
+        "Job finished, verifying results",
+        "Results accepted, publishing",
+    ]
+    remaining = iter(steps(done.stdout))
+    assert all(step in remaining for step in happy), done.stdout
+    assert not [step for step in steps(done.stdout) if step.endswith("!")], done.stdout
+    events = event_names(devstack.env, job_id)
+    assert events[-1] != "Created" and "ResultsPublished" in events
+    # the two other nodes' bids were rejected (concurrency 1 on 3 nodes; a late one may not have been)
     assert events.count("Bid") - events.count("BidRejected") == 1, events
-    assert f"Job {lines[0]} ended: Completed" in done.stdout
-    assert f"stdout: {STDOUT_TEXT}" in done.stdout
-    assert "published: " in done.stdout
+    assert "Status: Completed" in done.stdout
+    assert f"      {STDOUT_TEXT}" in done.stdout  # the node's stdout
+    assert "Results CID: " in done.stdout
+    assert f"bacalhau-grpc get {job_id}" in done.stdout
     assert "WARNING" not in done.stderr
 
 
 def test_create_without_wait_prints_only_the_id_and_list_describe_events_show_it(devstack, job_file):
-    created = run_cli("create", job_file(NOOP_JOB), env=devstack.env)
+    created = run_cli("create", job_file(NOOP_JOB), "--wait=false", env=devstack.env)
     assert created.returncode == 0, created.stderr
     job_id = created.stdout.strip()
     assert UUID.match(job_id)
@@ -286,7 +133,9 @@ def test_create_without_wait_prints_only_the_id_and_list_describe_events_show_it
     assert document["Job"]["ID"] == job_id
     assert document["Job"]["Spec"]["Engine"] == "Noop"
     assert document["Job"]["Spec"]["Verifier"] == "Noop"  # create's default
-    assert document["Job"]["ClientID"] == ClientKey.load_or_create(KEY_DIR).client_id  # the CLI's key
+    assert (
+        document["Job"]["ClientID"] == ClientKey.load_or_create(cli_support.KEY_DIR).client_id
+    )  # the CLI's key
     assert "ResultsPublished" in [e["EventName"] for e in document["JobEvents"]]
     described_json = run_cli("describe", job_id[:8], "--json", env=devstack.env)
     assert json.loads(described_json.stdout)["Job"]["ID"] == job_id
@@ -297,14 +146,19 @@ def test_create_without_wait_prints_only_the_id_and_list_describe_events_show_it
 
 
 def test_the_bad_actor_is_caught_by_the_deterministic_verifier(devstack, job_file):
-    done = run_cli("create", job_file(DETERMINISTIC_JOB), "--wait", "--wait-timeout", "60", env=devstack.env)
+    done = run_cli(
+        "create", job_file(DETERMINISTIC_JOB), "--node-details", "--wait-timeout-secs", "60", env=devstack.env
+    )
     assert done.returncode == 0, done.stderr + done.stdout
-    names = [line.split()[1] for line in done.stdout.splitlines()[1:] if re.match(r"^\d{4}-", line)]
+    names = event_names(devstack.env, job_id_of(done.stdout))
     assert names.count("ResultsAccepted") == 2
     assert names.count("ResultsRejected") == 1
     assert names.count("ResultsPublished") == 2
-    rejected = next(line for line in done.stdout.splitlines() if "ResultsRejected" in line)
+    assert "Results failed verification. !" in steps(done.stdout)
+    rejected = next(line for line in done.stdout.splitlines() if "Results failed verification." in line)
     assert "not in the largest group" in rejected
+    assert done.stdout.count("Status: Completed") == 2
+    assert re.search(r"Status: Error \(.*not in the largest group", done.stdout), done.stdout
     listed = run_cli("list", "--include-tag", "deterministic", "--wide", env=devstack.env)
     assert re.search(r"\s2/3(\s|$)", listed.stdout), listed.stdout
 
@@ -312,18 +166,21 @@ def test_the_bad_actor_is_caught_by_the_deterministic_verifier(devstack, job_fil
 def test_a_job_nobody_agrees_on_ends_in_error_and_exit_code_1(devstack):
     # confidence 3 with one bad actor among 3: the largest group (2) is below confidence: void
     text = DETERMINISTIC_JOB.replace("Concurrency: 3", "Concurrency: 3\n  Confidence: 3")
-    done = run_cli("create", "-", "--wait", "--wait-timeout", "60", env=devstack.env, input=text)
+    done = run_cli("create", "-", "--node-details", "--wait-timeout-secs", "60", env=devstack.env, input=text)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "ended: Error" in done.stdout
-    assert done.stdout.count("ResultsRejected") == 3
+    job_id = job_id_of(done.stdout)
+    assert event_names(devstack.env, job_id).count("ResultsRejected") == 3
+    assert "Results failed verification. !" in steps(done.stdout)
+    assert "Status: Completed" not in done.stdout
+    assert "To download the results" not in done.stdout  # nothing to download
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("Error: job ") and "ended in state Error" in line
+    assert line.startswith(f"Error: job {job_id} failed: ")
     assert "largest group 2 below confidence 3" in line
 
 
 def test_server_owned_fields_are_ignored_with_a_warning(devstack, job_file):
     text = "ID: 00000000-0000-0000-0000-000000000000\nClientID: someone-else\n" + NOOP_JOB
-    created = run_cli("create", job_file(text), env=devstack.env)
+    created = run_cli("create", job_file(text), "--wait=false", env=devstack.env)
     assert created.returncode == 0, created.stderr
     assert created.stderr.startswith(
         "WARNING: The following fields have data in them and will be ignored on creation: ClientID, ID"
@@ -335,8 +192,9 @@ def test_server_owned_fields_are_ignored_with_a_warning(devstack, job_file):
     ("text", "named"),
     [
         ("Spec:\n  Enginee: Noop\n", "Spec.Enginee"),  # refused by the CLI while reading the file
-        ("Spec:\n  Engine: Noop\nDeal:\n  Concurrency: -1\n", "Deal.Concurrency"),  # refused by the requester
-        ("Deal:\n  Concurrency: 1\n", "Spec.Engine"),  # no engine: refused by the requester
+        # refused by the CLI's checks before submitting (the requester's own rules)
+        ("Spec:\n  Engine: Noop\nDeal:\n  Concurrency: -1\n", "Deal.Concurrency"),
+        ("Deal:\n  Concurrency: 1\n", "Spec.Engine"),  # no engine
     ],
 )
 def test_a_bad_job_file_is_one_error_line_naming_the_field(devstack, job_file, text, named):
@@ -344,14 +202,14 @@ def test_a_bad_job_file_is_one_error_line_naming_the_field(devstack, job_file, t
     assert failed.returncode == 1
     assert failed.stdout == ""
     (line,) = failed.stderr.strip().splitlines()
-    assert line.startswith("Error: ")
+    assert line.startswith(("Error: ", "Error verifying job: "))
     assert named in line
 
 
 def test_unknown_job_and_unreachable_requester_are_clear_errors(devstack, tmp_path):
     missing = run_cli("describe", "ffffffff-not-a-job", env=devstack.env)
     assert missing.returncode == 1
-    assert missing.stderr.startswith("Error: not found")
+    assert missing.stderr == "Error: job ffffffff-not-a-job not found\n"
     nowhere = run_cli("list", "--api-port", "1", "--timeout", "2", env=devstack.env)
     assert nowhere.returncode == 1
     assert nowhere.stderr.startswith("Error: cannot reach the requester at 127.0.0.1:1")
@@ -574,26 +432,32 @@ def test_serve_refuses_bad_settings_with_one_line(tmp_path):
 
 def test_create_fills_go_defaults_and_clears_server_owned_fields():
     warnings = io.StringIO()
-    job = jobs.prepare_job(
+    job = submit.prepare_job(
         b"ID: x\nCreatedAt: '2022-11-17T13:29:01Z'\nSpec:\n  Engine: Noop\n", warn=warnings
     )
     assert (job.api_version, job.deal.concurrency) == ("V1beta1", 1)
-    assert (job.spec.verifier, job.spec.publisher) == (pb.Verifier.VERIFIER_NOOP, pb.Publisher.PUBLISHER_NOOP)
+    # Publisher Local (v0.3: Estuary): the results can be downloaded
+    assert (job.spec.verifier, job.spec.publisher) == (
+        pb.Verifier.VERIFIER_NOOP,
+        pb.Publisher.PUBLISHER_LOCAL,
+    )
     assert job.id == "" and not job.HasField("created_at")
     assert warnings.getvalue() == (
         "WARNING: The following fields have data in them and will be ignored on creation: CreatedAt, ID\n"
     )
-    kept = jobs.prepare_job(b"Spec: {Engine: Noop, Verifier: Deterministic}\nDeal: {Concurrency: 3}\n")
+    kept = submit.prepare_job(b"Spec: {Engine: Noop, Verifier: Deterministic}\nDeal: {Concurrency: 3}\n")
     assert (kept.spec.verifier, kept.deal.concurrency) == (pb.Verifier.VERIFIER_DETERMINISTIC, 3)
-    with pytest.raises(jobs.CommandError, match=r"^the job provided is invalid: Spec.Engine: unknown Engine"):
-        jobs.prepare_job(b"Spec: {Engine: Cobol}")
+    with pytest.raises(
+        flags.CommandError, match=r"^The job provided is invalid: Spec.Engine: unknown Engine"
+    ):
+        submit.prepare_job(b"Spec: {Engine: Cobol}")
 
 
 def test_api_address_flags_win_over_environment_over_default():
     none = argparse.Namespace(api_host=None, api_port=None)
-    assert jobs.api_address(none, {}) == "127.0.0.1:1234"
+    assert flags.api_address(none, {}) == "127.0.0.1:1234"
     env = {"BACALHAU_API_HOST": "10.0.0.1", "BACALHAU_API_PORT": "999"}
-    assert jobs.api_address(none, env) == "10.0.0.1:999"
-    assert jobs.api_address(argparse.Namespace(api_host="h", api_port=5), env) == "h:5"
-    with pytest.raises(jobs.CommandError, match="BACALHAU_API_PORT"):
-        jobs.api_address(none, {"BACALHAU_API_PORT": "x"})
+    assert flags.api_address(none, env) == "10.0.0.1:999"
+    assert flags.api_address(argparse.Namespace(api_host="h", api_port=5), env) == "h:5"
+    with pytest.raises(flags.CommandError, match="BACALHAU_API_PORT"):
+        flags.api_address(none, {"BACALHAU_API_PORT": "x"})

@@ -41,6 +41,7 @@ METHODS = {
         "WatchJobEvents",
         "CancelJob",
         "GetJobResults",
+        "StreamJobLogs",
         "GetVersion",
         "RegisterNode",
         "Heartbeat",
@@ -59,6 +60,7 @@ METHODS = {
         "CancelExecution",
         "AskForBids",
         "UpdateExecutions",
+        "StreamExecutionLogs",
         "GetNodeInfo",
     },
     VERIFIER: {"Verify", "VerifyShards", "GetVerifierInfo"},
@@ -228,6 +230,12 @@ async def test_submit_a_job_and_follow_it_to_its_published_result(stack):
     # The job's results, by grpcurl as well.
     results = await call_json(stack.requester_address, f"{REQUESTER}/GetJobResults", {"job_id": job_id})
     assert [(r["NodeID"], r["Data"]["Name"]) for r in results["results"]] == [(node_id, "noop")]
+    # Its logs, a server stream, with follow: the devstack's noop runs write nothing, so the stream
+    # ends (the job has ended) without a message.
+    rc, out, err = await grpcurl(
+        stack.requester_address, f"{REQUESTER}/StreamJobLogs", body={"job_id": job_id, "follow": True}
+    )
+    assert (rc, out) == (0, ""), err
 
 
 SIGNED_JOB_FILE = """\

@@ -7,9 +7,9 @@ import grpc
 import pytest
 
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau_grpc.cli import cancel, jobs
+from bacalhau_grpc.cli import query
 from bacalhau_grpc.common import channels
-from bacalhau_grpc.common.errors import FailedPreconditionError, PermissionDeniedError
+from bacalhau_grpc.common.errors import FailedPreconditionError, NotFoundError, PermissionDeniedError
 from bacalhau_grpc.common.model import pb
 from tests.integration.network import E, Network, final_row_states, names, noop_job, of_type
 
@@ -138,7 +138,7 @@ async def test_cancel_of_a_completed_job_is_a_failed_precondition(network):
 
 def _cancel_args(network: Network, *argv: str):
     parser = argparse.ArgumentParser()
-    cancel.add_parser(parser.add_subparsers())
+    query.add_parsers(parser.add_subparsers())
     host, port = network.requester.address.rsplit(":", 1)
     return parser.parse_args(["cancel", *argv, "--api-host", host, "--api-port", port])
 
@@ -149,12 +149,12 @@ async def test_cli_cancel_prints_the_job_or_one_error_line(network, capsys, monk
     # the CLI cancels as the user of its key directory ($BACALHAU_DIR): first alice, then mallory
     monkeypatch.setenv("BACALHAU_DIR", str(network.client("alice").path.parent))
     args = _cancel_args(network, job.id, "--reason", "oops")
-    assert await cancel.cmd_cancel(args) == 0
+    assert await query.cmd_cancel(args) == 0
     assert capsys.readouterr().out == f"Job {job.id} cancelled\n"
     info = await network.get_job(job.id)
     assert all(s == S.JOB_STATE_TYPE_CANCELLED for s in final_row_states(info).values())
-    with pytest.raises(jobs.CommandError, match="not found"):
-        await cancel.cmd_cancel(_cancel_args(network, "no-such-job"))
+    with pytest.raises(NotFoundError, match="job no-such-job not found"):
+        await query.cmd_cancel(_cancel_args(network, "no-such-job"))
     monkeypatch.setenv("BACALHAU_DIR", str(network.client("mallory").path.parent))
-    with pytest.raises(jobs.CommandError, match=r"permission denied: .*another client"):
-        await cancel.cmd_cancel(_cancel_args(network, job.id))
+    with pytest.raises(PermissionDeniedError, match=r"another client"):
+        await query.cmd_cancel(_cancel_args(network, job.id))

@@ -56,15 +56,25 @@ def json_marshal_with_max(value: Any) -> bytes:
     return _checked_output(_json_dumps(value, separators=(",", ":")))
 
 
-def json_marshal_indent_with_max(value: Any, indent_spaces: int = JSON_INDENT_SPACE_NUMBER) -> bytes:
-    """Indented JSON, as Go's `json.MarshalIndent` writes it (Go's `JSONMarshalIndentWithMax`)."""
-    confirm_max_slice_size(value)
+def json_marshal_indent_with_max(
+    value: Any,
+    indent_spaces: int = JSON_INDENT_SPACE_NUMBER,
+    *,
+    max_objects: int | None = MAX_NUMBER_OF_OBJECTS_TO_SERIALIZE,
+) -> bytes:
+    """Indented JSON, as Go's `json.MarshalIndent` writes it (Go's `JSONMarshalIndentWithMax`;
+    `max_objects=None` lifts the limit, for documents this program writes for people)."""
+    if max_objects is not None:
+        confirm_max_slice_size(value, max_objects)
     return _checked_output(_json_dumps(value, indent=indent_spaces))
 
 
-def yaml_marshal_with_max(value: Any) -> bytes:
-    """Block-style YAML keeping key order (Go's `YAMLMarshalWithMax`)."""
-    confirm_max_slice_size(value)
+def yaml_marshal_with_max(
+    value: Any, *, max_objects: int | None = MAX_NUMBER_OF_OBJECTS_TO_SERIALIZE
+) -> bytes:
+    """Block-style YAML keeping key order (Go's `YAMLMarshalWithMax`; `max_objects=None` lifts the limit)."""
+    if max_objects is not None:
+        confirm_max_slice_size(value, max_objects)
     text = yaml.dump(
         value, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=10**9
     )

@@ -4,16 +4,18 @@ AskForBid, BidAccepted and ResultAccepted answer only once the node's store has 
 call changed: the requester acts on those answers, so they must survive a crash of this node."""
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from bacalhau.compute.v1 import compute_service_pb2 as cpb
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.grpc_errors import outcome_of
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.compute.domain.logs import execution_logs
 from bacalhau_grpc.compute.domain.node import ComputeNode
 
 SERVICE_NAME = "bacalhau.compute.v1.ComputeService"
@@ -120,6 +122,15 @@ class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
             cancel = update.cancel_execution
             return lambda: node.cancel_execution(cancel.execution_id, cancel.reason)
         return _invalid("an execution update names no update (bid_accepted, bid_rejected, …)")
+
+    async def StreamExecutionLogs(
+        self, request: cpb.StreamExecutionLogsRequest, context: object
+    ) -> AsyncIterator[cpb.StreamExecutionLogsResponse]:
+        self.calls["StreamExecutionLogs"] += 1
+        chunks = execution_logs(self.node, request.execution_id, follow=request.follow)
+        async with contextlib.aclosing(chunks):  # a client that leaves closes the files at once
+            async for stderr, data in chunks:
+                yield cpb.StreamExecutionLogsResponse(stderr=stderr, data=data)
 
     async def GetNodeInfo(self, request: cpb.GetNodeInfoRequest, context: object) -> cpb.GetNodeInfoResponse:
         self.calls["GetNodeInfo"] += 1

@@ -26,7 +26,8 @@ _HEAD_BYTES = SUMMARY_BYTES + 4
 
 
 class CappedSink:
-    """A stream file that keeps the first `cap` bytes written to it and remembers whether more came."""
+    """A stream file that keeps the first `cap` bytes written to it and remembers whether more came. Each
+    write reaches the file at once (live logs read it while the run goes on)."""
 
     def __init__(self, path: Path, cap: int = DEFAULT_STREAM_CAP) -> None:
         self.path = path
@@ -42,6 +43,7 @@ class CappedSink:
             data = data[: max(room, 0)]
         if data:
             self._file.write(data)
+            self._file.flush()  # readers of live logs see each piece as it arrives
             self.written += len(data)
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 server maps to status codes."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,6 +14,7 @@ from bacalhau_grpc.common.errors import InvalidArgumentError, UnauthenticatedErr
 from bacalhau_grpc.common.grpc_errors import outcome_of
 from bacalhau_grpc.common.signing import verify_submission
 from bacalhau_grpc.requester.domain.lifecycle import Requester
+from bacalhau_grpc.requester.domain.logs import job_logs
 
 SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
 log = logging.getLogger(__name__)
@@ -95,6 +97,26 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
         self, request: rpb.GetJobResultsRequest, context: grpc.aio.ServicerContext
     ) -> rpb.GetJobResultsResponse:
         return rpb.GetJobResultsResponse(results=await self.requester.get_job_results(request.job_id))
+
+    async def StreamJobLogs(
+        self, request: rpb.StreamJobLogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.StreamJobLogsResponse]:
+        chunks = await job_logs(
+            self.requester,
+            request.job_id,
+            shard_index=request.shard_index if request.HasField("shard_index") else None,
+            node_id=request.node_id,
+            follow=request.follow,
+        )
+        async with contextlib.aclosing(chunks):  # a client that leaves stops the streams from the nodes
+            async for chunk in chunks:
+                yield rpb.StreamJobLogsResponse(
+                    execution_id=chunk.execution_id,
+                    node_id=chunk.node_id,
+                    shard_index=chunk.shard_index,
+                    stderr=chunk.stderr,
+                    data=chunk.data,
+                )
 
     async def GetVersion(
         self, request: rpb.GetVersionRequest, context: grpc.aio.ServicerContext

@@ -1,6 +1,8 @@
 """The domain's ComputePort over gRPC: one cached channel per compute node address."""
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -8,7 +10,7 @@ import grpc
 from bacalhau.compute.v1 import compute_service_pb2 as cpb
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common.batching import Coalescer
-from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel
+from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel, stream
 from bacalhau_grpc.common.errors import DeadlineExceededError, UnavailableError
 from bacalhau_grpc.common.grpc_errors import RemoteError, error_from_outcome
 from bacalhau_grpc.common.model import pb
@@ -105,6 +107,15 @@ class GrpcComputeClient:
     async def cancel_execution(self, address: str, execution_id: str, reason: str) -> None:
         cancel = cpb.CancelExecutionRequest(execution_id=execution_id, reason=reason)
         await self._update(address, cpb.ExecutionUpdate(cancel_execution=cancel))
+
+    async def stream_logs(
+        self, address: str, execution_id: str, follow: bool
+    ) -> AsyncIterator[tuple[bool, bytes]]:
+        """StreamExecutionLogs, not coalesced; no deadline (a followed run lasts as long as it lasts)."""
+        request = cpb.StreamExecutionLogsRequest(execution_id=execution_id, follow=follow)
+        async with contextlib.aclosing(stream(self._stub(address).StreamExecutionLogs, request)) as responses:
+            async for response in responses:
+                yield response.stderr, response.data
 
     async def close(self) -> None:
         await self._asks.close()

@@ -993,6 +993,24 @@ class Requester:
         job.state.CopyFrom(record.state)
 
     # ------------------------------------------------------------------------------------------
+    # for readers that follow a job's executions (domain/logs.py)
+    # ------------------------------------------------------------------------------------------
+
+    async def job_record(self, job_id: str) -> JobRecord:
+        """The job with this ID (or the only one starting with it): its shard machines, kept up to date
+        while it runs (`changed` is set at every change, `finished` once every shard ended). Read only."""
+        return await self._resolve(job_id)
+
+    def node_address(self, node_id: str) -> str:
+        """Where a registered compute node listens; UnavailableError when it is not registered."""
+        return self._address(node_id)
+
+    @property
+    def watches_closed(self) -> bool:
+        """True once the requester is shutting down: followers end (see `close_watches`)."""
+        return self._watches_closed
+
+    # ------------------------------------------------------------------------------------------
     # introspection (tests, benchmarks)
     # ------------------------------------------------------------------------------------------
 

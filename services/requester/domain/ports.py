@@ -3,7 +3,7 @@
 Every method raises a BacalhauError (UnavailableError, DeadlineExceededError, ...) when the call fails.
 """
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +33,11 @@ class ComputePort(Protocol):
     async def result_rejected(self, address: str, execution_id: str, reason: str) -> None: ...
 
     async def cancel_execution(self, address: str, execution_id: str, reason: str) -> None: ...
+
+    def stream_logs(self, address: str, execution_id: str, follow: bool) -> AsyncIterator[tuple[bool, bytes]]:
+        """The execution's output on its node as (is_stderr, bytes) chunks: what it wrote so far, then
+        (with `follow`) what it writes until its run is over. Failures raise while iterating."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -127,6 +127,22 @@ class CancelExecutionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class StreamExecutionLogsRequest(_message.Message):
+    __slots__ = ("execution_id", "follow")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    follow: bool
+    def __init__(self, execution_id: _Optional[str] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class StreamExecutionLogsResponse(_message.Message):
+    __slots__ = ("stderr", "data")
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    stderr: bool
+    data: bytes
+    def __init__(self, stderr: _Optional[bool] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class GetNodeInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -75,6 +75,11 @@ class ComputeServiceStub:
                 request_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsRequest.SerializeToString,
                 response_deserializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsResponse.FromString,
                 _registered_method=True)
+        self.StreamExecutionLogs = channel.unary_stream(
+                '/bacalhau.compute.v1.ComputeService/StreamExecutionLogs',
+                request_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.StreamExecutionLogsRequest.SerializeToString,
+                response_deserializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.StreamExecutionLogsResponse.FromString,
+                _registered_method=True)
         self.GetNodeInfo = channel.unary_unary(
                 '/bacalhau.compute.v1.ComputeService/GetNodeInfo',
                 request_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.GetNodeInfoRequest.SerializeToString,
@@ -144,6 +149,14 @@ class ComputeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamExecutionLogs(self, request, context):
+        """Streams what an execution writes to stdout and stderr: what it wrote so far,
+        then (with follow) what it writes until it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetNodeInfo(self, request, context):
         """Describes the node: what it runs, its capacity and its load.
         """
@@ -193,6 +206,11 @@ def add_ComputeServiceServicer_to_server(servicer, server):
                     servicer.UpdateExecutions,
                     request_deserializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsRequest.FromString,
                     response_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsResponse.SerializeToString,
+            ),
+            'StreamExecutionLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamExecutionLogs,
+                    request_deserializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.StreamExecutionLogsRequest.FromString,
+                    response_serializer=bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.StreamExecutionLogsResponse.SerializeToString,
             ),
             'GetNodeInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNodeInfo,
@@ -417,6 +435,33 @@ class ComputeService:
             '/bacalhau.compute.v1.ComputeService/UpdateExecutions',
             bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsRequest.SerializeToString,
             bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.UpdateExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamExecutionLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bacalhau.compute.v1.ComputeService/StreamExecutionLogs',
+            bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.StreamExecutionLogsRequest.SerializeToString,
+            bacalhau_dot_compute_dot_v1_dot_compute__service__pb2.StreamExecutionLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -147,6 +147,32 @@ class GetJobResultsResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[_storage_pb2.PublishedResult]
     def __init__(self, results: _Optional[_Iterable[_Union[_storage_pb2.PublishedResult, _Mapping]]] = ...) -> None: ...
 
+class StreamJobLogsRequest(_message.Message):
+    __slots__ = ("job_id", "shard_index", "node_id", "follow")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_INDEX_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    shard_index: int
+    node_id: str
+    follow: bool
+    def __init__(self, job_id: _Optional[str] = ..., shard_index: _Optional[int] = ..., node_id: _Optional[str] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class StreamJobLogsResponse(_message.Message):
+    __slots__ = ("execution_id", "node_id", "shard_index", "stderr", "data")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    node_id: str
+    shard_index: int
+    stderr: bool
+    data: bytes
+    def __init__(self, execution_id: _Optional[str] = ..., node_id: _Optional[str] = ..., shard_index: _Optional[int] = ..., stderr: _Optional[bool] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class GetVersionRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -71,6 +71,11 @@ class RequesterServiceStub:
                 request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetJobResultsRequest.SerializeToString,
                 response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetJobResultsResponse.FromString,
                 _registered_method=True)
+        self.StreamJobLogs = channel.unary_stream(
+                '/bacalhau.requester.v1.RequesterService/StreamJobLogs',
+                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.StreamJobLogsRequest.SerializeToString,
+                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.StreamJobLogsResponse.FromString,
+                _registered_method=True)
         self.GetVersion = channel.unary_unary(
                 '/bacalhau.requester.v1.RequesterService/GetVersion',
                 request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionRequest.SerializeToString,
@@ -162,6 +167,15 @@ class RequesterServiceServicer:
 
     def GetJobResults(self, request, context):
         """Returns where a job's verified results were published.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamJobLogs(self, request, context):
+        """Streams what a job's executions write to stdout and stderr: what they wrote so
+        far, then (with follow) what they write until they end. An execution that
+        ended shows the output its results carry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -262,6 +276,11 @@ def add_RequesterServiceServicer_to_server(servicer, server):
                     servicer.GetJobResults,
                     request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetJobResultsRequest.FromString,
                     response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetJobResultsResponse.SerializeToString,
+            ),
+            'StreamJobLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamJobLogs,
+                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.StreamJobLogsRequest.FromString,
+                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.StreamJobLogsResponse.SerializeToString,
             ),
             'GetVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVersion,
@@ -495,6 +514,33 @@ class RequesterService:
             '/bacalhau.requester.v1.RequesterService/GetJobResults',
             bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetJobResultsRequest.SerializeToString,
             bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetJobResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bacalhau.requester.v1.RequesterService/StreamJobLogs',
+            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.StreamJobLogsRequest.SerializeToString,
+            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.StreamJobLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

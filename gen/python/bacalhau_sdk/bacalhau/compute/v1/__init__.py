@@ -21,6 +21,8 @@ __all__ = (
     "ResultAcceptedResponse",
     "ResultRejectedRequest",
     "ResultRejectedResponse",
+    "StreamExecutionLogsRequest",
+    "StreamExecutionLogsResponse",
     "UpdateExecutionsRequest",
     "UpdateExecutionsResponse",
 )
@@ -367,6 +369,50 @@ class ResultRejectedResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("bacalhau.compute.v1", "ResultRejectedResponse", ResultRejectedResponse)
+
+
+@dataclass(eq=False, repr=False)
+class StreamExecutionLogsRequest(betterproto2.Message):
+    """
+    Request of StreamExecutionLogs.
+    """
+
+    execution_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The execution.
+    """
+
+    follow: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    Keep streaming while the execution runs, until it ends.
+    """
+
+
+default_message_pool.register_message(
+    "bacalhau.compute.v1", "StreamExecutionLogsRequest", StreamExecutionLogsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class StreamExecutionLogsResponse(betterproto2.Message):
+    """
+    Response of StreamExecutionLogs: one piece of the execution's output.
+    """
+
+    stderr: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+    """
+    True when the bytes come from stderr, false from stdout.
+    """
+
+    data: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+    """
+    The bytes, in the order the execution wrote them to that stream.
+    """
+
+
+default_message_pool.register_message(
+    "bacalhau.compute.v1", "StreamExecutionLogsResponse", StreamExecutionLogsResponse
+)
 
 
 @dataclass(eq=False, repr=False)

@@ -32,6 +32,8 @@ __all__ = (
     "RegisterNodeResponse",
     "ReportExecutionsRequest",
     "ReportExecutionsResponse",
+    "StreamJobLogsRequest",
+    "StreamJobLogsResponse",
     "SubmitJobRequest",
     "SubmitJobResponse",
     "WatchJobEventsRequest",
@@ -698,6 +700,71 @@ class ReportExecutionsResponse(betterproto2.Message):
 default_message_pool.register_message(
     "bacalhau.requester.v1", "ReportExecutionsResponse", ReportExecutionsResponse
 )
+
+
+@dataclass(eq=False, repr=False)
+class StreamJobLogsRequest(betterproto2.Message):
+    """
+    Request of StreamJobLogs.
+    """
+
+    job_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The job.
+    """
+
+    shard_index: "int | None" = betterproto2.field(2, betterproto2.TYPE_INT64, optional=True)
+    """
+    Only this shard's executions; unset: every shard's.
+    """
+
+    node_id: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Only executions on this node (its ID or a prefix of it); empty: every node's.
+    """
+
+    follow: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    Keep streaming while the executions run, until they all end.
+    """
+
+
+default_message_pool.register_message("bacalhau.requester.v1", "StreamJobLogsRequest", StreamJobLogsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class StreamJobLogsResponse(betterproto2.Message):
+    """
+    Response of StreamJobLogs: one piece of one execution's output.
+    """
+
+    execution_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The execution that wrote it.
+    """
+
+    node_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The compute node that ran the execution.
+    """
+
+    shard_index: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    The execution's shard.
+    """
+
+    stderr: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    True when the bytes come from stderr, false from stdout.
+    """
+
+    data: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
+    """
+    The bytes, in the order the execution wrote them to that stream.
+    """
+
+
+default_message_pool.register_message("bacalhau.requester.v1", "StreamJobLogsResponse", StreamJobLogsResponse)
 
 
 @dataclass(eq=False, repr=False)

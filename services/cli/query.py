@@ -1,0 +1,346 @@
+"""Looking at jobs, on the SDK: `list`, `describe`, `events`, `logs`, `cancel`, `get`, `version`."""
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from bacalhau_grpc.cli import flags, output
+from bacalhau_grpc.common.model import jobfile, pb, serialization, version
+from bacalhau_grpc.sdk import Client
+from bacalhau_grpc.sdk.client import to_pb
+
+FORMATS = ("table", "json", "yaml")
+
+
+def add_parsers(commands) -> None:
+    _add_list(commands)
+    _add_describe(commands)
+    _add_events(commands)
+    _add_logs(commands)
+    _add_cancel(commands)
+    _add_get(commands)
+    _add_version(commands)
+
+
+def _add_timeout_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for each call to the requester (default 10)",
+    )
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(flags.api_address(args), timeout=args.timeout)
+
+
+# -------------------------------------------------------------------------------------------------- list
+
+
+def _add_list(commands) -> None:
+    parser = commands.add_parser(
+        "list",
+        help="list jobs",
+        description="List your jobs (or everyone's with --all), newest first: the table shows the time, the "
+        "short ID, what runs, the state, how many results were verified and where the result is published.",
+        epilog="examples:\n  bacalhau-grpc list -n 50\n  bacalhau-grpc list --id-filter 3f2a --output yaml\n"
+        "  bacalhau-grpc list --all --sort-by id --no-reverse --include-tag demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--id-filter", default="", help="only jobs whose ID starts with this")
+    parser.add_argument(
+        "-n", "--number", type=_positive, default=10, help="how many jobs to show, after sorting (default 10)"
+    )
+    parser.add_argument(
+        "--sort-by", choices=("created_at", "id"), default="created_at", help="(default created_at)"
+    )
+    flags.add_bool_flag(
+        parser,
+        "reverse",
+        default=True,
+        help="newest (or highest ID) first (default true; --reverse=false or --no-reverse: oldest first)",
+    )
+    parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="(default table)")
+    parser.add_argument("--include-tag", action="append", default=[], help="only jobs with this annotation")
+    parser.add_argument("--exclude-tag", action="append", default=[], help="no job with this annotation")
+    parser.add_argument("--all", action="store_true", help="jobs of every client, not only yours")
+    parser.add_argument("--client-id", help="whose jobs to list (default: yours, see `bacalhau-grpc id`)")
+    parser.add_argument("--hide-header", action="store_true", help="no header row")
+    parser.add_argument("--no-style", action="store_true", help="plain table (it always is; for scripts)")
+    parser.add_argument("--wide", action="store_true", help="full IDs and cells")
+    flags.add_api_flags(parser)
+    _add_timeout_flag(parser)
+    parser.set_defaults(handler=run_async(cmd_list))
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        found = [
+            to_pb(job, pb.Job)
+            async for job in client.list(
+                all_clients=args.all,
+                client_id=args.client_id,
+                id_prefix=args.id_filter,
+                include_tags=args.include_tag,
+                exclude_tags=args.exclude_tag,
+                sort_by=args.sort_by,
+                reverse=args.reverse,
+                limit=args.number,
+            )
+        ]
+    if args.output == "table":
+        text = output.jobs_table(found, wide=args.wide, header=not args.hide_header)
+    else:
+        text = output.jobs_document(found, args.output)
+    if text:
+        print(text)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- describe
+
+
+def _add_describe(commands) -> None:
+    parser = commands.add_parser(
+        "describe",
+        help="show a job with its state and events",
+        description="Show a job in the job file shape (YAML by default): its spec, deal and execution plan, "
+        "its state per node and shard, and its events.",
+        epilog="examples:\n  bacalhau-grpc describe 3f2a1b9c\n  bacalhau-grpc describe 3f2a1b9c -o json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("id", help="the job's ID or a unique prefix of it")
+    parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="(default yaml)")
+    parser.add_argument("--json", action="store_true", help="the same as --output json")
+    flags.add_api_flags(parser)
+    _add_timeout_flag(parser)
+    parser.set_defaults(handler=run_async(cmd_describe))
+
+
+async def cmd_describe(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        info = to_pb(await client.get(args.id), pb.JobWithInfo)
+    fmt = "json" if args.json else args.output
+    print(jobfile.dump_job(info, format=fmt).rstrip("\n"))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ events
+
+
+def _add_events(commands) -> None:
+    parser = commands.add_parser(
+        "events",
+        help="show a job's events, one per line",
+        description="Show a job's events in order: time, event, node(s), shard and what happened.",
+        epilog="examples:\n  bacalhau-grpc events 3f2a1b9c\n  bacalhau-grpc events 3f2a1b9c --follow",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("id", help="the job's ID or a unique prefix of it")
+    parser.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing new events until the job ends"
+    )
+    flags.add_api_flags(parser)
+    _add_timeout_flag(parser)
+    parser.set_defaults(
+        handler=run_async(cmd_events), interrupted="Printout canceled (the job is still running)."
+    )
+
+
+async def cmd_events(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        job_id = args.id
+        if args.follow:  # the stream needs the full ID
+            job_id = (await client.get(args.id)).job.id
+        async for event in client.events(job_id, follow=args.follow):
+            print(output.event_line(to_pb(event, pb.JobEvent)), flush=True)
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- logs
+
+
+def _add_logs(commands) -> None:
+    parser = commands.add_parser(
+        "logs",
+        help="show what a job's executions write to stdout and stderr",
+        description="Show the stdout and stderr of a job's executions: live while they run with --follow, "
+        "else what they wrote so far (for a finished execution, the output its results carry). stdout goes "
+        "to stdout and stderr to stderr; with several executions each line is prefixed with its node and "
+        "shard.",
+        epilog="examples:\n  bacalhau-grpc logs 3f2a1b9c\n  bacalhau-grpc logs 3f2a1b9c --follow --shard 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("id", help="the job's ID or a unique prefix of it")
+    parser.add_argument(
+        "--follow", "-f", action="store_true", help="keep streaming until every execution ended"
+    )
+    parser.add_argument("--shard", type=int, help="only this shard's executions")
+    parser.add_argument("--node", default="", help="only executions on this node (its ID or a prefix)")
+    flags.add_api_flags(parser)
+    _add_timeout_flag(parser)
+    parser.set_defaults(
+        handler=run_async(cmd_logs), interrupted="Printout canceled (the job is still running)."
+    )
+
+
+async def cmd_logs(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        info = await client.get(args.id)
+        job = info.job
+        several = job.deal.concurrency > 1 or (job.execution_plan.total_shards or 1) > 1
+        async for piece in client.logs(job.id, shard_index=args.shard, node_id=args.node, follow=args.follow):
+            out = sys.stderr.buffer if piece.stderr else sys.stdout.buffer
+            data = piece.data
+            if several:
+                prefix = f"[{output.short_node_id(piece.node_id)} shard {piece.shard_index}] ".encode()
+                data = b"".join(prefix + line for line in data.splitlines(keepends=True))
+            out.write(data)
+            out.flush()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ cancel
+
+
+def _add_cancel(commands) -> None:
+    parser = commands.add_parser(
+        "cancel",
+        help="cancel a job",
+        description="Cancel a job you submitted (with your key, see `bacalhau-grpc id`): every execution "
+        "still running is stopped and the job ends Cancelled. Cancelling a cancelled job again succeeds; "
+        "a completed or failed job cannot be cancelled.",
+        epilog="example:\n  bacalhau-grpc cancel 3f2a1b9c --reason 'wrong input'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("id", help="the job's ID (or a unique prefix of it)")
+    parser.add_argument("--reason", default="", help="why, recorded in the job's events")
+    flags.add_api_flags(parser)
+    _add_timeout_flag(parser)
+    parser.set_defaults(handler=run_async(cmd_cancel))
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        job = await client.cancel(args.id, reason=args.reason)
+    print(f"Job {job.id or args.id} cancelled")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------- get
+
+
+def _add_get(commands) -> None:
+    parser = commands.add_parser(
+        "get",
+        help="download a job's results",
+        description="Download the published (verified) results of a job: raw/<cid>/ per published CID, "
+        "per_shard/<shard>_node_<node>/ per result, and combined_results/ with stdout and stderr "
+        "concatenated in shard order. The folder's path is printed on stdout.",
+        epilog="example:\n  bacalhau-grpc get 3f2a1b9c --output-dir results",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("id", help="the job's ID (or a unique prefix of it)")
+    parser.add_argument("--output-dir", type=Path, help="where to write them (default ./job-<id8>)")
+    parser.add_argument(
+        "--download-timeout-secs", type=float, default=300.0, help="the most a download may take (300)"
+    )
+    flags.add_api_flags(parser)
+    _add_timeout_flag(parser)
+    parser.set_defaults(handler=run_async(cmd_get))
+
+
+async def cmd_get(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        job_id = (await client.get(args.id)).job.id
+        await download(client, job_id, args.output_dir, args.download_timeout_secs)
+    return 0
+
+
+async def download(
+    client: Client, job_id: str, output_dir: Path | None, timeout: float, *, quiet: bool = False
+) -> Path:
+    """`get`'s download with its messages (also `--download` of the submitting commands; `quiet`: none)."""
+    if not quiet:
+        print(f"Fetching results of job '{job_id}'...", file=sys.stderr, flush=True)
+    progress = _progress_bar() if sys.stderr.isatty() and not quiet else None
+    folder = await client.download(
+        job_id, output_dir or Path(f"job-{job_id[:8]}"), timeout=timeout, progress=progress
+    )
+    if progress is not None:
+        print(file=sys.stderr)
+    if not quiet:
+        print(f"Results for job '{job_id}' have been written to...", file=sys.stderr)
+        print(folder, flush=True)
+    return folder
+
+
+def _progress_bar():
+    def show(received: int) -> None:
+        print(f"\r  downloaded {received / 1024**2:.1f} MiB", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+# ----------------------------------------------------------------------------------------------- version
+
+
+def _add_version(commands) -> None:
+    parser = commands.add_parser(
+        "version",
+        help="print the client's and the requester's versions",
+        description="Print this client's version and the requester's (unless --client).",
+        epilog="examples:\n  bacalhau-grpc version\n  bacalhau-grpc version --client -o json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--client", action="store_true", help="only the client's version (no requester needed)"
+    )
+    parser.add_argument(
+        "-o", "--output", choices=("text", "yaml", "json"), default="text", help="(default text)"
+    )
+    flags.add_api_flags(parser)
+    _add_timeout_flag(parser)
+    parser.set_defaults(handler=run_async(cmd_version))
+
+
+async def cmd_version(args: argparse.Namespace) -> int:
+    client_version = version.build_version_info()
+    server_version = None
+    if not args.client:
+        async with _client(args) as client:
+            server_version = to_pb(await client.version(), pb.BuildVersionInfo)
+    if args.output == "text":
+        print(f"Client Version: {client_version.git_version}")
+        if server_version is not None:
+            print(f"Server Version: {server_version.git_version}")
+        return 0
+    document = {"clientVersion": jobfile.message_to_dict(client_version)}
+    if server_version is not None:
+        document["serverVersion"] = jobfile.message_to_dict(server_version)
+    if args.output == "json":
+        print(serialization.json_marshal_indent_with_max(document).decode("utf-8"))
+    else:
+        print(yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False).rstrip("\n"))
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run_async(command):
+    """An argparse handler running an async command."""
+
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(command(args))
+
+    return run

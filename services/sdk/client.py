@@ -1,0 +1,299 @@
+"""The Python SDK: a client of a Bacalhau-gRPC requester, taking and returning Bacalhau's types.
+
+    from bacalhau_grpc.sdk import Client, sdk_types as m
+
+    async with Client("127.0.0.1:1234") as client:
+        job = m.Job(spec=m.Spec(engine=m.Engine.DOCKER, docker=m.JobSpecDocker(image="ubuntu",
+                    entrypoint=["echo", "hello"]), publisher=m.Publisher.LOCAL), deal=m.Deal(concurrency=1))
+        submitted = await client.submit(job)
+        async for event in client.events(submitted.id, follow=True):
+            print(event.event_name)
+        await client.download(submitted.id, "results")
+
+`SyncClient` has the same methods, blocking. Messages are the betterproto2 dataclasses generated into
+`bacalhau_sdk` (`sdk_types` is `bacalhau_sdk.bacalhau.model.v1beta1`); on the wire they travel as the
+same protobuf bytes the services use. Every call has a deadline (`timeout`), and a failed call raises the
+typed `BacalhauError` (`NotFoundError`, `InvalidArgumentError` naming the field, `UnavailableError`
+naming the requester's address, ...).
+
+Submissions are signed with the client's Ed25519 key (by default `~/.bacalhau-grpc/client_key.pem` or
+`$BACALHAU_DIR/client_key.pem`, created on first use), as the CLI signs them: the key's ClientID owns
+the job, and only that key may cancel it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+import bacalhau_sdk.bacalhau.model.v1beta1 as sdk_types
+import bacalhau_sdk.bacalhau.requester.v1 as sdk_requester
+from bacalhau.requester.v1 import requester_service_pb2 as rpb
+from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common import channels
+from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError, UnavailableError
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.signing import ClientKey, default_directory
+from bacalhau_grpc.sdk.download import Progress, download_results
+
+DEFAULT_API_HOST = "127.0.0.1"
+DEFAULT_API_PORT = 1234
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_DOWNLOAD_TIMEOUT = 300.0
+LIST_PAGE_SIZE = 100
+# How often a followed stream (events, logs) reconnects after losing the requester, with back-off.
+STREAM_RETRIES = 5
+
+SORT_BY = {"created_at": rpb.JOB_SORT_BY_CREATED_AT, "id": rpb.JOB_SORT_BY_ID}
+
+M = TypeVar("M")
+
+
+def default_address(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    """The requester's address from BACALHAU_API_HOST / BACALHAU_API_PORT, else 127.0.0.1:1234."""
+    return api_address(None, None, environ)
+
+
+def api_address(host: str | None, port: int | str | None, environ: Any = os.environ) -> str:
+    """`host:port`: the arguments win over BACALHAU_API_HOST / BACALHAU_API_PORT, which win over the
+    defaults (127.0.0.1:1234). InvalidArgumentError for a port that is not one."""
+    host = host or environ.get("BACALHAU_API_HOST") or DEFAULT_API_HOST
+    source, text = "the API port", port
+    if text in (None, ""):
+        source, text = "BACALHAU_API_PORT", environ.get("BACALHAU_API_PORT")
+    try:
+        number = int(text) if text not in (None, "") else DEFAULT_API_PORT
+    except ValueError:
+        raise InvalidArgumentError(
+            f"{source} must be a port number, got {text!r}", field="api_port"
+        ) from None
+    if not 0 < number <= 65535:
+        raise InvalidArgumentError(f"{source} must be between 1 and 65535, got {number}", field="api_port")
+    return f"{host}:{number}"
+
+
+def to_pb(message: Any, pb_class: type[M]) -> M:
+    """The upb message with the same content as an SDK (betterproto2) message."""
+    return pb_class.FromString(bytes(message))  # type: ignore[attr-defined]
+
+
+def to_sdk(message: Any, sdk_class: type[M]) -> M:
+    """The SDK (betterproto2) message with the same content as a upb message."""
+    return sdk_class.parse(message.SerializeToString())  # type: ignore[attr-defined]
+
+
+class Client:
+    """An asyncio client of one requester (`address`, default from the environment: `default_address`).
+
+    Use it as `async with Client(...) as client:` or call `close()`; one client may run many calls at once.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        key: ClientKey | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.address = address or default_address()
+        self.timeout = timeout
+        self._key = key
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: rgrpc.RequesterServiceStub | None = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+    @property
+    def key(self) -> ClientKey:
+        """The key submissions are signed with (loaded or created on first use)."""
+        if self._key is None:
+            self._key = ClientKey.load_or_create(default_directory())
+        return self._key
+
+    @property
+    def client_id(self) -> str:
+        """This client's ClientID: the SHA-256 (hex) of its public key; it owns the jobs it submits."""
+        return self.key.client_id
+
+    # -- jobs ----------------------------------------------------------------------------------------
+
+    async def submit(self, job: sdk_types.Job, *, context: bytes = b"") -> sdk_types.Job:
+        """Submits a job (signed with `key`) and returns it as the requester created it (ID, ClientID,
+        ExecutionPlan, ...). `context`: a tar or tar.gz archive (at most 10 MiB unpacked) the job gets
+        at /job, e.g. the WebAssembly module or Python program it runs."""
+        request = self.key.signed_submit_request(to_pb(job, pb.Job), context)
+        response = await self._call("SubmitJob", request)
+        return to_sdk(response.job, sdk_types.Job)
+
+    async def get(self, job_id: str) -> sdk_types.JobWithInfo:
+        """The job with its state and events; `job_id` may be a unique prefix of the ID."""
+        response = await self._call("GetJob", rpb.GetJobRequest(job_id=job_id))
+        return to_sdk(response.job, sdk_types.JobWithInfo)
+
+    async def list(
+        self,
+        *,
+        all_clients: bool = False,
+        client_id: str | None = None,
+        id_prefix: str = "",
+        include_tags: Iterable[str] = (),
+        exclude_tags: Iterable[str] = (),
+        sort_by: str = "created_at",
+        reverse: bool = True,
+        limit: int | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> AsyncIterator[sdk_types.Job]:
+        """Jobs, newest first (`sort_by` "created_at" or "id", `reverse=False` for ascending), page by
+        page: this client's own unless `all_clients` (or another `client_id`); at most `limit`."""
+        if sort_by not in SORT_BY:
+            raise InvalidArgumentError(f"sort_by must be one of {', '.join(SORT_BY)}", field="sort_by")
+        if limit is not None and limit <= 0:
+            return
+        request = rpb.ListJobsRequest(
+            client_id="" if all_clients else (client_id or self.client_id),
+            id_prefix=id_prefix,
+            include_tags=list(include_tags),
+            exclude_tags=list(exclude_tags),
+            sort_by=SORT_BY[sort_by],
+            sort_reverse=reverse,
+            page_size=min(page_size, limit) if limit else page_size,
+        )
+        seen = 0
+        while True:
+            response = await self._call("ListJobs", request)
+            for job in response.jobs:
+                yield to_sdk(job, sdk_types.Job)
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def cancel(self, job_id: str, *, reason: str = "") -> sdk_types.Job:
+        """Cancels a job this client submitted: its running executions are stopped; it ends Cancelled."""
+        request = rpb.CancelJobRequest(job_id=job_id, client_id=self.client_id, reason=reason)
+        response = await self._call("CancelJob", request)
+        return to_sdk(response.job, sdk_types.Job)
+
+    async def events(
+        self, job_id: str, *, follow: bool = False, after: int = 0
+    ) -> AsyncIterator[sdk_types.JobEvent]:
+        """The job's events in order (after the `after`-th); with `follow`, then new ones as they happen
+        until the job ends (reconnecting from the last one seen if the connection drops)."""
+        async for _, event in self._events(job_id, follow=follow, after=after):
+            yield to_sdk(event, sdk_types.JobEvent)
+
+    async def _events(
+        self, job_id: str, *, follow: bool, after: int
+    ) -> AsyncIterator[tuple[int, pb.JobEvent]]:
+        if not follow:
+            request = rpb.ListJobEventsRequest(job_id=job_id)
+            sequence = 0
+            while True:
+                response = await self._call("ListJobEvents", request)
+                for event in response.events:
+                    sequence += 1
+                    if sequence > after:
+                        yield sequence, event
+                if not response.next_page_token:
+                    return
+                request.page_token = response.next_page_token
+        sequence, failures = after, 0
+        while True:
+            watch = rpb.WatchJobEventsRequest(job_id=job_id, after_sequence=sequence)
+            try:
+                async for item in self._stream("WatchJobEvents", watch):
+                    sequence, failures = max(sequence, item.sequence), 0
+                    yield item.sequence, item.event
+                return
+            except UnavailableError:
+                if failures >= STREAM_RETRIES:
+                    raise
+                failures += 1
+                await asyncio.sleep(min(0.2 * 2**failures, 2.0))  # back-off before reconnecting
+
+    async def logs(
+        self, job_id: str, *, shard_index: int | None = None, node_id: str = "", follow: bool = False
+    ) -> AsyncIterator[sdk_requester.StreamJobLogsResponse]:
+        """What the job's executions write to stdout and stderr (each piece names its execution, node,
+        shard and stream); with `follow`, live until every execution ended. Filters: one shard, one
+        node (ID or prefix)."""
+        request = rpb.StreamJobLogsRequest(job_id=job_id, node_id=node_id, follow=follow)
+        if shard_index is not None:
+            request.shard_index = shard_index
+        async for piece in self._stream("StreamJobLogs", request):
+            yield to_sdk(piece, sdk_requester.StreamJobLogsResponse)
+
+    async def results(self, job_id: str) -> list[sdk_types.PublishedResult]:
+        """The job's published (verified) results: one per shard and node, with where each is stored."""
+        response = await self._call("GetJobResults", rpb.GetJobResultsRequest(job_id=job_id))
+        return [to_sdk(result, sdk_types.PublishedResult) for result in response.results]
+
+    async def download(
+        self,
+        job_id: str,
+        output_dir: str | os.PathLike[str],
+        *,
+        timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Downloads the job's published results into `output_dir` (made if missing) as Bacalhau lays
+        them out: raw/<cid>/, per_shard/<shard>_node_<id8>/, combined_results/. `progress` is called
+        with the bytes received so far. Returns the folder."""
+        folder = Path(output_dir).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            await download_results(self._get_channel(), job_id, folder, timeout=timeout, progress=progress)
+        except UnavailableError as err:
+            raise self._unreachable(err) from None
+        return folder
+
+    async def version(self) -> sdk_types.BuildVersionInfo:
+        """The requester's version."""
+        response = await self._call("GetVersion", rpb.GetVersionRequest())
+        return to_sdk(response.version, sdk_types.BuildVersionInfo)
+
+    # -- transport -----------------------------------------------------------------------------------
+
+    def _get_channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = channels.open_channel(self.address)
+            self._stub = rgrpc.RequesterServiceStub(self._channel)
+        return self._channel
+
+    def _method(self, name: str) -> Callable[..., Any]:
+        self._get_channel()
+        return getattr(self._stub, name)
+
+    async def _call(self, name: str, request: Any) -> Any:
+        try:
+            return await channels.call(self._method(name), request, timeout=self.timeout)
+        except UnavailableError as err:
+            raise self._unreachable(err) from None
+
+    async def _stream(self, name: str, request: Any) -> AsyncIterator[Any]:
+        try:
+            async for item in channels.stream(self._method(name), request):
+                yield item
+        except UnavailableError as err:
+            raise self._unreachable(err) from None
+
+    def _unreachable(self, err: BacalhauError) -> UnavailableError:
+        if str(err).startswith("cannot reach the requester"):
+            return err  # type: ignore[return-value]
+        return UnavailableError(f"cannot reach the requester at {self.address}: {err}")

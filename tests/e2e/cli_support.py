@@ -1,0 +1,184 @@
+"""Running the real `bacalhau-grpc` CLI in subprocesses: its command, a clean environment with a temporary
+key directory, a child's output read line by line with deadlines, and a devstack of node processes."""
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+CLI = Path(sys.executable).parent / "bacalhau-grpc"
+COMMAND = [str(CLI)] if CLI.exists() else [sys.executable, "-m", "bacalhau_grpc.cli.main"]
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+STARTUP = 90.0  # seconds: five Python processes starting at once on a 2-core machine
+STDOUT_TEXT = "hello from the devstack"
+
+# The CLI's key directory ($BACALHAU_DIR) in every subprocess: a temporary one, never the user's (set by
+# the `key_dir` fixture of tests/e2e/conftest.py).
+KEY_DIR: Path | None = None
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    assert KEY_DIR is not None, "the key_dir fixture sets the CLI's key directory"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACALHAU_")}
+    env.update(BACALHAU_DIR=str(KEY_DIR), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class Lines:
+    """A child's output, read line by line by a thread, so the test can wait for a line with a deadline."""
+
+    def __init__(self, stream) -> None:
+        self.seen: list[str] = []
+        self.closed = False
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        for line in self.seen:
+            if match := regex.search(line):
+                return match
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no line matching {pattern!r} within {timeout} s; output:\n" + self.text()
+                )
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.closed = True
+                raise AssertionError(f"the output ended without {pattern!r}; output:\n" + self.text())
+            self.seen.append(line)
+            if match := regex.search(line):
+                return match
+
+    def rest(self, timeout: float) -> str:
+        """Everything until the stream closes (the process exited)."""
+        deadline = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                continue
+            if line is None:
+                self.closed = True
+                break
+            self.seen.append(line)
+        return self.text()
+
+    def text(self) -> str:
+        return "\n".join(self.seen)
+
+
+def gone(pid: int) -> bool:
+    """The process no longer exists (or is a zombie nobody waits for)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return status.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_cli(*args: str, env: dict[str, str], input: str | None = None, timeout: float = 60):
+    return subprocess.run(
+        [*COMMAND, *args], env=env, input=input, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+# --------------------------------------------------------------------------------------------- devstack
+
+
+class RunningDevstack:
+    def __init__(self, tmp: Path) -> None:
+        self.data_dir = tmp / "devstack"
+        self.process = subprocess.Popen(
+            [
+                *COMMAND,
+                "devstack",
+                "--nodes",
+                "3",
+                "--bad-actors",
+                "1",
+                "--data-dir",
+                str(self.data_dir),
+                "--noop-stdout",
+                STDOUT_TEXT,
+                "--startup-timeout",
+                str(STARTUP),
+            ],
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output = Lines(self.process.stdout)
+        try:
+            match = self.output.wait_for(
+                r"export BACALHAU_API_HOST=(\S+) BACALHAU_API_PORT=(\d+)", STARTUP + 10
+            )
+            self.output.wait_for("Devstack is ready!", 5)
+        except BaseException:
+            self.process.kill()
+            raise
+        self.host, self.port = match.group(1), match.group(2)
+        self.pids = [int(pid) for pid in re.findall(r" pid (\d+)", self.output.text())]
+        self.env = clean_env(BACALHAU_API_HOST=self.host, BACALHAU_API_PORT=self.port)
+
+    def stop(self, sig: int = signal.SIGINT) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        return self.output.rest(5)
+
+
+# ------------------------------------------------------------------------------- submitting commands
+
+# The `--wait` printout: the ID, and one line per lifecycle step ("\t    Node accepted the job ... done ✅").
+JOB_ID = re.compile(r"Job ID: ([a-f0-9-]{36})")
+STEP = re.compile(r"^\t *(\S.*?) \.\.\. (done ✅|failed ❌)", re.M)
+
+
+def job_id_of(text: str) -> str:
+    match = JOB_ID.search(text)
+    assert match, f"no job ID in:\n{text}"
+    return match.group(1)
+
+
+def steps(text: str) -> list[str]:
+    """The lifecycle steps a `--wait` printout shows, in order (failures end with " !")."""
+    return [name if result.startswith("done") else f"{name} !" for name, result in STEP.findall(text)]
+
+
+def event_names(env: dict[str, str], job_id: str) -> list[str]:
+    """The job's events (names, in order), read with the SDK from the requester `env` points at."""
+    from bacalhau_grpc.common.model import enums
+    from bacalhau_grpc.sdk import SyncClient, api_address
+
+    with SyncClient(api_address(None, None, env)) as client:
+        return [enums.JOB_EVENT_TYPE.name(int(event.event_name)) for event in client.events(job_id)]
