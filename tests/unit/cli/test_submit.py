@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bacalhau_grpc.cli import run, submit
+from bacalhau_grpc.cli import follow, run, submit
 from bacalhau_grpc.cli.flags import CommandError
 from bacalhau_grpc.cli.validate import validate_text
 from bacalhau_grpc.common.model import jobfile, pb
@@ -372,7 +372,7 @@ def event(name, shard=0, source="", target="", status=""):
 
 def test_each_new_step_is_one_line_in_v03s_layout():
     out = io.StringIO()
-    printer = submit._Printer(quiet=False, total_shards=1, out=out)
+    printer = follow.Printer(quiet=False, total_shards=1, out=out)
     for name in (E.CREATED, E.BID, E.BID, E.BID_REJECTED, E.BID_ACCEPTED, E.RESULTS_PROPOSED):
         printer.event(event(name, source="node-abcdef123456"))
     printer.event(event(E.COMPUTE_ERROR, source="node-abcdef123456", status="disk full"))
@@ -391,7 +391,7 @@ def test_each_new_step_is_one_line_in_v03s_layout():
 
 
 def test_a_sharded_job_counts_shards_that_ended():
-    progress = submit.ShardProgress(3)
+    progress = follow.ShardProgress(3)
     # shard 0: two nodes accepted, one publishes: not yet ended; the second publishes: ended
     progress.update(event(E.RESULTS_ACCEPTED, 0, source="req", target="a"))
     progress.update(event(E.RESULTS_ACCEPTED, 0, source="req", target="b"))
@@ -410,14 +410,14 @@ def test_a_sharded_job_counts_shards_that_ended():
 
 def test_the_counter_is_printed_now_and_then_off_a_terminal():
     out = io.StringIO()
-    printer = submit._Printer(quiet=False, total_shards=3, out=out)
+    printer = follow.Printer(quiet=False, total_shards=3, out=out)
     for shard in range(3):
         printer.event(event(E.RESULTS_ACCEPTED, shard, target="a"))
         printer.event(event(E.RESULTS_PUBLISHED, shard, source="a"))
     counters = [line for line in out.getvalue().splitlines() if "Shards:" in line]
     assert counters[0] == "\tShards: 1/3 done" and counters[-1] == "\tShards: 3/3 done"
     quiet = io.StringIO()
-    silent = submit._Printer(quiet=True, total_shards=3, out=quiet)
+    silent = follow.Printer(quiet=True, total_shards=3, out=quiet)
     silent.event(event(E.CREATED))
     silent.close()
     assert quiet.getvalue() == ""
@@ -443,8 +443,8 @@ def test_a_job_completed_when_every_shard_has_a_completed_result():
     info = ended_job(
         ("node-1", 0, S.JOB_STATE_TYPE_COMPLETED, ""), ("node-2", 0, S.JOB_STATE_TYPE_ERROR, "bad")
     )
-    assert submit.job_outcome(info).completed
-    lines = submit.results_by_node(info, details=True)
+    assert follow.job_outcome(info).completed
+    lines = follow.results_by_node(info, details=True)
     assert lines[:8] == [
         "Job Results By Node:",
         "Node node-1:",
@@ -457,7 +457,7 @@ def test_a_job_completed_when_every_shard_has_a_completed_result():
     ]
     assert f"    Results CID: {CID}" in lines
     assert "    Status: Error (bad)" in lines
-    assert submit.results_by_node(info, details=False) == [
+    assert follow.results_by_node(info, details=False) == [
         "Job Results By Node:",
         f"  Node node-1, shard 0: Completed, exit code 0, results {CID}",
         "  Node node-2, shard 0: Error, bad",
@@ -471,8 +471,8 @@ def test_a_failed_shard_is_named_with_the_requesters_reason():
         ("requester-1", 1, S.JOB_STATE_TYPE_ERROR, "no node left"),
         shards=2,
     )
-    end = submit.job_outcome(info)
+    end = follow.job_outcome(info)
     assert not end.completed
     assert end.reason == "job job-1 failed: 1 of 2 shards did not complete; shard 1: no node left"
     single = ended_job(("requester-1", 0, S.JOB_STATE_TYPE_CANCELLED, "by its owner"))
-    assert submit.job_outcome(single).reason == "job job-1 failed: cancelled: by its owner"
+    assert follow.job_outcome(single).reason == "job job-1 failed: cancelled: by its owner"
