@@ -10,16 +10,20 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 GEN_OUT ?= gen/python
 
-.PHONY: help install gen gen-check lint docker-engine test-images ipfs-install test demo bench clean
+.PHONY: help install gen gen-check lint docker-engine test-images ipfs-install test demo bench clean \
+	base-image image
 
 help:
 	@echo "make install    create .venv and install the package with its pinned toolchain"
 	@echo "make gen        regenerate gen/ from proto/ (grpcio-tools + betterproto2)"
 	@echo "make gen-check  fail if gen/ differs from a fresh regeneration"
 	@echo "make lint       ruff, buf lint (STANDARD), import-linter layer contracts"
+	@echo "make helm-lint  lint and render the Helm chart (default + ci/ values, real Helm SDK), validate for Kubernetes"
 	@echo "make docker-engine  start a private dockerd if no Docker engine answers (installs docker.io)"
 	@echo "make test-images    build the tests' local Docker image (no registry needed)"
 	@echo "make ipfs-install   install js-ipfs (the tests' real IPFS node) into a cache folder, once"
+	@echo "make image     build the services' image bacalhau-grpc:<version> and :latest (BASE_IMAGE=... to"
+	@echo "               build on a registry image instead of the local Debian base: make base-image)"
 	@echo "make test       the test suite (pytest; starts the Docker engine and builds the test image)"
 	@echo "make demo       start a devstack, run one job through its whole lifecycle, stop it"
 	@echo "make bench      benchmarks: the model codecs, and noop jobs through a devstack"
@@ -53,6 +57,13 @@ lint: $(STAMP)
 	$(BIN)/buf lint
 	$(BIN)/lint-imports
 
+# The Helm chart (helm/bacalhau-grpc): `helm lint --strict`, render with its default values and each
+# ci/*-values.yaml through the Helm v4 Go SDK (helm-python-sdk), every object validated with
+# kubernetes-validate (strict). No helm binary and no cluster needed.
+.PHONY: helm-lint
+helm-lint: $(STAMP)
+	$(PY) scripts/helm_check.py
+
 docker-engine:
 	scripts/docker-engine.sh
 
@@ -61,6 +72,25 @@ test-images: docker-engine
 
 ipfs-install:
 	scripts/ipfs-daemon.sh install
+
+# The services' image (Dockerfile). Its base is a local debootstrap of Debian bookworm
+# (scripts/base-image.sh, built once) unless BASE_IMAGE names another, e.g. debian:bookworm-slim.
+# The build trusts the CA certificates added to this host (HOST_CA_DIR) when it downloads from PyPI,
+# as the host does behind a TLS-intercepting proxy; they stay out of the final image.
+LOCAL_BASE_IMAGE := bacalhau-grpc/base:bookworm
+BASE_IMAGE ?= $(LOCAL_BASE_IMAGE)
+IMAGE_NAME ?= bacalhau-grpc
+HOST_CA_DIR ?= /usr/local/share/ca-certificates
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+
+base-image: docker-engine
+	scripts/base-image.sh
+
+image: docker-engine $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image)
+	docker build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(VERSION) \
+		--build-arg REVISION="$$(git rev-parse --verify -q HEAD)" \
+		--build-arg EXTRA_CA_CERTS="$$(find $(HOST_CA_DIR) -name '*.crt' -exec cat {} + 2> /dev/null)" \
+		-t $(IMAGE_NAME):$(VERSION) -t $(IMAGE_NAME):latest .
 
 test: $(STAMP) test-images ipfs-install
 	$(BIN)/pytest -q

@@ -12,7 +12,7 @@ import pytest
 from bacalhau.content.v1 import content_service_pb2 as cpb
 from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common import channels
-from bacalhau_grpc.common.content.archive import ArchiveError, make_tar_gz
+from bacalhau_grpc.common.content.archive import ArchiveError, make_tar_gz, unpack
 from bacalhau_grpc.common.content.client import fetch_content
 from bacalhau_grpc.common.content.service import SERVICE_NAME, ContentServiceServicer
 from bacalhau_grpc.common.content.store import ContentError, ContentStore, folder_cid
@@ -70,7 +70,7 @@ def escaping_archive(archive: tarfile.TarFile) -> None:
         (b"this is not an archive", "not a readable tar"),
         (make_tar_gz({"big.bin": b"x" * 2048}), "more than 1024 bytes"),
         (tar_with(symlink_archive), "'link' is a link or a special file"),
-        (tar_with(escaping_archive), "not a readable tar"),
+        (tar_with(escaping_archive), "'../escape.txt' would land outside the destination folder"),
         (tar_with(lambda archive: None), "holds no file"),
     ],
 )
@@ -206,3 +206,22 @@ def test_the_same_archive_again_is_not_unpacked_again(tmp_path):
     staging.mkdir()
     shutil.rmtree(store.path(cid))  # the content went away meanwhile: the archive is unpacked again
     assert store.add_archive(data) == cid and (store.path(cid) / "main.py").exists()
+
+
+def test_without_pythons_data_filter_files_get_plain_permissions(tmp_path, monkeypatch):
+    # Python before 3.11.4 (Debian bookworm's 3.11.2, the container image's) has no extraction filters.
+    monkeypatch.delattr(tarfile, "data_filter")
+
+    def setuid_file(archive: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo("tool")
+        info.size, info.mode = 2, 0o4777
+        archive.addfile(info, io.BytesIO(b"hi"))
+
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    unpack(tar_with(setuid_file), dest, max_bytes=1024)
+    assert (dest / "tool").read_bytes() == b"hi"
+    assert (dest / "tool").stat().st_mode & 0o7777 == 0o755
+    with pytest.raises(ArchiveError, match="would land outside"):
+        unpack(tar_with(escaping_archive), tmp_path / "other", max_bytes=1024)
+    assert not (tmp_path / "escape.txt").exists()
