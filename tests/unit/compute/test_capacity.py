@@ -1,6 +1,7 @@
 """Capacity: limits from settings and the machine, job usage, the run queue."""
 
 import asyncio
+import os
 
 import pytest
 
@@ -9,6 +10,7 @@ from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import (
     DEFAULT_JOB_USAGE,
     CapacityTracker,
+    cgroup_limits,
     gpu_count,
     job_usage,
     machine_capacity,
@@ -26,7 +28,6 @@ def usage(cpu=0.0, memory=0, disk=0, gpu=0):
 
 
 def test_machine_capacity_is_80_percent_of_this_machine(tmp_path):
-    import os
     import shutil
 
     machine = machine_capacity(tmp_path)
@@ -173,3 +174,52 @@ def test_a_hanging_nvidia_smi_means_no_gpu(tmp_path):
 
 def test_no_nvidia_smi_means_no_gpu(tmp_path):
     assert gpu_count((str(tmp_path / "nvidia-smi"), "--query-gpu=index")) == 0
+
+
+def cgroup_tree(root, files: dict[str, str]):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_a_cgroup_v2_limit_caps_the_machine_tightest_along_the_path(tmp_path):
+    root = cgroup_tree(
+        tmp_path / "cg",
+        {
+            "cgroup.controllers": "cpu memory",
+            "kubepods/cpu.max": "max 100000",
+            "kubepods/memory.max": str(3 * GiB),
+            "kubepods/pod1/cpu.max": "150000 100000",  # 1.5 cores
+            "kubepods/pod1/memory.max": "max",
+        },
+    )
+    proc = cgroup_tree(tmp_path, {"self-cgroup": "0::/kubepods/pod1\n"}) / "self-cgroup"
+    assert cgroup_limits(root, proc) == (1.5, 3 * GiB)
+    machine = machine_capacity(tmp_path, cgroup_root=root, proc_cgroup=proc)
+    assert machine.cpu == pytest.approx(min(1.5, len(os.sched_getaffinity(0))) * 0.8)
+    assert machine.memory == int(3 * GiB * 0.8)
+
+
+def test_cgroup_v1_limits_and_unlimited_groups(tmp_path):
+    root = cgroup_tree(
+        tmp_path / "cg",
+        {
+            "cpu/docker/abc/cpu.cfs_quota_us": "50000",
+            "cpu/docker/abc/cpu.cfs_period_us": "100000",
+            "memory/docker/abc/memory.limit_in_bytes": str(512 * 1024**2),
+            "memory/memory.limit_in_bytes": "9223372036854771712",  # unlimited
+        },
+    )
+    proc = (
+        cgroup_tree(tmp_path, {"self-cgroup": "4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n0::/\n"})
+        / "self-cgroup"
+    )
+    assert cgroup_limits(root, proc) == (0.5, 512 * 1024**2)
+    unlimited = cgroup_tree(
+        tmp_path / "free", {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}
+    )
+    free_proc = cgroup_tree(tmp_path, {"free-cgroup": "2:cpu,cpuacct:/\n4:memory:/\n"}) / "free-cgroup"
+    assert cgroup_limits(unlimited, free_proc) == (None, None)
+    assert cgroup_limits(root, tmp_path / "no-such-file") == (None, None)
