@@ -294,6 +294,4 @@ class Client:
             raise self._unreachable(err) from None
 
     def _unreachable(self, err: BacalhauError) -> UnavailableError:
-        if str(err).startswith("cannot reach the requester"):
-            return err  # type: ignore[return-value]
         return UnavailableError(f"cannot reach the requester at {self.address}: {err}")
