@@ -6,7 +6,10 @@ for a request that is not valid in the shard's state, the reason to refuse it. N
 sleeps or reads a clock, so it is tested by driving it with explicit times.
 
 Phases: EnqueuingBids -> (SelectingBids) -> AcceptingBids -> WaitingForResults -> VerifyingResults ->
-WaitingToPublish -> Completed; Error and Cancelled (the client cancelled the job) end it early.
+WaitingToPublish -> Completed; Error and Cancelled (the client cancelled the job) end it early. A shard
+that ends early ends every execution it still holds: a pending bid is rejected, a running, proposed or
+publishing one gets an event on its node's row (Error with the reason, or BidCancelled) and a
+CancelExecution call; a report about a released execution that arrives afterwards changes nothing.
 
 A node lost while the shard runs (it reported a failure, stopped heartbeating, or could not be told its
 bid was accepted) is replaced: the shard goes back to AcceptingBids with its slot open, the lifecycle
@@ -541,6 +544,8 @@ class ShardFSM:
         execution = checked
         if execution.state in PROPOSED_OR_LATER and execution.proposal == bytes(proposal):
             return Transition()  # a repeated report (the node retried a call it saw fail): already recorded
+        if execution.state == ExecState.CANCELLED:
+            return Transition()  # released (the shard ended or was cancelled): its row has ended already
         if self.is_terminal:
             return self._invalid(
                 node_id, f"results received for shard {self.shard_id}, which has ended ({self.phase})", now
@@ -720,8 +725,8 @@ class ShardFSM:
         if isinstance(checked, Transition):
             return checked
         execution = checked
-        if execution.state == ExecState.PUBLISHED:
-            return Transition()  # a repeated report: already recorded
+        if execution.state in (ExecState.PUBLISHED, ExecState.CANCELLED):
+            return Transition()  # a repeated report, or one for a released execution whose row has ended
         if execution.state != ExecState.RESULT_ACCEPTED:
             return self._invalid(
                 node_id,
@@ -849,12 +854,26 @@ class ShardFSM:
         )
 
     def _release(self, reason: str, now: float, out: Transition) -> None:
+        """End every execution the failing shard still holds: a pending bid is rejected; a running,
+        proposed or publishing one gets an Error event on its node's row (so no row is left Waiting,
+        Running or Verifying under an ended shard) and a CancelExecution call that stops the node."""
         for execution in list(self.executions.values()):
             if execution.state == ExecState.BID:
                 self._reject(execution, reason, now, out)
             elif execution.state in ACTIVE:
                 execution.state = ExecState.CANCELLED
                 execution.reason = reason
+                out.actions.append(
+                    RecordEvent(
+                        self._event(
+                            E.JOB_EVENT_TYPE_ERROR,
+                            now,
+                            source=self.requester_node_id,
+                            target=execution.node_id,
+                            status=reason,
+                        )
+                    )
+                )
                 out.actions.append(CancelExecution(execution.node_id, execution.execution_id, reason))
 
     def cancel(self, reason: str, now: float) -> Transition:

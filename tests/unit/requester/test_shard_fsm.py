@@ -221,7 +221,8 @@ def test_verifier_failure_fails_the_shard():
     m = _running()
     m.on_run_complete("n1", "e-n1", b"", None, T0)
     t = m.on_verify_failed("verifier unreachable", T0)
-    assert names(t) == ["ERROR"]
+    assert names(t) == ["ERROR", "ERROR"]  # the node's row, then the requester's (the shard's last)
+    assert [e.target_node_id for e in t.events()] == ["n1", ""]
     assert m.status == "failed to verify job: verifier unreachable"
     assert t.of(f.CancelExecution) == [
         f.CancelExecution("n1", "e-n1", "shard failed: failed to verify job: verifier unreachable")
@@ -254,7 +255,9 @@ def test_repeated_results_are_the_same_report_but_other_results_are_invalid():
     assert repeated.actions == [] and repeated.invalid is None
     assert "is Proposed, not running" in m.on_run_complete("n1", "e-n1", b"bb", None, T0).invalid
     m.on_verify_failed("boom", T0)
-    assert "which has ended (Error)" in m.on_run_complete("n1", "e-n1", b"bb", None, T0).invalid
+    # The shard ended and released the execution: a late report is no news (its row stays ended).
+    late = m.on_run_complete("n1", "e-n1", b"bb", None, T0)
+    assert late.actions == [] and late.invalid is None
 
 
 def test_compute_failure_while_running_reopens_the_slot_and_keeps_the_deadline():
@@ -283,7 +286,8 @@ def test_replacement_with_no_candidate_left_fails_the_shard_and_says_why():
     m = _running(2, ("a", "b"))
     m.on_compute_failure("a", "e-a", "disk full", T0 + 3)
     t = m.refill(["a", "b"], T0 + 3, rng())
-    assert names(t) == ["ERROR"]
+    assert names(t) == ["ERROR", "ERROR"]
+    assert t.events()[0].target_node_id == "b" and t.events()[0].status == f"shard failed: {m.status}"
     assert m.phase == Phase.ERROR
     assert m.status == "no node left to replace node a (failed: disk full)"
     assert t.of(f.CancelExecution) == [f.CancelExecution("b", "e-b", f"shard failed: {m.status}")]
@@ -417,8 +421,21 @@ def test_execution_timeout_counts_from_waiting_for_results():
     assert m.next_deadline() == t_accept + 30.0
     assert m.on_timeout(t_accept + 29.0).actions == []
     t = m.on_timeout(t_accept + 30.0)
-    assert names(t) == ["ERROR"]
+    assert names(t) == ["ERROR", "ERROR"]
     assert m.status == "shard timed out while in state WaitingForResults, see --timeout"
+    # The node's row ends in Error with the reason; the requester's Error is the shard's last event.
+    row, last = t.events()
+    assert (row.target_node_id, row.status) == ("n1", f"shard failed: {m.status}")
+    assert (last.source_node_id, last.target_node_id, last.status) == (REQ, "", m.status)
+    # Reports arriving after the deadline reopen nothing.
+    for late in (
+        m.on_run_complete("n1", "e-n1", b"h", None, t_accept + 31),
+        m.on_compute_failure("n1", "e-n1", "killed", t_accept + 31),
+        m.on_published("n1", "e-n1", None, t_accept + 31),
+        m.on_cancel_complete("n1", "e-n1", t_accept + 31),
+    ):
+        assert late.actions == [] and late.invalid is None
+    assert m.phase == Phase.ERROR
     assert t.of(f.CancelExecution) == [f.CancelExecution("n1", "e-n1", f"shard failed: {m.status}")]
 
 
