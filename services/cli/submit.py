@@ -328,11 +328,12 @@ def _emoji(char: str) -> bool:
 
 
 def safe_labels(values: Iterable[str], *, warn: TextIO | None = None) -> list[str]:
-    """The labels (annotations) v0.3 keeps: only A-Za-z0-9._~!:@,;+-|^ and emoji; others are dropped with
-    a warning, and the job is still submitted."""
+    """The labels (annotations) v0.3 keeps, each first trimmed of surrounding quotes and spaces as -u's URLs
+    are (`-l "'a'"` is the label a): only A-Za-z0-9._~!:@,;+-|^ and emoji; others are dropped with a
+    warning, and the job is still submitted."""
     warn = warn or sys.stderr
     labels = []
-    for label in split_list(values):
+    for label in (value.strip("'\" ") for value in split_list(values)):
         if all(char in _LABEL_SAFE or _emoji(char) for char in label):
             labels.append(label)
         else:
@@ -397,20 +398,35 @@ def run_submission(args: argparse.Namespace, make: Callable[[], Submission]) -> 
 
 
 def _text(err: BaseException) -> str:
+    if isinstance(err, InvalidArgumentError):
+        return problems_text(err)
     if isinstance(err, OSError) and err.strerror:
         return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
     return str(err) or type(err).__name__
 
 
-def verify(job: pb.Job, context: bytes = b"") -> None:
-    """The requester's submission rules, applied before anything is sent; VerifyError names the field."""
-    # the requester's pure domain rules (no transport), imported only when a job is submitted
+def check_job(job: pb.Job, context: bytes = b"") -> None:
+    """The requester's submission rules, run locally: InvalidArgumentError listing every problem."""
+    # the requester's pure domain rules (no transport), imported only when a job is checked
     from bacalhau_grpc.requester.domain.validation import validate_submission
 
+    validate_submission(pb.JobCreatePayload(job=job, context=context))
+
+
+def verify(job: pb.Job, context: bytes = b"") -> None:
+    """`check_job` before anything is sent; VerifyError lists every problem, each naming its field."""
     try:
-        validate_submission(pb.JobCreatePayload(job=job, context=context))
+        check_job(job, context)
     except InvalidArgumentError as err:
-        raise VerifyError(str(err)) from None
+        raise VerifyError(problems_text(err)) from None
+
+
+def problems_text(err: InvalidArgumentError) -> str:
+    """One problem as it is; several as a count and one "- " line each."""
+    problems = err.problems
+    if len(problems) == 1:
+        return str(problems[0])
+    return f"{len(problems)} problems:\n" + "\n".join(f"- {problem}" for problem in problems)
 
 
 def dry_run_text(job: pb.Job, note: str = "") -> str:
@@ -480,14 +496,19 @@ async def _submit(args: argparse.Namespace, submission: Submission, session: _Se
 
 
 def prepare_job(text: bytes, *, warn: TextIO | None = None) -> pb.Job:
+    """`read_job`; a file that cannot be read is "The job provided is invalid: ..." with every problem."""
+    try:
+        return read_job(text, warn=warn)
+    except InvalidArgumentError as err:
+        raise CommandError(f"The job provided is invalid: {problems_text(err)}") from err
+
+
+def read_job(text: bytes, *, warn: TextIO | None = None) -> pb.Job:
     """The job of a job file with `create`'s defaults filled in and server-owned fields cleared (with v0.3's
     warning naming them). Defaults: APIVersion V1beta1, Deal.Concurrency 1, Verifier Noop, Publisher Local
-    (v0.3: Estuary)."""
+    (v0.3: Estuary). InvalidArgumentError lists every value that cannot be read."""
     warn = warn or sys.stderr
-    try:
-        job = jobfile.load_job(text)
-    except InvalidArgumentError as err:
-        raise CommandError(f"The job provided is invalid: {err}") from err
+    job = jobfile.load_job(text)
     ignored = [name for name, attr in SERVER_OWNED if _has_data(job, attr)]
     if ignored:
         print(

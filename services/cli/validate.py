@@ -1,217 +1,43 @@
-"""`validate [FILE]`: checks a job file against the job JSON Schema (`cli.jobschema`) and lists EVERY
-error, as v0.3's `validate` did: "The Job is valid", or "The Job is not valid. See errors:" and one
-"- ..." line per error (exit code 1). `--output-schema` prints the schema.
+"""`validate [FILE]`: checks a job file exactly as `create` would, without submitting it, and lists EVERY
+problem: "The Job is valid", or "The Job is not valid. See errors:" and one "- FIELD: ..." line per
+problem (exit code 1). `--output-schema` prints the JSON Schema of the canonical job file (`cli.jobschema`).
 
-Like v0.3 it is stricter than `create`: keys and enum values must be written as the schema has them
-(an error then names the spelling meant: `create` reads any case), and `APIVersion` is required. Unlike
-v0.3 it also reads v0.3.15's nested shape (`Metadata`, `Status`, `Spec.Deal`, `Spec.ExecutionPlan`: the
-schema describes the canonical flat shape, and errors name the keys where the file has them), JobWithInfo
-documents (a top-level `Job`), and standard input (`-`, or no FILE with input piped in).
+One verdict with `create`: the file is read by `create`'s reader (any key and enum case, v0.3.15's nested
+shape, JobWithInfo documents, `create`'s defaults such as APIVersion), then put through the requester's
+own submission checks (`requester.domain.validation`, run locally). A file `validate` calls valid is one
+`create` submits and the requester accepts; a file it refuses, `create` refuses with the same problems.
+Unlike v0.3's schema check, the verdict is not case-sensitive and a missing APIVersion gets create's
+default; unlike v0.3, standard input is read too (`-`, or no FILE with input piped in).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bacalhau_grpc.cli import jobschema
+from bacalhau_grpc.cli import jobschema, submit
 from bacalhau_grpc.cli.flags import command_parser
 from bacalhau_grpc.cli.submit import PROG
 from bacalhau_grpc.common.errors import InvalidArgumentError
-from bacalhau_grpc.common.model import jobfile, serialization
 
-if TYPE_CHECKING:
-    import jsonschema
-
-EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+EXTENSIONS = {".json", ".yaml", ".yml"}
 NO_INPUT = "You must specify a filename or provide the content to be validated via stdin."
 
-# v0.3.15's nested Job: which wrapper holds which flat Job key.
-_NESTED = {
-    "Metadata": ("ID", "CreatedAt", "ClientID"),
-    "Status": ("JobState", "JobEvents", "LocalJobEvents", "Requester"),
-}
-_REQUESTER = ("RequesterNodeID", "RequesterPublicKey")
-_IN_SPEC = ("Deal", "ExecutionPlan")
 
-
-def validate_text(text: str | bytes, format: str = "auto") -> list[str]:
-    """Every error of a job document, as "- " lines would show them; [] when it is valid."""
+def validate_text(text: str | bytes, *, warn: Any = None) -> list[str]:
+    """Every problem `create` would find with a job document, one text per problem; [] when `create`
+    would submit it and the requester accept it. `create`'s warnings (ignored fields) go to `warn`."""
+    data = text.encode() if isinstance(text, str) else text
     try:
-        document = _parse(text, format)
+        job = submit.read_job(data, warn=warn or io.StringIO())
+        submit.check_job(job)
     except InvalidArgumentError as err:
-        return [f"the file cannot be read as {'JSON or YAML' if format == 'auto' else format.upper()}: {err}"]
-    return validate_document(document)
-
-
-def validate_document(document: Any) -> list[str]:
-    """Every error of an already parsed job document; [] when it is valid."""
-    if document is None:
-        return ["the job document is empty"]
-    errors: list[str] = []
-    with_info = isinstance(document, Mapping) and "Job" in document
-    if with_info:
-        inner, moved = _flatten(document["Job"], "Job", errors)
-        flat = {**document, "Job": inner}
-        schema = jobschema.job_with_info_schema()
-    else:
-        flat, moved = _flatten(document, "", errors)
-        schema = jobschema.job_schema()
-    import jsonschema  # only when validating: every other command starts faster
-
-    validator = jsonschema.Draft202012Validator(schema)
-    found = sorted(validator.iter_errors(flat), key=lambda e: [str(p) for p in e.absolute_path])
-    for error in found:
-        errors += _messages(error, moved)
-    if not errors:
-        try:  # what the schema cannot say (e.g. a key given twice); create reads it the same way
-            jobfile.parse_job_document(document)
-        except InvalidArgumentError as err:
-            errors.append(str(err))
-    return errors
-
-
-def _parse(text: str | bytes, format: str) -> Any:
-    if format == "json":
-        return serialization.json_unmarshal_with_max(text)
-    if format == "yaml":
-        return serialization.yaml_unmarshal_with_max(text)
-    try:
-        return serialization.json_unmarshal_with_max(text)
-    except InvalidArgumentError:
-        return serialization.yaml_unmarshal_with_max(text)
-
-
-def _flatten(job: Any, prefix: str, errors: list[str]) -> tuple[Any, dict[str, str]]:
-    """A v0.3.15 nested Job as the flat one, and where each moved key was (flat key -> dotted path)."""
-    if not isinstance(job, Mapping):
-        return job, {}
-    nested = any(key in job for key in _NESTED) or (
-        isinstance(job.get("Spec"), Mapping) and any(key in job["Spec"] for key in _IN_SPEC)
-    )
-    if not nested:
-        return job, {}
-    flat: dict[Any, Any] = {}
-    moved: dict[str, str] = {}
-
-    def put(key: str, value: Any, where: str) -> None:
-        if key in flat:
-            errors.append(f"{where}: {key} is given twice (also at {moved.get(key, _join(prefix, key))})")
-            return
-        flat[key] = value
-        if where != _join(prefix, key):
-            moved[key] = where
-
-    for key, value in job.items():
-        where = _join(prefix, str(key))
-        if key in _NESTED and isinstance(value, Mapping):
-            for inner, item in value.items():
-                inner_where = _join(where, str(inner))
-                if inner not in _NESTED[key]:
-                    errors.append(f"{where}: additional property {json.dumps(inner)} is not allowed")
-                elif inner == "Requester" and isinstance(item, Mapping):
-                    for name, requester_item in item.items():
-                        if name in _REQUESTER:
-                            put(name, requester_item, _join(inner_where, str(name)))
-                        else:
-                            errors.append(
-                                f"{inner_where}: additional property {json.dumps(name)} is not allowed"
-                            )
-                else:
-                    put(inner, item, inner_where)
-        elif key == "Spec" and isinstance(value, Mapping):
-            spec = {}
-            for inner, item in value.items():
-                if inner in _IN_SPEC:
-                    put(inner, item, _join(where, str(inner)))
-                else:
-                    spec[inner] = item
-            put(key, spec, where)
-        else:
-            put(key, value, where)
-    return flat, moved
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _path(error: jsonschema.ValidationError, moved: dict[str, str]) -> str:
-    parts = list(error.absolute_path)
-    text = ""
-    for i, part in enumerate(parts):
-        if isinstance(part, int):
-            text += f"[{part}]"
-            continue
-        inside_job = parts[:1] == ["Job"] and i == 1
-        if (i == 0 or inside_job) and part in moved:
-            text = moved[part]
-            continue
-        text = _join(text, str(part))
-    return text
-
-
-def _messages(error: jsonschema.ValidationError, moved: dict[str, str]) -> list[str]:
-    path = _path(error, moved)
-    where = path or "(root)"
-    kind, schema, instance = error.validator, error.schema, error.instance
-    if kind == "required":
-        return [f"{_join(path, name)} is required" for name in error.validator_value if name not in instance]
-    if kind == "additionalProperties":
-        known = schema.get("properties", {})
-        return [
-            f"{where}: additional property {json.dumps(key)} is not allowed{_case_hint(key, known)}"
-            for key in instance
-            if key not in known
-        ]
-    if kind == "enum":
-        options = ", ".join(json.dumps(option) for option in error.validator_value)
-        hint = _case_hint(instance, error.validator_value)
-        return [f"{where}: {json.dumps(instance)} must be one of the following: {options}{hint}"]
-    if kind == "type":
-        return [f"{where}: invalid type, expected {error.validator_value}, given {_kind(instance)}"]
-    if kind == "pattern":
-        if error.validator_value == jobschema.RFC3339:
-            example = "2022-11-17T13:29:01.871140291Z"
-            return [f"{where}: {json.dumps(instance)} is not an RFC 3339 timestamp such as {example}"]
-        if error.validator_value == jobschema.BASE64:
-            return [f"{where}: {json.dumps(instance)} is not base64 text"]
-        return [f"{where}: the key {json.dumps(instance)} is not a decimal integer"]
-    if kind in ("minimum", "maximum"):
-        bound = "least" if kind == "minimum" else "most"
-        return [f"{where}: {instance} is out of range (at {bound} {error.validator_value})"]
-    return [f"{where}: {error.message}"]
-
-
-def _case_hint(value: Any, choices: Any) -> str:
-    if not isinstance(value, str):
-        return ""
-    for choice in choices:
-        if isinstance(choice, str) and choice != value and choice.lower() == value.lower():
-            return f" (did you mean {json.dumps(choice)}? validate is case-sensitive; create reads any case)"
-    return ""
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, list | tuple):
-        return "array"
-    return type(value).__name__
+        return [str(problem) for problem in err.problems]
+    return []
 
 
 # -------------------------------------------------------------------------------------------- command
@@ -229,10 +55,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = command_parser(
         subparsers,
         "validate",
-        help="check a job file against the job JSON Schema",
-        description="Check a job file (.json, .yaml or .yml; - or piped input reads standard input) against "
-        "the JSON Schema of Bacalhau jobs and list every error. The schema is v0.3's strictness: keys and "
-        "enum values as written in it (create reads any case), APIVersion required.",
+        help="check a job file as create would, without submitting it",
+        description="Check a job file (.json, .yaml or .yml; - or piped input reads standard input) the way "
+        "create reads and the requester checks it, and list every problem with its field, the value given "
+        "and what is allowed. The verdict is create's: a valid file is one create submits. --output-schema "
+        "prints the JSON Schema of the canonical job file (the shape --dry-run writes).",
         epilog=EXAMPLES,
     )
     parser.add_argument("file", nargs="?", help="the job file")
@@ -246,7 +73,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(json.dumps(jobschema.job_schema(), indent=2))
         return 0
     try:
-        text, format = _read(args.file)
+        text = _read(args.file)
     except _Usage as usage:
         print(args.usage(), end="", file=sys.stderr)
         print(str(usage), file=sys.stderr)
@@ -254,7 +81,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
-    errors = validate_text(text, format)
+    errors = validate_text(text, warn=sys.stderr)
     if not errors:
         print("The Job is valid")
         return 0
@@ -268,18 +95,22 @@ class _Usage(Exception):
     pass
 
 
-def _read(name: str | None) -> tuple[bytes, str]:
+def _read(name: str | None) -> bytes:
+    """The job document: the file, or standard input for `-` or no name (no name and nothing piped in is
+    a usage error, as in v0.3)."""
     if name is None or name == "-":
         if name is None and sys.stdin.isatty():
             raise _Usage(NO_INPUT)
-        return sys.stdin.buffer.read(), "auto"
+        text = sys.stdin.buffer.read()
+        if name is None and not text.strip():
+            raise _Usage(NO_INPUT)
+        return text
     path = Path(name)
-    format = EXTENSIONS.get(path.suffix.lower())
-    if format is None:
+    if path.suffix.lower() not in EXTENSIONS:
         raise ValueError(
             f"File extension ({path.suffix}) not supported. The file must end in either .yaml, .yml or .json."
         )
     try:
-        return path.read_bytes(), format
+        return path.read_bytes()
     except OSError as err:
         raise ValueError(f"cannot read {name}: {err.strerror or err}") from None

@@ -6,12 +6,31 @@ class BacalhauError(Exception):
 
 
 class InvalidArgumentError(BacalhauError, ValueError):
-    """Input that cannot be accepted. `field` names what is wrong, when one field is to blame."""
+    """Input that cannot be accepted. `field` names what is wrong, when one field is to blame.
+
+    `problems` lists every problem found, each an InvalidArgumentError naming its own field: just this
+    error for a single problem, or the problems an error made by `invalid_argument` stands for."""
 
     def __init__(self, message: str, *, field: str = "") -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.reason = message
+
+    @property
+    def problems(self) -> list["InvalidArgumentError"]:
+        return getattr(self, "_problems", None) or [self]
+
+
+def invalid_argument(problems: "list[InvalidArgumentError]") -> InvalidArgumentError:
+    """One error for every problem found in an input: the problem itself when there is one; else an
+    error whose message lists them all ("3 problems: A: ...; B: ...") and whose `problems` are they."""
+    if not problems:
+        raise ValueError("invalid_argument needs at least one problem")
+    if len(problems) == 1:
+        return problems[0]
+    error = InvalidArgumentError(f"{len(problems)} problems: " + "; ".join(str(p) for p in problems))
+    error._problems = list(problems)
+    return error
 
 
 class LimitExceededError(InvalidArgumentError):

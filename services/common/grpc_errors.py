@@ -4,12 +4,13 @@ Server side: a `BacalhauError` becomes a canonical status code, its message the 
 `google.rpc.Status` carrying a `google.rpc.ErrorInfo` in the `grpc-status-details-bin` trailer
 (grpcio-status' rich status): reason = the class name in UPPER_SNAKE without `_ERROR`
 (`InvalidArgumentError` → `INVALID_ARGUMENT`, `LimitExceededError` → `LIMIT_EXCEEDED`), domain
-`bacalhau-grpc`, metadata `field`/`limit` when the error names them.
+`bacalhau-grpc`, metadata `field`/`limit` when the error names them; an input with several problems
+also carries a `google.rpc.BadRequest` with one field violation per problem (at most MAX_VIOLATIONS).
 
 Client side: a failed call becomes the matching `BacalhauError` again, with `str(exc)` equal to the
-server's details (`str()` of the server's error, cut to 1 KiB) and `field`/`limit` restored from the
-ErrorInfo. Every mapped exception also carries `code` (the `grpc.StatusCode`) and `error_info` (the
-`ErrorInfo`, or None when the peer sent none).
+server's details (`str()` of the server's error, cut to 1 KiB), `field`/`limit` restored from the
+ErrorInfo, and an InvalidArgumentError's `problems` from the BadRequest. Every mapped exception also
+carries `code` (the `grpc.StatusCode`) and `error_info` (the `ErrorInfo`, or None when the peer sent none).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import inspect
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -39,12 +41,18 @@ from bacalhau_grpc.common.errors import (
     UnavailableError,
 )
 
+M = TypeVar("M", bound=Message)
+
 DOMAIN = "bacalhau-grpc"
 DETAILS_METADATA_KEY = "grpc-status-details-bin"
 INTERNAL_MESSAGE = "internal error"
 # Longest status details and ErrorInfo metadata value sent, in UTF-8 bytes (see `to_status`).
 MAX_DETAILS_BYTES = 1024
 MAX_METADATA_BYTES = 256
+# Most field violations sent for one invalid input, and the longest description of each: with the
+# details they stay well inside gRPC's 8 KiB default metadata limit (binary trailers travel in base64).
+MAX_VIOLATIONS = 16
+MAX_VIOLATION_BYTES = 160
 
 # The canonical code of each error family; a subclass gets the code of its nearest listed ancestor.
 CODE_BY_ERROR: dict[type[BacalhauError], grpc.StatusCode] = {
@@ -127,7 +135,24 @@ def to_status(exc: BacalhauError) -> grpc.Status:
     code = code_for(exc)
     status = status_pb2.Status(code=code.value[0], message=truncate(str(exc)))
     status.details.add().Pack(error_info_for(exc))
+    if isinstance(exc, InvalidArgumentError) and len(exc.problems) > 1:
+        status.details.add().Pack(bad_request_for(exc))
     return rpc_status.to_status(status)
+
+
+def bad_request_for(exc: InvalidArgumentError) -> error_details_pb2.BadRequest:
+    """One field violation per problem of an invalid input (the first MAX_VIOLATIONS; a last one says
+    how many more were left out)."""
+    request = error_details_pb2.BadRequest()
+    problems = exc.problems
+    for problem in problems[:MAX_VIOLATIONS]:
+        request.field_violations.add(
+            field=truncate(problem.field, MAX_VIOLATION_BYTES),
+            description=truncate(problem.reason, MAX_VIOLATION_BYTES),
+        )
+    if len(problems) > MAX_VIOLATIONS:
+        request.field_violations.add(description=f"and {len(problems) - MAX_VIOLATIONS} more problems")
+    return request
 
 
 # ---------------------------------------------------------------------------------------------- client
@@ -165,16 +190,21 @@ def rich_status(trailing_metadata: Any) -> status_pb2.Status | None:
     return None
 
 
-def error_info_from(status: status_pb2.Status | None) -> error_details_pb2.ErrorInfo | None:
-    """The first ErrorInfo among a rich status' details."""
+def _detail(status: status_pb2.Status | None, kind: type[M]) -> M | None:
+    """The first detail of this kind among a rich status' details."""
     if status is None:
         return None
     for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
+        if detail.Is(kind.DESCRIPTOR):
+            found = kind()
+            detail.Unpack(found)
+            return found
     return None
+
+
+def error_info_from(status: status_pb2.Status | None) -> error_details_pb2.ErrorInfo | None:
+    """The first ErrorInfo among a rich status' details."""
+    return _detail(status, error_details_pb2.ErrorInfo)
 
 
 def _error_class(code: grpc.StatusCode, info: error_details_pb2.ErrorInfo | None) -> type[BacalhauError]:
@@ -190,7 +220,8 @@ def error_from_status(
 ) -> BacalhauError:
     """The typed error for a failed call's status; `str()` of it is exactly the server's details."""
     details = details or ""
-    info = error_info_from(rich_status(trailing_metadata))
+    status = rich_status(trailing_metadata)
+    info = error_info_from(status)
     cls = _error_class(code, info)
     exc = cls.__new__(cls)
     BaseException.__init__(exc, details)  # bypasses subclass __init__ so str(exc) == details
@@ -203,6 +234,11 @@ def error_from_status(
         exc.reason = details[len(prefix) :] if field and details.startswith(prefix) else details  # type: ignore[attr-defined]
         if issubclass(cls, LimitExceededError):
             exc.limit = info.metadata.get("limit", "") if info is not None else ""  # type: ignore[attr-defined]
+        request = _detail(status, error_details_pb2.BadRequest)
+        if request is not None and len(request.field_violations) > 1:
+            exc._problems = [  # type: ignore[attr-defined]
+                InvalidArgumentError(v.description, field=v.field) for v in request.field_violations
+            ]
     return exc
 
 

@@ -1,11 +1,12 @@
 """Sharded jobs through a whole network (reference §3.9): the requester plans the shards from the content
 it holds, each shard is bid on, run, verified and published on its own, and each run sees only its
-batch, mounted at the batch's full paths."""
+batch, mounted at the batch's full paths; a shard of URL inputs downloads only the URLs of its batch."""
 
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from bacalhau_grpc.common.content.archive import make_tar_gz
 from bacalhau_grpc.common.errors import InvalidArgumentError
@@ -15,6 +16,7 @@ from tests.integration.network import E, Network, names, noop_job, of_type
 WASM = Path(__file__).resolve().parent.parent / "wasm"
 IPFS = pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS
 FIVE_FILES = {f"{i}.txt": f"file {i}\n".encode() for i in range(1, 6)} | {"notes.md": b"not matched\n"}
+URL_DOWNLOAD = pb.StorageSourceType.STORAGE_SOURCE_TYPE_URL_DOWNLOAD
 
 
 @pytest.fixture
@@ -150,3 +152,66 @@ async def test_content_the_requester_does_not_hold_cannot_be_sharded(network):
     expected = f"cannot shard input Spec.inputs[0]: content {cid} is not held by the requester"
     assert expected in str(caught.value)
     assert caught.value.field == "Spec.inputs[0].CID"
+
+
+@pytest.fixture
+async def file_server():
+    """A real HTTP server on 127.0.0.1:0 serving FIVE_FILES at /files/<name>: (its base URL, the number
+    of GETs each path got)."""
+    hits: Counter[str] = Counter()
+
+    async def serve(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        body = FIVE_FILES.get(request.match_info["name"])
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/files/{name}", serve)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    yield f"http://{host}:{port}", hits
+    await runner.cleanup()
+
+
+def url_shards_job(base: str, *, concurrency: int) -> pb.Job:
+    """A WASM job (files.wasm) copying every file of /inputs to /outputs/batch.txt, over one URL input
+    per file of FIVE_FILES (notes.md included), sharded by `*.txt` in batches of 2."""
+    job = noop_job(concurrency=concurrency, timeout=60)
+    job.spec.engine = pb.Engine.ENGINE_WASM
+    job.spec.wasm.parameters.extend(["/inputs", "/outputs/batch.txt"])
+    job.spec.outputs.append(pb.StorageSpec(name="outputs", path="/outputs"))
+    job.spec.inputs.extend(
+        pb.StorageSpec(storage_source=URL_DOWNLOAD, url=f"{base}/files/{name}", path="/inputs")
+        for name in FIVE_FILES
+    )
+    job.spec.sharding.glob_pattern = "*.txt"
+    job.spec.sharding.base_path = "/inputs"
+    job.spec.sharding.batch_size = 2
+    return job
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+async def test_each_shard_downloads_only_the_urls_of_its_batch(network, file_server, nodes):
+    """5 matching URLs in batches of 2 on `nodes` nodes at concurrency `nodes`: each URL is fetched once
+    per node running the shard that holds it, the unmatched one never, and each run reads its batch."""
+    base, hits = file_server
+    await network.start(nodes)
+    context = make_tar_gz({"files.wasm": (WASM / "files.wasm").read_bytes()})
+    submitted = await network.submit(url_shards_job(base, concurrency=nodes), context=context)
+    assert submitted.execution_plan.total_shards == 3
+    events = await network.wait_for_end(submitted.id, timeout=90)
+    assert sorted(by_shard(events, E.JOB_EVENT_TYPE_RESULTS_PUBLISHED)) == [0, 1, 2]
+
+    proposed = by_shard(events, E.JOB_EVENT_TYPE_RESULTS_PROPOSED)
+    batches = {0: ["1.txt", "2.txt"], 1: ["3.txt", "4.txt"], 2: ["5.txt"]}
+    for index, names_read in batches.items():
+        reads = "".join(f"read {len(FIVE_FILES[n])} bytes from /inputs/{n}\n" for n in names_read)
+        expected = reads + "wrote /outputs/batch.txt\n"
+        assert [e.run_output.stdout for e in proposed[index]] == [expected] * nodes, index
+        assert {e.run_output.exit_code for e in proposed[index]} == {0}
+    assert hits == Counter({f"/files/{i}.txt": nodes for i in range(1, 6)})

@@ -194,3 +194,39 @@ def test_long_details_are_cut_to_fit_in_the_trailers():
     assert len(info.metadata["field"]) <= 256 and len(info.metadata["limit"]) <= 256
     rich = grpc_errors.rich_status(status.trailing_metadata)
     assert rich is not None and rich.message == status.details
+
+
+def test_every_problem_of_an_invalid_input_comes_back_as_a_field_violation():
+    problems = [
+        errors.InvalidArgumentError("timeout must be >= 0, not -5.0", field="Spec.Timeout"),
+        errors.InvalidArgumentError("'lots' is not a CPU amount", field="Spec.Resources.CPU"),
+    ]
+    error = errors.invalid_argument(problems)
+    assert str(error) == (
+        "2 problems: Spec.Timeout: timeout must be >= 0, not -5.0; "
+        "Spec.Resources.CPU: 'lots' is not a CPU amount"
+    )
+    status = grpc_errors.to_status(error)
+    request = error_details_pb2.BadRequest()
+    packed = [
+        d for d in grpc_errors.rich_status(status.trailing_metadata).details if d.Is(request.DESCRIPTOR)
+    ]
+    packed[0].Unpack(request)
+    assert [(v.field, v.description) for v in request.field_violations] == [
+        ("Spec.Timeout", "timeout must be >= 0, not -5.0"),
+        ("Spec.Resources.CPU", "'lots' is not a CPU amount"),
+    ]
+    back = grpc_errors.error_from_status(status.code, status.details, status.trailing_metadata)
+    assert type(back) is errors.InvalidArgumentError and str(back) == str(error)
+    assert [str(p) for p in back.problems] == [str(p) for p in problems]
+    # one problem is the error itself, with no BadRequest
+    assert errors.invalid_argument(problems[:1]) is problems[0] and problems[0].problems == [problems[0]]
+
+
+def test_a_flood_of_problems_is_bounded_in_the_trailers():
+    many = [errors.InvalidArgumentError("x" * 5000, field=f"Spec.inputs[{i}].CID") for i in range(500)]
+    status = grpc_errors.to_status(errors.invalid_argument(many))
+    assert sum(len(value) for _, value in status.trailing_metadata) < 5 * 1024
+    back = grpc_errors.error_from_status(status.code, status.details, status.trailing_metadata)
+    assert len(back.problems) == grpc_errors.MAX_VIOLATIONS + 1
+    assert str(back.problems[-1]) == f"and {500 - grpc_errors.MAX_VIOLATIONS} more problems"

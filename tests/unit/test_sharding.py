@@ -115,9 +115,14 @@ def test_a_malformed_pattern_is_an_invalid_argument(pattern):
 # ------------------------------------------------------------------------------------------------
 
 
+def url(address: str, path: str = "/inputs") -> pb.StorageSpec:
+    return pb.StorageSpec(storage_source=URL, url=address, path=path)
+
+
 def test_an_ipfs_input_explodes_into_its_entries_and_other_inputs_are_themselves():
-    url = pb.StorageSpec(storage_source=URL, url="http://example.com/x.csv", path="/data/x.csv")
-    exploded = sharding.explode([ipfs("/inputs/"), url], [listing("a", "a/1.txt", "b.txt"), None])
+    exploded = sharding.explode(
+        [ipfs("/inputs/"), url("http://example.com/x.csv", "/data")], [listing("a", "a/1.txt", "b.txt"), None]
+    )
     assert exploded == [
         Atom(0, "", "/inputs"),
         Atom(0, "a", "/inputs/a"),
@@ -125,6 +130,51 @@ def test_an_ipfs_input_explodes_into_its_entries_and_other_inputs_are_themselves
         Atom(0, "b.txt", "/inputs/b.txt"),
         Atom(1, "", "/data/x.csv"),
     ]
+
+
+def test_a_url_input_is_the_file_it_becomes_named_from_the_url():
+    inputs = [url("http://example.com/data/a%20b.txt?version=2"), url("https://example.com/c.csv", "/in/")]
+    assert sharding.explode(inputs, [None, None]) == [
+        Atom(0, "", "/inputs/a b.txt"),
+        Atom(1, "", "/in/c.csv"),
+    ]
+
+
+def test_a_glob_over_file_names_selects_url_inputs():
+    inputs = [url("http://h/a%20b.txt"), url("http://h/notes.md"), url("http://h/dir/c.txt")]
+    shards = sharding.plan(sharded_spec("*.txt", 1, "/inputs", *inputs), [None, None, None])
+    assert shards == [[Atom(0, "", "/inputs/a b.txt")], [Atom(2, "", "/inputs/c.txt")]]
+
+
+def test_url_inputs_and_ipfs_entries_are_batched_together_in_order():
+    inputs = [url(f"http://h/{i}.txt") for i in range(5)]
+    shards = sharding.plan(sharded_spec("/inputs/*.txt", 2, "", *inputs), [None] * 5)
+    assert [[a.path for a in shard] for shard in shards] == [
+        ["/inputs/0.txt", "/inputs/1.txt"],
+        ["/inputs/2.txt", "/inputs/3.txt"],
+        ["/inputs/4.txt"],
+    ]
+    mixed = sharding.plan(
+        sharded_spec("*.txt", 2, "/inputs", ipfs(), url("http://h/z.txt")), [listing("y.txt"), None]
+    )
+    assert mixed == [[Atom(0, "y.txt", "/inputs/y.txt"), Atom(1, "", "/inputs/z.txt")]]
+
+
+def test_without_a_pattern_a_url_input_is_still_its_file():
+    assert sharding.plan(sharded_spec("", 1, "", url("http://h/x.bin")), [None]) == [
+        [Atom(0, "", "/inputs/x.bin")]
+    ]
+
+
+def test_a_url_naming_no_file_is_refused_naming_the_input():
+    with pytest.raises(InvalidArgumentError) as caught:
+        sharding.plan(
+            sharded_spec("*", 1, "/inputs", url("http://h/a.txt"), url("http://h/dir/")), [None, None]
+        )
+    assert caught.value.field == "Spec.inputs[1].URL"
+    assert caught.value.reason == (
+        "URL 'http://h/dir/' has no file name: its path must end in the name of the file to download"
+    )
 
 
 def test_an_input_at_the_root_gives_atoms_at_the_root():

@@ -46,7 +46,7 @@ from typing import Any, Literal, TypeVar
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from bacalhau_grpc.common.errors import InvalidArgumentError, LimitExceededError
+from bacalhau_grpc.common.errors import InvalidArgumentError, LimitExceededError, invalid_argument
 from bacalhau_grpc.common.model import pb, serialization
 from bacalhau_grpc.common.model.enums import BY_PROTO_ENUM
 
@@ -79,10 +79,14 @@ def dict_to_message(
     """Read plain data (parsed JSON or YAML) into a new `message_class`.
 
     `path` prefixes the field paths in error messages. `scalars_as_strings` accepts a number or
-    boolean where a string belongs and keeps its text, like Go's YAML reader.
+    boolean where a string belongs and keeps its text, like Go's YAML reader. Every bad value is found:
+    the InvalidArgumentError raised lists them all (its `problems`), each naming its path.
     """
     message = message_class()
-    _Decoder(scalars_as_strings).fill(message, data, path)
+    decoder = _Decoder(scalars_as_strings)
+    decoder.guard(decoder.fill, message, data, path)
+    if decoder.problems:
+        raise invalid_argument(decoder.problems)
     return message
 
 
@@ -194,12 +198,23 @@ class _Decoder:
 
     def __init__(self, scalars_as_strings: bool) -> None:
         self.scalars_as_strings = scalars_as_strings
+        # Every bad value found so far: a bad field or item is noted and the rest is still read.
+        self.problems: list[InvalidArgumentError] = []
+
+    def guard(self, read: Any, *args: Any) -> None:
+        """`read(*args)`, noting its problems instead of stopping (a size limit still stops it all)."""
+        try:
+            read(*args)
+        except LimitExceededError:
+            raise
+        except InvalidArgumentError as err:
+            self.problems.extend(err.problems)
 
     def fill(self, message: Message, data: Any, path: str) -> None:
         if not isinstance(data, Mapping):
             raise _type_error("an object", data, path)
         if message.DESCRIPTOR.full_name == _JOB:
-            entries = _job_entries(data, path)
+            entries = _job_entries(data, path, self.problems)
         else:
             entries = [(key, _join(path, key), value) for key, value in _text_keyed(data, path)]
         self.fill_entries(message, entries, path)
@@ -209,16 +224,23 @@ class _Decoder:
         descriptor = message.DESCRIPTOR
         given: dict[str, list[tuple[str, Any]]] = {}
         for key, source_path, value in entries:
-            field = _find_field(descriptor, key, path)
+            try:
+                field = _find_field(descriptor, key, path)
+            except InvalidArgumentError as err:
+                self.problems.append(err)
+                continue
             if value is not None:
                 given.setdefault(field.name, []).append((source_path, value))
         for name, candidates in given.items():
             field = descriptor.fields_by_name[name]
             if len(candidates) == 1:
                 source_path, value = candidates[0]
-                self.set_field(message, field, value, source_path)
+                self.guard(self.set_field, message, field, value, source_path)
             else:
-                message.MergeFrom(self._agreed(type(message), field, candidates))
+                self.guard(self._merge_agreed, message, field, candidates)
+
+    def _merge_agreed(self, message: Message, field: FieldDescriptor, candidates: list) -> None:
+        message.MergeFrom(self._agreed(type(message), field, candidates))
 
     def _agreed(self, message_class: type[Message], field: FieldDescriptor, candidates: list) -> Message:
         first_path, first = None, None
@@ -246,15 +268,18 @@ class _Decoder:
             target = getattr(message, field.name)
             for i, item in enumerate(value):
                 if field.cpp_type == _F.CPPTYPE_MESSAGE:
-                    self.fill_value(target.add(), item, f"{path}[{i}]")
+                    self.guard(self.fill_value, target.add(), item, f"{path}[{i}]")
                 else:
-                    target.append(self.scalar(field, item, f"{path}[{i}]"))
+                    self.guard(self._append_scalar, target, field, item, f"{path}[{i}]")
         elif field.cpp_type == _F.CPPTYPE_MESSAGE:
             submessage = getattr(message, field.name)
             submessage.SetInParent()
             self.fill_value(submessage, value, path)
         else:
             setattr(message, field.name, self.scalar(field, value, path))
+
+    def _append_scalar(self, target: Any, field: FieldDescriptor, item: Any, path: str) -> None:
+        target.append(self.scalar(field, item, path))
 
     def fill_value(self, message: Message, value: Any, path: str) -> None:
         """A message-typed value; null leaves it empty (Go's zero struct)."""
@@ -321,23 +346,26 @@ _REQUESTER = {"requesternodeid": "RequesterNodeID", "requesterpublickey": "Reque
 _LIFTED_FROM_SPEC = {"deal": "Deal", "executionplan": "ExecutionPlan"}
 
 
-def _job_entries(data: Mapping, path: str) -> list[tuple[str, str, Any]]:
+def _job_entries(
+    data: Mapping, path: str, problems: list[InvalidArgumentError]
+) -> list[tuple[str, str, Any]]:
     """(flat Job key, source path, value) for each value of a Job document, in either shape.
 
     v0.3.15 nests the Job: `Metadata{ID, CreatedAt, ClientID}`, `Spec{..., Deal, ExecutionPlan}` and
     `Status{JobState, JobEvents, LocalJobEvents, Requester{RequesterNodeID, RequesterPublicKey}}`.
-    Those values become the flat Job's fields; the source path keeps where they were written.
+    Those values become the flat Job's fields; the source path keeps where they were written. An unknown
+    key inside a wrapper is added to `problems` and left out.
     """
     entries = []
     for key, value in _text_keyed(data, path):
         where = _join(path, key)
         folded = key.lower()
         if folded == "metadata":
-            entries += _unwrap(value, where, _METADATA)
+            entries += _unwrap(value, where, _METADATA, problems)
         elif folded == "status":
-            for flat_key, source_path, item in _unwrap(value, where, _STATUS):
+            for flat_key, source_path, item in _unwrap(value, where, _STATUS, problems):
                 if flat_key == "Requester":
-                    entries += _unwrap(item, source_path, _REQUESTER)
+                    entries += _unwrap(item, source_path, _REQUESTER, problems)
                 else:
                     entries.append((flat_key, source_path, item))
         elif folded == "spec" and isinstance(value, Mapping):
@@ -354,7 +382,9 @@ def _job_entries(data: Mapping, path: str) -> list[tuple[str, str, Any]]:
     return entries
 
 
-def _unwrap(value: Any, path: str, names: dict[str, str]) -> list[tuple[str, str, Any]]:
+def _unwrap(
+    value: Any, path: str, names: dict[str, str], problems: list[InvalidArgumentError]
+) -> list[tuple[str, str, Any]]:
     if value is None:
         return []
     if not isinstance(value, Mapping):
@@ -363,9 +393,13 @@ def _unwrap(value: Any, path: str, names: dict[str, str]) -> list[tuple[str, str
     for key, item in _text_keyed(value, path):
         flat_key = names.get(key.lower())
         if flat_key is None:
-            raise InvalidArgumentError(
-                f"unknown field {key!r}; valid fields: {', '.join(names.values())}", field=_join(path, key)
+            problems.append(
+                InvalidArgumentError(
+                    f"unknown field {key!r}; valid fields: {', '.join(names.values())}",
+                    field=_join(path, key),
+                )
             )
+            continue
         entries.append((flat_key, _join(path, key), item))
     return entries
 

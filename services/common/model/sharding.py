@@ -2,8 +2,10 @@
 
 1. Explode every input into atoms. An IPFS input gives one atom per entry of its content, root included,
    in walk order (see `content.listing`); any other input (a URL, an unsealed path, ...) is one atom,
-   the volume itself. An atom's path is the input's path joined with the entry's relative path, e.g.
-   `/inputs/a/3.txt`.
+   the volume itself. An atom's path is where the job sees it: for an IPFS entry the input's path joined
+   with the entry's relative path, e.g. `/inputs/a/3.txt`; for a URL the file it becomes,
+   `<Path>/<name from the URL>` (`checks.mount_path`: named from the URL alone, so the requester, which
+   downloads nothing, and every compute node name it alike); for any other input its path.
 2. Keep the atoms whose path matches `Spec.Sharding.GlobPattern` with doublestar semantics, relative to
    `GlobPatternBasePath` (see `compile_glob` and `matches`).
 3. Group them into batches of `BatchSize` in order (<= 0 means 1); the last batch may be smaller.
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
-from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.model import checks, pb
 
 GLOB_FIELD = "Spec.Sharding.GlobPattern"
 
@@ -40,7 +42,7 @@ class Atom(NamedTuple):
     volume_index: int
     # Where it lies inside that input; "" for the input itself.
     sub_path: str
-    # The absolute path the job sees it at: the input's path joined with sub_path.
+    # The absolute path the job sees it at: the input's mount path joined with sub_path.
     path: str
 
 
@@ -58,6 +60,15 @@ def _root_path(volume_path: str) -> str:
     return _with_slash(volume_path.strip("/"))
 
 
+def _whole(index: int, volume: pb.StorageSpec) -> Atom:
+    """The atom that is input `index` itself, at its mount path; InvalidArgumentError naming the input
+    for a URL that names no file (the requester refuses those at submission)."""
+    try:
+        return Atom(index, "", _with_slash(checks.mount_path(volume)))
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc), field=f"Spec.inputs[{index}].URL") from None
+
+
 def explode(volumes: Sequence[pb.StorageSpec], listings: Sequence[Listing | None]) -> list[Atom]:
     """Every input's atoms, input after input. `listings[i]` is input i's listing, or None for an input
     that is one atom (see `needs_listing`). Paths seen twice within one input count once."""
@@ -65,7 +76,7 @@ def explode(volumes: Sequence[pb.StorageSpec], listings: Sequence[Listing | None
     for index, volume in enumerate(volumes):
         listing = listings[index] if index < len(listings) else None
         if listing is None:
-            atoms.append(Atom(index, "", _with_slash(volume.path)))
+            atoms.append(_whole(index, volume))
             continue
         root = _root_path(volume.path)
         prefix = "" if root == "/" else root
@@ -108,7 +119,7 @@ def plan(spec: pb.Spec, listings: Sequence[Listing | None]) -> list[list[Atom]]:
     atom matching it: InvalidArgumentError "no sharding atoms found for glob pattern …"."""
     sharding = spec.sharding
     if not sharding.glob_pattern:
-        return [[Atom(i, "", _with_slash(v.path)) for i, v in enumerate(spec.inputs)]]
+        return [[_whole(i, v) for i, v in enumerate(spec.inputs)]]
     matched = matches(explode(spec.inputs, listings), sharding.glob_pattern, sharding.base_path)
     if not matched:
         raise InvalidArgumentError(

@@ -62,6 +62,7 @@ from bacalhau_grpc.compute.domain.proposals import Proposer
 from bacalhau_grpc.compute.executors.base import (
     Executor,
     ExecutorError,
+    Mount,
     RunContext,
     RunResult,
     run_timeout,
@@ -408,8 +409,7 @@ class ComputeNode:
 
     async def _prepare_run(self, execution: Execution) -> RunContext:
         """The run's volumes on this node and its fresh result folder (ExecutorError when they cannot be
-        had). Noop jobs get neither: nothing would read them. A sharded job's inputs are its shard's batch,
-        each item mounted at its own path (`compute.storage.shards`)."""
+        had). Noop jobs get neither: nothing would read them."""
         spec = execution.job.spec
         context = RunContext(execution, self.node_id, timeout=run_timeout(spec))
         if spec.engine == pb.Engine.ENGINE_NOOP:
@@ -418,13 +418,11 @@ class ComputeNode:
         try:
             contexts, inputs, import_modules = await asyncio.gather(
                 self.volumes.prepare(spec.contexts, field="Spec.Contexts", scratch=scratch),
-                self.volumes.prepare(spec.inputs, field="Spec.inputs", scratch=scratch),
+                self._prepare_inputs(execution, scratch),
                 self.volumes.prepare(
                     spec.wasm.import_modules, field="Spec.Wasm.ImportModules", scratch=scratch
                 ),
             )
-            if spec.sharding.glob_pattern:
-                inputs = await self.shard_plans.shard_inputs(execution.job, execution.shard_index, inputs)
             result_dir = self.work_root / execution.id / "results"
             await asyncio.to_thread(shutil.rmtree, result_dir, ignore_errors=True)
             outputs = await asyncio.to_thread(prepare_outputs, result_dir, spec.outputs)
@@ -438,6 +436,15 @@ class ComputeNode:
             outputs=outputs,
             result_dir=result_dir,
         )
+
+    async def _prepare_inputs(self, execution: Execution, scratch: Path) -> tuple[Mount, ...]:
+        """The run's inputs: every input of an unsharded job. A sharded job's are its shard's batch, each
+        item mounted at its own path, planned before the URL inputs are fetched so that only those the
+        batch holds are downloaded (`compute.storage.shards`)."""
+        job = execution.job
+        if job.spec.sharding.glob_pattern:
+            return await self.shard_plans.shard_inputs(job, execution.shard_index, self.volumes, scratch)
+        return await self.volumes.prepare(job.spec.inputs, field="Spec.inputs", scratch=scratch)
 
     async def _publish(self, execution: Execution) -> None:
         job_id = execution.job_id

@@ -9,7 +9,8 @@ What a job sees (v0.3's WASM executor, §3.4, with the differences noted):
 * argv = [module file name, parameters...]; the environment in sorted key order.
 * Files: every input (and any context after the module's) at its path, read-only; every output folder
   (`result_dir/<Name>`) at its path, writable (v0.3 mounted outputs at their Name; a job writes where
-  its spec says).
+  its spec says). A URL input's path is its file's, `<Path>/<name>` (`checks.mount_path`), as in Docker,
+  so two URL inputs sit side by side in one folder (v0.3 mounted the file at Path itself).
   Read-only is wasmtime's `preopen_dir(host, guest, fs_mutable=False)` (wasmtime-py 50.0.1 takes that
   one flag, though its docstring speaks of dir_perms/file_perms): writes fail with EPERM.
   WASI can only preopen folders, so a single-file input is shown by preopening a folder of our own at

@@ -2,10 +2,10 @@
 
 A provider serves one `StorageSourceType`. `is_local` says whether the node has the data without
 fetching it (the input-locality bid strategy asks); `prepare` returns the local file or folder to mount
-at the volume's path, fetching it when needed, or raises `StorageError` saying why it cannot. `scratch`
-is an empty folder of the execution's own, removed when the execution ends: a provider that downloads
-for one run only (URLs) puts its files there; one that keeps content for later runs (a content store)
-ignores it.
+where the job sees the volume (`checks.mount_path`), fetching it when needed, or raises `StorageError`
+saying why it cannot. `scratch` is an empty folder of the execution's own, removed when the execution
+ends: a provider that downloads for one run only (URLs) puts its files there; one that keeps content for
+later runs (a content store) ignores it.
 """
 
 from pathlib import Path

@@ -1,18 +1,18 @@
 """URLDownload volumes (v0.3 §3.6): a file fetched over http(s) for one run.
 
 `prepare` GETs the URL (redirects followed) into a fresh folder under the execution's scratch folder and
-returns that folder, so the file appears in the job at `<Path>/<name>`, where the name is the last path
-segment of the final URL (after redirects), or a UUID when it has none. The body is streamed to disk in
-chunks. Connection errors, bodies cut short and answers 5xx or 429 are retried with exponential
-back-off; any other answer but 200 fails at once ("non-200 response from URL (%s): %s"), as does an
-empty body ("no bytes written to file %s") or one larger than `max_bytes`. The whole download, retries
-included, must end within `timeout` seconds. A URL is never local: every run downloads it again.
+returns the file, named `checks.url_file_name(URL)`: the last path segment of the URL as submitted,
+percent-decoded, even when a redirect ends at another name (a URL naming no file is refused at
+submission). The job sees it at `<Path>/<name>` (`checks.mount_path`), which is also its sharding
+atom's path, so a shard's glob selects what is mounted. The body is streamed to disk in chunks.
+Connection errors, bodies cut short and answers 5xx or 429 are retried with exponential back-off; any
+other answer but 200 fails at once ("non-200 response from URL (%s): %s"), as does an empty body ("no
+bytes written to file %s") or one larger than `max_bytes`. The whole download, retries included, must
+end within `timeout` seconds. A URL is never local: every run downloads it again.
 """
 
 import asyncio
 import tempfile
-import urllib.parse
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -25,8 +25,6 @@ from bacalhau_grpc.compute.storage.base import StorageError
 CHUNK_BYTES = 1 << 20
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_MAX_BYTES = 10 * 1024**3
-# The longest file name most filesystems take, in bytes.
-MAX_NAME_BYTES = 255
 USER_AGENT = "bacalhau-grpc (URLDownload)"
 T = TypeVar("T")
 
@@ -58,7 +56,7 @@ class UrlSource:
         return False
 
     async def prepare(self, volume: pb.StorageSpec, scratch: Path) -> Path:
-        """The folder (under `scratch`) holding the downloaded file; StorageError naming the URL."""
+        """The downloaded file, in a folder of its own under `scratch`; StorageError naming the URL."""
         url = volume.url
         problem = checks.url_error(url)
         if problem is not None:
@@ -66,10 +64,9 @@ class UrlSource:
         folder = Path(await _write(url, tempfile.mkdtemp, "", "url-", scratch))
         try:
             async with asyncio.timeout(self.timeout):
-                await self._download_with_retries(url, folder)
+                return await self._download_with_retries(url, folder / checks.url_file_name(url))
         except TimeoutError:
             raise StorageError(f"downloading {url} took longer than {self.timeout:g}s") from None
-        return folder
 
     async def close(self) -> None:
         if self._session is not None:
@@ -83,23 +80,23 @@ class UrlSource:
             )
         return self._session
 
-    async def _download_with_retries(self, url: str, folder: Path) -> Path:
+    async def _download_with_retries(self, url: str, path: Path) -> Path:
         for attempt in range(1, self.attempts + 1):
             try:
-                return await self._download(url, folder)
+                return await self._download(url, path)
             except _Retry as exc:
                 if attempt == self.attempts:
                     raise StorageError(f"{exc} (after {attempt} attempts)") from None
             await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
-    async def _download(self, url: str, folder: Path) -> Path:
-        """One attempt: the file it wrote, StorageError for a final failure, _Retry for one worth retrying."""
+    async def _download(self, url: str, path: Path) -> Path:
+        """One attempt: `path`, written; StorageError for a final failure, _Retry for one worth retrying."""
         try:
             async with self._client().get(url, allow_redirects=True) as response:
                 _check_status(url, response)
                 _check_length(url, response, self.max_bytes)
-                return await self._save(url, response, folder / file_name(str(response.url)))
+                return await self._save(url, response, path)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise _Retry(f"could not download {url}: {_describe(exc)}") from exc
         except aiohttp.ClientError as exc:  # bad redirects, too many of them, invalid URLs
@@ -137,15 +134,6 @@ async def _write(url: str, operation: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(operation, *args)
     except OSError as exc:
         raise StorageError(f"cannot write the file downloaded from {url}: {exc}") from exc
-
-
-def file_name(url: str) -> str:
-    """The URL's last path segment, decoded and made a plain file name; a UUID when there is none."""
-    segment = urllib.parse.urlsplit(url).path.rpartition("/")[2]
-    name = urllib.parse.unquote(segment).replace("/", "_").replace("\0", "_")
-    if name in ("", ".", "..") or len(name.encode()) > MAX_NAME_BYTES:
-        return str(uuid.uuid4())
-    return name
 
 
 def _check_status(url: str, response: aiohttp.ClientResponse) -> None:

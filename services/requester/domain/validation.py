@@ -1,100 +1,133 @@
 """Checking a submission and turning it into the job the requester owns (plan "Submission validation").
 
-Every refusal is an InvalidArgumentError naming the field to blame, with Go's JSON names
-("Spec.Engine", "Deal.Concurrency", "Spec.Resources.CPU", ...).
+A refusal is one InvalidArgumentError listing every problem of the submission (its `problems`), each
+naming the field to blame with Go's JSON names ("Spec.Engine", "Deal.Concurrency", "Spec.Resources.CPU",
+...), the value given and what is allowed.
 """
 
 import math
 import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from bacalhau_grpc.common.content.store import MAX_CONTEXT_BYTES, check_cid
-from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.errors import InvalidArgumentError, invalid_argument
 from bacalhau_grpc.common.model import checks, enums, jobs, pb, resources, sharding
 
 
 def validate_submission(payload: pb.JobCreatePayload) -> None:
-    """Raise InvalidArgumentError for the first thing wrong with the submission; accept it otherwise."""
+    """Accept the submission, or raise one InvalidArgumentError listing every problem it has (its
+    `problems`, each naming its field; see `submission_problems`)."""
+    problems = submission_problems(payload)
+    if problems:
+        raise invalid_argument(problems)
+
+
+def submission_problems(payload: pb.JobCreatePayload) -> list[InvalidArgumentError]:
+    """Every problem of a submission (the spec's, then the deal's): the checks `validate` runs locally
+    and the requester runs at submission, so both give the same verdict on every job."""
     if not payload.HasField("job"):
-        raise InvalidArgumentError("the submission carries no job", field="Job")
+        return [InvalidArgumentError("the submission carries no job", field="Job")]
     job = payload.job
     if not job.HasField("spec"):
-        raise InvalidArgumentError("job spec is empty", field="Spec")
+        return [InvalidArgumentError("job spec is empty", field="Spec")]
+    found = _Problems()
     spec = job.spec
     if not enums.is_valid_engine(spec.engine):
-        raise InvalidArgumentError(
+        found.add(
             f"invalid executor type: {enums.ENGINE.name(spec.engine)}; use one of "
             f"{', '.join(enums.engine_names())}",
-            field="Spec.Engine",
+            "Spec.Engine",
         )
     if spec.verifier != pb.Verifier.VERIFIER_UNSPECIFIED and not enums.is_valid_verifier(spec.verifier):
-        raise InvalidArgumentError(
+        found.add(
             f"invalid verifier type: {enums.VERIFIER.name(spec.verifier)}; use one of "
             f"{', '.join(enums.verifier_names())}",
-            field="Spec.Verifier",
+            "Spec.Verifier",
         )
     if spec.publisher != pb.Publisher.PUBLISHER_UNSPECIFIED and not enums.is_valid_publisher(spec.publisher):
-        raise InvalidArgumentError(
+        found.add(
             f"invalid publisher type: {enums.PUBLISHER.name(spec.publisher)}; use one of "
             f"{', '.join(enums.publisher_names())}",
-            field="Spec.Publisher",
+            "Spec.Publisher",
         )
     for name, volumes in (("inputs", spec.inputs), ("Contexts", spec.contexts)):
         for i, volume in enumerate(volumes):
             if not enums.is_valid_storage_source_type(volume.storage_source):
-                raise InvalidArgumentError(
+                found.add(
                     f"invalid input volume type: {enums.STORAGE_SOURCE_TYPE.name(volume.storage_source)}; "
                     f"use one of {', '.join(enums.storage_source_names())}",
-                    field=f"Spec.{name}[{i}].StorageSource",
+                    f"Spec.{name}[{i}].StorageSource",
                 )
-    deal = job.deal
+    found.extend(checks.engine_problems(spec, has_inline_context=bool(payload.context)))
+    if math.isnan(spec.timeout) or math.isinf(spec.timeout) or spec.timeout < 0:
+        found.add(
+            "timeout must be a number of seconds >= 0 (0 means the requester's default), "
+            f"not {spec.timeout!r}",
+            "Spec.Timeout",
+        )
+    found.check(resources.parse_cpu, spec.resources.cpu, field="Spec.Resources.CPU")
+    found.check(resources.parse_bytes, spec.resources.memory, field="Spec.Resources.Memory")
+    found.check(resources.parse_bytes, spec.resources.disk, field="Spec.Resources.Disk")
+    found.check(resources.parse_gpu, spec.resources.gpu, field="Spec.Resources.GPU")
+    _volume_problems(spec, found)
+    if spec.sharding.glob_pattern:
+        found.check(sharding.compile_glob, spec.sharding.glob_pattern)  # a malformed pattern is refused here
+    _deal_problems(job.deal, found)
+    if len(payload.context) > MAX_CONTEXT_BYTES:
+        found.add(
+            f"the context archive is {len(payload.context)} bytes; at most {MAX_CONTEXT_BYTES} are accepted",
+            "Context",
+        )
+    return found.problems
+
+
+def _deal_problems(deal: pb.Deal, found: "_Problems") -> None:
     if deal.concurrency < 1:
-        raise InvalidArgumentError(
-            f"concurrency must be >= 1 (it is {deal.concurrency})", field="Deal.Concurrency"
-        )
+        found.add(f"concurrency must be >= 1 (it is {deal.concurrency})", "Deal.Concurrency")
     if deal.confidence < 0:
-        raise InvalidArgumentError(
-            f"confidence must be >= 0 (it is {deal.confidence})", field="Deal.Confidence"
-        )
-    if deal.confidence > deal.concurrency:
-        raise InvalidArgumentError(
+        found.add(f"confidence must be >= 0 (it is {deal.confidence})", "Deal.Confidence")
+    elif deal.concurrency >= 1 and deal.confidence > deal.concurrency:
+        found.add(
             f"the deal confidence ({deal.confidence}) cannot be higher than the concurrency "
             f"({deal.concurrency})",
-            field="Deal.Confidence",
+            "Deal.Confidence",
         )
     if deal.min_bids < 0:
-        raise InvalidArgumentError(f"min bids must be >= 0 (it is {deal.min_bids})", field="Deal.MinBids")
-    if math.isnan(spec.timeout) or math.isinf(spec.timeout) or spec.timeout < 0:
-        raise InvalidArgumentError(
-            f"timeout must be a number of seconds >= 0 (0 means the requester's default), "
-            f"not {spec.timeout!r}",
-            field="Spec.Timeout",
-        )
-    resources.parse_resource_usage_config(spec.resources, field_prefix="Spec.Resources")
-    _check_volumes(spec)
-    if spec.sharding.glob_pattern:
-        sharding.compile_glob(spec.sharding.glob_pattern)  # a malformed pattern is refused here
-    _raise(checks.engine_error(spec, has_inline_context=bool(payload.context)))
-    if len(payload.context) > MAX_CONTEXT_BYTES:
-        raise InvalidArgumentError(
-            f"the context archive is {len(payload.context)} bytes; at most {MAX_CONTEXT_BYTES} are accepted",
-            field="Context",
-        )
+        found.add(f"min bids must be >= 0 (it is {deal.min_bids})", "Deal.MinBids")
 
 
-def _check_volumes(spec: pb.Spec) -> None:
-    _raise(checks.input_error(spec.inputs, field="Spec.inputs"))
-    _raise(checks.input_error(spec.contexts, field="Spec.Contexts"))
-    _raise(checks.input_error(spec.wasm.import_modules, field="Spec.Wasm.ImportModules"))
-    _raise(checks.output_error(spec.outputs))
+def _volume_problems(spec: pb.Spec, found: "_Problems") -> None:
+    found.extend(checks.input_problems(spec.inputs, field="Spec.inputs"))
+    found.extend(checks.input_problems(spec.contexts, field="Spec.Contexts"))
+    found.extend(checks.input_problems(spec.wasm.import_modules, field="Spec.Wasm.ImportModules"))
+    found.extend(checks.mount_clashes([("Spec.Contexts", spec.contexts), ("Spec.inputs", spec.inputs)]))
+    found.extend(checks.output_problems(spec.outputs))
     for name, volumes in (("inputs", spec.inputs), ("Contexts", spec.contexts)):
         for i, volume in enumerate(volumes):
             if volume.cid:
-                check_cid(volume.cid, field=f"Spec.{name}[{i}].CID")
+                found.check(check_cid, volume.cid, field=f"Spec.{name}[{i}].CID")
 
 
-def _raise(problem: tuple[str, str] | None) -> None:
-    if problem is not None:
-        raise InvalidArgumentError(problem[0], field=problem[1])
+class _Problems:
+    """The problems found so far, each an InvalidArgumentError naming its field."""
+
+    def __init__(self) -> None:
+        self.problems: list[InvalidArgumentError] = []
+
+    def add(self, message: str, field: str) -> None:
+        self.problems.append(InvalidArgumentError(message, field=field))
+
+    def extend(self, problems: Iterable[checks.Problem]) -> None:
+        for message, field in problems:
+            self.add(message, field)
+
+    def check(self, parse: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run a check that raises InvalidArgumentError; keep its problems."""
+        try:
+            parse(*args, **kwargs)
+        except InvalidArgumentError as err:
+            self.problems.extend(err.problems)
 
 
 def build_job(

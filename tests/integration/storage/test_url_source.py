@@ -1,6 +1,6 @@
 """URLDownload volumes against a real HTTP server on 127.0.0.1:0: where the file lands and under which
-name (redirects followed), retries, limits and the errors a user reads; the URL checks made at
-submission; and a WASM job reading a URL input through a whole network."""
+name (the submitted URL's, redirects followed), retries, limits and the errors a user reads; the URL
+checks made at submission; and WASM jobs reading URL inputs through a whole network."""
 
 import asyncio
 import contextlib
@@ -50,10 +50,11 @@ def routes(server: Server) -> web.RouteTableDef:
     async def a_file(request: web.Request) -> web.Response:
         return web.Response(body=DATA if request.match_info["name"] != "big.bin" else BIG)
 
-    @table.get("/hop/{n}")
+    @table.get("/hop/{n}/{name}")
     async def hop(request: web.Request) -> web.Response:
         n = int(request.match_info["n"])
-        target = f"/hop/{n - 1}" if n > 1 else "/files/final%20name.txt?version=2"
+        name = request.match_info["name"]
+        target = f"/hop/{n - 1}/{name}" if n > 1 else "/files/final%20name.txt?version=2"
         raise web.HTTPFound(target)
 
     @table.get("/unnamed.txt")
@@ -153,34 +154,44 @@ def files_in(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
+def file_of(path: Path) -> dict[str, bytes]:
+    """The downloaded file, which must be alone in its folder."""
+    assert files_in(path.parent) == {path.name: path.read_bytes()}
+    return {path.name: path.read_bytes()}
+
+
 async def test_a_url_is_never_local(source, server):
     assert not await source.is_local(url_volume(server.url("/files/data.txt")))
 
 
 async def test_the_file_lands_in_a_folder_of_its_own_under_its_name(source, server, tmp_path):
-    folder = await source.prepare(url_volume(server.url("/files/data.txt")), tmp_path)
-    assert folder.parent == tmp_path
-    assert files_in(folder) == {"data.txt": DATA}
+    path = await source.prepare(url_volume(server.url("/files/data.txt")), tmp_path)
+    assert path.parent.parent == tmp_path
+    assert file_of(path) == {"data.txt": DATA}
     again = await source.prepare(url_volume(server.url("/files/data.txt")), tmp_path)
-    assert again != folder and files_in(again) == {"data.txt": DATA}
+    assert again.parent != path.parent and file_of(again) == {"data.txt": DATA}
 
 
-async def test_redirects_are_followed_and_the_final_url_names_the_file(source, server, tmp_path):
-    folder = await source.prepare(url_volume(server.url("/hop/3")), tmp_path)
-    assert files_in(folder) == {"final name.txt": DATA}
+async def test_the_name_is_percent_decoded_and_leaves_the_query_out(source, server, tmp_path):
+    path = await source.prepare(url_volume(server.url("/files/a%20b.txt?version=2")), tmp_path)
+    assert file_of(path) == {"a b.txt": DATA}
 
 
-async def test_a_final_url_without_a_name_gives_a_uuid(source, server, tmp_path):
-    folder = await source.prepare(url_volume(server.url("/unnamed.txt")), tmp_path)
-    ((name, data),) = files_in(folder).items()
-    assert data == DATA
-    assert len(name) == 36 and name.count("-") == 4, name
+async def test_redirects_are_followed_and_the_submitted_url_names_the_file(source, server, tmp_path):
+    """The name the requester gave the sharding atom, not the final URL's "final name.txt"."""
+    path = await source.prepare(url_volume(server.url("/hop/3/report%20v1.csv")), tmp_path)
+    assert file_of(path) == {"report v1.csv": DATA}
+
+
+async def test_a_redirect_to_a_url_without_a_name_keeps_the_submitted_name(source, server, tmp_path):
+    path = await source.prepare(url_volume(server.url("/unnamed.txt")), tmp_path)
+    assert file_of(path) == {"unnamed.txt": DATA}
 
 
 @pytest.mark.parametrize("status", [503, 500, 429])
 async def test_a_server_error_is_retried(source, server, tmp_path, status):
-    folder = await source.prepare(url_volume(server.url(f"/flaky/{status}/data.txt")), tmp_path)
-    assert files_in(folder) == {"data.txt": DATA}
+    path = await source.prepare(url_volume(server.url(f"/flaky/{status}/data.txt")), tmp_path)
+    assert file_of(path) == {"data.txt": DATA}
     assert server.hits[f"/flaky/{status}/data.txt"] == 2
 
 
@@ -247,12 +258,14 @@ async def test_the_provider_checks_the_url_itself(source, tmp_path):
         await source.prepare(url_volume("file:///etc/passwd"), tmp_path)
 
 
-async def test_volumes_download_two_urls_at_once_and_mount_their_folders(source, server, tmp_path):
+async def test_volumes_download_two_urls_at_once_and_mount_each_file_at_path_slash_name(
+    source, server, tmp_path
+):
     volumes = Volumes([source])
-    specs = [url_volume(server.url("/overlap/a.txt"), "/a"), url_volume(server.url("/overlap/b.txt"), "/b")]
+    specs = [url_volume(server.url("/overlap/a.txt")), url_volume(server.url("/overlap/b.txt"))]
     mounts = await volumes.prepare(specs, field="Spec.inputs", scratch=tmp_path)
-    assert [(m.target, m.read_only) for m in mounts] == [("/a", True), ("/b", True)]
-    assert [files_in(m.source) for m in mounts] == [{"a.txt": b"a.txt"}, {"b.txt": b"b.txt"}]
+    assert [(m.target, m.read_only) for m in mounts] == [("/inputs/a.txt", True), ("/inputs/b.txt", True)]
+    assert [file_of(m.source) for m in mounts] == [{"a.txt": b"a.txt"}, {"b.txt": b"b.txt"}]
     (a_start, a_end), (b_start, b_end) = server.intervals["a.txt"], server.intervals["b.txt"]
     assert a_start < b_end and b_start < a_end, server.intervals
     await volumes.close()
@@ -269,8 +282,10 @@ async def test_volumes_name_the_input_whose_download_failed(source, server, tmp_
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://example.com", "URL 'http://example.com' has no file path: name the file to download"),
-        ("https://example.com/", "URL 'https://example.com/' has no file path: name the file to download"),
+        ("http://example.com", "URL 'http://example.com' has no file name: its path must end in the name"),
+        ("https://example.com/", "URL 'https://example.com/' has no file name: its path must end in"),
+        ("http://h/d/", "URL 'http://h/d/' has no file name: its path must end in the name of the file"),
+        ("http://h/a%2Fb", "URL 'http://h/a%2Fb' ends in 'a/b', which cannot be a file name"),
         ("ftp://example.com/data.txt", "unsupported URL scheme 'ftp': use http or https"),
         ("garbage", "'garbage' is not a URL: it has no scheme (use http or https)"),
         ("not a url", "'not a url' is not a URL: it is empty or holds spaces or control characters"),
@@ -287,7 +302,7 @@ def test_submission_refuses_urls_that_cannot_be_downloaded(url, message):
     assert problem[1] == "Spec.inputs[1].URL"
 
 
-@pytest.mark.parametrize("url", ["http://example.com/data.txt", "HTTPS://example.com/a/b?c=d", "http://h/d/"])
+@pytest.mark.parametrize("url", ["http://example.com/data.txt", "HTTPS://example.com/a/b?c=d", "http://h/d"])
 def test_submission_accepts_http_urls_naming_a_file(url):
     assert checks.input_error([url_volume(url)], field="Spec.inputs") is None
 
@@ -299,16 +314,17 @@ async def network(tmp_path):
     await net.stop()
 
 
-def files_job(url: str) -> pb.Job:
-    """A WASM job (files.wasm) copying the URL input at /inputs/<name> to /outputs, upper-cased."""
+def files_job(*urls: str, reads: tuple[str, ...] = ("/inputs/words.txt",)) -> pb.Job:
+    """A WASM job (files.wasm) copying the files `reads` (the URL inputs at /inputs/<name>) to /outputs,
+    upper-cased."""
     job = pb.Job(api_version="V1beta1")
     job.spec.engine = pb.Engine.ENGINE_WASM
     job.spec.verifier = pb.Verifier.VERIFIER_NOOP
     job.spec.publisher = pb.Publisher.PUBLISHER_NOOP
     job.spec.timeout = 60
     job.deal.concurrency = 1
-    job.spec.wasm.parameters.extend(["/inputs/words.txt", "/outputs/shout.txt"])
-    job.spec.inputs.append(url_volume(url))
+    job.spec.wasm.parameters.extend([*reads, "/outputs/shout.txt"])
+    job.spec.inputs.extend(url_volume(url) for url in urls)
     job.spec.outputs.append(pb.StorageSpec(name="outputs", path="/outputs"))
     return job
 
@@ -325,6 +341,25 @@ async def test_a_wasm_job_reads_its_url_input_at_path_slash_name(network, server
     )
     assert result.run_output.exit_code == 0
 
-    with pytest.raises(InvalidArgumentError, match="has no file path") as caught:
+    with pytest.raises(InvalidArgumentError, match="has no file name") as caught:
         await network.submit(files_job(server.base), context=context)
     assert caught.value.field == "Spec.inputs[0].URL"
+
+
+async def test_a_wasm_job_reads_two_url_inputs_side_by_side_under_inputs(network, server):
+    await network.start(1)
+    context = make_tar_gz({"files.wasm": (WASM / "files.wasm").read_bytes()})
+    job = files_job(
+        server.url("/files/one.txt"),
+        server.url("/hop/2/two%20words.txt"),  # redirected to another name: mounted under this one
+        reads=("/inputs/one.txt", "/inputs/two words.txt"),
+    )
+    submitted = await network.submit(job, context=context)
+    events = await network.wait_for_end(submitted.id, timeout=60)
+    assert names(events)[-1] == "RESULTS_PUBLISHED", [(e.event_name, e.status) for e in events]
+    (result,) = of_type(events, E.JOB_EVENT_TYPE_RESULTS_PROPOSED)
+    assert result.run_output.stdout == (
+        f"read {len(DATA)} bytes from /inputs/one.txt\n"
+        f"read {len(DATA)} bytes from /inputs/two words.txt\n"
+        "wrote /outputs/shout.txt\n"
+    )

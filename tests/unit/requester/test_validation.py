@@ -6,7 +6,7 @@ import pytest
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.requester.domain.validation import build_job, validate_submission
+from bacalhau_grpc.requester.domain.validation import build_job, submission_problems, validate_submission
 
 
 def payload(**changes) -> pb.JobCreatePayload:
@@ -74,7 +74,27 @@ def test_unknown_input_source_is_named_with_its_index():
     p = payload()
     p.job.spec.inputs.add(storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS, cid="Qm")
     p.job.spec.inputs.add(cid="Qm2")
-    assert refused(p).field == "Spec.inputs[1].StorageSource"
+    assert "Spec.inputs[1].StorageSource" in [problem.field for problem in refused(p).problems]
+
+
+def test_every_problem_is_listed_at_once_with_its_field_value_and_what_is_allowed():
+    p = payload(spec__timeout=-5.0, spec__resources__cpu="lots", deal__concurrency=1, deal__confidence=3)
+    error = refused(p)
+    assert [(problem.field, problem.reason) for problem in error.problems] == [
+        (
+            "Spec.Timeout",
+            "timeout must be a number of seconds >= 0 (0 means the requester's default), not -5.0",
+        ),
+        (
+            "Spec.Resources.CPU",
+            "'lots' is not a CPU amount; use cores such as '2' or '1.5', or whole millicores such as '500m'",
+        ),
+        ("Deal.Confidence", "the deal confidence (3) cannot be higher than the concurrency (1)"),
+    ]
+    assert str(error).startswith("3 problems: Spec.Timeout: timeout must be")
+    assert [str(problem) for problem in submission_problems(p)] == [
+        str(problem) for problem in error.problems
+    ]
 
 
 def test_a_context_archive_larger_than_10_mib_is_refused():
@@ -245,3 +265,28 @@ def test_build_job_sets_the_server_owned_fields():
 def test_build_job_keeps_a_positive_timeout():
     job = build_job(payload(spec__timeout=5.0), requester_node_id="r", default_job_timeout=1800.0, now=1.0)
     assert job.spec.timeout == 5.0
+
+
+def test_two_volumes_a_job_would_see_at_one_path_are_refused():
+    def url(address: str, path: str = "/inputs") -> pb.StorageSpec:
+        return pb.StorageSpec(
+            storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_URL_DOWNLOAD, url=address, path=path
+        )
+
+    p = payload()
+    p.job.spec.inputs.extend(
+        [
+            url("http://a.example/x/data.csv"),
+            url("http://b.example/y/data.csv"),
+            url("http://c.example/z.csv"),
+        ]
+    )
+    p.job.spec.inputs.add(
+        storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS,
+        cid="QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+        path="/inputs/z.csv/",
+    )
+    assert [(problem.field, problem.reason) for problem in refused(p).problems] == [
+        ("Spec.inputs[1]", "mounted at /inputs/data.csv, where Spec.inputs[0] is mounted already"),
+        ("Spec.inputs[3]", "mounted at /inputs/z.csv, where Spec.inputs[2] is mounted already"),
+    ]
