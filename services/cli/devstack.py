@@ -10,11 +10,14 @@ As a library (tests, `make demo`, benchmarks):
         channel = open_channel(stack.requester_address)
         ...
 
-`stop()` (or leaving the `async with`) stops the compute nodes, then the requester, then the verifier:
-SIGTERM, then SIGKILL after a grace period. Every child also stops by itself when the devstack process
-goes away, even if it is killed (each watches a pipe whose only writer is the devstack).
+`restart(node)` starts a node that exited again, on its address with its node ID and data dir
+(`devstack --restart-on-crash` does so whenever one dies). `stop()` (or leaving the `async with`) stops
+the compute nodes, then the requester, then the verifier: SIGTERM, then SIGKILL after a grace period.
+Every child also stops by itself when the devstack process goes away, even if it is killed (each watches a
+pipe whose only writer is the devstack).
 """
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -31,6 +34,7 @@ from pathlib import Path
 
 from bacalhau.compute.v1 import compute_service_pb2 as cpb
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.cli import flags, serve
 from bacalhau_grpc.common.channels import call, open_channel
 from bacalhau_grpc.common.errors import BacalhauError
 
@@ -41,6 +45,17 @@ STARTUP_TIMEOUT = 60.0
 STOP_GRACE = 10.0
 LOG_TAIL_LINES = 30
 _POLL = 0.02  # seconds between looks at a starting child's log
+# The settings the devstack decides for each node: neither its flags nor BACALHAU_<SETTING> pass on.
+PER_NODE_SETTINGS = (
+    "node_id",
+    "host",
+    "port",
+    "data_dir",
+    "requester_address",
+    "verifier_address",
+    "advertise_address",
+    "bad_actor",
+)
 
 
 class DevstackError(RuntimeError):
@@ -60,6 +75,8 @@ class Node:
     node_id: str = ""
     address: str = ""
     stopping: bool = field(default=False, repr=False)
+    # Where the current process's output starts in the log (a restarted node appends to it).
+    log_offset: int = field(default=0, repr=False)
 
     @property
     def pid(self) -> int | None:
@@ -68,6 +85,15 @@ class Node:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    def current_log(self) -> str:
+        """What the current process wrote to the log ("" when there is no log)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -212,11 +238,20 @@ class Devstack:
         except BaseException:
             await self.stop()
             raise
-        finally:
-            if self._pipe_read is not None:  # the children hold their copies
-                os.close(self._pipe_read)
-                self._pipe_read = None
         return self
+
+    async def restart(self, node: Node) -> None:
+        """Start a node that exited again with its command line, on the address it had (the others know it
+        by that), with its node ID and data dir; return once it listens and, for a compute node, has
+        registered with the requester."""
+        if node.running:
+            raise DevstackError(f"{node.name} is still running (pid {node.pid})")
+        port = node.address.rpartition(":")[2]
+        node.args = _with_flag(_with_flag(node.args, "--port", port), "--node-id", node.node_id)
+        node.stopping = False
+        await self._launch_and_wait([node])
+        if node.node_type == "compute":
+            await self._wait_until_registered([node])
 
     def _node(self, name: str, node_type: str, args: list[str], *, bad_actor: bool = False) -> Node:
         assert self.data_dir is not None
@@ -231,16 +266,8 @@ class Devstack:
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ if self.env is None else self.env)
         # Settings the devstack decides per node must not leak in from the caller's environment.
-        for name in (
-            "NODE_ID",
-            "HOST",
-            "PORT",
-            "DATA_DIR",
-            "REQUESTER_ADDRESS",
-            "VERIFIER_ADDRESS",
-            "BAD_ACTOR",
-        ):
-            env.pop(f"BACALHAU_{name}", None)
+        for name in PER_NODE_SETTINGS:
+            env.pop(f"BACALHAU_{name.upper()}", None)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -249,6 +276,7 @@ class Devstack:
         assert self._pipe_read is not None
         for node in nodes:
             with open(node.log_path, "ab") as log:
+                node.log_offset = log.tell()
                 node.process = await asyncio.create_subprocess_exec(
                     self.python,
                     *node.args,
@@ -338,9 +366,10 @@ class Devstack:
         self._stopped = True
         for group in (self.computes, [self.requester], [self.verifier]):
             await asyncio.gather(*(self._stop_node(n) for n in group if n is not None))
-        if self._pipe_write is not None:
-            os.close(self._pipe_write)
-            self._pipe_write = None
+        for end in (self._pipe_write, self._pipe_read):
+            if end is not None:
+                os.close(end)
+        self._pipe_write = self._pipe_read = None
         if self.remove_data_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -373,24 +402,44 @@ def _registration(info: cpb.GetNodeInfoResponse) -> bool | None:
 
 
 def _logged_registration(node: Node) -> bool:
-    try:
-        return REGISTERED_LOG_LINE in node.log_path.read_text(errors="replace")
-    except OSError:
-        return False
+    return REGISTERED_LOG_LINE in node.current_log()
 
 
 def _listening_line(node: Node) -> re.Match[str] | None:
-    try:
-        text = node.log_path.read_text(errors="replace")
-    except OSError:
-        return None
-    for match in LISTENING.finditer(text):
+    for match in LISTENING.finditer(node.current_log()):
         if match.group(1) == node.node_type:
             return match
     return None
 
 
+def _with_flag(args: list[str], flag: str, value: str) -> list[str]:
+    """`args` with `flag VALUE` in place of the first `flag X` (or at the end, when it has none)."""
+    if flag not in args:
+        return [*args, flag, value]
+    at = args.index(flag)
+    return [*args[: at + 1], value, *args[at + 2 :]]
+
+
 # -------------------------------------------------------------------------------------------------- CLI
+
+
+DEVSTACK_EXAMPLES = """\
+examples:
+  # three compute nodes (the default); it prints the requester's address and the export line
+  bacalhau-grpc devstack
+
+  # compute nodes take serve's compute flags, v0.3's among them
+  bacalhau-grpc devstack --nodes 2 --limit-total-cpu 1 --job-selection-probe-http http://127.0.0.1:8080/ok
+
+  # the noop executor's output, and one node (the last) that proposes wrong results
+  bacalhau-grpc devstack --noop-stdout hello --bad-actors 1
+
+  # testing crash safety: kill -9 any node's pid, the devstack starts it again (same address and data)
+  bacalhau-grpc devstack --restart-on-crash --data-dir ./stack
+
+  # any other serve flag, for every compute node or for the requester
+  bacalhau-grpc devstack --compute-flag=--log-level=DEBUG --requester-flag=--node-timeout=5
+"""
 
 
 def add_parser(subparsers) -> None:
@@ -398,6 +447,8 @@ def add_parser(subparsers) -> None:
         "devstack",
         help="run a local network: a verifier, a requester and N compute nodes",
         description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=DEVSTACK_EXAMPLES,
     )
     parser.add_argument("--nodes", type=int, default=3, help="how many compute nodes (default 3)")
     parser.add_argument(
@@ -406,17 +457,20 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--data-dir", help="where the nodes keep their data and logs (default: a temporary folder)"
     )
-    parser.add_argument("--noop-stdout", help="what the noop executor of every compute node writes to stdout")
-    parser.add_argument("--noop-stderr", help="what the noop executor of every compute node writes to stderr")
-    parser.add_argument("--noop-exit-code", type=int, help="the noop executor's exit code")
-    parser.add_argument("--noop-delay", type=float, help="seconds the noop executor takes")
+    flags.add_bool_flag(
+        parser,
+        "restart-on-crash",
+        default=False,
+        help="when a node exits unexpectedly, start it again on the same address with the same node ID "
+        "and data dir, and say so (default: stop the devstack)",
+    )
     parser.add_argument(
         "--compute-flag",
         action="append",
         default=[],
         metavar="FLAG",
         help="another flag for every compute node's `serve` (repeatable), "
-        "e.g. --compute-flag=--limit-total-cpu=2",
+        "e.g. --compute-flag=--log-level=DEBUG",
     )
     parser.add_argument(
         "--requester-flag",
@@ -429,7 +483,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="the nodes' log level"
     )
-    parser.set_defaults(handler=cmd_devstack)
+    compute = parser.add_argument_group(
+        "compute node settings", "serve's compute node flags, given to every compute node"
+    )
+    settings = serve.add_settings_flags(compute, ["compute"], exclude=PER_NODE_SETTINGS)
+    parser.set_defaults(handler=cmd_devstack, compute_settings=settings)
 
 
 def cmd_devstack(args) -> int:
@@ -437,16 +495,11 @@ def cmd_devstack(args) -> int:
 
 
 async def _run(args) -> int:
-    compute_flags = list(args.compute_flag)
-    for name in ("noop_stdout", "noop_stderr", "noop_exit_code", "noop_delay"):
-        value = getattr(args, name)
-        if value is not None:
-            compute_flags.append(f"--{name.replace('_', '-')}={value}")
     stack = Devstack(
         args.nodes,
         args.bad_actors,
         args.data_dir,
-        compute_flags,
+        [*serve.settings_arguments(args, args.compute_settings), *args.compute_flag],
         args.requester_flag,
         startup_timeout=args.startup_timeout,
         log_level=args.log_level,
@@ -464,41 +517,68 @@ async def _run(args) -> int:
     print(
         f"Starting a devstack of {args.nodes} compute node(s) in {args.data_dir or 'a temporary folder'} ..."
     )
-    start = asyncio.ensure_future(stack.start())
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if not start.done():  # interrupted while starting
-        start.cancel()
-        with contextlib.suppress(asyncio.CancelledError, DevstackError):
-            await start
+    started = await _unless_stopped(stack.start(), stop)
+    if started is None:  # interrupted while starting
         await stack.stop()
         print("Devstack stopped before it was ready.")
         return 130
-    stopper.cancel()
-    start.result()  # a DevstackError here is reported by main()
+    started.result()  # a DevstackError here is reported by main()
     _print_ready(stack)
-    died = asyncio.ensure_future(stack.wait_for_exit())
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({died, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    if died.done():
+    while (died := await _unless_stopped(stack.wait_for_exit(), stop)) is not None:
         node = died.result()
-        stack.remove_data_dir = False  # keep the logs
+        if not args.restart_on_crash:
+            return await _stop_after_crash(stack, node)
         print(
-            f"Error: {node.name} ({node.node_id}, pid {node.pid}) exited unexpectedly with code "
-            f"{node.process.returncode}; stopping the others. The end of its log ({node.log_path}):\n"
-            f"{node.log_tail()}",
-            file=sys.stderr,
+            f"{_exited(node)}; restarting it on {node.address} with the same node ID and data dir ...",
             flush=True,
         )
-        await stack.stop()
-        print(f"Devstack stopped. Logs are in {stack.data_dir / 'logs'}")
-        return 1
-    died.cancel()
+        restarted = await _unless_stopped(stack.restart(node), stop)
+        if restarted is None:
+            break
+        if restarted.exception() is not None:
+            return await _stop_after_crash(stack, node, f"could not restart it: {restarted.exception()}")
+        print(
+            f"{node.name} restarted: {node.node_id} listening on {node.address} again, pid {node.pid}",
+            flush=True,
+        )
     print(f"\nReceived {received[0]}: stopping the devstack ...", flush=True)
     await stack.stop()
     print("Devstack stopped.", flush=True)
     return 0
+
+
+async def _unless_stopped(coroutine, stop: asyncio.Event) -> asyncio.Future | None:
+    """Run `coroutine` until it ends (return its finished task) or `stop` is set (cancel it, return None)."""
+    task = asyncio.ensure_future(coroutine)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        return task
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, DevstackError):
+        await task
+    return None
+
+
+def _exited(node: Node) -> str:
+    assert node.process is not None
+    code = node.process.returncode
+    return f"{node.name} ({node.node_id}, pid {node.pid}) exited unexpectedly with code {code}"
+
+
+async def _stop_after_crash(stack: Devstack, node: Node, problem: str = "") -> int:
+    """Say which node died and why (the end of its log), stop the others, keep the logs."""
+    stack.remove_data_dir = False
+    print(
+        f"Error: {_exited(node)}{'; ' + problem if problem else ''}; stopping the others. "
+        f"The end of its log ({node.log_path}):\n{node.log_tail()}",
+        file=sys.stderr,
+        flush=True,
+    )
+    await stack.stop()
+    print(f"Devstack stopped. Logs are in {stack.data_dir / 'logs'}")
+    return 1
 
 
 def _print_ready(stack: Devstack) -> None:

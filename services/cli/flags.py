@@ -1,8 +1,10 @@
-"""What the client commands share: their error type, the requester API flags, Go-style boolean flags and
-a help layout that keeps examples as written."""
+"""What the client commands share: their error type, the requester API flags, Go-style boolean flags,
+cobra's reading of words that start with "-", and a help layout that keeps examples as written."""
 
 import argparse
 import os
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
@@ -27,6 +29,47 @@ class _HelpFormatter(argparse.HelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
+class CobraWordsParser(argparse.ArgumentParser):
+    """A command that reads words starting with "-" as cobra (pflag) does: before `--` every such word is a
+    flag, so one it does not know is an error with pflag's message, where argparse would take a word such
+    as `'-foo -bar'` (it has a space) or `-5` as a positional. Words after `--` are positional whatever
+    they look like (`docker run IMAGE -- sh -c 'echo hi'`)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = list(sys.argv[1:] if args is None else args)
+        parsed, extras = super().parse_known_args(words, namespace)
+        before = words[: words.index("--")] if "--" in words else words
+        after = len(words) - len(before) - 1 if "--" in words else 0
+        positionals = self._positional_words(parsed)
+        # The words after `--` are all positionals, the last ones: the positionals before it come first.
+        suspects = positionals[: max(len(positionals) - after, 0)] + [w for w in extras if w in before]
+        for word in suspects:
+            if word.startswith("-") and word != "-":
+                self.error(f"{unknown_flag(word)} (the job's own arguments go after --)")
+        return parsed, extras
+
+    def _positional_words(self, parsed: argparse.Namespace) -> list[str]:
+        words: list[str] = []
+        for action in self._actions:
+            if action.option_strings or action.dest == argparse.SUPPRESS:
+                continue
+            value = getattr(parsed, action.dest, None)
+            if isinstance(value, str):
+                words.append(value)
+            elif isinstance(value, list):
+                words.extend(str(item) for item in value)
+        return words
+
+
+def unknown_flag(word: str) -> str:
+    """pflag's error for a word it reads as a flag and does not know (`-foo -bar`, `--foo=1`)."""
+    if word.startswith("--"):
+        return f"unknown flag: {word.partition('=')[0]}"
+    return f"unknown shorthand flag: '{word[1]}' in {word}"
+
+
 def command_parser(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A sub-command whose epilog (examples) keeps its layout."""
     return subparsers.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
@@ -36,7 +79,7 @@ def add_bool_flag(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     name: str,
     *,
-    default: bool,
+    default: bool | None,
     help: str,
 ) -> None:
     """`--NAME` / `--no-NAME`, and Go's `--NAME=false` / `--NAME=true` (any pflag ParseBool word)."""

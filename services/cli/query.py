@@ -110,13 +110,22 @@ def _add_describe(commands) -> None:
         "describe",
         help="show a job with its state and events",
         description="Show a job in the job file shape (YAML by default): its spec, deal and execution plan, "
-        "its state per node and shard, and its events.",
-        epilog="examples:\n  bacalhau-grpc describe 3f2a1b9c\n  bacalhau-grpc describe 3f2a1b9c -o json",
+        "its state per node and shard, and its events (v0.3 showed them only with --include-events).",
+        epilog="examples:\n  bacalhau-grpc describe 3f2a1b9c\n  bacalhau-grpc describe 3f2a1b9c -o json\n"
+        "  bacalhau-grpc describe 3f2a1b9c --include-events=false   # without JobEvents and JobLocalEvents",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("id", help="the job's ID or a unique prefix of it")
     parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="(default yaml)")
     parser.add_argument("--json", action="store_true", help="the same as --output json")
+    flags.add_bool_flag(
+        parser,
+        "include-events",
+        default=True,
+        help="show the job's events, JobEvents and JobLocalEvents (default true; --include-events=false or "
+        "--no-include-events leaves them out)",
+    )
+    parser.add_argument("--spec", action="store_true", help="accepted as v0.3 did; the spec is always shown")
     flags.add_api_flags(parser)
     _add_timeout_flag(parser)
     parser.set_defaults(handler=run_async(cmd_describe))
@@ -125,6 +134,9 @@ def _add_describe(commands) -> None:
 async def cmd_describe(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         info = to_pb(await client.get(args.id), pb.JobWithInfo)
+    if not args.include_events:
+        info.ClearField("job_events")
+        info.ClearField("job_local_events")
     fmt = "json" if args.json else args.output
     print(jobfile.dump_job(info, format=fmt).rstrip("\n"))
     return 0

@@ -435,16 +435,23 @@ def add_parsers(subparsers: Any) -> None:
     docker = subparsers.add_parser(
         "docker", help="run Docker jobs", description="Docker jobs: `docker run IMAGE [-- CMD ARGS...]`."
     )
-    _add_docker_run(docker.add_subparsers(dest="docker_command", metavar="COMMAND", required=True))
+    cobra = flags.CobraWordsParser  # before --, a word that starts with - is a flag, as in v0.3
+    _add_docker_run(
+        docker.add_subparsers(dest="docker_command", metavar="COMMAND", required=True, parser_class=cobra)
+    )
     wasm = subparsers.add_parser(
         "wasm",
         help="run and check WebAssembly jobs",
         description="WebAssembly jobs: `wasm run`, `wasm validate`.",
     )
-    wasm_commands = wasm.add_subparsers(dest="wasm_command", metavar="COMMAND", required=True)
+    wasm_commands = wasm.add_subparsers(
+        dest="wasm_command", metavar="COMMAND", required=True, parser_class=cobra
+    )
     _add_wasm_run(wasm_commands)
     _add_wasm_validate(wasm_commands)
     run = subparsers.add_parser(
         "run", help="run programs in a language as jobs", description="Language jobs: `run python`."
     )
-    _add_run_python(run.add_subparsers(dest="run_command", metavar="LANGUAGE", required=True))
+    _add_run_python(
+        run.add_subparsers(dest="run_command", metavar="LANGUAGE", required=True, parser_class=cobra)
+    )

@@ -1,9 +1,10 @@
 """`bacalhau-grpc serve --node-type requester|compute|verifier`: run one node until SIGTERM/SIGINT.
 
 Every field of the node type's settings class is a flag (`data_dir` → `--data-dir`, a boolean →
-`--bad-actor` / `--no-bad-actor`); a flag that is not given leaves the field to its `BACALHAU_<FIELD>`
-environment variable, then to its default. Once the node listens it prints one line,
-`<node-type> <node_id> listening on <host:port>`, which `devstack` and scripts wait for.
+`--bad-actor` / `--no-bad-actor` / `--bad-actor=false`; v0.3's `--api-port` is `--port`); a flag that is
+not given leaves the field to its `BACALHAU_<FIELD>` environment variable, then to its default. Once the
+node listens it prints one line, `<node-type> <node_id> listening on <host:port>`, which `devstack` and
+scripts wait for.
 """
 
 import argparse
@@ -15,9 +16,11 @@ import os
 import signal
 import sys
 import typing
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bacalhau_grpc.cli import flags
 from bacalhau_grpc.common.logs import setup_logging
 
 NODE_TYPES = ("requester", "compute", "verifier")
@@ -49,6 +52,7 @@ FIELD_HELP = {
     "noop_error": "when set, every noop run fails with this message (a compute error, for tests)",
     "noop_result_hash": "hex result hash proposed for the deterministic verifier, instead of the real one",
     "bad_actor": "propose a wrong result hash (to test the deterministic verifier)",
+    "bad_actor_shards": "with --bad-actor: the shard indexes to lie on, comma-separated (default: all)",
     "limit_total_cpu": "CPU the node gives to jobs in total, e.g. 2 or 500m (default: 80%% of the machine's)",
     "limit_total_memory": "memory the node gives to jobs in total, e.g. 4Gb (default: 80%% of the machine's)",
     "limit_total_disk": "disk the node gives to jobs in total, e.g. 20Gb (default: 80%% of the free disk)",
@@ -131,14 +135,35 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+# v0.3's names for our flags: its `serve` listened on the global `--api-port`.
+FLAG_ALIASES = {"port": ("--api-port",)}
+
+SERVE_EXAMPLES = """\
+examples:
+  # a network on one machine: a verifier, a requester and a compute node, in this order
+  bacalhau-grpc serve --node-type verifier --port 1236
+  bacalhau-grpc serve --node-type requester --port 1234 --verifier-address 127.0.0.1:1236
+  bacalhau-grpc serve --node-type compute --port 1235 --requester-address 127.0.0.1:1234
+
+  # a compute node with v0.3's capacity and job selection flags
+  bacalhau-grpc serve --node-type compute --requester-address 127.0.0.1:1234 --data-dir /srv/compute \\
+      --limit-total-cpu 2 --limit-total-memory 4Gb --job-selection-probe-http http://127.0.0.1:8080/ok
+
+  # v0.3's --api-port is --port; settings also come from the environment
+  BACALHAU_VERIFIER_ADDRESS=127.0.0.1:1236 bacalhau-grpc serve --node-type requester --api-port 1234
+
+Every flag can also be set with its environment variable (BACALHAU_<FLAG>, e.g. BACALHAU_DATA_DIR); flags
+win.
+"""
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "serve",
         help="run one node: requester, compute or verifier",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Every flag can also be set with its environment variable (BACALHAU_<FLAG>, e.g. "
-        "BACALHAU_DATA_DIR); flags win.",
+        epilog=SERVE_EXAMPLES,
     )
     parser.add_argument("--node-type", required=True, choices=NODE_TYPES, help="which node to run")
     parser.add_argument(
@@ -147,8 +172,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--stop-grace", type=float, default=STOP_GRACE, help=argparse.SUPPRESS)
     # Set by `devstack`: stop when this pipe's write end closes (the devstack process went away).
     parser.add_argument("--stop-when-fd-closes", type=int, help=argparse.SUPPRESS)
-    for name, (kind, defaults, owners) in sorted(settings_fields().items()):
-        flag = "--" + name.replace("_", "-")
+    add_settings_flags(parser)
+    parser.set_defaults(handler=cmd_serve)
+    return parser
+
+
+def add_settings_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    node_types: Sequence[str] = NODE_TYPES,
+    *,
+    exclude: Collection[str] = (),
+) -> list[str]:
+    """A flag for every settings field of these node types but `exclude` (`data_dir` → `--data-dir`, a
+    boolean → `--bad-actor` / `--no-bad-actor` / `--bad-actor=false`), None when not given. Returns the
+    fields' names; `settings_arguments` turns what was given back into `serve` arguments."""
+    names = []
+    for name, (kind, defaults, all_owners) in sorted(settings_fields().items()):
+        owners = [t for t in all_owners if t in node_types]
+        if not owners or name in exclude:
+            continue
         distinct = {_shown(defaults[t]) for t in owners}
         if len(distinct) == 1:
             shown = distinct.pop()
@@ -158,14 +200,35 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             f"{FIELD_HELP.get(name, name.replace('_', ' '))} "
             f"[{'/'.join(owners)}; env BACALHAU_{name.upper()}; default {shown}]"
         )
+        flag = name.replace("_", "-")
         if kind == "bool":
-            parser.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text
-            )
+            flags.add_bool_flag(parser, flag, default=None, help=text)
         else:
-            parser.add_argument(flag, dest=name, type=kind, default=None, metavar=name.upper(), help=text)
-    parser.set_defaults(handler=cmd_serve)
-    return parser
+            parser.add_argument(
+                f"--{flag}",
+                *FLAG_ALIASES.get(name, ()),
+                dest=name,
+                type=kind,
+                default=None,
+                metavar=name.upper(),
+                help=text,
+            )
+        names.append(name)
+    return names
+
+
+def settings_arguments(args: argparse.Namespace, names: Iterable[str]) -> list[str]:
+    """The settings flags given in `args` among `names`, as `serve` arguments (`--noop-delay=2`,
+    `--no-bad-actor`)."""
+    arguments = []
+    for name in names:
+        value = getattr(args, name, None)
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            arguments.append(f"--{flag}" if value else f"--no-{flag}")
+        elif value is not None:
+            arguments.append(f"--{flag}={value}")
+    return arguments
 
 
 def build_settings(args: argparse.Namespace, environ=os.environ) -> Any:

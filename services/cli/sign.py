@@ -12,13 +12,27 @@ from google.protobuf import json_format
 from bacalhau_grpc.cli import submit
 from bacalhau_grpc.common.signing import ClientKey, default_directory
 
+ID_EXAMPLES = """\
+examples:
+  # your ClientID (64 hex characters)
+  bacalhau-grpc id
+
+  # the ID of another key, in another folder (created there on first use)
+  BACALHAU_DIR=/tmp/other-key bacalhau-grpc id
+
+  # the jobs submitted with that other key (list shows only yours by default)
+  bacalhau-grpc list --client-id "$(BACALHAU_DIR=/tmp/other-key bacalhau-grpc id)"
+"""
+
 
 def add_parsers(subparsers) -> None:
     ident = subparsers.add_parser(
         "id",
         help="print your client ID",
         description="Print your ClientID: the SHA-256 (hex) of the public key your submissions are signed "
-        "with ($BACALHAU_DIR or ~/.bacalhau-grpc/client_key.pem, created on first use).",
+        "with ($BACALHAU_DIR or ~/.bacalhau-grpc/client_key.pem, created on first use). It owns your jobs.",
+        epilog=ID_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ident.set_defaults(handler=cmd_id)
 

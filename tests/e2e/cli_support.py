@@ -110,21 +110,24 @@ def run_cli(*args: str, env: dict[str, str], input: str | None = None, timeout: 
 # --------------------------------------------------------------------------------------------- devstack
 
 
+# The table `devstack` prints once it is ready: kind, node ID, address, pid.
+NODE_ROW = re.compile(r"^(verifier|requester|compute)\s+(\S+)\s+(\S+)\s+pid (\d+)", re.M)
+DEFAULT_ARGS = ("--nodes", "3", "--bad-actors", "1", "--noop-stdout", STDOUT_TEXT)
+
+
 class RunningDevstack:
-    def __init__(self, tmp: Path) -> None:
+    """`bacalhau-grpc devstack ARGS` in a subprocess (3 compute nodes, one a bad actor, by default), once it
+    is ready: its API address, `env` for the CLI, and its nodes as printed."""
+
+    def __init__(self, tmp: Path, args: tuple[str, ...] = DEFAULT_ARGS) -> None:
         self.data_dir = tmp / "devstack"
         self.process = subprocess.Popen(
             [
                 *COMMAND,
                 "devstack",
-                "--nodes",
-                "3",
-                "--bad-actors",
-                "1",
+                *args,
                 "--data-dir",
                 str(self.data_dir),
-                "--noop-stdout",
-                STDOUT_TEXT,
                 "--startup-timeout",
                 str(STARTUP),
             ],
@@ -143,8 +146,18 @@ class RunningDevstack:
             self.process.kill()
             raise
         self.host, self.port = match.group(1), match.group(2)
-        self.pids = [int(pid) for pid in re.findall(r" pid (\d+)", self.output.text())]
+        rows = NODE_ROW.findall(self.output.text())
+        self.pids = [int(row[3]) for row in rows]
+        # compute name ("compute-0") -> (node ID, address, pid), as printed
+        self.computes = {
+            f"compute-{i}": tuple(row[1:]) for i, row in enumerate(r for r in rows if r[0] == "compute")
+        }
         self.env = clean_env(BACALHAU_API_HOST=self.host, BACALHAU_API_PORT=self.port)
+
+    def all_pids(self) -> set[int]:
+        """Every node process it started, restarted ones included (", pid N" at the end of a line)."""
+        restarted = re.findall(r", pid (\d+)$", self.output.text(), re.M)
+        return set(self.pids) | {int(pid) for pid in restarted}
 
     def stop(self, sig: int = signal.SIGINT) -> str:
         if self.process.poll() is None:
@@ -155,6 +168,15 @@ class RunningDevstack:
             self.process.kill()
             raise
         return self.output.rest(5)
+
+    def stop_all(self) -> None:
+        """Stop it, and kill any node process that outlived it."""
+        try:
+            self.stop()
+        finally:
+            for pid in self.all_pids():
+                if not gone(pid):
+                    os.kill(pid, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------------- submitting commands

@@ -1,12 +1,9 @@
 """Fixtures of the end-to-end tests: the CLI's temporary key directory, a devstack, job files."""
 
-import os
-import signal
-
 import pytest
 
 from tests.e2e import cli_support
-from tests.e2e.cli_support import RunningDevstack, gone
+from tests.e2e.cli_support import RunningDevstack
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -20,10 +17,7 @@ def key_dir(tmp_path_factory):
 def devstack(tmp_path_factory):
     stack = RunningDevstack(tmp_path_factory.mktemp("e2e"))
     yield stack
-    stack.stop()
-    for pid in stack.pids:
-        if not gone(pid):
-            os.kill(pid, signal.SIGKILL)
+    stack.stop_all()
 
 
 @pytest.fixture
