@@ -503,8 +503,7 @@ class Requester:
     # ------------------------------------------------------------------------------------------
 
     async def register_node(self, info: pb.NodeInfo) -> None:
-        if not info.node_id:
-            raise InvalidArgumentError("a node ID is required", field="node.node_id")
+        check_node_id(info.node_id, field="node.node_id")
         if not info.address:
             raise InvalidArgumentError(
                 "the node's compute service address (host:port) is required", field="node.address"
@@ -533,8 +532,7 @@ class Requester:
                     self._apply(record, shard, transition)
 
     async def heartbeat(self, node_id: str, available: pb.ResourceUsageData | None = None) -> None:
-        if not node_id:
-            raise InvalidArgumentError("a node ID is required", field="node_id")
+        check_node_id(node_id, field="node_id")
         was_live = self.nodes.heartbeat(node_id, available, self._clock())
         self._watch_node(node_id)
         if not was_live:
@@ -576,7 +574,7 @@ class Requester:
 
     def _refill(self, shard: ShardFSM, transition: Transition, now: float) -> None:
         """After a bid was lost (refused, failed, its node gone): ask other live nodes to fill the slot."""
-        if shard.is_bidding:
+        if shard.is_bidding and transition.denied is None:
             transition.actions += shard.refill(self.nodes.live_node_ids(now), now, self._rng).actions
 
     def _offer_to(self, node_id: str) -> None:
@@ -660,37 +658,24 @@ class Requester:
     ) -> tuple[JobRecord, ShardFSM]:
         if not job_id:
             raise InvalidArgumentError("a job ID is required", field="job_id")
-        if not node_id:
-            raise InvalidArgumentError("a node ID is required", field="node_id")
+        check_node_id(node_id, field="node_id")
         record = self._lookup(job_id)
         if record is None:
             raise NotFoundError(f"job {job_id} not found")
         if not 0 <= shard_index < len(record.shards):
-            message = f"{what} received for shard {job_id}:{shard_index}, which does not exist"
-            event = ev.new_event(
-                pb.JobEventType.JOB_EVENT_TYPE_INVALID_REQUEST,
-                job_id=job_id,
-                now=self._clock(),
-                shard_index=shard_index,
-                client_id=record.job.client_id,
-                source_node_id=self.node_id,
-                target_node_id=node_id,
-                status=message,
+            # Nobody holds an execution of a shard that does not exist: refused, nothing recorded.
+            raise PermissionDeniedError(
+                f"{what} received for shard {job_id}:{shard_index}, which does not exist"
             )
-            self._record_event(record, event)
-            record.notify()
-            raise FailedPreconditionError(message)
         return record, record.shards[shard_index]
-
-    def _finish_callback(self, record: JobRecord, shard: ShardFSM, transition: Transition) -> None:
-        self._apply(record, shard, transition)
-        if transition.invalid is not None:
-            raise FailedPreconditionError(transition.invalid)
 
     async def _finish_durably(self, record: JobRecord, shard: ShardFSM, transition: Transition) -> None:
         """Apply a node's report and answer only once it is committed: a node that heard OK never has
         to report again, and one that did not (the requester crashed) reports again (or is asked to by
-        the calls `resume` repeats) and finds the same report taken once."""
+        the calls `resume` repeats) and finds the same report taken once. A report from a node that does
+        not hold the execution changes nothing and is refused (PERMISSION_DENIED)."""
+        if transition.denied is not None:
+            raise PermissionDeniedError(transition.denied)
         self._apply(record, shard, transition)
         await self._durable()
         if transition.invalid is not None:
@@ -1043,6 +1028,20 @@ class Requester:
 
 class _Abandoned(Exception):
     """A call given up because the requester stops: its shard keeps waiting and `resume` redoes it."""
+
+
+MAX_NODE_ID_BYTES = 255
+
+
+def check_node_id(node_id: str, *, field: str) -> None:
+    """A node ID is required and short (it keys rows, events and log lines)."""
+    if not node_id:
+        raise InvalidArgumentError("a node ID is required", field=field)
+    size = len(node_id.encode())
+    if size > MAX_NODE_ID_BYTES:
+        raise InvalidArgumentError(
+            f"a node ID is at most {MAX_NODE_ID_BYTES} bytes; this one has {size}", field=field
+        )
 
 
 def hash_text(text: str) -> int:

@@ -182,11 +182,13 @@ class Verdict:
 
 @dataclass
 class Transition:
-    """What an input did: actions to perform in order, and `invalid` when the request was refused (an
-    InvalidRequest event is then among the actions)."""
+    """What an input did: actions to perform in order; `invalid` when the request was refused (an
+    InvalidRequest event is then among the actions); `denied` when the caller does not hold what it
+    reported about (no action at all: a stranger's reports leave nothing behind)."""
 
     actions: list[Action] = field(default_factory=list)
     invalid: str | None = None
+    denied: str | None = None
 
     def events(self) -> list[pb.JobEvent]:
         return [a.event for a in self.actions if isinstance(a, RecordEvent)]
@@ -514,17 +516,17 @@ class ShardFSM:
     def _check_execution(
         self, node_id: str, execution_id: str, what: str, now: float
     ) -> Execution | Transition:
+        """The node's execution the report is about; a refusal (`denied`, nothing recorded) when the node
+        holds no such execution of this shard."""
         execution = self.executions.get(node_id)
         if execution is None:
-            return self._invalid(
-                node_id, f"{what} from node {node_id} that has not bid on shard {self.shard_id}", now
+            return Transition(
+                denied=f"{what} from node {node_id}, which holds no execution of shard {self.shard_id}"
             )
         if execution.execution_id != execution_id:
-            return self._invalid(
-                node_id,
-                f"{what} for execution {execution_id or '(none)'}, but node {node_id} runs shard "
-                f"{self.shard_id} as execution {execution.execution_id}",
-                now,
+            return Transition(
+                denied=f"{what} for execution {execution_id or '(none)'}, which node {node_id} does not hold "
+                f"for shard {self.shard_id}"
             )
         return execution
 
