@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bacalhau_grpc.cli import devstack, query, serve, sign, submit, validate
+from bacalhau_grpc.cli import certs, devstack, query, serve, sign, submit, validate
 from bacalhau_grpc.cli import run as run_commands
 from bacalhau_grpc.common.errors import BacalhauError
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     devstack.add_parser(commands)
     sign.add_parsers(commands)
+    certs.add_parser(commands)
 
     submit.add_parser(commands)
     run_commands.add_parsers(commands)
