@@ -71,6 +71,7 @@ FIELD_HELP = {
     "min_job_timeout": "the shortest Spec.Timeout the node accepts, in seconds",
     "max_job_timeout": "the longest Spec.Timeout the node accepts, in seconds",
     "allow_unsigned": "accept unsigned submissions (development only)",
+    "job_visibility": "who may read a job: public (anyone) or owner (only the client that submitted it)",
     "filecoin_unsealed_path": "where unsealed Filecoin data lies, a template such as /data/{{.CID}}",
     "url_download_timeout": "seconds one URL input's download may take, retries included",
     "url_download_max_bytes": "the largest file a URL input may download, e.g. 10Gb",

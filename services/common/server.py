@@ -20,6 +20,12 @@
   with INTERNAL "internal error" (no internals leak) and is logged with its traceback. Unary and streaming
   handlers alike; `context.abort(...)` in a servicer still works as usual.
 
+- Authentication: a binding may carry an `authenticate` hook (`common.caller`): it runs in the same
+  wrapper before each call of that service's methods, with the full method name, the parsed request (None
+  for a streamed request) and the call's metadata, and what it returns is the call's
+  `caller.current_caller()`; an error it raises (UnauthenticatedError) ends the call before the servicer
+  runs. Services without a hook pay nothing for it.
+
 The mapping is not a per-call interceptor: each servicer method is wrapped once, when it is registered,
 so a call pays one extra coroutine frame, ~0.2 µs (the same mapping as a grpc.aio.ServerInterceptor cost
 ~3.5 µs per call: a coroutine chain and a new handler each time). Handlers run on the event loop;
@@ -40,6 +46,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from bacalhau_grpc.common import grpc_errors, reflection, telemetry
+from bacalhau_grpc.common.caller import Authenticate, set_current_caller
 from bacalhau_grpc.common.errors import BacalhauError
 
 logger = logging.getLogger(__name__)
@@ -51,11 +58,13 @@ _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 
 @dataclass(frozen=True)
 class ServiceBinding:
-    """One service to serve: the generated `add_XServicer_to_server`, the servicer, the full service name."""
+    """One service to serve: the generated `add_XServicer_to_server`, the servicer, the full service name,
+    and optionally the hook that authenticates each call of it (`common.caller`)."""
 
     add_to_server: Callable[[Any, Any], None]
     servicer: object
     name: str
+    authenticate: Authenticate | None = None
 
 
 class _Stats:
@@ -94,8 +103,16 @@ def _as_coroutine_function(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _wrap_unary_response(behavior: Callable[..., Any], method: str, stats: _Stats) -> Callable[..., Any]:
+def _wrap_unary_response(
+    behavior: Callable[..., Any],
+    method: str,
+    stats: _Stats,
+    authenticate: Authenticate | None = None,
+    request_streaming: bool = False,
+) -> Callable[..., Any]:
     run = _as_coroutine_function(behavior)
+    if authenticate is not None:
+        return _authenticated_unary_response(run, method, stats, authenticate, request_streaming)
 
     async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -110,11 +127,47 @@ def _wrap_unary_response(behavior: Callable[..., Any], method: str, stats: _Stat
     return unary_response
 
 
-def _wrap_streaming_response(behavior: Callable[..., Any], method: str, stats: _Stats) -> Callable[..., Any]:
+def _authenticated_unary_response(
+    run: Callable[..., Any],
+    method: str,
+    stats: _Stats,
+    authenticate: Authenticate,
+    request_streaming: bool,
+) -> Callable[..., Any]:
+    async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            set_current_caller(
+                authenticate(method, None if request_streaming else request, context.invocation_metadata())
+            )
+            return await run(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _fail(context, exc, method)
+        finally:
+            stats.rpcs += 1
+
+    return unary_response
+
+
+def _wrap_streaming_response(
+    behavior: Callable[..., Any],
+    method: str,
+    stats: _Stats,
+    authenticate: Authenticate | None = None,
+    request_streaming: bool = False,
+) -> Callable[..., Any]:
+    def authenticated(request: Any, context: grpc.aio.ServicerContext) -> None:
+        if authenticate is not None:
+            set_current_caller(
+                authenticate(method, None if request_streaming else request, context.invocation_metadata())
+            )
+
     if inspect.isasyncgenfunction(behavior):
 
         async def async_generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
+                authenticated(request, context)
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         yield response
@@ -130,6 +183,7 @@ def _wrap_streaming_response(behavior: Callable[..., Any], method: str, stats: _
     async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
         # A coroutine writing with context.write, or a plain function returning an iterable.
         try:
+            authenticated(request, context)
             result = behavior(request, context)
             if inspect.isawaitable(result):
                 result = await result
@@ -150,8 +204,11 @@ def _wrap_streaming_response(behavior: Callable[..., Any], method: str, stats: _
     return writer
 
 
-def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, stats: _Stats) -> grpc.RpcMethodHandler:
-    """The same handler with its behaviour wrapped in the error mapping and the RPC counter."""
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler, method: str, stats: _Stats, authenticate: Authenticate | None = None
+) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour wrapped in the error mapping, the RPC counter and, when given,
+    the authentication hook."""
     request_streaming, response_streaming = handler.request_streaming, handler.response_streaming
     kwargs = {
         "request_deserializer": handler.request_deserializer,
@@ -159,18 +216,18 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, stats: _Stats) ->
     }
     if not request_streaming and not response_streaming:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(handler.unary_unary, method, stats), **kwargs
+            _wrap_unary_response(handler.unary_unary, method, stats, authenticate), **kwargs
         )
     if request_streaming and not response_streaming:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(handler.stream_unary, method, stats), **kwargs
+            _wrap_unary_response(handler.stream_unary, method, stats, authenticate, True), **kwargs
         )
     if not request_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_streaming_response(handler.unary_stream, method, stats), **kwargs
+            _wrap_streaming_response(handler.unary_stream, method, stats, authenticate), **kwargs
         )
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_streaming_response(handler.stream_stream, method, stats), **kwargs
+        _wrap_streaming_response(handler.stream_stream, method, stats, authenticate, True), **kwargs
     )
 
 
@@ -193,16 +250,21 @@ class _HandlerCapture:
 class _WrappingGenericHandler(grpc.GenericRpcHandler):
     """For registrations made only through a generic handler: wraps each method's handler once."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler, stats: _Stats) -> None:
+    def __init__(
+        self, inner: grpc.GenericRpcHandler, stats: _Stats, authenticate: Authenticate | None = None
+    ) -> None:
         self._inner = inner
         self._stats = stats
+        self._authenticate = authenticate
         self._cache: dict[str, grpc.RpcMethodHandler | None] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
         if method not in self._cache:
             handler = self._inner.service(handler_call_details)
-            self._cache[method] = None if handler is None else _wrap_handler(handler, method, self._stats)
+            self._cache[method] = (
+                None if handler is None else _wrap_handler(handler, method, self._stats, self._authenticate)
+            )
         return self._cache[method]
 
 
@@ -213,13 +275,15 @@ def _register(server: grpc.aio.Server, binding: ServiceBinding, stats: _Stats) -
         if set(capture.registered) != {binding.name}:
             raise ValueError(f"service binding {binding.name!r} registered {sorted(capture.registered)}")
         wrapped = {
-            name: _wrap_handler(handler, f"/{binding.name}/{name}", stats)
+            name: _wrap_handler(handler, f"/{binding.name}/{name}", stats, binding.authenticate)
             for name, handler in capture.registered[binding.name].items()
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(binding.name, wrapped),))
         server.add_registered_method_handlers(binding.name, wrapped)
     elif capture.generic:
-        server.add_generic_rpc_handlers(tuple(_WrappingGenericHandler(h, stats) for h in capture.generic))
+        server.add_generic_rpc_handlers(
+            tuple(_WrappingGenericHandler(h, stats, binding.authenticate) for h in capture.generic)
+        )
     else:
         raise ValueError(f"service binding {binding.name!r} registered no handlers")
 

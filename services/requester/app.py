@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common.caller import ClientCallAuthenticator
 from bacalhau_grpc.common.content.listing import Listing, first_listing, ipfs_listing, store_listing
 from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE_NAME
 from bacalhau_grpc.common.content.service import ContentServiceServicer
@@ -22,7 +23,7 @@ from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs import IpfsClient
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
-from bacalhau_grpc.requester.api.servicer import SERVICE_NAME, RequesterServicer
+from bacalhau_grpc.requester.api.servicer import NODE_PROTOCOL_METHODS, SERVICE_NAME, RequesterServicer
 from bacalhau_grpc.requester.clients.compute import GrpcComputeClient
 from bacalhau_grpc.requester.clients.content import ContentHub
 from bacalhau_grpc.requester.clients.verifier import GrpcVerifierClient
@@ -144,6 +145,7 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         # Sharded jobs: IPFS inputs are listed from the content the requester holds, then (with
         # ipfs_connect) from the IPFS daemon.
         listing=input_listing(content, ipfs),
+        job_visibility=settings.job_visibility,
     )
     hub = ContentHub(content, requester.live_node_addresses)
     try:
@@ -156,7 +158,12 @@ async def start(settings: RequesterSettings) -> RunningRequester:
                     rgrpc.add_RequesterServiceServicer_to_server,
                     RequesterServicer(requester, allow_unsigned=settings.allow_unsigned),
                     SERVICE_NAME,
+                    # Clients' signed calls give their ClientID (unsigned: anonymous; badly signed:
+                    # refused); compute nodes' calls are not looked at.
+                    authenticate=ClientCallAuthenticator(skip=NODE_PROTOCOL_METHODS),
                 ),
+                # Content by CID stays public whatever the job visibility: content-addressed, it is
+                # found only by whoever knows the CID (compute nodes fetch contexts here too).
                 ServiceBinding(
                     cgrpc.add_ContentServiceServicer_to_server,
                     ContentServiceServicer(content, fallback=hub.fetch),

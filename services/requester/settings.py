@@ -10,6 +10,7 @@ from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs.client import parse_api_address
+from bacalhau_grpc.requester.domain.visibility import JOB_VISIBILITIES, PUBLIC
 
 ENV_PREFIX = "BACALHAU_"
 DB_FILE_NAME = "requester.db"
@@ -52,6 +53,10 @@ class RequesterSettings:
     # does not hold them, as a URL (http://127.0.0.1:5001) or a multiaddr (/ip4/127.0.0.1/tcp/5001);
     # empty: none (such inputs then come from the requester's own content store only).
     ipfs_connect: str = ""
+    # Who may read a job (get, list, events, logs, results): "public", anyone (as in Bacalhau), or "owner",
+    # only the client whose key submitted it (signed calls; anonymous reads are refused). Cancelling is the
+    # owner's alone either way.
+    job_visibility: str = PUBLIC
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -80,6 +85,10 @@ class RequesterSettings:
             raise _invalid("max_active_jobs", f"{self.max_active_jobs!r} is not a whole number above 0")
         if not isinstance(self.allow_unsigned, bool):
             raise _invalid("allow_unsigned", f"{self.allow_unsigned!r} is not true or false")
+        if self.job_visibility not in JOB_VISIBILITIES:
+            raise _invalid(
+                "job_visibility", f"{self.job_visibility!r} is not one of {', '.join(JOB_VISIBILITIES)}"
+            )
         if not self.verifier_address:
             raise _invalid("verifier_address", "is required: the host:port of the verifier service")
         if self.ipfs_connect:

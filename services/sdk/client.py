@@ -16,9 +16,12 @@ same protobuf bytes the services use. Every call has a deadline (`timeout`), and
 typed `BacalhauError` (`NotFoundError`, `InvalidArgumentError` naming the field, `UnavailableError`
 naming the requester's address, ...).
 
-Submissions are signed with the client's Ed25519 key (by default `~/.bacalhau-grpc/client_key.pem` or
-`$BACALHAU_DIR/client_key.pem`, created on first use), as the CLI signs them: the key's ClientID owns
-the job, and only that key may cancel it.
+Every call is signed with the client's Ed25519 key (by default `~/.bacalhau-grpc/client_key.pem` or
+`$BACALHAU_DIR/client_key.pem`, created on first use), as the CLI signs them: the call's metadata carries
+the public key, a timestamp and a signature over the method, the request and the timestamp
+(`common.signing`), and the requester knows the caller by it. Submissions are signed as well (the signed
+payload): the key's ClientID owns the job, only that key may cancel it and, on a requester started with
+`--job-visibility owner`, only that key may read it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ LIST_PAGE_SIZE = 100
 STREAM_RETRIES = 5
 
 SORT_BY = {"created_at": rpb.JOB_SORT_BY_CREATED_AT, "id": rpb.JOB_SORT_BY_ID}
+SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
 
 M = TypeVar("M")
 
@@ -185,8 +189,9 @@ class Client:
             request.page_token = response.next_page_token
 
     async def cancel(self, job_id: str, *, reason: str = "") -> sdk_types.Job:
-        """Cancels a job this client submitted: its running executions are stopped; it ends Cancelled."""
-        request = rpb.CancelJobRequest(job_id=job_id, client_id=self.client_id, reason=reason)
+        """Cancels a job this client submitted: its running executions are stopped; it ends Cancelled.
+        The requester knows who is asking from the call's signature."""
+        request = rpb.CancelJobRequest(job_id=job_id, reason=reason)
         response = await self._call("CancelJob", request)
         return to_sdk(response.job, sdk_types.Job)
 
@@ -258,7 +263,14 @@ class Client:
         folder = Path(output_dir).resolve()
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            await download_results(self._get_channel(), job_id, folder, timeout=timeout, progress=progress)
+            await download_results(
+                self._get_channel(),
+                job_id,
+                folder,
+                timeout=timeout,
+                progress=progress,
+                metadata=self.key.call_metadata,
+            )
         except UnavailableError as err:
             raise self._unreachable(err) from None
         return folder
@@ -280,15 +292,23 @@ class Client:
         self._get_channel()
         return getattr(self._stub, name)
 
+    def _signed(self, name: str, request: Any) -> list[tuple[str, bytes | str]]:
+        """The metadata that signs this call (each call is signed anew: a signature is good once)."""
+        return self.key.call_metadata(f"/{SERVICE_NAME}/{name}", request)
+
     async def _call(self, name: str, request: Any) -> Any:
+        method = self._method(name)
         try:
-            return await channels.call(self._method(name), request, timeout=self.timeout)
+            return await channels.call(
+                method, request, timeout=self.timeout, metadata=self._signed(name, request)
+            )
         except UnavailableError as err:
             raise self._unreachable(err) from None
 
     async def _stream(self, name: str, request: Any) -> AsyncIterator[Any]:
+        method = self._method(name)
         try:
-            async for item in channels.stream(self._method(name), request):
+            async for item in channels.stream(method, request, metadata=self._signed(name, request)):
                 yield item
         except UnavailableError as err:
             raise self._unreachable(err) from None

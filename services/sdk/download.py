@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -29,12 +30,15 @@ from bacalhau_grpc.common.errors import NotFoundError
 from bacalhau_grpc.common.model import pb
 
 RAW, PER_SHARD, COMBINED = "raw", "per_shard", "combined_results"
+REQUESTER_SERVICE = "bacalhau.requester.v1.RequesterService"
 CONCATENATED = ("stdout", "stderr")
 LEFT_OUT = ("exitCode",)
 MAX_DOWNLOAD_BYTES = 100 * 1024**3
 
 # Called with the bytes received so far (for a progress bar).
 Progress = Callable[[int], None]
+# The metadata of one call to the requester, from its full method name and request (signed calls).
+CallMetadata = Callable[[str, Any], Any]
 
 
 async def download_results(
@@ -44,14 +48,20 @@ async def download_results(
     *,
     timeout: float = 300.0,
     progress: Progress | None = None,
+    metadata: CallMetadata | None = None,
 ) -> list[pb.PublishedResult]:
     """Downloads every published result of the job into `output_dir`; returns them. NotFoundError("no
-    results found") when the job has none (yet)."""
+    results found") when the job has none (yet). `metadata(method, request)` gives each call to the
+    requester its metadata (the SDK signs them)."""
     stub = rgrpc.RequesterServiceStub(channel)
-    job = (await channels.call(stub.GetJob, rpb.GetJobRequest(job_id=job_id), timeout=timeout)).job.job
-    response = await channels.call(
-        stub.GetJobResults, rpb.GetJobResultsRequest(job_id=job.id), timeout=timeout
-    )
+
+    async def call(name: str, request: Any) -> Any:
+        method = f"/{REQUESTER_SERVICE}/{name}"
+        extra = metadata(method, request) if metadata is not None else None
+        return await channels.call(getattr(stub, name), request, timeout=timeout, metadata=extra)
+
+    job = (await call("GetJob", rpb.GetJobRequest(job_id=job_id))).job.job
+    response = await call("GetJobResults", rpb.GetJobResultsRequest(job_id=job.id))
     results = sorted(response.results, key=lambda r: (r.shard_index, r.node_id))
     if not any(r.data.cid for r in results):
         raise NotFoundError(f"no results found for job {job.id}")

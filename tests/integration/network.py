@@ -19,6 +19,7 @@ from bacalhau_grpc.verifier import app as verifier_app
 from bacalhau_grpc.verifier.settings import VerifierSettings
 
 E = pb.JobEventType
+REQUESTER_SERVICE = "bacalhau.requester.v1.RequesterService"
 
 
 @dataclass
@@ -88,9 +89,11 @@ class Network:
     async def cancel(
         self, job_id: str, client: "str | ClientKey" = "test-client", reason: str = ""
     ) -> pb.Job:
-        """Cancels the job as `client` (a client name or a key): only its owner may."""
-        request = rpb.CancelJobRequest(job_id=job_id, client_id=self._key(client).client_id, reason=reason)
-        return (await channels.call(self.stub.CancelJob, request)).job
+        """Cancels the job as `client` (a client name or a key; the call is signed by its key): only its
+        owner may."""
+        request = rpb.CancelJobRequest(job_id=job_id, reason=reason)
+        metadata = self._key(client).call_metadata(f"/{REQUESTER_SERVICE}/CancelJob", request)
+        return (await channels.call(self.stub.CancelJob, request, metadata=metadata)).job
 
     async def wait_until(self, predicate, timeout: float = 20.0, what: str = "condition"):
         """Polls `predicate` (sync or async) until it returns a true value; returns that value."""

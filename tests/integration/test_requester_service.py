@@ -21,6 +21,7 @@ from bacalhau_grpc.common.errors import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from bacalhau_grpc.common.model import pb
@@ -288,7 +289,6 @@ async def test_unknown_job_is_not_found(cluster):
     for method, request in [
         (cluster.stub.ListJobEvents, rpb.ListJobEventsRequest(job_id="no-such-job")),
         (cluster.stub.GetJobResults, rpb.GetJobResultsRequest(job_id="no-such-job")),
-        (cluster.stub.CancelJob, rpb.CancelJobRequest(job_id="no-such-job", client_id="client-1")),
         (cluster.stub.Heartbeat, rpb.HeartbeatRequest(node_id="never-registered")),
         (
             cluster.stub.OnRunComplete,
@@ -300,6 +300,10 @@ async def test_unknown_job_is_not_found(cluster):
     with pytest.raises(NotFoundError):
         async for _ in channels.stream(cluster.stub.WatchJobEvents, rpb.WatchJobEventsRequest(job_id="nope")):
             pass
+    cancel = rpb.CancelJobRequest(job_id="no-such-job")
+    signed = cluster.key.call_metadata("/bacalhau.requester.v1.RequesterService/CancelJob", cancel)
+    with pytest.raises(NotFoundError):
+        await channels.call(cluster.stub.CancelJob, cancel, metadata=signed)
 
 
 async def test_an_oversize_request_is_refused_cleanly_and_the_server_keeps_serving(cluster):
@@ -318,9 +322,9 @@ async def test_an_oversize_request_is_refused_cleanly_and_the_server_keeps_servi
     assert list(listed.jobs) == []
 
 
-async def test_cancel_needs_the_client_id(cluster):
+async def test_cancel_needs_the_callers_identity(cluster):
     job = await cluster.submit(noop_job())
-    with pytest.raises(InvalidArgumentError, match="client"):
+    with pytest.raises(UnauthenticatedError, match="cancelling a job needs your identity"):
         await channels.call(cluster.stub.CancelJob, rpb.CancelJobRequest(job_id=job.id))
 
 

@@ -1,5 +1,11 @@
 """RequesterService over gRPC: decode, one domain call, encode. Errors are BacalhauErrors that the common
-server maps to status codes."""
+server maps to status codes.
+
+The caller of a client method is the ClientID its signed call metadata verified (`common.caller`,
+checked before the servicer runs; anonymous without a signature), never a request field: the domain gets
+it and decides (cancel: the owner only; reads: by the job visibility). The node protocol's methods
+(`NODE_PROTOCOL_METHODS`) are called by compute nodes, not clients, and are not authenticated here.
+"""
 
 import asyncio
 import contextlib
@@ -10,6 +16,7 @@ import grpc
 
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common.caller import current_caller
 from bacalhau_grpc.common.errors import InvalidArgumentError, UnauthenticatedError
 from bacalhau_grpc.common.grpc_errors import outcome_of
 from bacalhau_grpc.common.signing import verify_submission
@@ -17,6 +24,19 @@ from bacalhau_grpc.requester.domain.lifecycle import Requester
 from bacalhau_grpc.requester.domain.logs import job_logs
 
 SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
+# Called by compute nodes, not clients: no client signature is looked for (full method names).
+NODE_PROTOCOL_METHODS = frozenset(
+    f"/{SERVICE_NAME}/{name}"
+    for name in (
+        "RegisterNode",
+        "Heartbeat",
+        "OnRunComplete",
+        "OnPublishComplete",
+        "OnComputeFailure",
+        "OnCancelComplete",
+        "ReportExecutions",
+    )
+)
 log = logging.getLogger(__name__)
 _SORT_BY = {
     rpb.JOB_SORT_BY_UNSPECIFIED: "created_at",
@@ -33,8 +53,14 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
     async def SubmitJob(
         self, request: rpb.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> rpb.SubmitJobResponse:
+        caller = current_caller().client_id
         if request.signature or request.signed_payload:
-            payload = verify_submission(request)  # the verified ClientID owns the job
+            payload = verify_submission(request)  # the payload's verified signer owns the job
+        elif caller is not None and request.HasField("payload"):
+            # A signed call: the signature covers the whole request, so its ClientID owns the job.
+            payload = request.payload
+            payload.client_id = caller
+            payload.job.client_id = caller
         elif self.allow_unsigned and request.HasField("payload"):
             payload = request.payload
         elif self.allow_unsigned:
@@ -42,6 +68,7 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
         else:
             raise UnauthenticatedError(
                 "submissions must be signed: send signed_payload, signature and client_public_key "
+                "(`bacalhau-grpc sign-job` makes them), or sign the call itself as the SDK does "
                 "(the requester accepts unsigned payloads only with --allow-unsigned)"
             )
         job = await self.requester.submit(payload)
@@ -50,7 +77,8 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
     async def GetJob(
         self, request: rpb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> rpb.GetJobResponse:
-        return rpb.GetJobResponse(job=await self.requester.get_job(request.job_id))
+        job = await self.requester.get_job(request.job_id, caller=current_caller().client_id)
+        return rpb.GetJobResponse(job=job)
 
     async def ListJobs(
         self, request: rpb.ListJobsRequest, context: grpc.aio.ServicerContext
@@ -67,6 +95,7 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
             reverse=request.sort_reverse,
             page_size=request.page_size,
             page_token=request.page_token,
+            caller=current_caller().client_id,
         )
         return rpb.ListJobsResponse(jobs=jobs, next_page_token=next_token)
 
@@ -74,29 +103,36 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
         self, request: rpb.ListJobEventsRequest, context: grpc.aio.ServicerContext
     ) -> rpb.ListJobEventsResponse:
         events, next_token = await self.requester.list_job_events(
-            request.job_id, page_size=request.page_size, page_token=request.page_token
+            request.job_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            caller=current_caller().client_id,
         )
         return rpb.ListJobEventsResponse(events=events, next_page_token=next_token)
 
     async def WatchJobEvents(
         self, request: rpb.WatchJobEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.WatchJobEventsResponse]:
-        events = await self.requester.watch_job_events(request.job_id, after_sequence=request.after_sequence)
+        events = await self.requester.watch_job_events(
+            request.job_id, after_sequence=request.after_sequence, caller=current_caller().client_id
+        )
         async for sequence, event in events:
             yield rpb.WatchJobEventsResponse(event=event, sequence=sequence)
 
     async def CancelJob(
         self, request: rpb.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> rpb.CancelJobResponse:
+        # request.client_id is ignored (deprecated): the caller is who its signature says.
         job = await self.requester.cancel_job(
-            request.job_id, client_id=request.client_id, reason=request.reason
+            request.job_id, client_id=current_caller().client_id, reason=request.reason
         )
         return rpb.CancelJobResponse(job=job)
 
     async def GetJobResults(
         self, request: rpb.GetJobResultsRequest, context: grpc.aio.ServicerContext
     ) -> rpb.GetJobResultsResponse:
-        return rpb.GetJobResultsResponse(results=await self.requester.get_job_results(request.job_id))
+        results = await self.requester.get_job_results(request.job_id, caller=current_caller().client_id)
+        return rpb.GetJobResultsResponse(results=results)
 
     async def StreamJobLogs(
         self, request: rpb.StreamJobLogsRequest, context: grpc.aio.ServicerContext
@@ -107,6 +143,7 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
             shard_index=request.shard_index if request.HasField("shard_index") else None,
             node_id=request.node_id,
             follow=request.follow,
+            caller=current_caller().client_id,
         )
         async with contextlib.aclosing(chunks):  # a client that leaves stops the streams from the nodes
             async for chunk in chunks:

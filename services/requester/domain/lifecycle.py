@@ -47,6 +47,7 @@ from bacalhau_grpc.requester.domain.ports import ComputePort, VerifierPort
 from bacalhau_grpc.requester.domain.projection import ProjectionRejected, apply_event
 from bacalhau_grpc.requester.domain.shard_fsm import Phase, ShardFSM, Transition
 from bacalhau_grpc.requester.domain.validation import build_job, validate_submission
+from bacalhau_grpc.requester.domain.visibility import PUBLIC, changer, check_visibility, reader_scope
 from bacalhau_grpc.requester.store.sqlite import JobQuery, RequesterStore, decode_token, encode_token
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,10 @@ class Requester:
         retry_backoff_max: float = 2.0,
         content: ContentStore | None = None,
         listing: InputListing = _single_item,
+        job_visibility: str = PUBLIC,
     ) -> None:
+        # Who may read a job: anyone ("public") or its owner only ("owner"); see domain/visibility.py.
+        self.job_visibility = check_visibility(job_visibility)
         # Where uploaded job contexts are kept (and served to compute nodes from).
         self.content = content
         # How a sharded job's IPFS inputs are listed at submission. It must list content as compute nodes
@@ -314,8 +318,9 @@ class Requester:
                 f"the context archive cannot be used: {exc}", field="Context"
             ) from None
 
-    async def get_job(self, job_id: str) -> pb.JobWithInfo:
-        record = await self._resolve(job_id)
+    async def get_job(self, job_id: str, *, caller: str | None = None) -> pb.JobWithInfo:
+        """The job with its state and events, for `caller` (the verified ClientID; None: anonymous)."""
+        record = await self._readable(job_id, caller)
         info = pb.JobWithInfo()
         info.job.CopyFrom(record.job)
         self._fill_state(info.job, record)
@@ -341,8 +346,16 @@ class Requester:
         reverse: bool = False,
         page_size: int = 0,
         page_token: str = "",
+        caller: str | None = None,
     ) -> tuple[list[pb.Job], str]:
-        """A page of jobs, with their state rows and without events, and the token of the next page."""
+        """A page of jobs, with their state rows and without events, and the token of the next page.
+        `client_id` filters by owner; when jobs are visible to their owners only, `caller`'s are listed
+        (another client's ID lists nothing)."""
+        scope = reader_scope(self.job_visibility, caller)
+        if scope is not None:
+            if client_id and client_id != scope:
+                return [], ""
+            client_id = scope
         if sort_by not in SORT_KEYS:
             raise InvalidArgumentError(
                 f"cannot sort by {sort_by!r}; use one of {', '.join(SORT_KEYS)}", field="sort_by"
@@ -399,9 +412,9 @@ class Requester:
         return format(hash_text("\x00".join(parts)), "x")
 
     async def list_job_events(
-        self, job_id: str, *, page_size: int = 0, page_token: str = ""
+        self, job_id: str, *, page_size: int = 0, page_token: str = "", caller: str | None = None
     ) -> tuple[list[pb.JobEvent], str]:
-        record = await self._resolve(job_id)
+        record = await self._readable(job_id, caller)
         if page_size < 0:
             raise InvalidArgumentError(
                 f"page_size must be >= 0 (0 means {DEFAULT_EVENTS_PAGE_SIZE})", field="page_size"
@@ -422,13 +435,13 @@ class Requester:
         return list(page), next_token
 
     async def watch_job_events(
-        self, job_id: str, *, after_sequence: int = 0
+        self, job_id: str, *, after_sequence: int = 0, caller: str | None = None
     ) -> AsyncIterator[tuple[int, pb.JobEvent]]:
         """The job's events from `after_sequence` on (sequence numbers from 1), then each new one as it is
         recorded, until every shard of the job has ended (or the requester stops)."""
         if after_sequence < 0:
             raise InvalidArgumentError("after_sequence must be >= 0", field="after_sequence")
-        record = await self._resolve(job_id)
+        record = await self._readable(job_id, caller)
         return self._watch(record, after_sequence)
 
     async def _watch(self, record: JobRecord, after: int) -> AsyncIterator[tuple[int, pb.JobEvent]]:
@@ -447,9 +460,9 @@ class Requester:
             waiter = record.changed
             await waiter.wait()
 
-    async def get_job_results(self, job_id: str) -> list[pb.PublishedResult]:
+    async def get_job_results(self, job_id: str, *, caller: str | None = None) -> list[pb.PublishedResult]:
         """Where each Completed row's results were published (its last ResultsPublished event)."""
-        record = await self._resolve(job_id)
+        record = await self._readable(job_id, caller)
         published: dict[tuple[str, int], pb.StorageSpec] = {}
         for event in record.events:
             if event.event_name == pb.JobEventType.JOB_EVENT_TYPE_RESULTS_PUBLISHED:
@@ -464,15 +477,14 @@ class Requester:
                     results.append(result)
         return results
 
-    async def cancel_job(self, job_id: str, *, client_id: str = "", reason: str = "") -> pb.Job:
-        """Cancel the job for the client that submitted it: every execution still held is cancelled on its
-        node and each unfinished shard ends Cancelled. Cancelling a cancelled job again changes nothing;
-        a job that ended otherwise (Completed, Error) cannot be cancelled."""
-        if not client_id:
-            raise InvalidArgumentError(
-                "the ID of the client cancelling the job is required", field="client_id"
-            )
-        record = await self._resolve(job_id)
+    async def cancel_job(self, job_id: str, *, client_id: str | None = None, reason: str = "") -> pb.Job:
+        """Cancel the job for the client that submitted it (`client_id`: the caller's verified ClientID;
+        None or empty: anonymous, UnauthenticatedError): every execution still held is cancelled on its
+        node and each unfinished shard ends Cancelled. Another client's job is PermissionDeniedError (not
+        found when jobs are visible to their owners only). Cancelling a cancelled job again changes
+        nothing; a job that ended otherwise (Completed, Error) cannot be cancelled."""
+        client_id = changer(client_id)
+        record = await self._readable(job_id, client_id)
         if record.job.client_id != client_id:
             raise PermissionDeniedError(
                 f"job {record.id} was submitted by another client: only that client can cancel it"
@@ -938,15 +950,20 @@ class Requester:
             self._active[job_id] = record
         return record
 
-    async def _resolve(self, job_id: str) -> JobRecord:
-        """The job with this ID, or the only job whose ID starts with it."""
+    async def _readable(self, job_id: str, caller: str | None) -> JobRecord:
+        """The job `caller` asks for, when the job visibility lets it read it (see domain/visibility.py)."""
+        return await self._resolve(job_id, owner=reader_scope(self.job_visibility, caller))
+
+    async def _resolve(self, job_id: str, *, owner: str | None = None) -> JobRecord:
+        """The job with this ID, or the only job whose ID starts with it; with `owner`, among that
+        client's jobs only (another's is not found, and prefixes match only its own)."""
         if not job_id:
             raise InvalidArgumentError("a job ID (or a unique prefix of one) is required", field="job_id")
         record = self._lookup(job_id)
-        if record is not None:
+        if record is not None and (owner is None or record.job.client_id == owner):
             return record
         await self.store.flush()
-        matches = self.store.find_job_ids(job_id, limit=6)
+        matches = self.store.find_job_ids(job_id, limit=6, client_id=owner or "")
         if not matches:
             raise NotFoundError(f"job {job_id} not found")
         if len(matches) > 1:
@@ -981,10 +998,11 @@ class Requester:
     # for readers that follow a job's executions (domain/logs.py)
     # ------------------------------------------------------------------------------------------
 
-    async def job_record(self, job_id: str) -> JobRecord:
-        """The job with this ID (or the only one starting with it): its shard machines, kept up to date
-        while it runs (`changed` is set at every change, `finished` once every shard ended). Read only."""
-        return await self._resolve(job_id)
+    async def job_record(self, job_id: str, *, caller: str | None = None) -> JobRecord:
+        """The job with this ID (or the only one starting with it) as `caller` may read it: its shard
+        machines, kept up to date while it runs (`changed` is set at every change, `finished` once every
+        shard ended). Read only."""
+        return await self._readable(job_id, caller)
 
     def node_address(self, node_id: str) -> str:
         """Where a registered compute node listens; UnavailableError when it is not registered."""

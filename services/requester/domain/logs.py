@@ -72,10 +72,12 @@ async def job_logs(
     shard_index: int | None = None,
     node_id: str = "",
     follow: bool = False,
+    caller: str | None = None,
 ) -> AsyncGenerator[LogChunk, None]:
     """The output of the job's executions (see the module's docstring). The job is looked up (by ID or
-    unique prefix) and the filters checked at once; the chunks come from the returned iterator."""
-    record = await requester.job_record(job_id)
+    unique prefix, as `caller` may read it: domain/visibility.py) and the filters checked at once; the
+    chunks come from the returned iterator."""
+    record = await requester.job_record(job_id, caller=caller)
     total = len(record.shards)
     if shard_index is not None and not 0 <= shard_index < total:
         raise InvalidArgumentError(

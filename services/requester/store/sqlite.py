@@ -433,14 +433,19 @@ class RequesterStore:
             )
         ]
 
-    def find_job_ids(self, prefix: str, limit: int) -> list[str]:
-        return [
-            job_id
-            for (job_id,) in self._db.execute(
+    def find_job_ids(self, prefix: str, limit: int, client_id: str = "") -> list[str]:
+        """IDs of the jobs starting with `prefix` (only `client_id`'s, when given), at most `limit`."""
+        if client_id:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE id >= ? AND id < ? AND client_id = ? ORDER BY id LIMIT ?",
+                (prefix, prefix + "\U0010ffff", client_id, limit),
+            )
+        else:
+            rows = self._db.execute(
                 "SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
                 (prefix, prefix + "\U0010ffff", limit),
             )
-        ]
+        return [job_id for (job_id,) in rows]
 
     def count_events(self, job_id: str) -> int:
         return self._db.execute("SELECT COUNT(*) FROM events WHERE job_id = ?", (job_id,)).fetchone()[0]

@@ -159,7 +159,9 @@ class RequesterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Cancels a job and every execution of it.
+        """Cancels a job and every execution of it. Only the job's owner may: the
+        caller is the client whose key signed the call (request metadata
+        bacalhau-client-key-bin, bacalhau-timestamp, bacalhau-signature-bin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -101,7 +101,8 @@ class CancelJobRequest(betterproto2.Message):
 
     client_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
-    The client asking; only the client that submitted the job may cancel it.
+    Deprecated and ignored: the client asking is the one whose key signed the
+    call (its metadata), never a field it fills in.
     """
 
     reason: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
