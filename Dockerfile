@@ -6,12 +6,18 @@
 #                  the same on a registry image; on python:3.11-slim-bookworm the image runs that
 #                  image's own Python 3.11.x, elsewhere Debian's python3 (bookworm: 3.11.2)
 #
-# Run:  docker run bacalhau-grpc serve --node-type requester|compute|verifier --host 0.0.0.0 --port N ...
-#       (every setting is a flag or a BACALHAU_<SETTING> variable; `serve --help` lists them)
+# Run:  docker run -v $PWD/certs:/tls:ro bacalhau-grpc serve --node-type requester|compute|verifier \
+#           --host 0.0.0.0 --port N --tls-cert /tls/<role>-<id>.pem --tls-key /tls/<role>-<id>-key.pem \
+#           --tls-ca /tls/ca.pem --health-port 1238 ...
+#       (certificates from `bacalhau-grpc certs ca` and `certs issue`, readable by uid 10001; or --insecure
+#       for plaintext, development only: `serve` refuses to start with neither. Every setting is a flag or
+#       a BACALHAU_<SETTING> variable; `serve --help` lists them)
 #
-# Ports, by convention (the Helm chart uses these): 1234 requester, 1235 compute, 1236 verifier (gRPC,
-# each with health and reflection). The services listen on 127.0.0.1 and a random port unless told
-# otherwise: pass --host 0.0.0.0 --port <its port>.
+# Ports, by convention (the Helm chart uses these): 1234 requester (client API), 1235 compute, 1236
+# verifier (gRPC, each with health and reflection), 1237 the requester's node protocol (mutual TLS,
+# --node-port), 1238 each service's plaintext health port (grpc.health.v1 alone, for probes that cannot
+# speak TLS: --health-port). The services listen on 127.0.0.1 and a random port unless told otherwise:
+# pass --host 0.0.0.0 --port <its port>.
 #
 # Runs as the non-root user bacalhau (uid/gid 10001). HOME is /data, the only writable folder: the node
 # data dirs (~/.bacalhau-grpc/<node type>), the WASM module cache (~/.cache/bacalhau-grpc/wasm) and the
@@ -94,7 +100,7 @@ ENV PATH=/opt/bacalhau-grpc/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 WORKDIR /data
 # Numeric, so Kubernetes can check runAsNonRoot.
 USER 10001:10001
-EXPOSE 1234 1235 1236
+EXPOSE 1234 1235 1236 1237 1238
 
 # `make image` passes the package's version and the commit.
 ARG BASE_IMAGE

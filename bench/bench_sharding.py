@@ -40,7 +40,9 @@ async def run(files: int, deadline: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as data_dir:
         async with (
             Devstack(nodes=3, data_dir=data_dir, log_level="WARNING") as devstack,
-            channels.open_channel(devstack.requester_address) as channel,
+            channels.open_channel(
+                devstack.requester_address, credentials=devstack.channel_credentials()
+            ) as channel,
         ):
             stub = rgrpc.RequesterServiceStub(channel)
             upload = (await stub.SubmitJob(key.signed_submit_request(noop_job(), archive), timeout=60)).job

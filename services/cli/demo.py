@@ -1,9 +1,9 @@
 """`make demo`: a whole network on this machine, one job through its whole lifecycle.
 
 Starts a devstack (the verifier, the requester and three compute nodes, each its own OS process on a
-free 127.0.0.1 port), submits a Bacalhau v0.3 job file that asks three nodes to run the job and the
-deterministic verifier to compare their results, prints every event as it happens and the verified
-result, then stops the devstack.
+free 127.0.0.1 port, talking mutual TLS with the certificates the devstack issues), submits a Bacalhau
+v0.3 job file that asks three nodes to run the job and the deterministic verifier to compare their
+results, prints every event as it happens and the verified result, then stops the devstack.
 """
 
 import asyncio
@@ -37,9 +37,11 @@ async def run() -> int:
         print(f"  requester at {stack.requester_address}, verifier at {stack.verifier_address}")
         for address in stack.compute_addresses:
             print(f"  compute node at {address}")
+        print(f"  TLS everywhere, certificates from the devstack's CA {stack.ca_cert}")
         job = jobfile.load_job(JOB_FILE)
         print("\nSubmitting this Bacalhau job file:\n" + JOB_FILE)
-        async with Client(stack.requester_address) as client:  # signs with your key, as `create` does
+        # Signs with your key, as `create` does; verifies the requester with the devstack's CA.
+        async with Client(stack.requester_address, tls=stack.client_tls()) as client:
             job_id = (await client.submit(to_sdk(job, sdk_types.Job))).id
             print(f"Job {job_id} submitted; its events:")
             async for event in client.events(job_id, follow=True):

@@ -4,10 +4,18 @@ Each node is `python -m bacalhau_grpc.cli.main serve --node-type ... --port 0` w
 `<data-dir>/logs/<name>.log`; its address is read from its "listening on" line, so no port is fixed.
 The last `bad_actors` compute nodes propose wrong results (`--bad-actor`).
 
+Secure by default: the devstack makes a CA in `<data-dir>/tls/` (kept when the folder is used again), chooses
+every node's ID up front and issues it a certificate (`<role>-<node-id>.pem`, for localhost and 127.0.0.1),
+plus an operator's `client-operator.pem` for grpcurl; every node serves TLS (mutual TLS between the
+services), the requester its client API on one port and its node protocol on another (where the compute
+nodes register). `insecure=True` (`devstack --insecure`) runs everything in plaintext, as `serve
+--insecure`.
+
 As a library (tests, `make demo`, benchmarks):
 
     async with Devstack(nodes=3, compute_flags=["--noop-stdout", "hi"]) as stack:
-        channel = open_channel(stack.requester_address)
+        async with Client(stack.requester_address, tls=stack.client_tls()) as client: ...
+        channel = open_channel(stack.requester_address, credentials=stack.channel_credentials())
         ...
 
 `restart(node)` starts a node that exited again, on its address with its node ID and data dir
@@ -23,6 +31,8 @@ import contextlib
 import json
 import os
 import re
+import secrets
+import shlex
 import shutil
 import signal
 import sys
@@ -32,13 +42,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from bacalhau.compute.v1 import compute_service_pb2 as cpb
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.cli import flags, serve
+from bacalhau_grpc.common import certs
 from bacalhau_grpc.common.channels import call, open_channel
 from bacalhau_grpc.common.errors import BacalhauError
+from bacalhau_grpc.sdk.tls import ClientTls
 
 LISTENING = re.compile(r"^(requester|compute|verifier) (\S+) listening on (\S+)\s*$", re.MULTILINE)
+# The requester's second line with TLS: where compute nodes and operators reach its node protocol.
+NODE_PROTOCOL = re.compile(r"^requester (\S+) node protocol on (\S+)\s*$", re.MULTILINE)
+TLS_DIR = "tls"
+OPERATOR = "operator"  # the operator's client certificate: client-operator.pem
 # What a compute node logs (at INFO) once the requester took its registration.
 REGISTERED_LOG_LINE = "registered with requester"
 STARTUP_TIMEOUT = 60.0
@@ -55,7 +73,14 @@ PER_NODE_SETTINGS = (
     "verifier_address",
     "advertise_address",
     "bad_actor",
+    "node_port",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "insecure",
 )
+# What each node type's generated IDs look like (the devstack chooses them, to issue their certificates).
+NODE_ID_PREFIX = {"verifier": "verifier", "requester": "requester", "compute": "node"}
 
 
 class DevstackError(RuntimeError):
@@ -74,6 +99,8 @@ class Node:
     process: asyncio.subprocess.Process | None = None
     node_id: str = ""
     address: str = ""
+    # The requester's node protocol with TLS (its second port); else the same as `address`.
+    node_address: str = ""
     stopping: bool = field(default=False, repr=False)
     # Where the current process's output starts in the log (a restarted node appends to it).
     log_offset: int = field(default=0, repr=False)
@@ -121,6 +148,7 @@ class Devstack:
         log_level: str = "INFO",
         env: dict[str, str] | None = None,
         python: str = sys.executable,
+        insecure: bool = False,
     ) -> None:
         self.nodes = nodes
         self.bad_actors = bad_actors
@@ -133,6 +161,7 @@ class Devstack:
         self.log_level = log_level
         self.env = env
         self.python = python
+        self.insecure = insecure
         # True when the devstack made its data dir (a temporary one): stop() then removes it.
         self.remove_data_dir = False
         self.verifier: Node | None = None
@@ -149,8 +178,61 @@ class Devstack:
         return self._started(self.requester).address
 
     @property
+    def requester_node_address(self) -> str:
+        """Where compute nodes (and operators with a client certificate) reach the requester: with TLS its
+        node port (mutual TLS), else its one port."""
+        node = self._started(self.requester)
+        return node.node_address or node.address
+
+    @property
     def verifier_address(self) -> str:
         return self._started(self.verifier).address
+
+    # ------------------------------------------------------------------------------------------ TLS
+
+    @property
+    def secure(self) -> bool:
+        return not self.insecure
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the CA and the certificates are (`<data-dir>/tls`)."""
+        if self.data_dir is None:
+            raise DevstackError("the devstack is not started")
+        return self.data_dir.resolve() / TLS_DIR
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.tls_dir / certs.CA_CERT_FILE
+
+    @property
+    def operator_cert(self) -> Path:
+        return self.tls_dir / certs.cert_file_names("client", OPERATOR)[0]
+
+    @property
+    def operator_key(self) -> Path:
+        return self.tls_dir / certs.cert_file_names("client", OPERATOR)[1]
+
+    def client_tls(self, *, operator: bool = False) -> ClientTls | bool:
+        """The SDK `Client`'s `tls` for this devstack: the CA (and, for an operator on the node port, the
+        operator's client certificate), or False when it runs in plaintext."""
+        if self.insecure:
+            return False
+        if not operator:
+            return ClientTls(ca=self.ca_cert.read_bytes(), ca_source=f"the CA certificate {self.ca_cert}")
+        return ClientTls(
+            ca=self.ca_cert.read_bytes(),
+            cert=self.operator_cert.read_bytes(),
+            key=self.operator_key.read_bytes(),
+            ca_source=f"the CA certificate {self.ca_cert}",
+        )
+
+    def channel_credentials(self, *, operator: bool = False) -> grpc.ChannelCredentials | None:
+        """Credentials for a gRPC channel to its services (None: plaintext). Without `operator`, only the
+        CA: for the requester's client API. With it, the operator's client certificate: for the node port,
+        the compute nodes' GetNodeInfo and the verifier's GetVerifierInfo (mutual TLS)."""
+        tls = self.client_tls(operator=operator)
+        return tls.credentials() if isinstance(tls, ClientTls) else None
 
     @property
     def compute_addresses(self) -> list[str]:
@@ -211,28 +293,36 @@ class Devstack:
         self._pipe_read, self._pipe_write = os.pipe()
         os.set_inheritable(self._pipe_read, True)
         try:
-            self.verifier = self._node("verifier", "verifier", self.verifier_flags)
+            if self.secure:
+                await asyncio.to_thread(self._make_ca)
+            self.verifier = await self._new_node("verifier", "verifier", [*self.verifier_flags])
             await self._launch_and_wait([self.verifier])
-            self.requester = self._node(
+            requester_dir = self.data_dir / "requester"
+            self.requester = await self._new_node(
                 "requester",
                 "requester",
                 [
                     "--data-dir",
-                    str(self.data_dir / "requester"),
+                    str(requester_dir),
                     "--verifier-address",
                     self.verifier.address,
+                    *(() if self.insecure else ("--node-port", "0")),
                     *self.requester_flags,
                 ],
+                data_dir=requester_dir,
             )
             await self._launch_and_wait([self.requester])
             self.computes = []
             for i in range(self.nodes):
                 bad = i >= self.nodes - self.bad_actors
-                args = ["--data-dir", str(self.data_dir / f"compute-{i}"), "--requester-address"]
-                args += [self.requester.address, *self.compute_flags]
+                compute_dir = self.data_dir / f"compute-{i}"
+                args = ["--data-dir", str(compute_dir), "--requester-address"]
+                args += [self.requester_node_address, *self.compute_flags]
                 if bad:
                     args.append("--bad-actor")
-                self.computes.append(self._node(f"compute-{i}", "compute", args, bad_actor=bad))
+                node = await self._new_node(f"compute-{i}", "compute", args, data_dir=compute_dir)
+                node.bad_actor = bad
+                self.computes.append(node)
             await self._launch_and_wait(self.computes)
             await self._wait_until_registered(self.computes)
         except BaseException:
@@ -248,20 +338,43 @@ class Devstack:
             raise DevstackError(f"{node.name} is still running (pid {node.pid})")
         port = node.address.rpartition(":")[2]
         node.args = _with_flag(_with_flag(node.args, "--port", port), "--node-id", node.node_id)
+        if node.node_address and node.node_address != node.address:
+            node.args = _with_flag(node.args, "--node-port", node.node_address.rpartition(":")[2])
         node.stopping = False
         await self._launch_and_wait([node])
         if node.node_type == "compute":
             await self._wait_until_registered([node])
 
-    def _node(self, name: str, node_type: str, args: list[str], *, bad_actor: bool = False) -> Node:
+    async def _new_node(
+        self, name: str, node_type: str, args: list[str], *, data_dir: Path | None = None
+    ) -> Node:
+        """A node to start: its ID chosen here (the one its data dir keeps, when there is one) and, with
+        TLS, its certificate issued for that ID; plaintext nodes get --insecure."""
         assert self.data_dir is not None
+        node_id = _node_id(node_type, data_dir)
+        transport = ["--insecure"]
+        if self.secure:
+            issued = await asyncio.to_thread(
+                certs.issue, self.tls_dir, role=node_type, node_id=node_id, out_dir=self.tls_dir
+            )
+            transport = ["--tls-cert", str(issued.cert), "--tls-key", str(issued.key)]
+            transport += ["--tls-ca", str(self.ca_cert)]
         command = [
             *("-m", "bacalhau_grpc.cli.main", "serve", "--node-type", node_type),
             *("--host", "127.0.0.1", "--port", "0", "--log-level", self.log_level),
             *("--stop-when-fd-closes", str(self._pipe_read)),
+            *("--node-id", node_id),
+            *transport,
             *args,
         ]
-        return Node(name, node_type, command, self.data_dir / "logs" / f"{name}.log", bad_actor=bad_actor)
+        return Node(name, node_type, command, self.data_dir / "logs" / f"{name}.log", node_id=node_id)
+
+    def _make_ca(self) -> None:
+        """The devstack's CA (kept when its folder has one: the certificates it issued stay good) and the
+        operator's client certificate."""
+        if not (self.ca_cert.exists() and (self.tls_dir / certs.CA_KEY_FILE).exists()):
+            certs.create_ca(self.tls_dir, common_name="bacalhau-grpc devstack CA", force=True)
+        certs.issue(self.tls_dir, role="client", node_id=OPERATOR)
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ if self.env is None else self.env)
@@ -295,8 +408,10 @@ class Devstack:
         deadline = time.monotonic() + self.startup_timeout
         while True:
             match = _listening_line(node)
-            if match is not None:
+            node_line = _node_protocol_line(node) if node.node_type == "requester" and self.secure else match
+            if match is not None and node_line is not None:
                 node.node_id, node.address = match.group(2), match.group(3)
+                node.node_address = node_line.group(node_line.lastindex or 0)
                 return
             if node.process.returncode is not None:
                 raise DevstackError(
@@ -321,7 +436,9 @@ class Devstack:
         logs_tell = self.log_level.upper() in ("DEBUG", "INFO")
 
         async def registered(node: Node) -> None:
-            async with open_channel(node.address) as channel:
+            # GetNodeInfo answers any node of the cluster or an operator: the devstack asks as the operator.
+            credentials = self.channel_credentials(operator=True)
+            async with open_channel(node.address, credentials=credentials) as channel:
                 stub = cgrpc.ComputeServiceStub(channel)
                 problem = "it has not registered with the requester"
                 while True:
@@ -405,6 +522,20 @@ def _logged_registration(node: Node) -> bool:
     return REGISTERED_LOG_LINE in node.current_log()
 
 
+def _node_protocol_line(node: Node) -> re.Match[str] | None:
+    return NODE_PROTOCOL.search(node.current_log())
+
+
+def _node_id(node_type: str, data_dir: Path | None) -> str:
+    """The ID its data dir keeps (a devstack started again on the same folder), else a new one."""
+    saved = ""
+    with contextlib.suppress(OSError):
+        saved = (data_dir / "node_id").read_text().strip() if data_dir is not None else ""
+    with contextlib.suppress(BacalhauError):
+        return certs.check_node_id(saved)
+    return f"{NODE_ID_PREFIX[node_type]}-{secrets.token_hex(6)}"
+
+
 def _listening_line(node: Node) -> re.Match[str] | None:
     for match in LISTENING.finditer(node.current_log()):
         if match.group(1) == node.node_type:
@@ -425,8 +556,12 @@ def _with_flag(args: list[str], flag: str, value: str) -> list[str]:
 
 DEVSTACK_EXAMPLES = """\
 examples:
-  # three compute nodes (the default); it prints the requester's address and the export line
+  # three compute nodes (the default), TLS everywhere with a CA in <data-dir>/tls; it prints the
+  # requester's addresses, the export line (with BACALHAU_TLS_CA_CERT) and grpcurl commands
   bacalhau-grpc devstack
+
+  # everything in plaintext, as before certificates (development only)
+  bacalhau-grpc devstack --insecure
 
   # compute nodes take serve's compute flags, v0.3's among them
   bacalhau-grpc devstack --nodes 2 --limit-total-cpu 1 --job-selection-probe-http http://127.0.0.1:8080/ok
@@ -479,6 +614,12 @@ def add_parser(subparsers) -> None:
         metavar="FLAG",
         help="another flag for the requester's `serve` (repeatable), e.g. --requester-flag=--node-timeout=5",
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run every node in plaintext (serve --insecure), without the CA and certificates the devstack "
+        "otherwise makes in <data-dir>/tls: development only",
+    )
     parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT, help="seconds (default 60)")
     parser.add_argument(
         "--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="the nodes' log level"
@@ -503,6 +644,7 @@ async def _run(args) -> int:
         args.requester_flag,
         startup_timeout=args.startup_timeout,
         log_level=args.log_level,
+        insecure=args.insecure,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -590,16 +732,38 @@ def _print_ready(stack: Devstack) -> None:
     for node in stack.computes:
         bad = "  (bad actor)" if node.bad_actor else ""
         lines.append(f"compute    {node.node_id:<22} {node.address:<21} pid {node.pid}{bad}")
-    host, _, port = stack.requester_address.rpartition(":")
+    api = stack.requester_address
+    host, _, port = api.rpartition(":")
+    list_jobs = f"-d '{{}}' {api} bacalhau.requester.v1.RequesterService/ListJobs"
+    if stack.insecure:
+        lines += [
+            "",
+            f"Requester API: {api} (plaintext: --insecure)",
+            "To use it from another terminal:",
+            f"export BACALHAU_API_HOST={host} BACALHAU_API_PORT={port}",
+            "  bacalhau-grpc create job.yaml --wait",
+            f"  grpcurl -plaintext {api} list",
+            f"  grpcurl -plaintext {list_jobs}",
+        ]
+    else:
+        ca = shlex.quote(str(stack.ca_cert))
+        cert, key = shlex.quote(str(stack.operator_cert)), shlex.quote(str(stack.operator_key))
+        operator = f"-cert {cert} -key {key}"
+        node_api = stack.requester_node_address
+        lines += [
+            "",
+            f"Requester API: {api} (TLS)",
+            f"Requester node protocol: {node_api} (mutual TLS: compute nodes and operators)",
+            f"CA certificate: {stack.ca_cert} (the certificates are in {stack.tls_dir})",
+            "To use it from another terminal:",
+            f"export BACALHAU_API_HOST={host} BACALHAU_API_PORT={port} BACALHAU_TLS_CA_CERT={ca}",
+            "  bacalhau-grpc create job.yaml --wait",
+            f"  grpcurl -cacert {ca} {api} list",
+            f"  grpcurl -cacert {ca} {list_jobs}",
+            "As the operator (client certificate), on the node port:",
+            f"  grpcurl -cacert {ca} {operator} {node_api} list",
+        ]
     lines += [
-        "",
-        f"Requester API: {stack.requester_address}",
-        "To use it from another terminal:",
-        f"export BACALHAU_API_HOST={host} BACALHAU_API_PORT={port}",
-        "  bacalhau-grpc create job.yaml --wait",
-        f"  grpcurl -plaintext {stack.requester_address} list",
-        f"  grpcurl -plaintext -d '{{}}' {stack.requester_address} "
-        "bacalhau.requester.v1.RequesterService/ListJobs",
         f"Logs: {stack.data_dir / 'logs'}",
         "Devstack is ready! Press Ctrl+C to stop it.",
     ]

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
-from bacalhau_grpc.sdk.client import DEFAULT_API_HOST, DEFAULT_API_PORT
+from bacalhau_grpc.sdk.client import DEFAULT_API_HOST, DEFAULT_API_PORT, Client
 from bacalhau_grpc.sdk.client import api_address as sdk_address
+from bacalhau_grpc.sdk.tls import ENV_CA_CERT, ENV_CLIENT_CERT, ENV_CLIENT_KEY, ClientTls, client_tls
 
 # The words Go's strconv.ParseBool (pflag) takes.
 TRUE_WORDS = ("1", "t", "T", "TRUE", "true", "True")
@@ -108,6 +109,28 @@ def add_api_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--api-port", help=f"the requester's port (env BACALHAU_API_PORT; default {DEFAULT_API_PORT})"
     )
+    add_bool_flag(
+        group,
+        "tls",
+        default=None,
+        help="connect with TLS, verifying the requester with --ca-cert (implied by --ca-cert or "
+        f"{ENV_CA_CERT}; --tls=false: plaintext whatever the environment says)",
+    )
+    group.add_argument(
+        "--ca-cert",
+        metavar="FILE",
+        help=f"the cluster's CA certificate (PEM), for TLS (env {ENV_CA_CERT}; setting it means TLS; "
+        "a devstack prints its path)",
+    )
+    group.add_argument(
+        "--client-cert",
+        metavar="FILE",
+        help=f"an operator's client certificate (PEM; env {ENV_CLIENT_CERT}), for the requester's node "
+        "port (mutual TLS)",
+    )
+    group.add_argument(
+        "--client-key", metavar="FILE", help=f"the key of --client-cert (PEM; env {ENV_CLIENT_KEY})"
+    )
 
 
 def api_address(args: argparse.Namespace, environ: Any = os.environ) -> str:
@@ -116,3 +139,23 @@ def api_address(args: argparse.Namespace, environ: Any = os.environ) -> str:
         return sdk_address(args.api_host, args.api_port, environ)
     except InvalidArgumentError as err:
         raise CommandError(err.reason) from None
+
+
+def api_tls(args: argparse.Namespace, environ: Any = os.environ) -> ClientTls | None:
+    """TLS from --tls, --ca-cert, --client-cert and --client-key, which win over BACALHAU_TLS_CA_CERT,
+    BACALHAU_TLS_CLIENT_CERT and BACALHAU_TLS_CLIENT_KEY; None: plaintext."""
+    try:
+        return client_tls(
+            getattr(args, "tls", None),
+            getattr(args, "ca_cert", None),
+            getattr(args, "client_cert", None),
+            getattr(args, "client_key", None),
+            environ,
+        )
+    except InvalidArgumentError as err:
+        raise CommandError(err.reason) from None
+
+
+def api_client(args: argparse.Namespace, *, timeout: float, environ: Any = os.environ) -> Client:
+    """The SDK client of the requester the API flags (and the environment) name."""
+    return Client(api_address(args, environ), timeout=timeout, tls=api_tls(args, environ) or False)

@@ -6,9 +6,16 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bacalhau_grpc.cli import certs, devstack, query, serve, sign, submit, validate
-from bacalhau_grpc.cli import run as run_commands
-from bacalhau_grpc.common.errors import BacalhauError
+# gRPC's core logs a failed TLS handshake on stderr (at INFO, read when grpc is imported): a client command
+# reports it as its one "Error: ..." line instead. Nodes (serve, devstack) keep gRPC's logging; a
+# GRPC_VERBOSITY the user set wins.
+SERVING_COMMANDS = ("serve", "devstack")
+if len(sys.argv) < 2 or sys.argv[1] not in SERVING_COMMANDS:
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from bacalhau_grpc.cli import certs, devstack, query, serve, sign, submit, validate  # noqa: E402
+from bacalhau_grpc.cli import run as run_commands  # noqa: E402
+from bacalhau_grpc.common.errors import BacalhauError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,7 +36,7 @@ def _add_timeout_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(flags.api_address(args), timeout=args.timeout)
+    return flags.api_client(args, timeout=args.timeout)
 
 
 # -------------------------------------------------------------------------------------------------- list

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bacalhau_grpc.cli import flags
+from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.logs import setup_logging
+from bacalhau_grpc.common.transport import check_transport_settings
 
 NODE_TYPES = ("requester", "compute", "verifier")
 SETTINGS_CLASSES = {
@@ -34,7 +36,16 @@ STOP_GRACE = 5.0
 # Help for the settings fields; a field not listed here gets a generic help line.
 FIELD_HELP = {
     "host": "the address to listen on",
-    "port": "the port to listen on; 0 picks a free one",
+    "port": "the port to listen on; 0 picks a free one (the requester: its client API)",
+    "node_port": "the requester's node protocol port with TLS (mutual TLS: compute nodes and operators' "
+    "client certificates); 0 picks a free one",
+    "health_port": "a plaintext port serving gRPC health alone, for probes that cannot speak TLS "
+    "(Kubernetes'); -1: none, 0: a free one",
+    "tls_cert": "this node's certificate (PEM; `bacalhau-grpc certs issue`): with --tls-key and --tls-ca, "
+    "TLS for everything it serves and mutual TLS between the services",
+    "tls_key": "the key of --tls-cert (PEM)",
+    "tls_ca": "the cluster CA's certificate (PEM; `bacalhau-grpc certs ca`)",
+    "insecure": "serve and call in plaintext, without certificates: development only (refused otherwise)",
     "data_dir": "where the node keeps its SQLite database and node ID",
     "node_id": "the node's ID; generated when empty (and kept in the data dir, when the node has one)",
     "verifier_address": "host:port of the verifier service",
@@ -258,6 +269,9 @@ async def run(
     running = await app.start(settings)
     try:
         print(f"{node_type} {running.node_id} listening on {running.address}", flush=True)
+        node_address = getattr(running, "node_address", running.address)
+        if node_address != running.address:
+            print(f"{node_type} {running.node_id} node protocol on {node_address}", flush=True)
         await stop.wait()
     finally:
         await running.stop(stop_grace)
@@ -287,6 +301,11 @@ def _stop_when_closed(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Ev
 def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     settings = build_settings(args)
+    try:
+        check_transport_settings(settings, args.node_type)  # before anything starts: a clear refusal
+    except InvalidArgumentError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(
             run(args.node_type, settings, stop_grace=args.stop_grace, watch_fd=args.stop_when_fd_closes)

@@ -1,6 +1,6 @@
 """`id`: print the user's ClientID. `sign-job FILE`: print a signed SubmitJobRequest JSON body for grpcurl.
 
-    bacalhau-grpc sign-job job.yaml | grpcurl -plaintext -d @ HOST:PORT \\
+    bacalhau-grpc sign-job job.yaml | grpcurl -cacert ca.pem -d @ HOST:PORT \\
         bacalhau.requester.v1.RequesterService/SubmitJob
 """
 
@@ -41,7 +41,7 @@ def add_parsers(subparsers) -> None:
         help="print a signed SubmitJob request body (JSON) for a job file",
         description="Sign a Bacalhau job file (YAML or JSON) with your key and print the SubmitJobRequest "
         "as JSON, for `grpcurl -d @`. The job gets create's defaults, as with `create`.",
-        epilog="bacalhau-grpc sign-job job.yaml | grpcurl -plaintext -d @ HOST:PORT "
+        epilog="bacalhau-grpc sign-job job.yaml | grpcurl -cacert ca.pem -d @ HOST:PORT "
         "bacalhau.requester.v1.RequesterService/SubmitJob",
     )
     sign.add_argument("file", help="the job file; - reads standard input")

@@ -41,7 +41,7 @@ from bacalhau_grpc.cli import flags, follow, query
 from bacalhau_grpc.cli.flags import CommandError
 from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError
 from bacalhau_grpc.common.model import enums, jobfile, jobs, pb
-from bacalhau_grpc.sdk import Client, sdk_types
+from bacalhau_grpc.sdk import sdk_types
 from bacalhau_grpc.sdk.client import to_pb, to_sdk
 
 PROG = "bacalhau-grpc"
@@ -444,8 +444,7 @@ async def _submit(args: argparse.Namespace, submission: Submission, session: _Se
     wait, quiet = args.wait, args.id_only
     if args.download and not wait:
         raise CommandError("--download needs --wait: the results can only be fetched once the job ended")
-    address = flags.api_address(args)
-    async with Client(address, timeout=args.gettimeout) as client:
+    async with flags.api_client(args, timeout=args.gettimeout) as client:
         if submission.notice and wait and not quiet:
             print(submission.notice, flush=True)
         submitted = await client.submit(to_sdk(job, sdk_types.Job), context=submission.context)

@@ -16,7 +16,7 @@ identities and no policy is enforced: the server says so when it starts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,23 +31,26 @@ SpeaksFor = Callable[[str, Any], Iterable[str]]
 @dataclass(frozen=True)
 class Policy:
     """Who may call a service: peers whose certificate has one of `roles` (empty: anyone, with or without
-    a certificate); `speaks_for` the node IDs each request claims, which must all be the caller's own."""
+    a certificate), or for a method named in `method_roles`, one of its roles; `speaks_for` the node IDs
+    each request claims, which must all be the caller's own."""
 
     roles: Collection[str] = field(default_factory=frozenset)
     speaks_for: SpeaksFor | None = None
+    method_roles: Mapping[str, Collection[str]] = field(default_factory=dict)
 
     def check(self, service: str, method: str, request: Any, caller: Identity | None) -> None:
         """Allow the call, or raise UnauthenticatedError (no certificate where one is needed) or
         PermissionDeniedError (the wrong role, or a request speaking for another node)."""
-        if not self.roles:
+        roles = self.method_roles.get(method, self.roles)
+        if not roles:
             return
-        allowed = " or ".join(sorted(self.roles))
+        allowed = " or ".join(sorted(roles))
         if caller is None:
             raise UnauthenticatedError(
                 f"{service}/{method} needs a {allowed} certificate of this cluster (mutual TLS); "
                 "the call came without one"
             )
-        if caller.role not in self.roles:
+        if caller.role not in roles:
             raise PermissionDeniedError(
                 f"{service}/{method} is for {allowed} nodes; the caller's certificate is a {caller.role} "
                 f"one ({caller.node_id})"

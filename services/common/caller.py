@@ -26,14 +26,17 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from bacalhau_grpc.common.certs import Identity
 from bacalhau_grpc.common.signing import ReplayGuard, call_credentials, request_bytes, verify_call
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The verified identity of the call's client: its ClientID, or None for an anonymous call."""
+    """The verified identity of the call's client: its ClientID, or None for an anonymous call; with
+    TLS, also the identity in the peer's certificate (a node, or an operator's client certificate)."""
 
     client_id: str | None = None
+    identity: Identity | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -42,9 +45,10 @@ class Caller:
 
 ANONYMOUS = Caller()
 
-# An authentication hook: (full method name, parsed request or None for a streamed request, metadata
-# pairs) → the caller; raises UnauthenticatedError to refuse the call.
-Authenticate = Callable[[str, Any, Iterable[tuple[str, Any]] | None], Caller]
+# An authentication hook: (full method name, parsed request or None for a streamed request, the call's
+# ServicerContext) → the caller; raises UnauthenticatedError or PermissionDeniedError to refuse the call
+# (`common.access.Access`).
+Authenticate = Callable[[str, Any, Any], Caller]
 
 _CURRENT: ContextVar[Caller] = ContextVar("bacalhau_caller", default=ANONYMOUS)
 

@@ -1,7 +1,7 @@
 """Outbound gRPC: channels with the project's options, and calls that raise our typed errors.
 
     channel = open_channel("127.0.0.1:50051")
-    stub = rgrpc.RequesterServiceStub(channel)
+    stub = rngrpc.RequesterNodeServiceStub(channel)
     response = await call(stub.RegisterNode, request, timeout=settings.call_timeout)
 
 `call` always sets a deadline and turns a failed call into the matching `BacalhauError` (see
@@ -39,15 +39,25 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
-def open_channel(address: str, *, options: tuple[tuple[str, Any], ...] = ()) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel to `address` ("host:port"); `options` add to or override the defaults.
+def open_channel(
+    address: str,
+    *,
+    options: tuple[tuple[str, Any], ...] = (),
+    credentials: grpc.ChannelCredentials | None = None,
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to `address` ("host:port"): TLS with `credentials` (`transport.Transport`), else
+    plaintext; `options` add to or override the defaults.
 
     When tracing is on, the channel carries the trace context of the current span to the peer.
     """
     merged = dict(CHANNEL_OPTIONS)
     merged.update(options)
-    interceptors = telemetry.client_interceptors()
-    return grpc.aio.insecure_channel(address, options=list(merged.items()), interceptors=interceptors or None)
+    interceptors = telemetry.client_interceptors() or None
+    if credentials is not None:
+        return grpc.aio.secure_channel(
+            address, credentials, options=list(merged.items()), interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(address, options=list(merged.items()), interceptors=interceptors)
 
 
 async def call(

@@ -13,18 +13,23 @@
 
 - Health (`grpc.health.v1.Health`): SERVING for "" and every service until `stop`, which first sets
   NOT_SERVING (so load balancers and probes drain the node) and then stops the server with a grace period.
-- Reflection v1 and v1alpha, listing the services, health and reflection: `grpcurl -plaintext ADDR list`,
-  `grpcurl -plaintext ADDR describe pkg.Service.Method` work.
+- Reflection v1 and v1alpha, listing the services, health and reflection: `grpcurl -cacert ca.pem
+  [-cert c.pem -key k.pem] ADDR list` (or `-plaintext` on an insecure server) and `... describe
+  pkg.Service.Method` work.
 - Errors: a servicer raises `BacalhauError`s; the call ends with the canonical status code, the error's
   message as details and a `google.rpc.ErrorInfo` (see `grpc_errors`). Any other exception ends the call
   with INTERNAL "internal error" (no internals leak) and is logged with its traceback. Unary and streaming
   handlers alike; `context.abort(...)` in a servicer still works as usual.
 
-- Authentication: a binding may carry an `authenticate` hook (`common.caller`): it runs in the same
+- Access: a binding may carry an `authenticate` hook (`common.access.Access`): it runs in the same
   wrapper before each call of that service's methods, with the full method name, the parsed request (None
-  for a streamed request) and the call's metadata, and what it returns is the call's
-  `caller.current_caller()`; an error it raises (UnauthenticatedError) ends the call before the servicer
-  runs. Services without a hook pay nothing for it.
+  for a streamed request) and the call's context (peer certificate, metadata), and what it returns is the
+  call's `caller.current_caller()`; an error it raises (UnauthenticatedError, PermissionDeniedError) ends
+  the call before the servicer runs, so a refused call stores nothing. Services without a hook pay
+  nothing for it.
+- TLS: `credentials` (`transport.Transport.server_credentials`) makes the port a TLS one; without them
+  it is plaintext. `health_port` adds a plaintext port serving health alone (for probes that cannot speak
+  TLS, such as kubelet's), with the same states.
 
 The mapping is not a per-call interceptor: each servicer method is wrapped once, when it is registered,
 so a call pays one extra coroutine frame, ~0.2 µs (the same mapping as a grpc.aio.ServerInterceptor cost
@@ -136,9 +141,7 @@ def _authenticated_unary_response(
 ) -> Callable[..., Any]:
     async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            set_current_caller(
-                authenticate(method, None if request_streaming else request, context.invocation_metadata())
-            )
+            set_current_caller(authenticate(method, None if request_streaming else request, context))
             return await run(request, context)
         except grpc.aio.AbortError:
             raise
@@ -159,9 +162,7 @@ def _wrap_streaming_response(
 ) -> Callable[..., Any]:
     def authenticated(request: Any, context: grpc.aio.ServicerContext) -> None:
         if authenticate is not None:
-            set_current_caller(
-                authenticate(method, None if request_streaming else request, context.invocation_metadata())
-            )
+            set_current_caller(authenticate(method, None if request_streaming else request, context))
 
     if inspect.isasyncgenfunction(behavior):
 
@@ -326,8 +327,13 @@ class RunningServer:
         port: int,
         service_names: Sequence[str],
         stats: _Stats,
+        health_server: grpc.aio.Server | None = None,
+        health_port: int = 0,
     ) -> None:
         self.server = server
+        # The plaintext port serving health alone (probes that cannot speak TLS), if any.
+        self.health_server = health_server
+        self.health_port = health_port
         self.component = component
         self.node_id = node_id
         self.port = port
@@ -354,6 +360,8 @@ class RunningServer:
 
     async def _stop(self, grace: float) -> None:
         await self._health.enter_graceful_shutdown()
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await self.server.stop(grace)
         logger.info("%s stopped (%s, %d RPCs served)", self.component, self.address, self._stats.rpcs)
 
@@ -374,6 +382,8 @@ async def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    credentials: grpc.ServerCredentials | None = None,
+    health_port: int | None = None,
 ) -> RunningServer:
     """Starts a grpc.aio server on host:port (port 0: a free port) serving `services`, health and reflection.
 
@@ -395,9 +405,17 @@ async def start_server(
 
     bind = _host_port(host, port)
     try:
-        bound_port = server.add_insecure_port(bind)
+        if credentials is None:
+            bound_port = server.add_insecure_port(bind)
+        else:
+            bound_port = server.add_secure_port(bind, credentials)
     except RuntimeError as error:
         raise OSError(f"{component}: cannot listen on {bind}: {error}") from error
+    health_server, bound_health_port = None, 0
+    if health_port is not None:
+        health_server, bound_health_port = await _start_health_only(
+            health_servicer, host, health_port, component
+        )
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await server.start()
@@ -410,8 +428,32 @@ async def start_server(
         port=bound_port,
         service_names=listed,
         stats=stats,
+        health_server=health_server,
+        health_port=bound_health_port,
     )
     logger.info(
-        "%s serving on %s: %s", component, running.address, ", ".join(names), extra={"node_id": node_id}
+        "%s serving on %s (%s): %s",
+        component,
+        running.address,
+        "plaintext" if credentials is None else "TLS",
+        ", ".join(names),
+        extra={"node_id": node_id},
     )
     return running
+
+
+async def _start_health_only(
+    health_servicer: Any, host: str, port: int, component: str
+) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server on host:port (0: a free port) serving `grpc.health.v1` alone, with the main
+    server's health states: what Kubernetes' gRPC probes call, as they cannot speak TLS. Nothing else is
+    on it."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bind = _host_port(host, port)
+    try:
+        bound = server.add_insecure_port(bind)
+    except RuntimeError as error:
+        raise OSError(f"{component}: cannot listen on {bind} (health): {error}") from error
+    await server.start()
+    return server, bound

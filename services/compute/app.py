@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau.content.v1 import content_service_pb2_grpc as content_grpc
+from bacalhau_grpc.common.access import guarded
 from bacalhau_grpc.common.content.client import fetch_content
 from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE_NAME
 from bacalhau_grpc.common.content.service import ContentServiceServicer
@@ -29,6 +30,8 @@ from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.model.version import build_version_info
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
+from bacalhau_grpc.common.transport import transport_of
+from bacalhau_grpc.compute.api.access import COMPUTE_POLICY, CONTENT_POLICY
 from bacalhau_grpc.compute.api.servicer import SERVICE_NAME, ComputeServiceServicer
 from bacalhau_grpc.compute.clients.requester import RequesterClient
 from bacalhau_grpc.compute.domain.bidding import ANYWHERE, LOCAL, BidPolicy
@@ -236,8 +239,13 @@ async def start(settings: ComputeSettings) -> RunningCompute:
     await store.open()
     # The node's spans and its callbacks to the requester join the trace of their job.
     traces = JobTraces()
+    transport = transport_of(settings)
     client = RequesterClient(
-        settings.requester_address, node_id, call_timeout=settings.call_timeout, span=traces.span
+        settings.requester_address,
+        node_id,
+        call_timeout=settings.call_timeout,
+        span=traces.span,
+        credentials=transport.channel_credentials(),
     )
     content = ContentStore(settings.content_dir)
     executors = await start_executors(settings, node_id)
@@ -271,15 +279,24 @@ async def start(settings: ComputeSettings) -> RunningCompute:
             component=COMPONENT,
             node_id=node_id,
             services=[
-                ServiceBinding(cgrpc.add_ComputeServiceServicer_to_server, servicer, SERVICE_NAME),
+                ServiceBinding(
+                    cgrpc.add_ComputeServiceServicer_to_server,
+                    servicer,
+                    SERVICE_NAME,
+                    guarded(SERVICE_NAME, COMPUTE_POLICY, transport),
+                ),
                 ServiceBinding(
                     content_grpc.add_ContentServiceServicer_to_server,
                     ContentServiceServicer(content),
                     CONTENT_SERVICE_NAME,
+                    guarded(CONTENT_SERVICE_NAME, CONTENT_POLICY, transport),
                 ),
             ],
             host=settings.host,
             port=settings.port,
+            # Every caller is a node of the cluster (mutual TLS) when the node has certificates.
+            credentials=transport.server_credentials(require_client_auth=True),
+            health_port=None if settings.health_port < 0 else settings.health_port,
         )
     except BaseException:
         await client.close()

@@ -36,8 +36,19 @@ class ComputeSettings:
     data_dir: Path = field(default_factory=lambda: DEFAULT_DATA_DIR)
     # The node's ID; when empty, the one saved in data_dir, else a new "node-" + 12 hex characters.
     node_id: str = ""
-    # The requester's host:port (required).
+    # A plaintext port serving gRPC health alone, for probes that cannot speak TLS (Kubernetes'); -1:
+    # none, 0: a free one.
+    health_port: int = -1
+    # The requester's host:port (required): with TLS, its node port.
     requester_address: str = ""
+    # TLS: this node's certificate and key and the cluster CA (PEM files; `bacalhau-grpc certs`). With
+    # them the node protocol is mutual TLS; without them the node serves only with insecure set.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    # Serve and call in plaintext, without certificates: development only (logged; a warning off
+    # loopback).
+    insecure: bool = False
     # The address the requester dials this node at; empty: the address the server listens on.
     advertise_address: str = ""
     # Noop executor knobs: what every run outputs, its exit code, and how long it takes (seconds).
@@ -120,6 +131,10 @@ class ComputeSettings:
             raise InvalidArgumentError("the requester's host:port is required", field="requester_address")
         if not 0 <= self.port <= 65535:
             raise InvalidArgumentError(f"{self.port} is not a port number (0-65535)", field="port")
+        if not -1 <= self.health_port <= 65535:
+            raise InvalidArgumentError(
+                f"{self.health_port} is not a port number (-1 for none, 0-65535)", field="health_port"
+            )
         for name in ("noop_delay", "min_job_timeout", "max_job_timeout"):
             _non_negative(name, getattr(self, name))
         _positive("call_timeout", self.call_timeout)

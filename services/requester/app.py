@@ -1,7 +1,7 @@
 """The requester process: store, domain, clients and the gRPC server wired together (the CLI's entry).
 
 running = await start(RequesterSettings(data_dir=..., verifier_address=...))
-...  # running.address, running.port, running.node_id, running.requester (the domain service)
+...  # running.address (client API), running.node_address (node protocol), running.node_id, running.requester
 await running.stop()
 """
 
@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
+from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common.access import Access, guarded
+from bacalhau_grpc.common.authz import OPEN, Policy
 from bacalhau_grpc.common.caller import ClientCallAuthenticator
 from bacalhau_grpc.common.content.listing import Listing, first_listing, ipfs_listing, store_listing
 from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE_NAME
@@ -23,7 +26,11 @@ from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs import IpfsClient
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
-from bacalhau_grpc.requester.api.servicer import NODE_PROTOCOL_METHODS, SERVICE_NAME, RequesterServicer
+from bacalhau_grpc.common.transport import Transport, transport_of
+from bacalhau_grpc.requester.api.access import NODE_CONTENT_POLICY, NODE_POLICY, OPERATOR_POLICY
+from bacalhau_grpc.requester.api.node_servicer import SERVICE_NAME as NODE_SERVICE_NAME
+from bacalhau_grpc.requester.api.node_servicer import RequesterNodeServicer
+from bacalhau_grpc.requester.api.servicer import SERVICE_NAME, RequesterServicer
 from bacalhau_grpc.requester.clients.compute import GrpcComputeClient
 from bacalhau_grpc.requester.clients.content import ContentHub
 from bacalhau_grpc.requester.clients.verifier import GrpcVerifierClient
@@ -73,7 +80,9 @@ def _write_atomically(path: Path, text: str) -> None:
 @dataclass
 class RunningRequester:
     node_id: str
+    # The client API's server, and the node protocol's (the same one without TLS).
     server: RunningServer
+    node_server: RunningServer
     requester: Requester
     store: RequesterStore
     compute: GrpcComputeClient
@@ -90,6 +99,11 @@ class RunningRequester:
     def port(self) -> int:
         return self.server.port
 
+    @property
+    def node_address(self) -> str:
+        """Where compute nodes call the requester (with TLS its node port, mutual TLS)."""
+        return self.node_server.address
+
     async def live_node_count(self) -> int:
         """How many compute nodes are registered and heard from within node_timeout."""
         return self.requester.live_node_count()
@@ -99,7 +113,8 @@ class RunningRequester:
         flight finish, commit everything to the store, close the channels."""
         try:
             self.requester.close_watches()
-            await self.server.stop(grace)
+            for server in {id(s): s for s in (self.server, self.node_server)}.values():
+                await server.stop(grace)
             await self.requester.stop(grace)
         finally:
             try:
@@ -109,6 +124,54 @@ class RunningRequester:
                 await self.verifier.close()
                 if self.ipfs is not None:
                     await self.ipfs.close()
+
+
+def _listeners(
+    settings: RequesterSettings,
+    requester: Requester,
+    content: ContentStore,
+    hub: ContentHub,
+    transport: Transport,
+) -> list[tuple[int, list[ServiceBinding], bool]]:
+    """What the requester serves on which port: (port, services, mutual TLS?).
+
+    With TLS, two ports: the client API (RequesterService, ContentService) on `port` with server-only TLS,
+    clients being who their signatures say; the node protocol (RequesterNodeService) on `node_port` with
+    mutual TLS, only compute certificates, each speaking for itself; the client API there too, for
+    operators' client certificates. Without TLS, one plaintext port serves everything.
+    """
+    clients = ClientCallAuthenticator()
+
+    def client_api(policy: Policy) -> ServiceBinding:
+        servicer = RequesterServicer(requester, allow_unsigned=settings.allow_unsigned)
+        access = Access(SERVICE_NAME, policy, transport=transport, clients=clients)
+        return ServiceBinding(rgrpc.add_RequesterServiceServicer_to_server, servicer, SERVICE_NAME, access)
+
+    def content_service(policy: Policy) -> ServiceBinding:
+        # Content by CID stays public to clients whatever the job visibility: content-addressed, it is
+        # found only by whoever knows the CID (compute nodes fetch contexts here too).
+        servicer = ContentServiceServicer(content, fallback=hub.fetch)
+        access = guarded(CONTENT_SERVICE_NAME, policy, transport)
+        return ServiceBinding(
+            cgrpc.add_ContentServiceServicer_to_server, servicer, CONTENT_SERVICE_NAME, access
+        )
+
+    node_protocol = ServiceBinding(
+        rngrpc.add_RequesterNodeServiceServicer_to_server,
+        RequesterNodeServicer(requester),
+        NODE_SERVICE_NAME,
+        guarded(NODE_SERVICE_NAME, NODE_POLICY, transport),
+    )
+    if not transport.secure:
+        return [(settings.port, [client_api(OPEN), node_protocol, content_service(OPEN)], False)]
+    return [
+        (settings.port, [client_api(OPEN), content_service(OPEN)], False),
+        (
+            settings.node_port,
+            [node_protocol, client_api(OPERATOR_POLICY), content_service(NODE_CONTENT_POLICY)],
+            True,
+        ),
+    ]
 
 
 def input_listing(content: ContentStore, ipfs: IpfsClient | None) -> Listing:
@@ -126,8 +189,12 @@ async def start(settings: RequesterSettings) -> RunningRequester:
     store = RequesterStore(settings.db_path)
     await store.open()
     content = ContentStore(settings.data_dir / "content")
-    compute = GrpcComputeClient(call_timeout=settings.call_timeout)
-    verifier = GrpcVerifierClient(settings.verifier_address, call_timeout=settings.call_timeout)
+    transport = transport_of(settings)
+    credentials = transport.channel_credentials()
+    compute = GrpcComputeClient(call_timeout=settings.call_timeout, credentials=credentials)
+    verifier = GrpcVerifierClient(
+        settings.verifier_address, call_timeout=settings.call_timeout, credentials=credentials
+    )
     ipfs = IpfsClient(settings.ipfs_connect) if settings.ipfs_connect else None
     requester = Requester(
         node_id=node_id,
@@ -147,33 +214,26 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         listing=input_listing(content, ipfs),
         job_visibility=settings.job_visibility,
     )
-    hub = ContentHub(content, requester.live_node_addresses)
+    hub = ContentHub(content, requester.live_node_addresses, credentials=credentials)
+    servers: list[RunningServer] = []
     try:
         await requester.start()
-        server = await start_server(
-            component=COMPONENT,
-            node_id=node_id,
-            services=[
-                ServiceBinding(
-                    rgrpc.add_RequesterServiceServicer_to_server,
-                    RequesterServicer(requester, allow_unsigned=settings.allow_unsigned),
-                    SERVICE_NAME,
-                    # Clients' signed calls give their ClientID (unsigned: anonymous; badly signed:
-                    # refused); compute nodes' calls are not looked at.
-                    authenticate=ClientCallAuthenticator(skip=NODE_PROTOCOL_METHODS),
-                ),
-                # Content by CID stays public whatever the job visibility: content-addressed, it is
-                # found only by whoever knows the CID (compute nodes fetch contexts here too).
-                ServiceBinding(
-                    cgrpc.add_ContentServiceServicer_to_server,
-                    ContentServiceServicer(content, fallback=hub.fetch),
-                    CONTENT_SERVICE_NAME,
-                ),
-            ],
-            host=settings.host,
-            port=settings.port,
-        )
+        for port, bindings, require_client_auth in _listeners(settings, requester, content, hub, transport):
+            health = settings.health_port if not servers and settings.health_port >= 0 else None
+            servers.append(
+                await start_server(
+                    component=COMPONENT,
+                    node_id=node_id,
+                    services=bindings,
+                    host=settings.host,
+                    port=port,
+                    credentials=transport.server_credentials(require_client_auth=require_client_auth),
+                    health_port=health,
+                )
+            )
     except BaseException:
+        for server in servers:
+            await server.stop(0)
         await requester.stop(0)
         await store.close()
         await compute.close()
@@ -183,7 +243,8 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         raise
     return RunningRequester(
         node_id=node_id,
-        server=server,
+        server=servers[0],
+        node_server=servers[-1],
         requester=requester,
         store=store,
         compute=compute,

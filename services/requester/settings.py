@@ -25,8 +25,23 @@ def default_data_dir() -> Path:
 class RequesterSettings:
     # The address to listen on.
     host: str = "127.0.0.1"
-    # The port to listen on; 0 picks a free one.
+    # The port of the client API (submit, get, list, ...); 0 picks a free one. With TLS it is server-only
+    # TLS; without, it serves the node protocol too.
     port: int = 0
+    # With TLS, the port of the node protocol (compute nodes register and report here) and of operators'
+    # client certificates, mutual TLS only; 0 picks a free one.
+    node_port: int = 0
+    # A plaintext port serving gRPC health alone, for probes that cannot speak TLS (Kubernetes'); -1:
+    # none, 0: a free one.
+    health_port: int = -1
+    # TLS: this node's certificate and key and the cluster CA (PEM files; `bacalhau-grpc certs`). With
+    # them the node protocol is mutual TLS; without them the node serves only with insecure set.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    # Serve and call in plaintext, without certificates: development only (logged; a warning off
+    # loopback).
+    insecure: bool = False
     # Where the requester keeps its SQLite database (requester.db) and its node ID.
     data_dir: Path = field(default_factory=default_data_dir)
     # The requester's node ID; when empty, one is generated once and kept in data_dir/node_id.
@@ -62,8 +77,11 @@ class RequesterSettings:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         if not self.host:
             raise _invalid("host", "must not be empty")
-        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            raise _invalid("port", f"{self.port!r} is not a TCP port (0 to 65535)")
+        for name in ("port", "node_port", "health_port"):
+            value = getattr(self, name)
+            lowest = -1 if name == "health_port" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= 65535:
+                raise _invalid(name, f"{value!r} is not a TCP port ({lowest} to 65535)")
         for name in (
             "negotiation_timeout",
             "default_job_timeout",

@@ -22,6 +22,18 @@ the public key, a timestamp and a signature over the method, the request and the
 (`common.signing`), and the requester knows the caller by it. Submissions are signed as well (the signed
 payload): the key's ClientID owns the job, only that key may cancel it and, on a requester started with
 `--job-visibility owner`, only that key may read it.
+
+TLS: a requester started with certificates serves its client API over TLS. Give the cluster's CA
+certificate (a path or PEM) and the client verifies the requester with it:
+
+    async with Client("127.0.0.1:1234", ca_cert="stack/tls/ca.pem") as client: ...
+
+Without TLS arguments the client takes them from the environment, as the CLI does: BACALHAU_TLS_CA_CERT
+(setting it means TLS), BACALHAU_TLS_CLIENT_CERT and BACALHAU_TLS_CLIENT_KEY; `tls=False` is plaintext
+whatever the environment says. An operator's `client` certificate (`client_cert`, `client_key`) also
+works on the requester's node port (mutual TLS), where the certificate is the identity. A TLS client at
+a plaintext port, a plaintext one at a TLS port, a requester certificate from another CA or for another
+host name fail the first call at once with an `UnavailableError` saying so (`sdk.tls`).
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError, Una
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey, default_directory
 from bacalhau_grpc.sdk.download import Progress, download_results
+from bacalhau_grpc.sdk.tls import ClientTls, PemSource, TransportMismatchError, client_tls, connection_problem
 
 DEFAULT_API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 1234
@@ -95,6 +108,9 @@ class Client:
     """An asyncio client of one requester (`address`, default from the environment: `default_address`).
 
     Use it as `async with Client(...) as client:` or call `close()`; one client may run many calls at once.
+
+    TLS (`sdk.tls.client_tls`): `tls` True / False / None (TLS when a CA certificate is given, by argument
+    or BACALHAU_TLS_CA_CERT) or a `ClientTls`; `ca_cert`, `client_cert`, `client_key` are paths or PEM.
     """
 
     def __init__(
@@ -103,9 +119,14 @@ class Client:
         *,
         key: ClientKey | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        tls: bool | ClientTls | None = None,
+        ca_cert: PemSource | None = None,
+        client_cert: PemSource | None = None,
+        client_key: PemSource | None = None,
     ) -> None:
         self.address = address or default_address()
         self.timeout = timeout
+        self.tls = tls if isinstance(tls, ClientTls) else client_tls(tls, ca_cert, client_cert, client_key)
         self._key = key
         self._channel: grpc.aio.Channel | None = None
         self._stub: rgrpc.RequesterServiceStub | None = None
@@ -226,8 +247,8 @@ class Client:
                     sequence, failures = max(sequence, item.sequence), 0
                     yield item.sequence, item.event
                 return
-            except UnavailableError:
-                if failures >= STREAM_RETRIES:
+            except UnavailableError as err:
+                if failures >= STREAM_RETRIES or isinstance(err, TransportMismatchError):
                     raise
                 failures += 1
                 await asyncio.sleep(min(0.2 * 2**failures, 2.0))  # back-off before reconnecting
@@ -284,7 +305,8 @@ class Client:
 
     def _get_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = channels.open_channel(self.address)
+            credentials = self.tls.credentials() if self.tls is not None else None
+            self._channel = channels.open_channel(self.address, credentials=credentials)
             self._stub = rgrpc.RequesterServiceStub(self._channel)
         return self._channel
 
@@ -314,4 +336,5 @@ class Client:
             raise self._unreachable(err) from None
 
     def _unreachable(self, err: BacalhauError) -> UnavailableError:
-        return UnavailableError(f"cannot reach the requester at {self.address}: {err}")
+        """The requester is unreachable, or speaks another transport (TLS or not, another CA): say which."""
+        return connection_problem(err, self.address, self.tls)

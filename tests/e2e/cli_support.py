@@ -117,7 +117,9 @@ DEFAULT_ARGS = ("--nodes", "3", "--bad-actors", "1", "--noop-stdout", STDOUT_TEX
 
 class RunningDevstack:
     """`bacalhau-grpc devstack ARGS` in a subprocess (3 compute nodes, one a bad actor, by default), once it
-    is ready: its API address, `env` for the CLI, and its nodes as printed."""
+    is ready: its API address, `env` for the CLI (with BACALHAU_TLS_CA_CERT unless it runs --insecure), and
+    its nodes as printed. With TLS: `ca_cert`, the operator's `operator_cert` / `operator_key` and the
+    requester's `node_address` (its node port)."""
 
     def __init__(self, tmp: Path, args: tuple[str, ...] = DEFAULT_ARGS) -> None:
         self.data_dir = tmp / "devstack"
@@ -139,20 +141,43 @@ class RunningDevstack:
         self.output = Lines(self.process.stdout)
         try:
             match = self.output.wait_for(
-                r"export BACALHAU_API_HOST=(\S+) BACALHAU_API_PORT=(\d+)", STARTUP + 10
+                r"export BACALHAU_API_HOST=(\S+) BACALHAU_API_PORT=(\d+)(?: BACALHAU_TLS_CA_CERT=(\S+))?",
+                STARTUP + 10,
             )
             self.output.wait_for("Devstack is ready!", 5)
         except BaseException:
             self.process.kill()
             raise
         self.host, self.port = match.group(1), match.group(2)
+        text = self.output.text()
+        # With TLS: the CA (as the export line gives it), the operator's certificate, the node port.
+        self.ca_cert = match.group(3)
+        operator = re.search(r"grpcurl -cacert \S+ -cert (\S+) -key (\S+) (\S+) list", text)
+        found = operator.groups() if operator else (None, None, None)
+        self.operator_cert, self.operator_key, self.node_address = found
+        tls = {"BACALHAU_TLS_CA_CERT": self.ca_cert} if self.ca_cert else {}
         rows = NODE_ROW.findall(self.output.text())
         self.pids = [int(row[3]) for row in rows]
         # compute name ("compute-0") -> (node ID, address, pid), as printed
         self.computes = {
             f"compute-{i}": tuple(row[1:]) for i, row in enumerate(r for r in rows if r[0] == "compute")
         }
-        self.env = clean_env(BACALHAU_API_HOST=self.host, BACALHAU_API_PORT=self.port)
+        self.env = clean_env(BACALHAU_API_HOST=self.host, BACALHAU_API_PORT=self.port, **tls)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def grpcurl_tls(self, *, operator: bool = False) -> list[str]:
+        """grpcurl's TLS flags for this devstack, as it printed them: the CA (the client API port) and, for
+        an operator on the node port, the client certificate; `-plaintext` when it runs --insecure."""
+        if not self.ca_cert:
+            return ["-plaintext"]
+        flags = ["-cacert", self.ca_cert]
+        if operator:
+            assert self.operator_cert and self.operator_key, self.output.text()
+            flags += ["-cert", self.operator_cert, "-key", self.operator_key]
+        return flags
 
     def all_pids(self) -> set[int]:
         """Every node process it started, restarted ones included (", pid N" at the end of a line)."""
@@ -200,7 +225,41 @@ def steps(text: str) -> list[str]:
 def event_names(env: dict[str, str], job_id: str) -> list[str]:
     """The job's events (names, in order), read with the SDK from the requester `env` points at."""
     from bacalhau_grpc.common.model import enums
-    from bacalhau_grpc.sdk import SyncClient, api_address
+    from bacalhau_grpc.sdk import SyncClient, api_address, client_tls
 
-    with SyncClient(api_address(None, None, env)) as client:
+    with SyncClient(api_address(None, None, env), tls=client_tls(environ=env) or False) as client:
         return [enums.JOB_EVENT_TYPE.name(int(event.event_name)) for event in client.events(job_id)]
+
+
+# ------------------------------------------------------------------------------------------ certificates
+
+
+class ClusterCerts:
+    """A cluster CA made in `folder` (`bacalhau_grpc.common.certs`, as `bacalhau-grpc certs` makes them),
+    the certificates it issues as `serve`'s flags, and an operator's client certificate."""
+
+    def __init__(self, folder: Path) -> None:
+        from bacalhau_grpc.common import certs
+
+        self.folder = folder
+        certs.create_ca(folder)
+        self.ca = folder / certs.CA_CERT_FILE
+        operator = certs.issue(folder, role="client", node_id="operator")
+        self.operator_cert, self.operator_key = operator.cert, operator.key
+
+    def serve_flags(self, role: str, node_id: str, **issue) -> list[str]:
+        """`--tls-cert --tls-key --tls-ca` of a new certificate for `role`/`node_id` (`issue`: dns, ips)."""
+        from bacalhau_grpc.common import certs
+
+        issued = certs.issue(self.folder, role=role, node_id=node_id, **issue)
+        return ["--tls-cert", str(issued.cert), "--tls-key", str(issued.key), "--tls-ca", str(self.ca)]
+
+    def credentials(self, *, operator: bool = True):
+        """gRPC channel credentials: the CA and, unless `operator` is False, the operator's certificate."""
+        import grpc
+
+        if not operator:
+            return grpc.ssl_channel_credentials(self.ca.read_bytes())
+        return grpc.ssl_channel_credentials(
+            self.ca.read_bytes(), self.operator_key.read_bytes(), self.operator_cert.read_bytes()
+        )

@@ -27,6 +27,7 @@ from tests.e2e.cli_support import (
     STARTUP,
     STDOUT_TEXT,
     UUID,
+    ClusterCerts,
     Lines,
     clean_env,
     event_names,
@@ -65,8 +66,23 @@ def test_devstack_prints_how_to_reach_it(devstack):
     assert re.search(r"^requester\s+requester-[0-9a-f]{12}\s+127\.0\.0\.1:\d+", text, re.M)
     assert len(re.findall(r"^compute\s+node-[0-9a-f]{12}\s+127\.0\.0\.1:\d+", text, re.M)) == 3
     assert len(re.findall(r"\(bad actor\)", text)) == 1
-    assert f"Requester API: {devstack.host}:{devstack.port}" in text
-    assert f"grpcurl -plaintext {devstack.host}:{devstack.port} list" in text
+    assert f"Requester API: {devstack.host}:{devstack.port} (TLS)" in text
+    # TLS by default: the CA it made, the export line naming it, grpcurl commands with certificates
+    tls = (devstack.data_dir / "tls").resolve()
+    assert devstack.ca_cert == str(tls / "ca.pem")
+    assert f"CA certificate: {tls / 'ca.pem'}" in text
+    assert devstack.env["BACALHAU_TLS_CA_CERT"] == devstack.ca_cert
+    assert f"grpcurl -cacert {devstack.ca_cert} {devstack.host}:{devstack.port} list" in text
+    assert re.search(r"^Requester node protocol: 127\.0\.0\.1:\d+ \(mutual TLS", text, re.M)
+    assert devstack.node_address != devstack.address
+    assert (devstack.operator_cert, devstack.operator_key) == (
+        str(tls / "client-operator.pem"),
+        str(tls / "client-operator-key.pem"),
+    )
+    certificates = {p.name for p in tls.iterdir()}
+    for kind, node_id, *_ in cli_support.NODE_ROW.findall(text):  # one certificate per node, for its ID
+        assert {f"{kind}-{node_id}.pem", f"{kind}-{node_id}-key.pem"} <= certificates
+    assert (tls / "ca-key.pem").stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in (devstack.data_dir / "logs").iterdir()) == [
         "compute-0.log",
         "compute-1.log",
@@ -319,7 +335,9 @@ async def test_devstack_library_starts_a_network_and_cleans_up():
         assert stack.requester_address.startswith("127.0.0.1:") and stack.requester_port > 0
         assert stack.verifier_address != stack.requester_address
         pids = [node.pid for node in stack.all_nodes]
-        async with channels.open_channel(stack.requester_address) as channel:
+        assert stack.ca_cert.is_file()  # TLS by default, certificates in its data dir
+        credentials = stack.channel_credentials()
+        async with channels.open_channel(stack.requester_address, credentials=credentials) as channel:
             stub = rgrpc.RequesterServiceStub(channel)
             job = pb.Job(api_version="V1beta1")
             job.spec.engine = pb.Engine.ENGINE_NOOP
@@ -347,16 +365,29 @@ async def test_devstack_library_refuses_bad_sizes():
 
 
 class Served:
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
+    """`bacalhau-grpc serve ARGS` once it listens; with `certs`, TLS (its health checked as the operator)."""
+
+    def __init__(self, *args: str, env: dict[str, str], certs: ClusterCerts | None = None) -> None:
         self.process = subprocess.Popen(
             [*COMMAND, "serve", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self.output = Lines(self.process.stdout)
+        self.certs = certs
         match = self.output.wait_for(r"^(requester|compute|verifier) (\S+) listening on (\S+)$", STARTUP)
         self.node_type, self.node_id, self.address = match.groups()
+        self.node_address = self.address
+        if certs is not None and self.node_type == "requester":  # its second port, the node protocol
+            node_line = self.output.wait_for(rf"^requester {self.node_id} node protocol on (\S+)$", 10)
+            self.node_address = node_line.group(1)
 
-    def health(self, service: str = "") -> int:
-        with grpc.insecure_channel(self.address) as channel:
+    def channel(self, address: str | None = None) -> grpc.Channel:
+        target = address or self.address
+        if self.certs is None:
+            return grpc.insecure_channel(target)
+        return grpc.secure_channel(target, self.certs.credentials())
+
+    def health(self, service: str = "", address: str | None = None) -> int:
+        with self.channel(address) as channel:
             request = health_pb2.HealthCheckRequest(service=service)
             return health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status
 
@@ -371,36 +402,55 @@ class Served:
 
 
 def test_serve_runs_each_node_type_until_sigterm(tmp_path):
+    """Each node type served with its certificate, as an operator starts a cluster by hand: the requester
+    on two ports, the compute node registering at its node port."""
+    certs = ClusterCerts(tmp_path / "certs")
     env = clean_env(BACALHAU_NODE_ID="verifier-from-env")
     serving = []
     try:
-        verifier = Served("--node-type", "verifier", "--port", "0", env=env)
+        verifier = Served(
+            "--node-type",
+            "verifier",
+            "--port",
+            "0",
+            *certs.serve_flags("verifier", "verifier-from-env"),
+            env=env,
+            certs=certs,
+        )
         serving.append(verifier)
         assert verifier.node_id == "verifier-from-env"
         requester = Served(
             "--node-type=requester",
             "--port=0",
+            "--node-port=0",
+            "--node-id=requester-1",
             f"--data-dir={tmp_path / 'requester'}",
             f"--verifier-address={verifier.address}",
+            *certs.serve_flags("requester", "requester-1"),
             env=clean_env(),
+            certs=certs,
         )
         serving.append(requester)
+        assert requester.node_address != requester.address
         compute = Served(
             "--node-type",
             "compute",
             "--port",
             "0",
+            "--node-id",
+            "node-1",
             "--data-dir",
             str(tmp_path / "compute"),
             "--requester-address",
-            requester.address,
+            requester.node_address,
             "--noop-exit-code",
             "3",
             "--bad-actor",
+            *certs.serve_flags("compute", "node-1"),
             env=clean_env(),
+            certs=certs,
         )
         serving.append(compute)
-        assert requester.node_id.startswith("requester-") and compute.node_id.startswith("node-")
         services = {
             verifier: "bacalhau.verifier.v1.VerifierService",
             requester: "bacalhau.requester.v1.RequesterService",
@@ -409,6 +459,10 @@ def test_serve_runs_each_node_type_until_sigterm(tmp_path):
         for served, service in services.items():
             assert served.health() == health_pb2.HealthCheckResponse.SERVING
             assert served.health(service) == health_pb2.HealthCheckResponse.SERVING
+        node_service = "bacalhau.requester.v1.RequesterNodeService"
+        serving_status = requester.health(node_service, requester.node_address)
+        assert serving_status == health_pb2.HealthCheckResponse.SERVING
+        compute.output.wait_for("registered with requester", 30)
         # the compute node keeps its ID in its data dir
         assert (tmp_path / "compute" / "node_id").read_text().strip() == compute.node_id
     finally:
@@ -416,14 +470,46 @@ def test_serve_runs_each_node_type_until_sigterm(tmp_path):
     assert codes == [0, 0, 0]
 
 
+def test_serve_insecure_runs_in_plaintext_on_one_port(tmp_path):
+    """`--insecure`: no certificates, everything in plaintext; the requester serves one port."""
+    serving = []
+    try:
+        verifier = Served("--node-type", "verifier", "--insecure", env=clean_env())
+        serving.append(verifier)
+        requester = Served(
+            "--node-type=requester",
+            "--insecure",
+            f"--data-dir={tmp_path / 'requester'}",
+            f"--verifier-address={verifier.address}",
+            env=clean_env(),
+        )
+        serving.append(requester)
+        compute = Served(
+            *("--node-type", "compute", "--insecure", "--data-dir", str(tmp_path / "compute")),
+            *("--requester-address", requester.address),
+            env=clean_env(),
+        )
+        serving.append(compute)
+        assert requester.node_id.startswith("requester-") and compute.node_id.startswith("node-")
+        assert "node protocol on" not in requester.output.text()
+        compute.output.wait_for("registered with requester", 30)
+        for served in serving:
+            assert served.health() == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        codes = [served.stop() for served in reversed(serving)]
+    assert codes == [0, 0, 0]
+
+
 def test_serve_refuses_bad_settings_with_one_line(tmp_path):
-    no_verifier = run_cli("serve", "--node-type", "requester", "--data-dir", str(tmp_path), env=clean_env())
+    no_verifier = run_cli(
+        "serve", "--node-type", "requester", "--insecure", "--data-dir", str(tmp_path), env=clean_env()
+    )
     assert no_verifier.returncode == 1
     assert no_verifier.stderr.strip().startswith("Error: ") and "verifier_address" in no_verifier.stderr
-    wrong_flag = run_cli("serve", "--node-type", "verifier", "--bad-actor", env=clean_env())
+    wrong_flag = run_cli("serve", "--node-type", "verifier", "--insecure", "--bad-actor", env=clean_env())
     assert wrong_flag.returncode == 1
     assert "Error: --bad-actor does not apply to a verifier node" in wrong_flag.stderr
-    bad_env = run_cli("serve", "--node-type", "verifier", env=clean_env(BACALHAU_PORT="http"))
+    bad_env = run_cli("serve", "--node-type", "verifier", "--insecure", env=clean_env(BACALHAU_PORT="http"))
     assert bad_env.returncode == 1 and "BACALHAU_PORT" in bad_env.stderr
 
 

@@ -151,8 +151,8 @@ def free_port() -> int:
 
 def test_serve_takes_v03s_api_port_as_its_port():
     port = free_port()
-    process = subprocess.Popen(
-        [*COMMAND, "serve", "--node-type", "verifier", "--api-port", str(port)],
+    process = subprocess.Popen(  # about the flag, not the transport: plaintext
+        [*COMMAND, "serve", "--node-type", "verifier", "--insecure", "--api-port", str(port)],
         env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

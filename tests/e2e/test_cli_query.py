@@ -43,7 +43,8 @@ def spinning() -> m.Job:
 
 
 def sdk(devstack) -> Client:
-    return Client(f"{devstack.host}:{devstack.port}", key=ClientKey.load_or_create(cli_support.KEY_DIR))
+    key = ClientKey.load_or_create(cli_support.KEY_DIR)
+    return Client(f"{devstack.host}:{devstack.port}", key=key, ca_cert=devstack.ca_cert)
 
 
 async def _submit_many(devstack, count: int) -> list[str]:

@@ -44,7 +44,7 @@ WAIT = ("--wait-timeout-secs", "90")
 
 def sdk(devstack) -> SyncClient:
     key = ClientKey.load_or_create(cli_support.KEY_DIR)  # the key the CLI signs with
-    return SyncClient(api_address(None, None, devstack.env), key=key)
+    return SyncClient(api_address(None, None, devstack.env), key=key, ca_cert=devstack.ca_cert)
 
 
 def job_info(devstack, job_id: str) -> pb.JobWithInfo:

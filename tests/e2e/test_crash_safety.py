@@ -3,8 +3,10 @@ restart it (same command line, same data dir), and every job still ends as it sh
 or recorded twice, and the services find each other again by themselves.
 
 The requester and the verifier are restarted on the port they had (the others know them by address): the
-test picks those ports at run time (bind port 0, read it, close it) and passes them with --port. A compute
-node restarts on a new port and registers again with its new address.
+test picks those ports at run time (bind port 0, read it, close it) and passes them with --port (and the
+requester's node port, where the compute nodes reach it, with --node-port). A compute node restarts on a
+new port and registers again with its new address. Everything runs over TLS (the devstack's certificates):
+a restarted node comes back with the certificate it had.
 """
 
 import asyncio
@@ -62,8 +64,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def requester_flags(port: int) -> list[str]:
-    flags = ["--port", str(port)]
+def requester_flags(port: int, node_port: int) -> list[str]:
+    flags = ["--port", str(port), "--node-port", str(node_port)]
     if any(f.name == "allow_unsigned" for f in dataclasses.fields(RequesterSettings)):
         flags.append("--allow-unsigned")
     return flags
@@ -149,8 +151,8 @@ def payload(index: int) -> pb.JobCreatePayload:
 
 
 class Client:
-    def __init__(self, address: str) -> None:
-        self.channel = channels.open_channel(address)
+    def __init__(self, address: str, credentials) -> None:
+        self.channel = channels.open_channel(address, credentials=credentials)
         self.stub = rgrpc.RequesterServiceStub(self.channel)
 
     async def submit(self, index: int) -> str:
@@ -193,19 +195,20 @@ def check_events(job_id: str, events: list[pb.JobEvent]) -> None:
 
 
 async def run_scenario(tmp_path, victim: str) -> None:
-    requester_port, verifier_port = free_port(), free_port()
+    requester_port, node_port, verifier_port = free_port(), free_port(), free_port()
     stack = Devstack(
         nodes=3,
         data_dir=tmp_path / "stack",
         compute_flags=["--noop-delay", str(RUN_SECONDS)],
-        requester_flags=requester_flags(requester_port),
+        requester_flags=requester_flags(requester_port, node_port),
         verifier_flags=["--port", str(verifier_port)],
     )
     async with stack:
         assert stack.requester_port == requester_port
+        assert stack.requester_node_address == f"127.0.0.1:{node_port}"
         assert stack.requester is not None and stack.verifier is not None
         requester_id = stack.requester.node_id
-        client = Client(stack.requester_address)
+        client = Client(stack.requester_address, stack.channel_credentials())
         try:
             job_ids = [await client.submit(i) for i in range(JOBS)]
 

@@ -33,7 +33,9 @@ SLACK = 5.0
 
 def sdk(devstack) -> SyncClient:
     return SyncClient(
-        api_address(None, None, devstack.env), key=ClientKey.load_or_create(cli_support.KEY_DIR)
+        api_address(None, None, devstack.env),
+        key=ClientKey.load_or_create(cli_support.KEY_DIR),
+        ca_cert=devstack.ca_cert,
     )
 
 

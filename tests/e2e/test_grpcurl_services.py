@@ -1,6 +1,10 @@
-"""The real grpcurl against every service of a devstack (separate processes), as an operator types it:
-list, describe, unary calls with JSON bodies (a job submitted and followed to its published result with
-nothing but grpcurl) and an error showing its status code."""
+"""The real grpcurl against every service of a devstack (separate processes, TLS with the devstack's
+certificates), as an operator types it: list, describe, unary calls with JSON bodies (a job submitted and
+followed to its published result with nothing but grpcurl) and an error showing its status code.
+
+The requester's client API takes `-cacert` alone (server TLS, clients without certificates); its node
+port, the compute nodes and the verifier serve mutual TLS, reached with the operator's client certificate
+(`-cacert -cert -key`), as the devstack prints."""
 
 from __future__ import annotations
 
@@ -21,12 +25,26 @@ from bacalhau_grpc.cli.devstack import Devstack
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 REQUESTER = "bacalhau.requester.v1.RequesterService"
+REQUESTER_NODE = "bacalhau.requester.v1.RequesterNodeService"
 COMPUTE = "bacalhau.compute.v1.ComputeService"
 VERIFIER = "bacalhau.verifier.v1.VerifierService"
-SERVICES = {"requester": REQUESTER, "compute": COMPUTE, "verifier": VERIFIER}
+# What each address serves as its own: the requester's client API, its node port, a compute node, the
+# verifier.
+SERVICES = {
+    "requester": REQUESTER,
+    "requester-node": REQUESTER_NODE,
+    "compute": COMPUTE,
+    "verifier": VERIFIER,
+}
 CONTENT = "bacalhau.content.v1.ContentService"
-# The services a node serves besides its own: requester and compute nodes serve the content they hold.
-ALSO_SERVED = {"requester": {CONTENT}, "compute": {CONTENT}, "verifier": set()}
+# The services an address serves besides its own: requester and compute nodes serve the content they hold;
+# the requester's node port serves the client API too (for operators' client certificates).
+ALSO_SERVED = {
+    "requester": {CONTENT},
+    "requester-node": {REQUESTER, CONTENT},
+    "compute": {CONTENT},
+    "verifier": set(),
+}
 STANDARD_SERVICES = {
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
@@ -43,6 +61,8 @@ METHODS = {
         "GetJobResults",
         "StreamJobLogs",
         "GetVersion",
+    },
+    REQUESTER_NODE: {
         "RegisterNode",
         "Heartbeat",
         "OnRunComplete",
@@ -71,6 +91,11 @@ DESCRIBED = {
         "SubmitJob",
         "bacalhau.requester.v1.SubmitJobRequest",
         "bacalhau.requester.v1.SubmitJobResponse",
+    ),
+    "requester-node": (
+        "RegisterNode",
+        "bacalhau.requester.v1.RegisterNodeRequest",
+        "bacalhau.requester.v1.RegisterNodeResponse",
     ),
     "compute": (
         "GetNodeInfo",
@@ -103,20 +128,33 @@ def grpcurl_path() -> str:
 async def stack(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("devstack")
     async with Devstack(nodes=1, data_dir=data_dir, requester_flags=["--allow-unsigned"]) as devstack:
+        ca = ["-cacert", str(devstack.ca_cert)]
+        operator = [*ca, "-cert", str(devstack.operator_cert), "-key", str(devstack.operator_key)]
+        for kind in SERVICES:
+            address = address_of(devstack, kind)
+            TLS[address] = ca if kind == "requester" else operator
         yield devstack
+        TLS.clear()
 
 
 def address_of(stack: Devstack, kind: str) -> str:
     return {
         "requester": stack.requester_address,
+        "requester-node": stack.requester_node_address,
         "compute": stack.compute_addresses[0],
         "verifier": stack.verifier_address,
     }[kind]
 
 
+# grpcurl's TLS flags for each address of the devstack, set by the `stack` fixture: `-cacert` for the
+# requester's client API, the operator's certificate too for the mutual TLS ports (the node port, compute
+# nodes, the verifier).
+TLS: dict[str, list[str]] = {}
+
+
 async def grpcurl(address: str, *args: str, body: object = None) -> tuple[int, str, str]:
-    """Runs `grpcurl -plaintext [-d JSON] ADDRESS ARGS...`: (exit code, stdout, stderr)."""
-    options = ["-plaintext", "-max-time", "20"]
+    """Runs `grpcurl -cacert CA [-cert -key] [-d JSON] ADDRESS ARGS...`: (exit code, stdout, stderr)."""
+    options = [*TLS[address], "-max-time", "20"]
     if body is not None:
         options += ["-d", body if isinstance(body, str) else json.dumps(body)]
     process = await asyncio.create_subprocess_exec(
@@ -266,7 +304,7 @@ async def shell(command: str, env: dict[str, str]) -> tuple[int, str, str]:
 
 
 async def test_a_signed_submission_made_with_sign_job_and_grpcurl(stack, tmp_path):
-    """`bacalhau-grpc sign-job job.yaml | grpcurl -plaintext -d @ HOST:PORT .../SubmitJob`: the job is
+    """`bacalhau-grpc sign-job job.yaml | grpcurl -cacert ca.pem -d @ HOST:PORT .../SubmitJob`: the job is
     the signing key's (its ClientID is what `bacalhau-grpc id` prints)."""
     job_file = tmp_path / "job.yaml"
     job_file.write_text(SIGNED_JOB_FILE)
@@ -277,8 +315,9 @@ async def test_a_signed_submission_made_with_sign_job_and_grpcurl(stack, tmp_pat
     assert rc == 0, err
     client_id = client_id.strip()
     assert len(client_id) == 64 and int(client_id, 16) >= 0
+    ca = shlex.quote(str(stack.ca_cert))
     rc, out, err = await shell(
-        f"{cli} sign-job {shlex.quote(str(job_file))} | {grpcurl_bin} -plaintext -max-time 20 -d @ "
+        f"{cli} sign-job {shlex.quote(str(job_file))} | {grpcurl_bin} -cacert {ca} -max-time 20 -d @ "
         f"{stack.requester_address} {REQUESTER}/SubmitJob",
         env,
     )

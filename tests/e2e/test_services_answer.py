@@ -1,5 +1,6 @@
-"""Every service of a devstack (separate OS processes) answers gRPC health and server reflection, as an
-operator with grpcurl sees it."""
+"""Every service of a devstack (separate OS processes, TLS by default) answers gRPC health and server
+reflection, as an operator with grpcurl sees it: the requester's client API with the CA alone, the mutual
+TLS ports (compute, verifier) with the operator's client certificate."""
 
 import shutil
 import subprocess
@@ -37,9 +38,17 @@ def addresses(stack) -> dict[str, str]:
     }
 
 
+def grpcurl_tls(stack, kind: str) -> list[str]:
+    ca = ["-cacert", str(stack.ca_cert)]
+    if kind == "requester":  # the client API: server TLS, no client certificate needed
+        return ca
+    return [*ca, "-cert", str(stack.operator_cert), "-key", str(stack.operator_key)]
+
+
 @pytest.mark.parametrize("kind", sorted(SERVICES))
 async def test_health_is_serving(devstack, kind):
-    async with grpc.aio.insecure_channel(addresses(devstack)[kind]) as channel:
+    credentials = devstack.channel_credentials(operator=kind != "requester")
+    async with grpc.aio.secure_channel(addresses(devstack)[kind], credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", SERVICES[kind]):
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -50,7 +59,7 @@ async def test_health_is_serving(devstack, kind):
 async def test_grpcurl_lists_and_describes_the_service(devstack, kind):
     address = addresses(devstack)[kind]
     listed = subprocess.run(
-        [GRPCURL, "-plaintext", address, "list"], capture_output=True, text=True, timeout=30
+        [GRPCURL, *grpcurl_tls(devstack, kind), address, "list"], capture_output=True, text=True, timeout=30
     )
     assert listed.returncode == 0, listed.stderr
     assert set(listed.stdout.split()) >= {
@@ -60,7 +69,7 @@ async def test_grpcurl_lists_and_describes_the_service(devstack, kind):
         "grpc.reflection.v1alpha.ServerReflection",
     }
     described = subprocess.run(
-        [GRPCURL, "-plaintext", address, "describe", SERVICES[kind]],
+        [GRPCURL, *grpcurl_tls(devstack, kind), address, "describe", SERVICES[kind]],
         capture_output=True,
         text=True,
         timeout=30,

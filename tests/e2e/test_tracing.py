@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.cli.devstack import Devstack
-from bacalhau_grpc.common import telemetry
+from bacalhau_grpc.common import certs, telemetry
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
 
@@ -97,9 +97,9 @@ def tracing_env(port: int) -> dict[str, str]:
     return env
 
 
-async def run_job(address: str, job: pb.Job) -> tuple[str, list[pb.JobEvent]]:
-    """Submits the job and follows its events until it ends."""
-    async with grpc.aio.insecure_channel(address) as channel:
+async def run_job(address: str, job: pb.Job, credentials) -> tuple[str, list[pb.JobEvent]]:
+    """Submits the job (TLS with `credentials`) and follows its events until it ends."""
+    async with grpc.aio.secure_channel(address, credentials) as channel:
         stub = rgrpc.RequesterServiceStub(channel)
         created = await stub.SubmitJob(ClientKey.generate().signed_submit_request(job), timeout=10)
         request = rpb.WatchJobEventsRequest(job_id=created.job.id)
@@ -184,7 +184,7 @@ def assert_one_trace(
         "/bacalhau.requester.v1.RequesterService/SubmitJob",
         "/bacalhau.compute.v1.ComputeService/AskForBids",
         "/bacalhau.compute.v1.ComputeService/UpdateExecutions",
-        "/bacalhau.requester.v1.RequesterService/ReportExecutions",
+        "/bacalhau.requester.v1.RequesterNodeService/ReportExecutions",
         "/bacalhau.verifier.v1.VerifierService/VerifyShards",
     ):
         assert method in rpc_names, (method, sorted(rpc_names))
@@ -205,7 +205,8 @@ async def test_one_job_is_one_trace_across_every_service(tmp_path, collector):
     receiver, port = collector
     async with Devstack(nodes=NODES, data_dir=tmp_path, env=tracing_env(port)) as stack:
         compute_ids = {node.node_id for node in stack.computes}
-        job_id, events = await run_job(stack.requester_address, deterministic_noop_job(NODES))
+        job = deterministic_noop_job(NODES)
+        job_id, events = await run_job(stack.requester_address, job, stack.channel_credentials())
         assert published_by(events) == compute_ids
         requester_id, verifier_id = stack.requester.node_id, stack.verifier.node_id
     # The devstack stopped: every node flushed its spans on the way out.
@@ -221,12 +222,12 @@ async def test_a_node_joining_later_works_inside_the_jobs_trace(tmp_path, collec
     receiver, port = collector
     env = tracing_env(port)
     async with Devstack(nodes=NODES - 1, data_dir=tmp_path / "stack", env=env) as stack:
-        async with grpc.aio.insecure_channel(stack.requester_address) as channel:
+        async with grpc.aio.secure_channel(stack.requester_address, stack.channel_credentials()) as channel:
             stub = rgrpc.RequesterServiceStub(channel)
             request = ClientKey.generate().signed_submit_request(deterministic_noop_job(NODES))
             created = await stub.SubmitJob(request, timeout=10)
             job_id = created.job.id
-            late = await start_compute_node(tmp_path / "late", stack.requester_address, env)
+            late = await start_compute_node(tmp_path / "late", stack, env)
             try:
                 request = rpb.WatchJobEventsRequest(job_id=job_id)
                 events = [item.event async for item in stub.WatchJobEvents(request, timeout=JOB_END_TIMEOUT)]
@@ -251,16 +252,19 @@ async def test_a_node_joining_later_works_inside_the_jobs_trace(tmp_path, collec
     assert any(link[0] in node_calls for s in asks for link in s.links), asks
 
 
-async def start_compute_node(data_dir: Path, requester_address: str, env: dict[str, str]):
-    """A compute node process outside the devstack (stopped by `stop_process`)."""
+async def start_compute_node(data_dir: Path, stack: Devstack, env: dict[str, str]):
+    """A compute node process outside the devstack (stopped by `stop_process`), with a certificate from the
+    devstack's CA, registering at the requester's node port."""
     data_dir.mkdir(parents=True)
+    issued = certs.issue(stack.tls_dir, role="compute", node_id="node-late", out_dir=data_dir)
     log = open(data_dir / "node.log", "wb")  # noqa: SIM115 - the child writes to it until stopped
     try:
         return await asyncio.create_subprocess_exec(
             sys.executable,
             *("-m", "bacalhau_grpc.cli.main", "serve", "--node-type", "compute"),
             *("--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)),
-            *("--requester-address", requester_address),
+            *("--node-id", "node-late", "--requester-address", stack.requester_node_address),
+            *("--tls-cert", str(issued.cert), "--tls-key", str(issued.key), "--tls-ca", str(stack.ca_cert)),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,

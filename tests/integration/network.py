@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
@@ -111,6 +112,11 @@ class Network:
     @property
     def stub(self) -> rgrpc.RequesterServiceStub:
         return rgrpc.RequesterServiceStub(self._channel)
+
+    @property
+    def node_stub(self) -> rngrpc.RequesterNodeServiceStub:
+        """The requester's node protocol (what compute nodes call)."""
+        return rngrpc.RequesterNodeServiceStub(self._channel)
 
     async def wait_for_nodes(self, count: int, timeout: float = 20.0):
         """Waits until `count` compute nodes have registered with the requester (each bids once asked)."""

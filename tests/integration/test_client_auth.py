@@ -12,6 +12,7 @@ import pytest
 
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.caller import Caller, current_caller
 from bacalhau_grpc.common.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from bacalhau_grpc.common.model import pb
@@ -218,9 +219,10 @@ async def test_a_signature_over_another_method_or_other_request_bytes_is_refused
 async def test_compute_nodes_are_not_asked_for_client_signatures(network):
     await network.start(nodes=1)
     node = network.computes[0]
-    # a heartbeat with nonsense in the client metadata is still a heartbeat: node calls are not looked at
+    # a heartbeat with nonsense in the client metadata is still a heartbeat: the node protocol is a
+    # service of its own, where client signatures are not looked at
     request = rpb.HeartbeatRequest(node_id=node.node_id)
-    await call(network, "Heartbeat", request, [(SIGNATURE_METADATA, b"nonsense")])
+    await channels.call(network.node_stub.Heartbeat, request, metadata=[(SIGNATURE_METADATA, b"nonsense")])
     job = await network.submit(noop_job(), client="alice")
     events = await network.wait_for_end(job.id)
     assert events[-1].event_name == E.JOB_EVENT_TYPE_RESULTS_PUBLISHED
@@ -356,9 +358,9 @@ async def test_the_servers_hook_gives_each_concurrent_call_its_own_caller():
             assert current_caller() == before == Caller(request.job_id or None)
             return rpb.GetJobResponse()
 
-    def hook(method, request, metadata):
+    def hook(method, request, context):
         assert method == f"/{SERVICE}/GetJob"
-        return Caller(dict(metadata).get("who"))
+        return Caller(dict(context.invocation_metadata()).get("who"))
 
     binding = ServiceBinding(
         rgrpc.add_RequesterServiceServicer_to_server, Servicer(), SERVICE, authenticate=hook

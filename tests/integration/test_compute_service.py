@@ -1,5 +1,5 @@
 """The compute service as a real gRPC server (app.start on 127.0.0.1:0), driven over gRPC, talking to a
-real RequesterService server that records what the node sends it (RegisterNode, Heartbeat, On*)."""
+real RequesterNodeService server that records what the node sends it (RegisterNode, Heartbeat, On*)."""
 
 import asyncio
 import contextlib
@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bacalhau.compute.v1 import compute_service_pb2 as cpb
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from bacalhau_grpc.common.model import pb
@@ -28,7 +28,7 @@ REQUESTER_ID = "requester-0123456789ab"
 HEARTBEAT = 0.05
 
 
-class RecordingRequester(BatchedRequester, rgrpc.RequesterServiceServicer):
+class RecordingRequester(BatchedRequester, rngrpc.RequesterNodeServiceServicer):
     """The requester's side of the protocol, recording every call. `fail_next[method] = n` answers the
     next n calls of `method` with UNAVAILABLE; a heartbeat from a node it does not know gets NOT_FOUND."""
 
@@ -107,7 +107,7 @@ class RequesterServer:
 
     async def start(self, port: int = 0) -> "RequesterServer":
         self.server = grpc.aio.server()
-        rgrpc.add_RequesterServiceServicer_to_server(self.servicer, self.server)
+        rngrpc.add_RequesterNodeServiceServicer_to_server(self.servicer, self.server)
         self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         await self.server.start()
         return self

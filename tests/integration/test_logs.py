@@ -297,7 +297,7 @@ async def test_a_node_still_streaming_after_the_job_ended_is_cut_short(network, 
     try:
         info = pb.NodeInfo(node_id=STUBBORN, address=f"127.0.0.1:{port}")
         info.engines.append(pb.Engine.ENGINE_NOOP)
-        await channels.call(network.stub.RegisterNode, rpb.RegisterNodeRequest(node=info))
+        await channels.call(network.node_stub.RegisterNode, rpb.RegisterNodeRequest(node=info))
         job = await network.submit(noop_job(timeout=1.0))  # it never reports results: the job times out
         received = []
         with pytest.raises(grpc.aio.AioRpcError) as caught:

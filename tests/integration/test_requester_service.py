@@ -13,6 +13,7 @@ import pytest
 
 from bacalhau.compute.v1 import compute_service_pb2 as cpb
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels, grpc_errors
@@ -55,7 +56,7 @@ class PeerCompute(BatchedCompute, cgrpc.ComputeServiceServicer):
         self.node_id = node_id
         self.decline = decline
         self.channel = channels.open_channel(requester_address)
-        self.requester = rgrpc.RequesterServiceStub(self.channel)
+        self.requester = rngrpc.RequesterNodeServiceStub(self.channel)
         self.executions: dict[str, tuple[str, int]] = {}
         self.calls: list[tuple[str, str]] = []
         self.tasks: set[asyncio.Task] = set()
@@ -144,6 +145,7 @@ class Cluster:
         self.requester = None
         self.channel = None
         self.stub: rgrpc.RequesterServiceStub | None = None
+        self.node_stub: rngrpc.RequesterNodeServiceStub | None = None
         self.peers: list[PeerCompute] = []
         self.key = ClientKey.load_or_create(root / "client")  # the submitting client's key
 
@@ -158,6 +160,7 @@ class Cluster:
         self.requester = await requester_app.start(self.settings(**overrides))
         self.channel = channels.open_channel(self.requester.address)
         self.stub = rgrpc.RequesterServiceStub(self.channel)
+        self.node_stub = rngrpc.RequesterNodeServiceStub(self.channel)  # the node protocol (plaintext)
         return self
 
     async def stop_requester(self) -> None:
@@ -289,9 +292,9 @@ async def test_unknown_job_is_not_found(cluster):
     for method, request in [
         (cluster.stub.ListJobEvents, rpb.ListJobEventsRequest(job_id="no-such-job")),
         (cluster.stub.GetJobResults, rpb.GetJobResultsRequest(job_id="no-such-job")),
-        (cluster.stub.Heartbeat, rpb.HeartbeatRequest(node_id="never-registered")),
+        (cluster.node_stub.Heartbeat, rpb.HeartbeatRequest(node_id="never-registered")),
         (
-            cluster.stub.OnRunComplete,
+            cluster.node_stub.OnRunComplete,
             rpb.OnRunCompleteRequest(job_id="no-such-job", node_id="n", execution_id="e-1"),
         ),
     ]:
@@ -357,25 +360,25 @@ async def test_happy_path_with_a_peer_compute_node_and_the_real_verifier(cluster
     # The same report again is taken as a retry; a different late report is refused and recorded.
     execution_id = peer.calls[1][1]
     again = rpb.OnRunCompleteRequest(job_id=job.id, node_id=peer.node_id, execution_id=execution_id)
-    await channels.call(cluster.stub.OnRunComplete, again)
+    await channels.call(cluster.node_stub.OnRunComplete, again)
     late = rpb.OnRunCompleteRequest(
         job_id=job.id, node_id=peer.node_id, execution_id=execution_id, verification_proposal=b"other"
     )
     with pytest.raises(FailedPreconditionError):
-        await channels.call(cluster.stub.OnRunComplete, late)
+        await channels.call(cluster.node_stub.OnRunComplete, late)
     events = await channels.call(cluster.stub.ListJobEvents, rpb.ListJobEventsRequest(job_id=job.id))
     assert names(events.events)[-1:] == ["INVALID_REQUEST"]
     # A node that holds no execution of the shard is refused and leaves nothing behind, however often.
     huge = rpb.OnRunCompleteRequest(job_id=job.id, node_id="x" * 10_000, execution_id="e-x")
     with pytest.raises(InvalidArgumentError, match="a node ID is at most 255 bytes; this one has 10000"):
-        await channels.call(cluster.stub.OnRunComplete, huge)
+        await channels.call(cluster.node_stub.OnRunComplete, huge)
     for node_id in ("node-stranger", peer.node_id):
         stranger = rpb.OnRunCompleteRequest(job_id=job.id, node_id=node_id, execution_id="e-x")
         with pytest.raises(PermissionDeniedError, match=r"holds no execution of shard|does not hold"):
-            await channels.call(cluster.stub.OnRunComplete, stranger)
+            await channels.call(cluster.node_stub.OnRunComplete, stranger)
         nowhere = rpb.OnRunCompleteRequest(job_id=job.id, shard_index=7, node_id=node_id, execution_id="e")
         with pytest.raises(PermissionDeniedError, match="which does not exist"):
-            await channels.call(cluster.stub.OnRunComplete, nowhere)
+            await channels.call(cluster.node_stub.OnRunComplete, nowhere)
     after = await channels.call(cluster.stub.ListJobEvents, rpb.ListJobEventsRequest(job_id=job.id))
     assert list(after.events) == list(events.events)
 
@@ -397,7 +400,7 @@ async def test_report_executions_answers_each_report_on_its_own(cluster):
         ),
     ]
     response = await channels.call(
-        cluster.stub.ReportExecutions, rpb.ReportExecutionsRequest(reports=reports)
+        cluster.node_stub.ReportExecutions, rpb.ReportExecutionsRequest(reports=reports)
     )
     assert [(o.code, o.message) for o in response.outcomes] == [
         ("", ""),

@@ -78,9 +78,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s.%s.svc.%s" (include "bacalhau-grpc.componentName" .) .ctx.Release.Namespace .ctx.Values.clusterDomain }}
 {{- end }}
 
-{{/* host:port of the requester's API, as the compute nodes and the test pod dial it. */}}
+{{/* host:port of the requester's client API, as in-cluster clients and the test pod dial it. */}}
 {{- define "bacalhau-grpc.requesterAddress" -}}
 {{- printf "%s:%v" (include "bacalhau-grpc.serviceHost" (dict "ctx" . "component" "requester")) .Values.requester.service.port }}
+{{- end }}
+
+{{/*
+host:port where the compute nodes reach the requester: with TLS its node protocol's Service (mutual TLS),
+in insecure mode its one port.
+*/}}
+{{- define "bacalhau-grpc.requesterNodeAddress" -}}
+{{- if include "bacalhau-grpc.tlsEnabled" . }}
+{{- printf "%s:%v" (include "bacalhau-grpc.serviceHost" (dict "ctx" . "component" "requester-node")) .Values.requester.nodeProtocolPort }}
+{{- else }}
+{{- include "bacalhau-grpc.requesterAddress" . }}
+{{- end }}
 {{- end }}
 
 {{/* host:port of the verifier, as the requester dials it. */}}
@@ -149,7 +161,10 @@ Every container's env: POD_NAME, POD_NAMESPACE, the OTLP variables, then the com
 {{- end }}
 {{- end }}
 
-{{/* The native gRPC liveness and readiness probes on grpc.health.v1 (service ""): (dict "port" 1234). */}}
+{{/*
+The native gRPC startup, readiness and liveness probes on grpc.health.v1 (service ""), at the pod's
+plaintext health port (the kubelet's probes cannot speak TLS): (dict "port" 1238).
+*/}}
 {{- define "bacalhau-grpc.probes" -}}
 startupProbe:
   grpc:
@@ -170,14 +185,20 @@ livenessProbe:
   failureThreshold: 6
 {{- end }}
 
-{{/* The flags every node's `serve` gets: (dict "ctx" $ "port" 1234). */}}
+{{/*
+The flags every node's `serve` gets: where it listens, its plaintext health port, its log level and its
+TLS files (or --insecure): (dict "ctx" $ "component" "requester" "port" 1234 "healthPort" 1238).
+*/}}
 {{- define "bacalhau-grpc.serveFlags" -}}
 - --host
 - 0.0.0.0
 - --port
 - {{ .port | quote }}
+- --health-port
+- {{ .healthPort | quote }}
 - --log-level
 - {{ .ctx.Values.logLevel | quote }}
+{{ include "bacalhau-grpc.tlsFlags" . | trim }}
 {{- end }}
 
 {{/* The pod's scheduling fields: (dict "values" .Values.requester). */}}
@@ -231,5 +252,339 @@ affinity:
   to:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* ------------------------------------------------------------------------------------------- TLS */}}
+
+{{/* Whether the services speak TLS (every mode but insecure). */}}
+{{- define "bacalhau-grpc.tlsEnabled" -}}
+{{- if ne .Values.tls.mode "insecure" }}true{{ end }}
+{{- end }}
+
+{{/* The Secret holding the cluster CA (tls.crt, tls.key) that the init containers issue from. */}}
+{{- define "bacalhau-grpc.caSecretName" -}}
+{{- default (printf "%s-ca" (include "bacalhau-grpc.fullname" .)) .Values.tls.ca.existingSecret }}
+{{- end }}
+
+{{/* The cert-manager issuer of every certificate (certManager mode): tls.certManager.issuerRef, else the
+chart's CA Issuer. As YAML: name, kind, group. */}}
+{{- define "bacalhau-grpc.issuerRef" -}}
+{{- $ref := .Values.tls.certManager.issuerRef }}
+{{- if $ref.name }}
+name: {{ $ref.name }}
+kind: {{ $ref.kind | default "Issuer" }}
+group: {{ $ref.group | default "cert-manager.io" }}
+{{- else }}
+name: {{ include "bacalhau-grpc.componentName" (dict "ctx" . "component" "ca") }}
+kind: Issuer
+group: cert-manager.io
+{{- end }}
+{{- end }}
+
+{{/*
+Where one pod's certificate comes from, (dict "ctx" $ "component" "requester|verifier|compute|test"):
+  issue      an init container issues it from the CA's Secret (`bacalhau-grpc certs issue`) into an
+             in-memory emptyDir
+  secret     a Secret with tls.crt, tls.key and ca.crt (a cert-manager Certificate's, or yours)
+  csi        cert-manager's csi-driver, per pod
+  podSecret  existingSecret mode's compute Secret: <pod>.crt, <pod>.key and ca.crt
+  caOnly     the `helm test` pod with no client certificate: the CA alone (the requester's ca.crt)
+  none       plaintext
+*/}}
+{{- define "bacalhau-grpc.tlsSource" -}}
+{{- $tls := .ctx.Values.tls }}
+{{- $shared := has .component (list "requester" "verifier") }}
+{{- if eq $tls.mode "insecure" }}none
+{{- else if eq $tls.mode "generate" }}issue
+{{- else if eq $tls.mode "certManager" }}
+{{- if $shared }}secret
+{{- else if eq $tls.certManager.compute "csi" }}csi
+{{- else if $tls.certManager.issuerRef.name }}
+{{- fail "tls.certManager.compute must be csi with tls.certManager.issuerRef: the chart holds no CA key to issue the compute pods' certificates from" }}
+{{- else }}issue
+{{- end }}
+{{- else if $shared }}secret
+{{- else if eq .component "compute" }}podSecret
+{{- else if $tls.existingSecret.client }}secret
+{{- else }}caOnly
+{{- end }}
+{{- end }}
+
+{{/* The Secret a "secret" or "podSecret" pod mounts: (dict "ctx" $ "component" "requester"). */}}
+{{- define "bacalhau-grpc.tlsSecretName" -}}
+{{- $tls := .ctx.Values.tls }}
+{{- if eq $tls.mode "certManager" }}
+{{- printf "%s-tls" (include "bacalhau-grpc.componentName" .) }}
+{{- else }}
+{{- $key := ternary "client" .component (eq .component "test") }}
+{{- $what := dict "requester" "the requester's certificate" "verifier" "the verifier's certificate" "compute" "the compute pods' certificates" "client" "a client certificate" }}
+{{- required (printf "tls.existingSecret.%s is required with tls.mode=existingSecret: the Secret holding %s" $key (index $what $key)) (index $tls.existingSecret $key) }}
+{{- end }}
+{{- end }}
+
+{{/* A Service's in-cluster DNS names, short to fully qualified, as JSON: (dict "ctx" $ "name" "x"). */}}
+{{- define "bacalhau-grpc.serviceDnsNames" -}}
+{{- $ns := .ctx.Release.Namespace }}
+{{- list .name (printf "%s.%s" .name $ns) (printf "%s.%s.svc" .name $ns) (printf "%s.%s.svc.%s" .name $ns .ctx.Values.clusterDomain) | toJson }}
+{{- end }}
+
+{{/*
+Who one pod is and where it is reached, as JSON {role, nodeId, dns, ips}: (dict "ctx" $ "component"
+"requester|verifier|compute|test" "pod" "$(POD_NAME)"). `pod` is how the pod's own name is written:
+$(POD_NAME) in a container's args, ${POD_NAME} in the csi-driver's attributes.
+- requester: its node ID is its Deployment's name; reached at its two Services (clients, the node
+  protocol) and tls.requesterDnsNames / tls.requesterIpAddresses;
+- verifier: its pod (or, with one Certificate for every pod, its Service's) name; reached at its Service;
+- compute: its pod name (its node ID); reached at the pod's own name under the headless Service, the
+  name it advertises to the requester;
+- test: the `helm test` pod, a client.
+*/}}
+{{- define "bacalhau-grpc.identity" -}}
+{{- $ctx := .ctx }}
+{{- $pod := .pod | default "$(POD_NAME)" }}
+{{- $name := include "bacalhau-grpc.componentName" (dict "ctx" $ctx "component" .component) }}
+{{- $id := dict "dns" (list) "ips" (list) }}
+{{- if eq .component "requester" }}
+{{- $node := include "bacalhau-grpc.componentName" (dict "ctx" $ctx "component" "requester-node") }}
+{{- $dns := concat (include "bacalhau-grpc.serviceDnsNames" (dict "ctx" $ctx "name" $name) | fromJsonArray) (include "bacalhau-grpc.serviceDnsNames" (dict "ctx" $ctx "name" $node) | fromJsonArray) $ctx.Values.tls.requesterDnsNames }}
+{{- $_ := set $id "role" "requester" }}
+{{- $_ := set $id "nodeId" $name }}
+{{- $_ := set $id "dns" (uniq $dns) }}
+{{- $_ := set $id "ips" $ctx.Values.tls.requesterIpAddresses }}
+{{- else if eq .component "verifier" }}
+{{- $_ := set $id "role" "verifier" }}
+{{- $_ := set $id "nodeId" $pod }}
+{{- $_ := set $id "dns" (include "bacalhau-grpc.serviceDnsNames" (dict "ctx" $ctx "name" $name) | fromJsonArray) }}
+{{- else if eq .component "compute" }}
+{{- $_ := set $id "role" "compute" }}
+{{- $_ := set $id "nodeId" $pod }}
+{{- $dns := list }}
+{{- range include "bacalhau-grpc.serviceDnsNames" (dict "ctx" $ctx "name" $name) | fromJsonArray }}
+{{- $dns = append $dns (printf "%s.%s" $pod .) }}
+{{- end }}
+{{- $_ := set $id "dns" $dns }}
+{{- else }}
+{{- $_ := set $id "role" "client" }}
+{{- $_ := set $id "nodeId" $pod }}
+{{- end }}
+{{- toJson $id }}
+{{- end }}
+
+{{/* The TLS files of one pod's container, as JSON {cert, key, ca} ("" when it has none). */}}
+{{- define "bacalhau-grpc.tlsFiles" -}}
+{{- $source := include "bacalhau-grpc.tlsSource" . }}
+{{- $dir := "/run/bacalhau-grpc/tls" }}
+{{- if eq $source "issue" }}
+{{- $id := include "bacalhau-grpc.identity" . | fromJson }}
+{{- dict "cert" (printf "%s/%s-%s.pem" $dir $id.role $id.nodeId) "key" (printf "%s/%s-%s-key.pem" $dir $id.role $id.nodeId) "ca" "/run/bacalhau-grpc/trust/ca.pem" | toJson }}
+{{- else if eq $source "podSecret" }}
+{{- dict "cert" (printf "%s/$(POD_NAME).crt" $dir) "key" (printf "%s/$(POD_NAME).key" $dir) "ca" (printf "%s/ca.crt" $dir) | toJson }}
+{{- else if eq $source "caOnly" }}
+{{- dict "cert" "" "key" "" "ca" (printf "%s/ca.crt" $dir) | toJson }}
+{{- else if eq $source "none" }}
+{{- dict "cert" "" "key" "" "ca" "" | toJson }}
+{{- else }}
+{{- dict "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir) "ca" (printf "%s/ca.crt" $dir) | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* `serve`'s TLS flags: the node's certificate, key and CA, or --insecure: (dict "ctx" $ "component" "requester"). */}}
+{{- define "bacalhau-grpc.tlsFlags" -}}
+{{- $files := include "bacalhau-grpc.tlsFiles" . | fromJson }}
+{{- if $files.cert }}
+- --tls-cert
+- {{ $files.cert }}
+- --tls-key
+- {{ $files.key }}
+- --tls-ca
+- {{ $files.ca }}
+{{- else }}
+- --insecure
+{{- end }}
+{{- end }}
+
+{{/*
+The init container that issues the pod's certificate from the CA's Secret when the pod starts (the
+"issue" source; nothing otherwise): `bacalhau-grpc certs issue`, the CA's key mounted in it alone.
+(dict "ctx" $ "component" "compute")
+*/}}
+{{- define "bacalhau-grpc.tlsInitContainer" -}}
+{{- if eq (include "bacalhau-grpc.tlsSource" .) "issue" }}
+{{- $id := include "bacalhau-grpc.identity" . | fromJson }}
+{{- $ctx := .ctx }}
+# Issues this pod's certificate (spiffe://bacalhau-grpc/{{ $id.role }}/{{ $id.nodeId }}) from the cluster CA.
+- name: tls
+  image: {{ include "bacalhau-grpc.image" $ctx }}
+  imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+  command: ["bacalhau-grpc"]
+  args:
+    - certs
+    - issue
+    - --ca
+    - /run/bacalhau-grpc/ca
+    - --role
+    - {{ $id.role }}
+    - --node-id
+    - {{ $id.nodeId | quote }}
+    {{- range $id.dns }}
+    - --dns
+    - {{ . | quote }}
+    {{- end }}
+    {{- range $id.ips }}
+    - --ip
+    - {{ . | quote }}
+    {{- end }}
+    - --days
+    - {{ $ctx.Values.tls.certDays | quote }}
+    - --out
+    - /run/bacalhau-grpc/tls
+  env:
+    {{- include "bacalhau-grpc.podEnv" $ctx | nindent 4 }}
+  securityContext:
+    {{- toYaml $ctx.Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: tls-ca
+      mountPath: /run/bacalhau-grpc/ca
+      readOnly: true
+    - name: tls
+      mountPath: /run/bacalhau-grpc/tls
+{{- end }}
+{{- end }}
+
+{{/* The main container's TLS volume mounts (read-only): (dict "ctx" $ "component" "compute"). */}}
+{{- define "bacalhau-grpc.tlsMounts" -}}
+{{- $source := include "bacalhau-grpc.tlsSource" . }}
+{{- if ne $source "none" }}
+- name: tls
+  mountPath: /run/bacalhau-grpc/tls
+  readOnly: true
+{{- end }}
+{{- if eq $source "issue" }}
+- name: tls-trust
+  mountPath: /run/bacalhau-grpc/trust
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The pod's TLS volumes: (dict "ctx" $ "component" "compute"). */}}
+{{- define "bacalhau-grpc.tlsVolumes" -}}
+{{- $source := include "bacalhau-grpc.tlsSource" . }}
+{{- $ctx := .ctx }}
+{{- if eq $source "issue" }}
+{{- $ca := include "bacalhau-grpc.caSecretName" $ctx }}
+# The pod's certificate and key, written by the tls init container (in memory only).
+- name: tls
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+# The cluster CA's certificate and key: mounted in the tls init container alone.
+- name: tls-ca
+  secret:
+    secretName: {{ $ca }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: ca.pem
+      - key: tls.key
+        path: ca-key.pem
+# The cluster CA's certificate alone: what the node verifies its peers with.
+- name: tls-trust
+  secret:
+    secretName: {{ $ca }}
+    defaultMode: 0444
+    items:
+      - key: tls.crt
+        path: ca.pem
+{{- else if eq $source "csi" }}
+{{- $id := include "bacalhau-grpc.identity" (merge (dict "pod" "${POD_NAME}") .) | fromJson }}
+{{- $issuer := include "bacalhau-grpc.issuerRef" $ctx | fromYaml }}
+# The pod's own certificate from cert-manager's csi-driver (in memory, renewed by the driver).
+- name: tls
+  csi:
+    driver: csi.cert-manager.io
+    readOnly: true
+    volumeAttributes:
+      csi.cert-manager.io/issuer-name: {{ $issuer.name | quote }}
+      csi.cert-manager.io/issuer-kind: {{ $issuer.kind | quote }}
+      csi.cert-manager.io/issuer-group: {{ $issuer.group | quote }}
+      csi.cert-manager.io/common-name: {{ $id.nodeId | quote }}
+      csi.cert-manager.io/organizations: {{ $id.role | quote }}
+      {{- with $id.dns }}
+      csi.cert-manager.io/dns-names: {{ join "," . | quote }}
+      {{- end }}
+      csi.cert-manager.io/uri-sans: {{ printf "spiffe://bacalhau-grpc/%s/%s" $id.role $id.nodeId | quote }}
+      csi.cert-manager.io/key-algorithm: ECDSA
+      csi.cert-manager.io/key-size: "256"
+      csi.cert-manager.io/key-encoding: PKCS8
+      csi.cert-manager.io/key-usages: {{ ternary "digital signature,client auth" "digital signature,server auth,client auth" (eq $id.role "client") | quote }}
+      csi.cert-manager.io/duration: {{ $ctx.Values.tls.certManager.duration | quote }}
+      csi.cert-manager.io/fs-group: {{ $ctx.Values.podSecurityContext.fsGroup | default 10001 | quote }}
+{{- else if eq $source "caOnly" }}
+# The CA's certificate alone (from the requester's Secret): the test pod checks the requester's API.
+- name: tls
+  secret:
+    secretName: {{ include "bacalhau-grpc.tlsSecretName" (dict "ctx" $ctx "component" "requester") }}
+    defaultMode: 0444
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- else if ne $source "none" }}
+- name: tls
+  secret:
+    secretName: {{ include "bacalhau-grpc.tlsSecretName" . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/*
+The CA that generate mode keeps in its Secret, as JSON {cert, key} (PEM): the Secret's own when it exists
+(`lookup`: upgrades keep the CA), else a new one, an ECDSA P-256 key (genPrivateKey) and its self-signed
+CA certificate (genCAWithKey). Made once per render (kept on .Release), so that the Secret and the pods'
+checksum annotation see the same CA.
+*/}}
+{{- define "bacalhau-grpc.generatedCa" -}}
+{{- if not (hasKey .Release "bacalhauGrpcCa") }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "bacalhau-grpc.caSecretName" .) }}
+{{- $ca := dict }}
+{{- if and $existing $existing.data (index $existing.data "tls.crt") (index $existing.data "tls.key") }}
+{{- $ca = dict "cert" (index $existing.data "tls.crt" | b64dec) "key" (index $existing.data "tls.key" | b64dec) }}
+{{- else }}
+{{- $made := genCAWithKey (printf "bacalhau-grpc %s/%s CA" .Release.Namespace .Release.Name) (int .Values.tls.ca.days) (genPrivateKey "ecdsa") }}
+{{- $ca = dict "cert" $made.Cert "key" $made.Key }}
+{{- end }}
+{{- $_ := set .Release "bacalhauGrpcCa" $ca }}
+{{- end }}
+{{- toJson .Release.bacalhauGrpcCa }}
+{{- end }}
+
+{{/*
+The pod template's annotation that changes with the CA (generate mode: the CA's certificate; otherwise
+the cert-manager objects), so that every pod restarts, and issues or reads its certificate anew, when the
+CA is replaced: nothing in insecure mode.
+*/}}
+{{- define "bacalhau-grpc.tlsPodAnnotations" -}}
+{{- if include "bacalhau-grpc.tlsEnabled" . }}
+{{- if and (eq .Values.tls.mode "generate") (not .Values.tls.ca.existingSecret) }}
+bacalhau-grpc/tls-checksum: {{ (include "bacalhau-grpc.generatedCa" . | fromJson).cert | sha256sum }}
+{{- else }}
+bacalhau-grpc/tls-checksum: {{ include (print .Template.BasePath "/tls.yaml") . | sha256sum }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The NetworkPolicy ingress rule of a pod's plaintext health port: from networkPolicy.healthFrom (for a CNI
+that applies policies to the kubelet's probes); nothing when it is empty (the kubelet is not a pod a
+policy can name; most CNIs let a node's kubelet reach its pods whatever the policies say).
+(dict "ctx" $ "port" 1238)
+*/}}
+{{- define "bacalhau-grpc.healthIngress" -}}
+{{- with .ctx.Values.networkPolicy.healthFrom }}
+- from:
+    {{- toYaml . | nindent 4 }}
+  ports:
+    - port: {{ $.port }}
+      protocol: TCP
 {{- end }}
 {{- end }}

@@ -21,8 +21,8 @@ from typing import Any
 
 import grpc
 
+from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.batching import Coalescer
 from bacalhau_grpc.common.errors import DeadlineExceededError, NotFoundError, UnavailableError
@@ -50,14 +50,16 @@ class RequesterClient:
         call_timeout: float = channels.DEFAULT_TIMEOUT,
         callback_attempts: int = CALLBACK_ATTEMPTS,
         span: Callable[..., contextlib.AbstractContextManager[Any]] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.address = address
         self.node_id = node_id
         self.call_timeout = call_timeout
         self.callback_attempts = callback_attempts
         self._span = span
-        self._channel = channels.open_channel(address)
-        self._stub = rgrpc.RequesterServiceStub(self._channel)
+        # TLS with the node's certificate (the requester's node port), or None: plaintext.
+        self._channel = channels.open_channel(address, credentials=credentials)
+        self._stub = rngrpc.RequesterNodeServiceStub(self._channel)
         # Reports leave one at a time while the requester keeps up, in batches when many are due.
         self._reports: Coalescer[None, rpb.ExecutionReport, None] = Coalescer(
             self._send_reports, size=lambda report: report.ByteSize()

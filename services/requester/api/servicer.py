@@ -3,14 +3,13 @@ server maps to status codes.
 
 The caller of a client method is the ClientID its signed call metadata verified (`common.caller`,
 checked before the servicer runs; anonymous without a signature), never a request field: the domain gets
-it and decides (cancel: the owner only; reads: by the job visibility). The node protocol's methods
-(`NODE_PROTOCOL_METHODS`) are called by compute nodes, not clients, and are not authenticated here.
+it and decides (cancel: the owner only; reads: by the job visibility). What compute nodes call is the
+node protocol, `api.node_servicer`.
 """
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -18,25 +17,11 @@ from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common.caller import current_caller
 from bacalhau_grpc.common.errors import InvalidArgumentError, UnauthenticatedError
-from bacalhau_grpc.common.grpc_errors import outcome_of
 from bacalhau_grpc.common.signing import verify_submission
 from bacalhau_grpc.requester.domain.lifecycle import Requester
 from bacalhau_grpc.requester.domain.logs import job_logs
 
 SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
-# Called by compute nodes, not clients: no client signature is looked for (full method names).
-NODE_PROTOCOL_METHODS = frozenset(
-    f"/{SERVICE_NAME}/{name}"
-    for name in (
-        "RegisterNode",
-        "Heartbeat",
-        "OnRunComplete",
-        "OnPublishComplete",
-        "OnComputeFailure",
-        "OnCancelComplete",
-        "ReportExecutions",
-    )
-)
 log = logging.getLogger(__name__)
 _SORT_BY = {
     rpb.JOB_SORT_BY_UNSPECIFIED: "created_at",
@@ -159,111 +144,3 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
         self, request: rpb.GetVersionRequest, context: grpc.aio.ServicerContext
     ) -> rpb.GetVersionResponse:
         return rpb.GetVersionResponse(version=self.requester.get_version())
-
-    async def RegisterNode(
-        self, request: rpb.RegisterNodeRequest, context: grpc.aio.ServicerContext
-    ) -> rpb.RegisterNodeResponse:
-        await self.requester.register_node(request.node)
-        response = rpb.RegisterNodeResponse(requester_node_id=self.requester.node_id)
-        response.heartbeat_interval.FromNanoseconds(round(self.requester.heartbeat_interval * 1e9))
-        return response
-
-    async def Heartbeat(
-        self, request: rpb.HeartbeatRequest, context: grpc.aio.ServicerContext
-    ) -> rpb.HeartbeatResponse:
-        available = request.available_capacity if request.HasField("available_capacity") else None
-        await self.requester.heartbeat(request.node_id, available)
-        return rpb.HeartbeatResponse()
-
-    async def OnRunComplete(
-        self, request: rpb.OnRunCompleteRequest, context: grpc.aio.ServicerContext
-    ) -> rpb.OnRunCompleteResponse:
-        await self._run_complete(request)
-        return rpb.OnRunCompleteResponse()
-
-    async def OnPublishComplete(
-        self, request: rpb.OnPublishCompleteRequest, context: grpc.aio.ServicerContext
-    ) -> rpb.OnPublishCompleteResponse:
-        await self._publish_complete(request)
-        return rpb.OnPublishCompleteResponse()
-
-    async def OnComputeFailure(
-        self, request: rpb.OnComputeFailureRequest, context: grpc.aio.ServicerContext
-    ) -> rpb.OnComputeFailureResponse:
-        await self._compute_failure(request)
-        return rpb.OnComputeFailureResponse()
-
-    async def OnCancelComplete(
-        self, request: rpb.OnCancelCompleteRequest, context: grpc.aio.ServicerContext
-    ) -> rpb.OnCancelCompleteResponse:
-        await self._cancel_complete(request)
-        return rpb.OnCancelCompleteResponse()
-
-    async def ReportExecutions(
-        self, request: rpb.ReportExecutionsRequest, context: grpc.aio.ServicerContext
-    ) -> rpb.ReportExecutionsResponse:
-        # Taken together: each report is applied in order up to its wait for the store, and the reports
-        # share one commit instead of waiting for one each.
-        outcomes = await asyncio.gather(
-            *(
-                outcome_of(self._reporter(report), logger=log, what="ReportExecutions")
-                for report in request.reports
-            )
-        )
-        return rpb.ReportExecutionsResponse(outcomes=outcomes)
-
-    def _reporter(self, report: rpb.ExecutionReport) -> Callable[[], Awaitable[None]]:
-        kind = report.WhichOneof("report")
-        if kind == "run_complete":
-            return lambda: self._run_complete(report.run_complete)
-        if kind == "publish_complete":
-            return lambda: self._publish_complete(report.publish_complete)
-        if kind == "compute_failure":
-            return lambda: self._compute_failure(report.compute_failure)
-        if kind == "cancel_complete":
-            return lambda: self._cancel_complete(report.cancel_complete)
-        return _invalid_report
-
-    async def _run_complete(self, request: rpb.OnRunCompleteRequest) -> None:
-        await self.requester.on_run_complete(
-            job_id=request.job_id,
-            shard_index=request.shard_index,
-            node_id=request.node_id,
-            execution_id=request.execution_id,
-            verification_proposal=request.verification_proposal,
-            run_output=request.run_output if request.HasField("run_output") else None,
-            status=request.status,
-        )
-
-    async def _publish_complete(self, request: rpb.OnPublishCompleteRequest) -> None:
-        await self.requester.on_publish_complete(
-            job_id=request.job_id,
-            shard_index=request.shard_index,
-            node_id=request.node_id,
-            execution_id=request.execution_id,
-            published_result=request.published_result if request.HasField("published_result") else None,
-            status=request.status,
-        )
-
-    async def _compute_failure(self, request: rpb.OnComputeFailureRequest) -> None:
-        await self.requester.on_compute_failure(
-            job_id=request.job_id,
-            shard_index=request.shard_index,
-            node_id=request.node_id,
-            execution_id=request.execution_id,
-            error=request.error,
-        )
-
-    async def _cancel_complete(self, request: rpb.OnCancelCompleteRequest) -> None:
-        await self.requester.on_cancel_complete(
-            job_id=request.job_id,
-            shard_index=request.shard_index,
-            node_id=request.node_id,
-            execution_id=request.execution_id,
-        )
-
-
-async def _invalid_report() -> None:
-    raise InvalidArgumentError(
-        "an execution report names no report (run_complete, publish_complete, …)", field="report"
-    )

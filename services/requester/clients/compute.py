@@ -32,8 +32,11 @@ class GrpcComputeClient:
     about 1,000 waiting to be handled).
     """
 
-    def __init__(self, *, call_timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, *, call_timeout: float = DEFAULT_TIMEOUT, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         self.call_timeout = call_timeout
+        self.credentials = credentials  # TLS (the requester's certificate), or None: plaintext
         self._channels: dict[str, tuple[grpc.aio.Channel, cgrpc.ComputeServiceStub]] = {}
         self._asks: Coalescer[str, cpb.AskForBidRequest, cpb.AskForBidResponse] = Coalescer(
             self._send_asks, size=_bytes
@@ -43,7 +46,7 @@ class GrpcComputeClient:
     def _stub(self, address: str) -> cgrpc.ComputeServiceStub:
         cached = self._channels.get(address)
         if cached is None:
-            channel = open_channel(address)
+            channel = open_channel(address, credentials=self.credentials)
             cached = (channel, cgrpc.ComputeServiceStub(channel))
             self._channels[address] = cached
         return cached[1]

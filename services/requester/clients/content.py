@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
+
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.content.archive import ArchiveError
 from bacalhau_grpc.common.content.client import fetch_content
@@ -21,11 +23,17 @@ MAX_FETCH_BYTES = 10 * 1024**3
 
 class ContentHub:
     def __init__(
-        self, store: ContentStore, addresses: Callable[[], list[str]], *, timeout: float = 300.0
+        self,
+        store: ContentStore,
+        addresses: Callable[[], list[str]],
+        *,
+        timeout: float = 300.0,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.store = store
         self.addresses = addresses
         self.timeout = timeout
+        self.credentials = credentials  # TLS (the requester's certificate), or None: plaintext
         self._fetching: dict[str, asyncio.Future[Path]] = {}
 
     async def fetch(self, cid: str) -> Path:
@@ -42,7 +50,7 @@ class ContentHub:
     async def _fetch_from_nodes(self, cid: str) -> Path:
         problems: list[str] = []
         for address in self.addresses():
-            channel = channels.open_channel(address)
+            channel = channels.open_channel(address, credentials=self.credentials)
             try:
                 return await fetch_content(
                     channel, cid, self.store, max_bytes=MAX_FETCH_BYTES, timeout=self.timeout

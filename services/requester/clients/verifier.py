@@ -15,9 +15,16 @@ from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, Verdict
 class GrpcVerifierClient:
     """Verify requests are coalesced (`common.batching`) into VerifyShards calls when many are due."""
 
-    def __init__(self, address: str, *, call_timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        call_timeout: float = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.address = address
         self.call_timeout = call_timeout
+        self.credentials = credentials  # TLS (the requester's certificate), or None: plaintext
         self._channel: grpc.aio.Channel | None = None
         self._stub: vgrpc.VerifierServiceStub | None = None
         self._requests: Coalescer[None, vpb.VerifyRequest, vpb.VerifyResponse] = Coalescer(
@@ -26,7 +33,7 @@ class GrpcVerifierClient:
 
     def _get_stub(self) -> vgrpc.VerifierServiceStub:
         if self._stub is None:
-            self._channel = open_channel(self.address)
+            self._channel = open_channel(self.address, credentials=self.credentials)
             self._stub = vgrpc.VerifierServiceStub(self._channel)
         return self._stub
 

@@ -152,10 +152,13 @@ def test_devstack_passes_on_no_compute_flag_that_was_not_given():
     assert serve.settings_arguments(args, args.compute_settings) == []
     assert args.restart_on_crash is False
     assert parse("devstack", "--restart-on-crash").restart_on_crash is True
+    assert args.insecure is False  # TLS by default
+    assert parse("devstack", "--insecure").insecure is True
 
 
-# (`--data-dir` is the devstack's own: the folder of every node's data dir.)
-@pytest.mark.parametrize("setting", sorted(set(devstack.PER_NODE_SETTINGS) - {"data_dir"}))
+# (`--data-dir` is the devstack's own: the folder of every node's data dir; `--insecure` too: every node's
+# transport.)
+@pytest.mark.parametrize("setting", sorted(set(devstack.PER_NODE_SETTINGS) - {"data_dir", "insecure"}))
 def test_devstack_decides_each_nodes_own_settings(setting, capsys):
     flag = "--" + setting.replace("_", "-")
     assert flag in refused(capsys, "devstack", flag, "x")

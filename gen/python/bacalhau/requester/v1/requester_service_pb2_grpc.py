@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class RequesterServiceStub:
-    """The requester: takes jobs from clients, negotiates them with compute nodes,
-    has their results verified and keeps every job's state and events.
+    """The requester's client API: takes jobs from clients and answers about them. The
+    requester negotiates jobs with compute nodes over RequesterNodeService, has
+    their results verified and keeps every job's state and events.
     """
 
     def __init__(self, channel):
@@ -81,46 +82,12 @@ class RequesterServiceStub:
                 request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionRequest.SerializeToString,
                 response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionResponse.FromString,
                 _registered_method=True)
-        self.RegisterNode = channel.unary_unary(
-                '/bacalhau.requester.v1.RequesterService/RegisterNode',
-                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.RegisterNodeRequest.SerializeToString,
-                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.RegisterNodeResponse.FromString,
-                _registered_method=True)
-        self.Heartbeat = channel.unary_unary(
-                '/bacalhau.requester.v1.RequesterService/Heartbeat',
-                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.HeartbeatRequest.SerializeToString,
-                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.HeartbeatResponse.FromString,
-                _registered_method=True)
-        self.OnRunComplete = channel.unary_unary(
-                '/bacalhau.requester.v1.RequesterService/OnRunComplete',
-                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnRunCompleteRequest.SerializeToString,
-                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnRunCompleteResponse.FromString,
-                _registered_method=True)
-        self.OnPublishComplete = channel.unary_unary(
-                '/bacalhau.requester.v1.RequesterService/OnPublishComplete',
-                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnPublishCompleteRequest.SerializeToString,
-                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnPublishCompleteResponse.FromString,
-                _registered_method=True)
-        self.OnComputeFailure = channel.unary_unary(
-                '/bacalhau.requester.v1.RequesterService/OnComputeFailure',
-                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnComputeFailureRequest.SerializeToString,
-                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnComputeFailureResponse.FromString,
-                _registered_method=True)
-        self.OnCancelComplete = channel.unary_unary(
-                '/bacalhau.requester.v1.RequesterService/OnCancelComplete',
-                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteRequest.SerializeToString,
-                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteResponse.FromString,
-                _registered_method=True)
-        self.ReportExecutions = channel.unary_unary(
-                '/bacalhau.requester.v1.RequesterService/ReportExecutions',
-                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsRequest.SerializeToString,
-                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsResponse.FromString,
-                _registered_method=True)
 
 
 class RequesterServiceServicer:
-    """The requester: takes jobs from clients, negotiates them with compute nodes,
-    has their results verified and keeps every job's state and events.
+    """The requester's client API: takes jobs from clients and answers about them. The
+    requester negotiates jobs with compute nodes over RequesterNodeService, has
+    their results verified and keeps every job's state and events.
     """
 
     def SubmitJob(self, request, context):
@@ -190,57 +157,6 @@ class RequesterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RegisterNode(self, request, context):
-        """A compute node announces itself; it is offered jobs from then on.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Heartbeat(self, request, context):
-        """A compute node says it is still alive; NOT_FOUND asks it to register again.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def OnRunComplete(self, request, context):
-        """A compute node finished an execution and proposes its results.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def OnPublishComplete(self, request, context):
-        """A compute node published the results of an accepted execution.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def OnComputeFailure(self, request, context):
-        """A compute node could not run or publish an execution.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def OnCancelComplete(self, request, context):
-        """A compute node stopped an execution it was asked to cancel.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReportExecutions(self, request, context):
-        """Several OnRunComplete, OnPublishComplete, OnComputeFailure and OnCancelComplete
-        reports at once: one outcome per report, in order. Compute nodes send these when
-        they have many executions to report (a sharded job).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_RequesterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,41 +205,6 @@ def add_RequesterServiceServicer_to_server(servicer, server):
                     request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionRequest.FromString,
                     response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionResponse.SerializeToString,
             ),
-            'RegisterNode': grpc.unary_unary_rpc_method_handler(
-                    servicer.RegisterNode,
-                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.RegisterNodeRequest.FromString,
-                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.RegisterNodeResponse.SerializeToString,
-            ),
-            'Heartbeat': grpc.unary_unary_rpc_method_handler(
-                    servicer.Heartbeat,
-                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.HeartbeatRequest.FromString,
-                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.HeartbeatResponse.SerializeToString,
-            ),
-            'OnRunComplete': grpc.unary_unary_rpc_method_handler(
-                    servicer.OnRunComplete,
-                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnRunCompleteRequest.FromString,
-                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnRunCompleteResponse.SerializeToString,
-            ),
-            'OnPublishComplete': grpc.unary_unary_rpc_method_handler(
-                    servicer.OnPublishComplete,
-                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnPublishCompleteRequest.FromString,
-                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnPublishCompleteResponse.SerializeToString,
-            ),
-            'OnComputeFailure': grpc.unary_unary_rpc_method_handler(
-                    servicer.OnComputeFailure,
-                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnComputeFailureRequest.FromString,
-                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnComputeFailureResponse.SerializeToString,
-            ),
-            'OnCancelComplete': grpc.unary_unary_rpc_method_handler(
-                    servicer.OnCancelComplete,
-                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteRequest.FromString,
-                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteResponse.SerializeToString,
-            ),
-            'ReportExecutions': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReportExecutions,
-                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsRequest.FromString,
-                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'bacalhau.requester.v1.RequesterService', rpc_method_handlers)
@@ -333,8 +214,9 @@ def add_RequesterServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RequesterService:
-    """The requester: takes jobs from clients, negotiates them with compute nodes,
-    has their results verified and keeps every job's state and events.
+    """The requester's client API: takes jobs from clients and answers about them. The
+    requester negotiates jobs with compute nodes over RequesterNodeService, has
+    their results verified and keeps every job's state and events.
     """
 
     @staticmethod
@@ -570,195 +452,6 @@ class RequesterService:
             '/bacalhau.requester.v1.RequesterService/GetVersion',
             bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionRequest.SerializeToString,
             bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RegisterNode(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bacalhau.requester.v1.RequesterService/RegisterNode',
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.RegisterNodeRequest.SerializeToString,
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.RegisterNodeResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Heartbeat(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bacalhau.requester.v1.RequesterService/Heartbeat',
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.HeartbeatRequest.SerializeToString,
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.HeartbeatResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def OnRunComplete(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bacalhau.requester.v1.RequesterService/OnRunComplete',
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnRunCompleteRequest.SerializeToString,
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnRunCompleteResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def OnPublishComplete(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bacalhau.requester.v1.RequesterService/OnPublishComplete',
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnPublishCompleteRequest.SerializeToString,
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnPublishCompleteResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def OnComputeFailure(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bacalhau.requester.v1.RequesterService/OnComputeFailure',
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnComputeFailureRequest.SerializeToString,
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnComputeFailureResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def OnCancelComplete(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bacalhau.requester.v1.RequesterService/OnCancelComplete',
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteRequest.SerializeToString,
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.OnCancelCompleteResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ReportExecutions(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bacalhau.requester.v1.RequesterService/ReportExecutions',
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsRequest.SerializeToString,
-            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ReportExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,135 @@
+"""RequesterNodeService over gRPC, the requester's side of the node protocol (what compute nodes call):
+decode, one domain call, encode. Who may call it is decided before a method runs (`api.access`): with TLS,
+a compute certificate, speaking only for the node ID in it; the domain refuses reports about executions the
+node does not hold."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+# The service's own file (it holds no messages, so its _pb2_grpc does not import it): loaded here so that
+# server reflection finds RequesterNodeService (`grpcurl describe`).
+from bacalhau.requester.v1 import requester_node_service_pb2  # noqa: F401
+from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
+from bacalhau.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.grpc_errors import outcome_of
+from bacalhau_grpc.requester.domain.lifecycle import Requester
+
+SERVICE_NAME = "bacalhau.requester.v1.RequesterNodeService"
+log = logging.getLogger(__name__)
+
+
+class RequesterNodeServicer(rngrpc.RequesterNodeServiceServicer):
+    def __init__(self, requester: Requester) -> None:
+        self.requester = requester
+
+    async def RegisterNode(
+        self, request: rpb.RegisterNodeRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.RegisterNodeResponse:
+        await self.requester.register_node(request.node)
+        response = rpb.RegisterNodeResponse(requester_node_id=self.requester.node_id)
+        response.heartbeat_interval.FromNanoseconds(round(self.requester.heartbeat_interval * 1e9))
+        return response
+
+    async def Heartbeat(
+        self, request: rpb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.HeartbeatResponse:
+        available = request.available_capacity if request.HasField("available_capacity") else None
+        await self.requester.heartbeat(request.node_id, available)
+        return rpb.HeartbeatResponse()
+
+    async def OnRunComplete(
+        self, request: rpb.OnRunCompleteRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnRunCompleteResponse:
+        await self._run_complete(request)
+        return rpb.OnRunCompleteResponse()
+
+    async def OnPublishComplete(
+        self, request: rpb.OnPublishCompleteRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnPublishCompleteResponse:
+        await self._publish_complete(request)
+        return rpb.OnPublishCompleteResponse()
+
+    async def OnComputeFailure(
+        self, request: rpb.OnComputeFailureRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnComputeFailureResponse:
+        await self._compute_failure(request)
+        return rpb.OnComputeFailureResponse()
+
+    async def OnCancelComplete(
+        self, request: rpb.OnCancelCompleteRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.OnCancelCompleteResponse:
+        await self._cancel_complete(request)
+        return rpb.OnCancelCompleteResponse()
+
+    async def ReportExecutions(
+        self, request: rpb.ReportExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ReportExecutionsResponse:
+        # Taken together: each report is applied in order up to its wait for the store, and the reports
+        # share one commit instead of waiting for one each.
+        outcomes = await asyncio.gather(
+            *(
+                outcome_of(self._reporter(report), logger=log, what="ReportExecutions")
+                for report in request.reports
+            )
+        )
+        return rpb.ReportExecutionsResponse(outcomes=outcomes)
+
+    def _reporter(self, report: rpb.ExecutionReport) -> Callable[[], Awaitable[None]]:
+        kind = report.WhichOneof("report")
+        if kind == "run_complete":
+            return lambda: self._run_complete(report.run_complete)
+        if kind == "publish_complete":
+            return lambda: self._publish_complete(report.publish_complete)
+        if kind == "compute_failure":
+            return lambda: self._compute_failure(report.compute_failure)
+        if kind == "cancel_complete":
+            return lambda: self._cancel_complete(report.cancel_complete)
+        return _invalid_report
+
+    async def _run_complete(self, request: rpb.OnRunCompleteRequest) -> None:
+        await self.requester.on_run_complete(
+            job_id=request.job_id,
+            shard_index=request.shard_index,
+            node_id=request.node_id,
+            execution_id=request.execution_id,
+            verification_proposal=request.verification_proposal,
+            run_output=request.run_output if request.HasField("run_output") else None,
+            status=request.status,
+        )
+
+    async def _publish_complete(self, request: rpb.OnPublishCompleteRequest) -> None:
+        await self.requester.on_publish_complete(
+            job_id=request.job_id,
+            shard_index=request.shard_index,
+            node_id=request.node_id,
+            execution_id=request.execution_id,
+            published_result=request.published_result if request.HasField("published_result") else None,
+            status=request.status,
+        )
+
+    async def _compute_failure(self, request: rpb.OnComputeFailureRequest) -> None:
+        await self.requester.on_compute_failure(
+            job_id=request.job_id,
+            shard_index=request.shard_index,
+            node_id=request.node_id,
+            execution_id=request.execution_id,
+            error=request.error,
+        )
+
+    async def _cancel_complete(self, request: rpb.OnCancelCompleteRequest) -> None:
+        await self.requester.on_cancel_complete(
+            job_id=request.job_id,
+            shard_index=request.shard_index,
+            node_id=request.node_id,
+            execution_id=request.execution_id,
+        )
+
+
+async def _invalid_report() -> None:
+    raise InvalidArgumentError(
+        "an execution report names no report (run_complete, publish_complete, …)", field="report"
+    )
