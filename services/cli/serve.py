@@ -86,9 +86,14 @@ FIELD_HELP = {
     "filecoin_unsealed_path": "where unsealed Filecoin data lies, a template such as /data/{{.CID}}",
     "url_download_timeout": "seconds one URL input's download may take, retries included",
     "url_download_max_bytes": "the largest file a URL input may download, e.g. 10Gb",
+    "url_download_allow_networks": "networks URL inputs may reach although they are not public "
+    "(loopback, private, link-local, metadata...), comma-separated CIDRs, e.g. 127.0.0.0/8 (default: none)",
+    "url_download_max_inputs": "the most URL inputs one run of a job may download (a job with more is "
+    "refused)",
     "ipfs_connect": "the IPFS daemon's API, e.g. /ip4/127.0.0.1/tcp/5001 (compute: IPFS inputs and "
     "publishing; requester: listing the IPFS inputs of sharded jobs)",
     "docker_host": "the Docker engine for Docker jobs (default: $DOCKER_HOST, else the local socket)",
+    "docker_user": "UID or UID:GID every Docker job's container runs as (default: the image's user)",
     "wasm_cache_dir": "where compiled WebAssembly modules (the Python interpreter too) are cached",
 }
 

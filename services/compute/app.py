@@ -112,13 +112,20 @@ def bid_policy(settings: ComputeSettings) -> BidPolicy:
         probe_exec=settings.job_selection_probe_exec,
         probe_timeout=settings.job_selection_probe_timeout,
         over_commit_factor=settings.over_commit_factor,
+        max_url_inputs=settings.url_download_max_inputs,
     )
 
 
-async def start_executors(settings: ComputeSettings, node_id: str) -> list[Executor]:
+async def start_executors(settings: ComputeSettings, node_id: str, job_disk_limit: int = 0) -> list[Executor]:
     """Every engine's executor, started: those that cannot run here (no Docker engine) say so in the log
-    and report themselves not installed, so the node does not bid on their jobs."""
-    docker = DockerExecutor(node_id, docker_host=settings.docker_host or None)
+    and report themselves not installed, so the node does not bid on their jobs. `job_disk_limit`: the
+    most a job that sets no Resources.Disk may write to its outputs (the node's per-job disk limit)."""
+    docker = DockerExecutor(
+        node_id,
+        docker_host=settings.docker_host or None,
+        user=settings.docker_user,
+        disk_limit=job_disk_limit,
+    )
     await docker.start()
     noop = NoopExecutor(
         stdout=settings.noop_stdout,
@@ -185,7 +192,11 @@ def storage_volumes(
     if settings.filecoin_unsealed_path:
         providers.append(UnsealedPathSource(settings.filecoin_unsealed_path))
     providers.append(
-        UrlSource(timeout=settings.url_download_timeout, max_bytes=settings.url_download_max_size)
+        UrlSource(
+            timeout=settings.url_download_timeout,
+            max_bytes=settings.url_download_max_size,
+            allow_networks=settings.url_download_networks,
+        )
     )
     return Volumes(providers)
 
@@ -248,7 +259,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         credentials=transport.channel_credentials(),
     )
     content = ContentStore(settings.content_dir)
-    executors = await start_executors(settings, node_id)
+    executors = await start_executors(settings, node_id, limits.per_job.disk)
     ipfs = IpfsClient(settings.ipfs_connect) if settings.ipfs_connect else None
     volumes = storage_volumes(settings, content, client, ipfs)
     node = ComputeNode(

@@ -2,6 +2,7 @@
 (CLI flags). Every value is checked when the settings are made; an error names the setting."""
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -114,6 +115,13 @@ class ComputeSettings:
     # Where compiled WebAssembly modules (the Python interpreter among them) are cached; shared by the
     # nodes of one machine, so the interpreter is compiled once (seconds), then loaded (milliseconds).
     wasm_cache_dir: Path = field(default_factory=lambda: DEFAULT_WASM_CACHE_DIR)
+    # The user every Docker job's container runs as, UID or UID:GID (numbers); empty: the image's user.
+    docker_user: str = ""
+    # URLDownload inputs never reach loopback, private, link-local, multicast, reserved or metadata
+    # addresses, except in these networks (comma-separated CIDRs, e.g. 127.0.0.0/8 for a local file
+    # server); and a job whose runs would download more than url_download_max_inputs URLs is refused.
+    url_download_allow_networks: str = ""
+    url_download_max_inputs: int = 100
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -188,6 +196,12 @@ class ComputeSettings:
             raise InvalidArgumentError(
                 f"{self.url_download_max_bytes!r} is not a size above 0", field="url_download_max_bytes"
             )
+        self.url_download_networks  # noqa: B018 - raises InvalidArgumentError naming the setting
+        if self.url_download_max_inputs < 1:
+            raise InvalidArgumentError(
+                f"{self.url_download_max_inputs} is not a number of inputs above 0",
+                field="url_download_max_inputs",
+            )
         if self.ipfs_connect:
             try:
                 parse_api_address(self.ipfs_connect)
@@ -198,6 +212,20 @@ class ComputeSettings:
     def url_download_max_size(self) -> int:
         """url_download_max_bytes in bytes (InvalidArgumentError naming the setting when unreadable)."""
         return res.parse_bytes(self.url_download_max_bytes, field="url_download_max_bytes")
+
+    @property
+    def url_download_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """url_download_allow_networks as networks (InvalidArgumentError naming the setting when one
+        cannot be read)."""
+        items = [item.strip() for item in self.url_download_allow_networks.split(",") if item.strip()]
+        try:
+            return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+        except ValueError as exc:
+            raise InvalidArgumentError(
+                f"{self.url_download_allow_networks!r} is not a comma-separated list of networks such as "
+                f"127.0.0.0/8: {exc}",
+                field="url_download_allow_networks",
+            ) from None
 
     @property
     def bad_actor_shard_indexes(self) -> frozenset[int]:

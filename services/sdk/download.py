@@ -9,6 +9,11 @@
 Content comes from the requester's ContentService (which fetches what it does not hold from the compute
 node that published it); each download is checked against its CID. Only published results are offered,
 and results are published only once verified.
+
+Every path component that comes from the network (CIDs, node IDs, output names) is checked with
+`safe.check_component` before anything is written or removed, and every path written must resolve inside
+the output folder: a hostile one is an UnsafePathError (a ValueError) naming it, and nothing is touched.
+Archives are unpacked without links or `..` (`archive.unpack`).
 """
 
 import shutil
@@ -24,8 +29,8 @@ from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
-from bacalhau_grpc.common.content import archive
-from bacalhau_grpc.common.content.store import ContentError, folder_cid
+from bacalhau_grpc.common.content import archive, safe
+from bacalhau_grpc.common.content.store import ContentError, check_cid, folder_cid
 from bacalhau_grpc.common.errors import NotFoundError
 from bacalhau_grpc.common.model import pb
 
@@ -65,6 +70,8 @@ async def download_results(
     results = sorted(response.results, key=lambda r: (r.shard_index, r.node_id))
     if not any(r.data.cid for r in results):
         raise NotFoundError(f"no results found for job {job.id}")
+    outputs = [output.name for output in job.spec.outputs if output.name]
+    shard_folders = _check_names(results, outputs)
     received = 0
 
     def count(size: int) -> None:
@@ -75,20 +82,44 @@ async def download_results(
 
     content = cgrpc.ContentServiceStub(channel)
     for cid in dict.fromkeys(r.data.cid for r in results if r.data.cid):
-        target = output_dir / RAW / cid
+        target = safe.check_inside(output_dir / RAW / cid, output_dir / RAW)
         if not target.exists():
             await _download(content, cid, target, timeout=timeout, count=count)
-    for result in results:
-        if result.data.cid:
-            copy = output_dir / PER_SHARD / f"{result.shard_index}_node_{result.node_id[:8]}"
-            shutil.rmtree(copy, ignore_errors=True)
-            shutil.copytree(output_dir / RAW / result.data.cid, copy)
-    combine(
-        [output_dir / RAW / r.data.cid for r in results if r.data.cid],
-        output_dir / COMBINED,
-        [output.name for output in job.spec.outputs if output.name],
-    )
+    for result, name in zip((r for r in results if r.data.cid), shard_folders, strict=True):
+        copy = safe.check_inside(output_dir / PER_SHARD / name, output_dir / PER_SHARD)
+        if copy.is_symlink():
+            copy.unlink()
+        shutil.rmtree(copy, ignore_errors=True)
+        _copy_tree(output_dir / RAW / result.data.cid, copy)
+    combine([output_dir / RAW / r.data.cid for r in results if r.data.cid], output_dir / COMBINED, outputs)
     return results
+
+
+def _check_names(results: list[pb.PublishedResult], outputs: list[str]) -> list[str]:
+    """The per-shard folder name of each result with a CID, once every name from the network is checked
+    (UnsafePathError naming the first bad one)."""
+    for name in outputs:
+        safe.check_component(name, what="the output name")
+    names: list[str] = []
+    for result in results:
+        if not result.data.cid:
+            continue
+        check_cid(result.data.cid, field="PublishedResult.Data.CID")
+        safe.check_component(result.node_id, what="the node ID")
+        name = f"{result.shard_index}_node_{result.node_id[:8]}"
+        names.append(safe.check_component(name, what="the per-shard folder name"))
+    return names
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """Copies the folders and regular files of `source` (links never followed) to the new `target`."""
+    target.mkdir(parents=True)
+    for relative, path, is_dir in safe.walk(source):
+        if is_dir:
+            (target / relative).mkdir()
+        else:
+            with safe.open_file(path) as src, (target / relative).open("xb") as out:
+                shutil.copyfileobj(src, out)
 
 
 async def _download(
@@ -120,14 +151,14 @@ def combine(folders: list[Path], combined: Path, outputs: list[str]) -> None:
     for name in CONCATENATED:
         (combined / name).touch()
     for folder in folders:
-        for path in sorted(folder.rglob("*")):
-            relative = path.relative_to(folder)
-            target = combined / relative
-            if path.is_dir():
+        for relative, path, is_dir in safe.walk(folder):
+            target = safe.check_inside(combined / relative, combined)
+            if is_dir:
                 target.mkdir(parents=True, exist_ok=True)
-            elif relative.as_posix() in CONCATENATED:
+            elif relative in CONCATENATED:
                 with target.open("ab") as out:
-                    out.write(path.read_bytes())
-            elif relative.as_posix() not in LEFT_OUT and not target.exists():
+                    out.write(safe.read_bytes(path))
+            elif relative not in LEFT_OUT and not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
+                with safe.open_file(path) as src, target.open("xb") as out:
+                    shutil.copyfileobj(src, out)

@@ -1,10 +1,11 @@
 """URL inputs as a user meets them: sharded by their file names, batched, run at concurrency 3 and
 downloaded with `get`; two of them in one WASM job; and a URL naming no file refused at submission.
 
-Real `bacalhau-grpc` subprocesses against the devstack of tests/e2e/conftest.py (3 compute nodes, one a
-bad actor; the jobs here use the noop verifier), downloading from a real HTTP server on 127.0.0.1:0. A
-URL input is the file `/inputs/<name>`, named from the URL as submitted (percent-decoded, even when the
-server redirects elsewhere): that is the path a glob matches and the path every engine mounts.
+Real `bacalhau-grpc` subprocesses against a devstack like tests/e2e/conftest.py's (3 compute nodes, one
+a bad actor; the jobs here use the noop verifier) that lets URL inputs reach 127.0.0.0/8, downloading
+from a real HTTP server on 127.0.0.1:0. A URL input is the file `/inputs/<name>`, named from the URL as
+submitted (percent-decoded, even when the server redirects elsewhere): that is the path a glob matches
+and the path every engine mounts.
 """
 
 import http.server
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli_support import job_id_of, run_cli
+from tests.e2e.cli_support import DEFAULT_ARGS, RunningDevstack, job_id_of, run_cli
 
 WASM = Path(__file__).resolve().parent.parent / "wasm"
 WAIT = ("--wait-timeout-secs", "120")
@@ -53,6 +54,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+@pytest.fixture(scope="module")
+def devstack(tmp_path_factory):
+    """conftest's devstack, whose compute nodes may download from the file server on 127.0.0.1 (URL
+    inputs reach loopback addresses only when their network is allowed)."""
+    stack = RunningDevstack(
+        tmp_path_factory.mktemp("e2e"), (*DEFAULT_ARGS, "--url-download-allow-networks", "127.0.0.0/8")
+    )
+    yield stack
+    stack.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -357,9 +357,13 @@ async def test_request_errors_use_status_codes(requester, computes, connect):
     with pytest.raises(FailedPreconditionError, match="no results yet"):
         await client.accept_results(bid.execution_id)
     await client.accept(bid.execution_id)
-    await client.accept(bid.execution_id)  # a second BidAccepted changes nothing
+    # A second BidAccepted runs nothing again: before the run ends it is a no-op; after, the node reports
+    # again what it did (the requester may have lost the report), the same results.
+    await client.accept(bid.execution_id)
     await requester.servicer.wait_for("OnRunComplete", for_execution(bid.execution_id))
-    assert len(requester.servicer.named("OnRunComplete")) == 1
+    reports = requester.servicer.named("OnRunComplete")
+    assert len({report.SerializeToString() for report in reports}) == 1
+    assert node.node.executors[pb.Engine.ENGINE_NOOP].runs == 1
 
 
 async def test_batch_calls_answer_each_item_on_its_own(requester, computes, connect):

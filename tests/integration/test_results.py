@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bacalhau_grpc.common.content.archive import make_tar_gz
 from bacalhau_grpc.common.model import pb
 from tests.integration.network import E, Network, of_type
 
@@ -142,3 +143,77 @@ async def test_docker_outputs_are_published_and_combined(network, docker_engine,
     combined = tmp_path / "out" / "combined_results"
     assert (combined / "outputs" / "out.txt").read_text() == "result\n"
     assert (combined / "stdout").read_text() == "done\n"
+
+
+async def test_links_hard_links_and_fifos_never_leave_a_docker_job(network, docker_engine, tmp_path):
+    """A container links its own /etc and /etc/passwd into its outputs, hard-links two
+    files there (a hard link to an image file cannot cross into the bind mount: EXDEV) and makes a fifo:
+    both nodes' results hold the plain file only (their hashes agree), and each ResultsProposed event names
+    what was left out."""
+    await network.start(2)
+    job = noop_job(P.PUBLISHER_LOCAL, concurrency=2, verifier=pb.Verifier.VERIFIER_DETERMINISTIC)
+    job.spec.engine = pb.Engine.ENGINE_DOCKER
+    job.spec.docker.image = docker_engine
+    script = (
+        "echo ok > /outputs/ok.txt; ln -s /etc /outputs/etc; ln -s /etc/passwd /outputs/passwd;"
+        " echo a > /outputs/a; ln /outputs/a /outputs/hard; ln /etc/passwd /outputs/image-hard 2>/dev/null;"
+        " mkfifo /outputs/fifo; ls /outputs"
+    )
+    job.spec.docker.entrypoint.extend(["sh", "-c", script])
+    submitted = await network.submit(job)
+    events = await network.wait_for_end(submitted.id, timeout=60)
+    rc, _, err = await get(network, submitted.id, tmp_path / "out")
+    assert rc == 0, err
+    combined = tmp_path / "out" / "combined_results"
+    assert sorted(p.name for p in (combined / "outputs").iterdir()) == ["ok.txt"]
+    assert (combined / "outputs" / "ok.txt").read_text() == "ok\n"
+    assert "fifo" in (combined / "stdout").read_text()  # the container did make them
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_symlink()]
+    assert len(of_type(events, E.JOB_EVENT_TYPE_RESULTS_PUBLISHED)) == 2  # both hashes agreed
+    proposals = of_type(events, E.JOB_EVENT_TYPE_RESULTS_PROPOSED)
+    assert len(proposals) == 2
+    for proposed in proposals:
+        assert "left out of the results" in proposed.status
+        for name in ("outputs/etc", "outputs/passwd", "outputs/a", "outputs/hard", "outputs/fifo"):
+            assert name in proposed.status
+        assert "outputs/ok.txt" not in proposed.status
+
+
+SYMLINKS_PROGRAM = b"""import os
+open("/outputs/ok.txt", "w").write("ok")
+made = []
+for target, name in (("ok.txt", "/outputs/rel"), ("/etc", "/outputs/etc"), ("..", "/outputs/up")):
+    try:
+        os.symlink(target, name)
+        made.append(name)
+    except OSError as exc:
+        print("refused", name, exc)
+print("made", " ".join(made))
+"""
+
+
+async def test_links_made_under_wasi_never_leave_a_python_job(network, tmp_path):
+    """WASI (wasmtime) lets a guest make a relative symbolic link inside its preopened outputs (one to
+    an absolute path like /etc is refused, EPERM): it is left out of the results too, and the
+    ResultsProposed event names it."""
+    await network.start()
+    job = noop_job(P.PUBLISHER_LOCAL)
+    job.spec.engine = pb.Engine.ENGINE_LANGUAGE
+    job.spec.language.language = "python"
+    job.spec.language.language_version = "3.10"
+    job.spec.language.deterministic = True
+    job.spec.language.program_path = "main.py"
+    job.spec.timeout = 120
+    submitted = await network.submit(job, context=make_tar_gz({"main.py": SYMLINKS_PROGRAM}))
+    events = await network.wait_for_end(submitted.id, timeout=120)
+    (proposed,) = of_type(events, E.JOB_EVENT_TYPE_RESULTS_PROPOSED)
+    stdout = proposed.run_output.stdout
+    made = stdout.split("made", 1)[1].split()
+    if not made:
+        pytest.skip(f"WASI made no symbolic link here: {stdout}")
+    rc, _, err = await get(network, submitted.id, tmp_path / "out")
+    assert rc == 0, err
+    combined = tmp_path / "out" / "combined_results"
+    assert sorted(p.name for p in (combined / "outputs").iterdir()) == ["ok.txt"], stdout
+    for name in made:
+        assert name.removeprefix("/") in proposed.status, (name, proposed.status)

@@ -200,7 +200,8 @@ async def test_each_shard_downloads_only_the_urls_of_its_batch(network, file_ser
     """5 matching URLs in batches of 2 on `nodes` nodes at concurrency `nodes`: each URL is fetched once
     per node running the shard that holds it, the unmatched one never, and each run reads its batch."""
     base, hits = file_server
-    await network.start(nodes)
+    # The file server is on 127.0.0.1, which URL inputs reach only when its network is allowed.
+    await network.start(compute=[{"url_download_allow_networks": "127.0.0.0/8"}] * nodes)
     context = make_tar_gz({"files.wasm": (WASM / "files.wasm").read_bytes()})
     submitted = await network.submit(url_shards_job(base, concurrency=nodes), context=context)
     assert submitted.execution_plan.total_shards == 3

@@ -7,10 +7,13 @@ more than `max_bytes` of file data or `max_files` entries in all; files get plai
 """
 
 import io
+import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from bacalhau_grpc.common.content import safe
 
 CHUNK_BYTES = 256 * 1024
 
@@ -70,13 +73,24 @@ def _check(members: list[tarfile.TarInfo], *, max_bytes: int, max_files: int) ->
 
 def pack(root: Path, out: IO[bytes], *, file_name: str) -> None:
     """Writes an uncompressed tar of `root`: a folder's entries relative to it, or a single file as
-    `file_name`."""
+    `file_name`. Only folders and regular files, links never followed (`safe.walk`)."""
     with tarfile.open(fileobj=out, mode="w") as archive:
-        if root.is_dir():
-            for path in sorted(root.rglob("*")):
-                archive.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
+        if root.is_dir() and not root.is_symlink():
+            for relative, path, is_dir in safe.walk(root):
+                _add(archive, path, relative, is_dir)
         else:
-            archive.add(root, arcname=file_name, recursive=False)
+            _add(archive, root, file_name, False)
+
+
+def _add(archive: tarfile.TarFile, path: Path, name: str, is_dir: bool) -> None:
+    info = archive.gettarinfo(path, arcname=name)
+    if is_dir:
+        archive.addfile(info)
+        return
+    with safe.open_file(path) as f:
+        info.type = tarfile.REGTYPE  # a file with several links is still sent whole
+        info.size = os.fstat(f.fileno()).st_size
+        archive.addfile(info, f)
 
 
 def chunks(f: IO[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:

@@ -21,7 +21,7 @@ from typing import IO
 
 import aleph_cid
 
-from bacalhau_grpc.common.content import archive, unixfs
+from bacalhau_grpc.common.content import archive, safe, unixfs
 from bacalhau_grpc.common.errors import InvalidArgumentError, NotFoundError
 
 # A job's inline context may unpack to at most this much (v0.3: 10 MiB).
@@ -76,8 +76,8 @@ class ContentStore:
         path = self.path(cid)
         if path.is_file():
             return ContentStat(cid, False, path.stat().st_size, 1)
-        files = [p for p in path.rglob("*") if p.is_file()]
-        return ContentStat(cid, True, sum(p.stat().st_size for p in files), len(files))
+        files = [p for _, p in safe.files(path)]
+        return ContentStat(cid, True, sum(p.lstat().st_size for p in files), len(files))
 
     def add_archive(self, data: bytes, *, max_bytes: int = MAX_CONTEXT_BYTES) -> str:
         """Unpacks a tar(.gz) archive as a folder and keeps it under its CID; returns the CID.
@@ -103,13 +103,19 @@ class ContentStore:
 
     def add_folder(self, folder: Path) -> str:
         """Keeps a copy of `folder` (files hard-linked when the disk allows) under its CID; returns the CID.
-        An empty folder cannot be content: ContentError."""
-        if not any(p.is_file() for p in folder.rglob("*")):
+        An empty folder cannot be content: ContentError. Only folders and regular files are kept, links
+        never followed (`safe.walk`)."""
+        if not any(True for _ in safe.files(folder)):
             raise ContentError(f"{folder} holds no file to keep")
         staging = self._new_staging()
         try:
             copy = staging / "content"
-            shutil.copytree(folder, copy, copy_function=_link_or_copy)
+            copy.mkdir()
+            for relative, path, is_dir in safe.walk(folder):
+                if is_dir:
+                    (copy / relative).mkdir()
+                else:
+                    _link_or_copy(path, copy / relative)
             return self._keep(copy, folder_cid(copy))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -162,8 +168,10 @@ class ContentStore:
         return cid
 
 
-def _link_or_copy(source: str, target: str) -> None:
+def _link_or_copy(source: Path, target: Path) -> None:
     try:
-        os.link(source, target)
+        os.link(source, target, follow_symlinks=False)
     except OSError:
-        shutil.copy2(source, target)
+        with safe.open_file(source) as src, target.open("wb") as out:
+            shutil.copyfileobj(src, out)
+        shutil.copystat(source, target, follow_symlinks=False)

@@ -14,19 +14,19 @@ so a folder without empty subfolders keeps the CID `aleph_cid.hash_folder` gives
   `HAMTShardingSize`): fanout 256, names hashed with murmur3-x64-64;
 - a file is cut in 256 KiB chunks under a balanced DAG of at most 174 links per node, sha2-256; CIDv1
   (base32, `bafy…`) has raw leaves, CIDv0 (base58, `Qm…`) UnixFS File leaves;
-- symlinks are followed (aleph-cid's default, kubo's `--no-symlinks` view): a dangling one, or one to a
-  folder above it, is an OSError; fifos, sockets and devices are left out.
+- symbolic links, fifos, sockets and devices are left out and never followed (`safe.walk`; result
+  folders never hold them, see `safe.prune`): the CID is kubo's for the folder without them.
 """
 
 import base64
-import errno
 import hashlib
 import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 import aleph_cid
+
+from bacalhau_grpc.common.content import safe
 
 CHUNK = 256 * 1024
 LINKS_PER_NODE = 174
@@ -50,26 +50,15 @@ def folder_cid(folder: Path, *, cid_version: int = 1) -> str:
     if cid_version not in (0, 1):
         raise ValueError(f"cid_version must be 0 or 1, not {cid_version!r}")
     v1 = cid_version == 1
-    info = os.stat(folder)
-    cid, _ = _directory(os.fspath(folder), v1, frozenset({(info.st_dev, info.st_ino)}))
+    cid, _ = _directory(Path(folder), v1)
     return "b" + base64.b32encode(cid).decode().lower().rstrip("=") if v1 else _base58(cid)
 
 
-def _directory(path: str, v1: bool, ancestors: frozenset[tuple[int, int]]) -> tuple[bytes, int]:
+def _directory(path: Path, v1: bool) -> tuple[bytes, int]:
     links: list[Link] = []
-    with os.scandir(path) as entries:
-        for entry in entries:
-            info = entry.stat()  # through symlinks: a dangling one raises FileNotFoundError
-            if stat.S_ISDIR(info.st_mode):
-                inode = (info.st_dev, info.st_ino)
-                if inode in ancestors:
-                    raise OSError(errno.ELOOP, "a symlink loop: it leads to a folder above it", entry.path)
-                cid, size = _directory(entry.path, v1, ancestors | {inode})
-            elif stat.S_ISREG(info.st_mode):
-                cid, size = _file(entry.path, v1)
-            else:
-                continue
-            links.append((_utf8(entry.name, entry.path), cid, size))
+    for name, child, is_dir in safe.walk(path, recursive=False):
+        cid, size = _directory(child, v1) if is_dir else _file(child, v1)
+        links.append((_utf8(name, os.fspath(child)), cid, size))
     links.sort(key=lambda link: link[0].encode())
     if sum(len(name.encode()) + len(cid) for name, cid, _ in links) >= HAMT_SHARDING_SIZE:
         return _hamt_shard([(_murmur3_64(link[0].encode()), link) for link in links], v1, 0)
@@ -102,10 +91,10 @@ def _hamt_shard(entries: list[tuple[int, Link]], v1: bool, level: int) -> tuple[
     return _node(links, data, v1)
 
 
-def _file(path: str, v1: bool) -> tuple[bytes, int]:
+def _file(path: Path, v1: bool) -> tuple[bytes, int]:
     hasher = aleph_cid.CidHasher.for_ipfs_v1_raw_leaves() if v1 else aleph_cid.CidHasher.for_ipfs()
     size = 0
-    with open(path, "rb") as file:
+    with safe.open_file(path) as file:
         while data := file.read(_READ):
             hasher.update(data)
             size += len(data)

@@ -20,19 +20,18 @@ import base64
 import contextlib
 import ipaddress
 import json
-import os
 import shutil
 import tempfile
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bacalhau_grpc.common.content import archive
+from bacalhau_grpc.common.content import archive, safe
 from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError
 
 DEFAULT_TIMEOUT = 120.0  # metadata calls (id, stat, ls, pin): v0.3 gave stat 2 minutes
@@ -425,25 +424,13 @@ def _added_cid(lines: list[dict[str, Any]], name: str) -> str:
 
 def _folder_entries(folder: Path, root: str) -> list[_Entry]:
     """The folder and everything in it, parents first, siblings in byte order of their names (as
-    dag-pb sorts links), symlinks followed."""
+    dag-pb sorts links). Only folders and regular files: links and special files are left out, never
+    followed (`safe.walk`), so the CID is `unixfs.folder_cid`'s."""
     entries: list[_Entry] = [(root, None)]
-    entries.extend(_walk_folder(folder, root))
+    entries.extend(
+        (f"{root}/{relative}", None if is_dir else path) for relative, path, is_dir in safe.walk(folder)
+    )
     return entries
-
-
-def _walk_folder(folder: Path, prefix: str) -> Iterator[_Entry]:
-    with os.scandir(folder) as scan:
-        children = sorted(scan, key=lambda e: os.fsencode(e.name))
-    for child in children:
-        name = f"{prefix}/{child.name}"
-        path = Path(child.path)
-        if path.is_dir():
-            yield name, None
-            yield from _walk_folder(path, name)
-        elif path.is_file():
-            yield name, path
-        else:
-            raise IpfsError("add", f"{path} is neither a file nor a folder (a broken link or a device?)")
 
 
 def _part_header(boundary: str, name: str, *, directory: bool) -> bytes:
@@ -464,7 +451,7 @@ async def _multipart(entries: list[_Entry], boundary: str) -> AsyncIterator[byte
         if isinstance(content, bytes):
             yield content
         elif content is not None:
-            with content.open("rb") as f:
+            with safe.open_file(content) as f:
                 while chunk := await asyncio.to_thread(f.read, _CHUNK):
                     yield chunk
         yield b"\r\n"

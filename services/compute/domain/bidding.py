@@ -12,6 +12,8 @@ take). Order:
                                                  "job timeout 0.1s below minimum allowed 0.5s"
  5. reject-stateless: the job has inputs         "stateless jobs not accepted"
  6. locality local: every input is on this node  "not all inputs are local"
+ 6b. URL inputs a run downloads within the limit "a run of this job downloads up to 150 URL inputs, more
+                                                 than the 100 this node allows (url_download_max_inputs)"
  7. the job's resource strings can be read       the parser's error, e.g. "Spec.Resources.CPU: ..."
  8. usage within the per-job maximum             "job requirements exceed max allowed per job: cpu 2 > 1"
  9. usage within the available capacity          "not enough capacity available"
@@ -79,6 +81,8 @@ class BidPolicy:
     probe_exec: str = ""
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT
     over_commit_factor: float = OVER_COMMIT_FACTOR
+    # The most URL inputs one run (a shard) may download.
+    max_url_inputs: int = 100
 
 
 DEFAULT_BID_POLICY = BidPolicy()
@@ -264,6 +268,35 @@ class InputLocality:
         return None
 
 
+URL_DOWNLOAD = pb.StorageSourceType.STORAGE_SOURCE_TYPE_URL_DOWNLOAD
+
+
+def url_downloads_per_run(spec: pb.Spec) -> int:
+    """The most URL volumes one run of the job downloads: every URL context, and every URL input, or
+    for a sharded job at most a batch of them (a shard downloads only the URLs its batch holds)."""
+    contexts = sum(1 for volume in spec.contexts if volume.storage_source == URL_DOWNLOAD)
+    inputs = sum(1 for volume in spec.inputs if volume.storage_source == URL_DOWNLOAD)
+    if spec.sharding.glob_pattern:
+        inputs = min(inputs, max(spec.sharding.batch_size, 1))
+    return contexts + inputs
+
+
+@dataclass(frozen=True)
+class UrlInputCount:
+    """A run of the job downloads at most `limit` URLs."""
+
+    limit: int
+
+    def check(self, request: BidRequest) -> str | None:
+        count = url_downloads_per_run(request.job.spec)
+        if count > self.limit:
+            return (
+                f"a run of this job downloads up to {count} URL inputs, more than the {self.limit} "
+                "this node allows (url_download_max_inputs)"
+            )
+        return None
+
+
 @dataclass(frozen=True)
 class ExternalCommand:
     """The probe command (`bash -c`) must exit 0."""
@@ -359,6 +392,7 @@ def default_bidder(
             TimeoutInRange(policy.min_timeout, policy.max_timeout),
             StatelessJob(policy.reject_stateless),
             InputLocality(policy.locality, is_local),
+            UrlInputCount(policy.max_url_inputs),
         ],
         usage=[MaxCapacity(per_job), AvailableCapacity(tracker, policy.over_commit_factor)],
         external=external,

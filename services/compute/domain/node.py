@@ -68,7 +68,7 @@ from bacalhau_grpc.compute.executors.base import (
     run_timeout,
     run_with_timeout,
 )
-from bacalhau_grpc.compute.executors.results import prepare_outputs
+from bacalhau_grpc.compute.executors.results import prepare_outputs, without_links
 from bacalhau_grpc.compute.publishers.base import Publisher
 from bacalhau_grpc.compute.publishers.registry import Publishers
 from bacalhau_grpc.compute.storage.base import StorageError
@@ -378,6 +378,7 @@ class ComputeNode:
                 ):
                     context = await self._prepare_run(execution)
                     result = await run_with_timeout(executor, context)
+                    result = await asyncio.to_thread(without_links, result)
                 proposal = self.proposer.propose(execution, result)
             finally:
                 self.tracker.release(execution.id)

@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Collection
 from pathlib import Path
 
+from bacalhau_grpc.common.content import safe
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.bidding import verifier_of
 from bacalhau_grpc.compute.domain.executions import Execution
@@ -39,11 +40,12 @@ def result_hash(result: RunResult) -> str:
 
 
 def folder_hash(root: Path) -> str:
-    """Hex SHA-256 over every regular file under `root`: relative path, NUL, size, NUL, content."""
+    """Hex SHA-256 over every regular file under `root`: relative path, NUL, size, NUL, content. Links
+    and special files are never followed nor read (`safe.walk`)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        digest.update(path.relative_to(root).as_posix().encode())
+    for relative, path in sorted(safe.files(root)):
+        data = safe.read_bytes(path)
+        digest.update(relative.encode())
         digest.update(b"\0%d\0" % len(data))
         digest.update(data)
     return digest.hexdigest()

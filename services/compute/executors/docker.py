@@ -12,12 +12,19 @@ One run, step by step:
    v0.3); the working directory; limits equal to what the node reserved for the job (memory, CPUs,
    GPUs) and a pids limit; the contexts and inputs bind-mounted read-only, the output folders
    read-write. Docker keeps no log of it (log driver `none`): the streams come only through step 4.
+   The sandbox (`host_config`): `no-new-privileges`, every capability dropped but `CAPABILITIES`, swap
+   equal to the memory limit (none beyond it), the pids limit, an open-files limit (`NOFILE_LIMIT`), and
+   the node's `docker_user` (UID[:GID]) instead of the image's user when set.
 4. Attach to its stdout and stderr, then start it. A start error (the entrypoint's executable is not
-   found, ...) is an ExecutorError with Docker's message.
+   found, ...) is an ExecutorError with Docker's message. While it runs, a watchdog measures the output
+   folders every `DISK_POLL_INTERVAL` (sizes of what they hold, links not followed) and kills the
+   container once they exceed the disk limit: the job's `Resources.Disk`, else the node's per-job disk
+   limit. The output folders are host folders bind-mounted, so Docker's storage quotas cannot apply.
 5. Copy the two streams, byte for byte, into `result_dir/stdout` and `result_dir/stderr` (each cut at
    the node's stream cap) until the container exits, and read its exit code. Past the run's timeout
    the container is killed: the stream files and `exitCode` (137) are still written, then an
-   ExecutorError says so. `cancel` kills it the same way.
+   ExecutorError says so. `cancel` kills it the same way. Outputs over the disk limit (seen by the
+   watchdog, or measured once more after the exit) are an ExecutorError naming the limit.
 6. Write `exitCode` and return the RunResult. A non-zero exit code is a result, not an error.
 7. Always remove the container, even when the run is cancelled (the removal is shielded). A node that
    crashed leaves its containers behind: `start` removes every container labelled with this node's ID.
@@ -59,6 +66,21 @@ LABEL_SHARD_INDEX = "bacalhau-grpc.shard-index"
 LABEL_EXECUTION_ID = "bacalhau-grpc.execution-id"
 # The most processes (and threads) a job's container may hold.
 DEFAULT_PIDS_LIMIT = 1024
+# Capabilities a container keeps; Docker's other defaults (NET_RAW, NET_BIND_SERVICE, MKNOD, SETFCAP,
+# SETPCAP, SYS_CHROOT, AUDIT_WRITE) are dropped. The ones kept are what common images do as root:
+CAPABILITIES = (
+    "CHOWN",  # chown files (package installs, entrypoints handing folders to an app user)
+    "DAC_OVERRIDE",  # root reads and writes files whatever their mode (as on any Linux system)
+    "FOWNER",  # chmod / utime / set ACLs on files owned by another user (tar, cp -p, installers)
+    "FSETID",  # keep set-user/group-ID bits when changing a file (package installs)
+    "SETUID",  # switch to another user (su, gosu, su-exec, entrypoints dropping root)
+    "SETGID",  # switch groups and set supplementary groups (the same tools)
+    "KILL",  # signal processes of another user in the container (a root supervisor and its workers)
+)
+# The open files a job's process may hold: the soft limit, raisable up to the hard one.
+NOFILE_LIMIT = (1024, 4096)
+# How often the watchdog measures the output folders (seconds).
+DISK_POLL_INTERVAL = 0.5
 # How long `start` waits for the engine to answer.
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # The exit code of a container stopped by SIGKILL (timeout, cancel, out of memory).
@@ -68,6 +90,7 @@ _DRAIN_AFTER_KILL = 10.0
 # Docker's stream numbers in the attach protocol.
 _STDERR_STREAM = 2
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+_USER = re.compile(r"[0-9]+(:[0-9]+)?")
 
 
 def container_name(node_id: str, execution_id: str) -> str:
@@ -75,8 +98,11 @@ def container_name(node_id: str, execution_id: str) -> str:
     return _NAME_UNSAFE.sub("-", f"bacalhau-grpc-{node_id}-{execution_id}")
 
 
-def container_config(context: RunContext, usage: pb.ResourceUsageData, pids_limit: int) -> dict[str, Any]:
-    """The engine's `containers/create` body for the run (validates the job's Docker settings first)."""
+def container_config(
+    context: RunContext, usage: pb.ResourceUsageData, pids_limit: int, user: str = ""
+) -> dict[str, Any]:
+    """The engine's `containers/create` body for the run (validates the job's Docker settings first);
+    `user` (UID[:GID]) replaces the image's user when set."""
     docker = context.spec.docker
     if not docker.image:
         raise ExecutorError("the job has no Docker image (Spec.Docker.Image)")
@@ -96,6 +122,8 @@ def container_config(context: RunContext, usage: pb.ResourceUsageData, pids_limi
         config["Entrypoint"] = list(docker.entrypoint)
     if docker.working_directory:
         config["WorkingDir"] = checked_working_directory(docker.working_directory)
+    if user:
+        config["User"] = user
     return config
 
 
@@ -133,13 +161,19 @@ def container_labels(context: RunContext) -> dict[str, str]:
 
 
 def host_config(context: RunContext, usage: pb.ResourceUsageData, pids_limit: int) -> dict[str, Any]:
-    """No network, the job's resources as limits, and the bind mounts."""
+    """No network, the job's resources as limits, the sandbox, and the bind mounts."""
+    soft, hard = NOFILE_LIMIT
     config: dict[str, Any] = {
         "NetworkMode": "none",
         "LogConfig": {"Type": "none", "Config": {}},
         "Memory": usage.memory,
+        "MemorySwap": usage.memory,  # memory + swap: no swap beyond the memory limit
         "NanoCpus": round(usage.cpu * 1e9),
         "PidsLimit": pids_limit,
+        "SecurityOpt": ["no-new-privileges"],
+        "CapDrop": ["ALL"],
+        "CapAdd": list(CAPABILITIES),
+        "Ulimits": [{"Name": "nofile", "Soft": soft, "Hard": hard}],
         "Mounts": [bind_mount(m) for m in (*context.contexts, *context.inputs, *context.outputs)],
     }
     if usage.gpu > 0:
@@ -154,6 +188,51 @@ def bind_mount(mount: Mount) -> dict[str, Any]:
         "Target": mount.target,
         "ReadOnly": mount.read_only,
     }
+
+
+def checked_user(user: str) -> str:
+    """`UID` or `UID:GID` (numbers), or empty; InvalidArgumentError (field docker_user) otherwise."""
+    if user and not _USER.fullmatch(user):
+        raise InvalidArgumentError(f"{user!r} is not UID or UID:GID (numbers)", field="docker_user")
+    return user
+
+
+def outputs_size(folders: Iterable[Path]) -> int:
+    """Bytes held under the folders: the sizes of everything in them, links not followed (lstat)."""
+    total = 0
+    pending = [str(folder) for folder in folders]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                else:
+                    total += entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def shown_size(size: int) -> str:
+    """`10485760 bytes (10 MiB)`."""
+    value, unit = float(size), "bytes"
+    for name in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, name
+    return f"{size} bytes" if unit == "bytes" else f"{size} bytes ({value:.3g} {unit})"
+
+
+def disk_error(limit: int, from_job: bool, size: int, exit_code: int) -> ExecutorError:
+    where = "Resources.Disk" if from_job else "the node's --limit-job-disk"
+    return ExecutorError(
+        f"outputs exceeded the disk limit of {shown_size(limit)} ({where}): {shown_size(size)} written, "
+        f"container stopped (exit code {exit_code})"
+    )
 
 
 def start_error(message: str) -> ExecutorError:
@@ -184,10 +263,16 @@ class DockerExecutor:
         pids_limit: int = DEFAULT_PIDS_LIMIT,
         docker_host: str | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        user: str = "",
+        disk_limit: int = 0,
     ) -> None:
+        """`user`: UID[:GID] every container runs as (empty: the image's user); `disk_limit`: the most
+        bytes a job's outputs may hold when the job sets no `Resources.Disk` (0: no limit)."""
         self.node_id = node_id
         self.stream_cap = stream_cap
         self.pids_limit = pids_limit
+        self.user = checked_user(user)
+        self.disk_limit = disk_limit
         self.docker_host = docker_host
         self.connect_timeout = connect_timeout
         self._docker: aiodocker.Docker | None = None
@@ -267,13 +352,13 @@ class DockerExecutor:
             usage = job_usage(context.spec)
         except InvalidArgumentError as exc:
             raise ExecutorError(str(exc)) from None
-        config = container_config(context, usage, self.pids_limit)
+        config = container_config(context, usage, self.pids_limit, self.user)
         await self._ensure_image(docker, config["Image"])
         execution_id = context.execution.id
         container = await self._create(docker, config, container_name(context.node_id, execution_id))
         self._running[execution_id] = container
         try:
-            return await self._run_container(container, context)
+            return await self._run_container(container, context, usage)
         finally:
             del self._running[execution_id]
             self._cancelled.discard(execution_id)
@@ -312,11 +397,16 @@ class DockerExecutor:
         except aiodocker.DockerError as exc:
             raise ExecutorError(f"failed to create container {name}: {exc.message}") from None
 
-    async def _run_container(self, container: DockerContainer, context: RunContext) -> RunResult:
+    async def _run_container(
+        self, container: DockerContainer, context: RunContext, usage: pb.ResourceUsageData
+    ) -> RunResult:
         """Steps 4 to 6: attach, start, copy the streams until it exits (or is killed), collect."""
         result_dir = context.result_dir
         assert result_dir is not None
         execution_id = context.execution.id
+        disk_limit = usage.disk or self.disk_limit
+        folders = [Path(m.source) for m in context.outputs]
+        watchdog: asyncio.Task[int] | None = None
         with (
             CappedSink(result_dir / STDOUT, self.stream_cap) as stdout,
             CappedSink(result_dir / STDERR, self.stream_cap) as stderr,
@@ -326,6 +416,8 @@ class DockerExecutor:
                     await container.start()
                 except aiodocker.DockerError as exc:
                     raise start_error(exc.message) from None
+                if disk_limit > 0 and folders:
+                    watchdog = asyncio.create_task(_watch_outputs(container, folders, disk_limit))
                 try:
                     async with asyncio.timeout(context.timeout):
                         await _copy_streams(stream, stdout, stderr)
@@ -335,6 +427,14 @@ class DockerExecutor:
                     timed_out = True
                     await _kill(container)
                     exit_code = await self._drain_after_kill(container, stream, stdout, stderr)
+                finally:
+                    if watchdog is not None:
+                        watchdog.cancel()
+                        await asyncio.wait([watchdog])
+        over_limit = _watchdog_size(watchdog)
+        if disk_limit > 0 and folders and not over_limit:
+            size = await asyncio.to_thread(outputs_size, folders)
+            over_limit = size if size > disk_limit else 0
         result = collect(
             result_dir, exit_code, stdout_truncated=stdout.truncated, stderr_truncated=stderr.truncated
         )
@@ -344,6 +444,8 @@ class DockerExecutor:
             )
         if execution_id in self._cancelled:
             raise ExecutorError(f"execution cancelled: container killed (exit code {exit_code})")
+        if over_limit:
+            raise disk_error(disk_limit, bool(usage.disk), over_limit, exit_code)
         if exit_code == KILLED_EXIT_CODE and await _out_of_memory(container):
             return dataclasses.replace(result, note="the container ran out of memory and was killed")
         return result
@@ -365,6 +467,27 @@ class DockerExecutor:
         self._removals.add(removal)
         removal.add_done_callback(self._removals.discard)
         await asyncio.shield(removal)
+
+
+async def _watch_outputs(container: DockerContainer, folders: list[Path], limit: int) -> int:
+    """Measures the folders every DISK_POLL_INTERVAL; once they hold more than `limit` bytes, kills the
+    container and returns their size."""
+    while True:
+        size = await asyncio.to_thread(outputs_size, folders)
+        if size > limit:
+            await _kill(container)
+            return size
+        await asyncio.sleep(DISK_POLL_INTERVAL)
+
+
+def _watchdog_size(watchdog: asyncio.Task[int] | None) -> int:
+    """The size the watchdog found over the limit (it killed the container), else 0."""
+    if watchdog is None or watchdog.cancelled():
+        return 0
+    if (exc := watchdog.exception()) is not None:
+        log.warning("the output size watchdog failed: %s", exc)
+        return 0
+    return watchdog.result()
 
 
 async def _copy_streams(stream: Stream, stdout: CappedSink, stderr: CappedSink) -> None:

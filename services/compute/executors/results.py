@@ -8,10 +8,17 @@
 Executors that receive the streams in pieces (Docker's log stream) write them through a `CappedSink`;
 executors whose runtime writes the files itself (wasmtime) call `cap_file` afterwards. Either way
 `collect` reads the heads back for the summary sent to the requester.
+
+Results never follow links: once the run is over, `without_links` removes from the folder every symbolic
+link, hard link and special file (fifo, socket, device) the job left there, and the run's note (which the
+job's ResultsProposed event shows) names each one. Hashing, publishing and downloading then see folders
+and regular files only (`common.content.safe`).
 """
 
+import dataclasses
 from pathlib import Path
 
+from bacalhau_grpc.common.content import safe
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import checks, pb
 from bacalhau_grpc.compute.executors.base import SUMMARY_BYTES, Mount, RunResult
@@ -85,6 +92,17 @@ def collect(
         stdout_truncated=stdout_truncated,
         stderr_truncated=stderr_truncated,
     )
+
+
+def without_links(result: RunResult) -> RunResult:
+    """The run's result once its folder holds only folders and regular files with one link (see
+    `safe.prune`); what was removed is added to its note."""
+    if result.result_dir is None or not result.result_dir.is_dir() or result.result_dir.is_symlink():
+        return result
+    note = safe.describe_dropped(safe.prune(result.result_dir))
+    if not note:
+        return result
+    return dataclasses.replace(result, note=f"{result.note}; {note}" if result.note else note)
 
 
 def _head(path: Path) -> bytes:

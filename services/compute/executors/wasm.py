@@ -20,10 +20,14 @@ What a job sees (v0.3's WASM executor, §3.4, with the differences noted):
   program that returns normally succeeded). A non-zero exit is a result, not an error.
 * stdout and stderr go straight to `result_dir/stdout` and `result_dir/stderr`, cut at the node's cap
   afterwards; the summary holds their first 2 KiB.
-* Limits (v0.3 had none): memory = the job's `Resources.Memory` (default 100 MiB) per linear memory;
-  time = the run's timeout: at it (up to 0.1 s early, so this comes before `run_with_timeout`'s generic
-  backstop) the guest is interrupted, the streams and exit code 137 (as a killed container) are kept,
-  and the run fails "execution timed out after Xs: the module was interrupted".
+* Limits (v0.3 had none; see `wasm_runtime`): memory = the job's `Resources.Memory` (default 100 MiB)
+  in total over the linear memories the modules define (split evenly among them); tables at most
+  MAX_TABLES per guest of MAX_TABLE_ELEMENTS entries each (a bigger `table.grow` returns -1); instances
+  = the module and its import modules; a module over the node's bound (64 MiB) is refused before it is
+  read; time = the run's timeout, compiling the module included: at it (up to 0.1 s early, so this
+  comes before `run_with_timeout`'s generic backstop) the guest is interrupted, the streams and exit
+  code 137 (as a killed container) are kept, and the run fails "execution timed out after Xs: the
+  module was interrupted".
   `cancel` interrupts the guest the same way (see `wasm_runtime` for how one guest is stopped alone).
 * Clocks and random bytes are virtual and seeded by job ID and shard, so every node prints the same.
 """

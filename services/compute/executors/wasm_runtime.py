@@ -13,9 +13,24 @@ files under the user's home directory; this cache lives where the node says. Des
 native code in the file, so the cache folder must be writable by the node only (it is made 0700).
 
 Guests run on the runtime's thread pool, never on the event loop: `run` awaits the pool. Each guest
-has its own `Store` (memory limit via `set_limits`), its WASI context (argv, env, preopened folders,
+has its own `Store` (limits below), its WASI context (argv, env, preopened folders,
 stdout/stderr written straight to files) and, when it has import modules, its own `Linker`; guests
 without import modules share one linker.
+
+Limits (the store's limiter, `Store.set_limits`). wasmtime's limits are per memory and per table, so:
+* memory: the job's limit is the total over all the linear memories the guest's modules define (the
+  main module and its import modules; wasmtime enables multi-memory): each of the N memories may grow to
+  limit / N, and the store may hold N memories. One memory (the usual case) gets the whole limit.
+* instances: 1 + the number of import modules (WASI is host functions, not an instance).
+* tables: MAX_TABLES per guest, each at most MAX_TABLE_ELEMENTS entries (CPython's table has ~5,900);
+  a `table.grow` past it returns -1 to the guest. Tables are outside the memory limit (8-16 bytes an
+  entry: at most ~13 MB a guest with these defaults).
+* module size: a module (or import module) bigger than the runtime's `max_module_bytes` (default
+  DEFAULT_MAX_MODULE_BYTES, 64 MiB; the CPython interpreter is 26 MB) is refused before it is read.
+* compile time counts against the job's deadline: the module is compiled (or found in the cache) on the
+  guest's thread, and `run` stops waiting at the deadline. A compile cannot be interrupted, so it goes on
+  in the background (its result is cached for the next job), but the job times out at its deadline and
+  the guest never starts.
 
 Stopping a guest (timeouts and cancel). One ticker thread increments the engine's epoch every
 TICK_SECONDS while any guest runs. Every store gets an epoch-deadline *callback* (the C API's
@@ -53,6 +68,7 @@ import fcntl
 import functools
 import hashlib
 import importlib.metadata
+import io
 import itertools
 import logging
 import math
@@ -67,6 +83,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import wasmtime
 import wasmtime._bindings as wasmtime_bindings
@@ -90,6 +107,11 @@ CHECK_EVERY_TICKS = 1
 DEFAULT_GUEST_THREADS = 32
 # Compiled modules kept in memory.
 DEFAULT_MODULE_CACHE_ENTRIES = 64
+# A module (or import module) bigger than this is refused before it is read or compiled.
+DEFAULT_MAX_MODULE_BYTES = 64 * 2**20
+# Tables a guest's store may hold, and entries any one table may have (`table.grow` past it gets -1).
+MAX_TABLES = 10
+MAX_TABLE_ELEMENTS = 100_000
 # How long a cancelled `run` waits for its guest to unwind before giving up on it.
 STOP_GRACE_SECONDS = 5.0
 
@@ -137,7 +159,7 @@ class Guest:
     entry_point: str = "_start"
     # Instantiated first, each registered under its name-section name, else its file name without .wasm.
     import_modules: tuple[Path, ...] = ()
-    # Bytes any one linear memory may grow to; 0 for no limit.
+    # Bytes all its linear memories together may grow to; 0 for no limit.
     memory_limit: int = 0
     # `time.monotonic()` past which the guest is interrupted.
     deadline: float = math.inf
@@ -165,6 +187,8 @@ class LoadedModule:
     digest: str
     # The name in the module's `name` section (None when it has none, or came from the disk cache).
     declared_name: str | None = None
+    # Linear memories the module defines (not imports).
+    memories: int = 1
 
 
 class _Control:
@@ -174,6 +198,10 @@ class _Control:
         self.deadline = deadline
         self.stopped: Stop | None = None
         self.exit_code: int | None = None
+        # True while its modules are compiled or loaded (before the guest starts).
+        self.loading = True
+        # Linear memories its modules define (they share the memory limit).
+        self.memories = 1
 
     def exit(self, code: int) -> None:
         if self.exit_code is None:
@@ -456,11 +484,16 @@ class ModuleCache:
     compiled once even when several guests ask for it at the same time."""
 
     def __init__(
-        self, engine: wasmtime.Engine, cache_dir: Path | None, entries: int = DEFAULT_MODULE_CACHE_ENTRIES
+        self,
+        engine: wasmtime.Engine,
+        cache_dir: Path | None,
+        entries: int = DEFAULT_MODULE_CACHE_ENTRIES,
+        max_module_bytes: int = DEFAULT_MAX_MODULE_BYTES,
     ) -> None:
         self.engine = engine
         self.cache_dir = cache_dir
         self.entries = entries
+        self.max_module_bytes = max_module_bytes
         self._modules: OrderedDict[str, LoadedModule] = OrderedDict()
         # Digests of persisted (big) files by (path, device, inode, size, mtime): not rehashed each run.
         self._file_digests: dict[tuple, str] = {}
@@ -485,6 +518,12 @@ class ModuleCache:
 
     def _read(self, path: Path, persist: bool) -> tuple[bytes | None, str]:
         try:
+            size = path.stat().st_size
+            if self.max_module_bytes > 0 and size > self.max_module_bytes:
+                raise ExecutorError(
+                    f"the WASM module {path.name} is {size / 2**20:.1f} MiB, over the node's limit of "
+                    f"{self.max_module_bytes / 2**20:g} MiB for a module"
+                )
             if not persist:
                 data = path.read_bytes()
                 return data, hashlib.sha256(data).hexdigest()
@@ -515,7 +554,12 @@ class ModuleCache:
     def _compile(self, path: Path, digest: str, data: bytes | None, cache_file: Path | None) -> LoadedModule:
         if cache_file is not None and cache_file.exists():
             try:
-                return LoadedModule(wasmtime.Module.deserialize_file(self.engine, str(cache_file)), digest)
+                module = wasmtime.Module.deserialize_file(self.engine, str(cache_file))
+                with path.open("rb") as f:
+                    memories = defined_memories(f)
+                return LoadedModule(module, digest, memories=memories)
+            except OSError as error:
+                raise ExecutorError(f"cannot read the WASM module {path.name}: {error.strerror}") from None
             except wasmtime.WasmtimeError as error:
                 log.warning("recompiling %s: its cached copy %s does not load: %s", path, cache_file, error)
         if data is None:
@@ -523,7 +567,34 @@ class ModuleCache:
         module = compile_module(self.engine, data, path.name)
         if cache_file is not None:
             _write_atomically(cache_file, module.serialize())
-        return LoadedModule(module, digest, declared_module_name(data))
+        return LoadedModule(module, digest, declared_module_name(data), defined_memories(io.BytesIO(data)))
+
+
+def defined_memories(f: BinaryIO) -> int:
+    """The number of linear memories a (valid) module defines: its memory section's count. Reads the
+    section headers only, seeking past their bodies."""
+
+    def leb128() -> int:
+        value = shift = 0
+        while True:
+            byte = f.read(1)
+            if not byte:
+                raise EOFError
+            value |= (byte[0] & 0x7F) << shift
+            shift += 7
+            if byte[0] < 0x80:
+                return value
+
+    try:
+        f.seek(8)
+        while section_id := f.read(1):
+            size = leb128()
+            if section_id[0] == 5:
+                return leb128()
+            f.seek(size, os.SEEK_CUR)
+    except EOFError:
+        pass
+    return 0
 
 
 def compile_module(engine: wasmtime.Engine, data: bytes, label: str) -> wasmtime.Module:
@@ -604,8 +675,9 @@ class WasmRuntime:
     """The engine, module cache, ticker and guest threads shared by the WASM and Python executors.
 
     `cache_dir`: where persisted compiled modules go (the node's `<data dir>/wasm-cache`); None keeps
-    them in memory only. Executors `retain` the runtime when made and `release` it in their `close`; the
-    last release closes it (stops running guests, the threads and the ticker). `close` does it at once.
+    them in memory only. `max_module_bytes`: bigger modules are refused (0: no bound). Executors
+    `retain` the runtime when made and `release` it in their `close`; the last release closes it (stops
+    running guests, the threads and the ticker). `close` does it at once.
     """
 
     def __init__(
@@ -614,11 +686,13 @@ class WasmRuntime:
         cache_dir: Path | None = None,
         threads: int = DEFAULT_GUEST_THREADS,
         module_cache_entries: int = DEFAULT_MODULE_CACHE_ENTRIES,
+        max_module_bytes: int = DEFAULT_MAX_MODULE_BYTES,
     ) -> None:
         config = wasmtime.Config()
         config.epoch_interruption = True
+        config.wasm_multi_memory = True  # wasmtime's default; the memory limit is split among them
         self.engine = wasmtime.Engine(config)
-        self.modules = ModuleCache(self.engine, cache_dir, module_cache_entries)
+        self.modules = ModuleCache(self.engine, cache_dir, module_cache_entries, max_module_bytes)
         self._linker = _new_linker(self.engine)
         self._ticker = _EpochTicker(self.engine)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wasm-guest")
@@ -666,6 +740,15 @@ class WasmRuntime:
         self._controls.setdefault(execution_id, set()).add(control)
         future = asyncio.get_running_loop().run_in_executor(self._pool, self._run_guest, guest, control)
         try:
+            if math.isfinite(guest.deadline):
+                # Loading (compiling) the modules counts against the deadline: past it, the job times
+                # out even if the compiler is still busy (it finishes in the background; see above).
+                await asyncio.wait([future], timeout=max(0.0, guest.deadline - time.monotonic()))
+                if not future.done():
+                    control.stop(Stop.TIMEOUT)
+                    if control.loading:  # the guest thread sees the stop before it starts the guest
+                        future.add_done_callback(_retrieve)
+                        return Outcome(stopped=Stop.TIMEOUT)
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             control.stop(Stop.CANCELLED)
@@ -696,16 +779,23 @@ class WasmRuntime:
     # on a guest thread
 
     def _run_guest(self, guest: Guest, control: _Control) -> Outcome:
-        main = self.modules.load(guest.module, persist=guest.persist_module)
-        check_entry_point(main.module, guest.entry_point)
-        imports = [self.modules.load(path) for path in guest.import_modules]
+        try:
+            main = self.modules.load(guest.module, persist=guest.persist_module)
+            check_entry_point(main.module, guest.entry_point)
+            imports = [self.modules.load(path) for path in guest.import_modules]
+        finally:
+            control.loading = False
+        stopped = control.check()  # e.g. the compile took the job's whole time
+        if stopped is not None:
+            return Outcome(stopped=stopped)
         store = wasmtime.Store(self.engine)
         handle = _watch(store, control)
         self._ticker.guest_started()
         _current.world = VirtualWorld(guest.seed, control)
         try:
-            if guest.memory_limit > 0:
-                store.set_limits(memory_size=guest.memory_limit)
+            limits = store_limits(guest, [main, *imports])
+            control.memories = limits["memories"]
+            store.set_limits(**limits)
             store.set_wasi(_wasi_config(guest))
             return self._instantiate_and_call(store, guest, main, imports, control)
         finally:
@@ -729,7 +819,8 @@ class WasmRuntime:
             exports = instance.exports(store)
             _initialize(store, exports, guest.entry_point)
             exports[guest.entry_point](store)  # type: ignore[operator]
-            exit_code = 0
+            # 0, unless it called proc_exit and then returned (no `unreachable` after the call)
+            exit_code = control.exit_code if control.exit_code is not None else 0
         except wasmtime.ExitTrap as exit_:
             exit_code = exit_.code
         except (wasmtime.Trap, wasmtime.WasmtimeError) as error:
@@ -752,6 +843,25 @@ class WasmRuntime:
             _initialize(store, instance.exports(store), "")
             linker.define_instance(store, name, instance)
         return linker
+
+
+def store_limits(guest: Guest, modules: list[LoadedModule]) -> dict[str, int]:
+    """The store limiter's settings for a guest of these modules (see the module docstring)."""
+    memories = sum(loaded.memories for loaded in modules)
+    limits = {
+        "instances": len(modules),
+        "memories": memories,
+        "tables": MAX_TABLES,
+        "table_elements": MAX_TABLE_ELEMENTS,
+    }
+    if guest.memory_limit > 0:
+        limits["memory_size"] = guest.memory_limit // max(1, memories)
+    return limits
+
+
+def _retrieve(future: "asyncio.Future[Outcome]") -> None:
+    if not future.cancelled():
+        future.exception()  # nobody awaits it any more: no "exception was never retrieved"
 
 
 def _stop_guests_of(runtime: "weakref.ref[WasmRuntime]") -> None:
@@ -797,7 +907,11 @@ def _instantiate(
             name = message.split("`")[1]
             raise ExecutorError(f"no export found for '{name}' required by module {label}") from None
         if "memory" in message and guest.memory_limit > 0:
-            message += f" (the job's memory limit is {guest.memory_limit / 2**20:g} MiB)"
+            message += f" (the job's memory limit is {guest.memory_limit / 2**20:g} MiB"
+            if control.memories > 1:
+                share = guest.memory_limit / control.memories / 2**20
+                message += f" in total: {share:.1f} MiB for each of its {control.memories} memories"
+            message += ")"
         raise ExecutorError(f"cannot instantiate {label}: {message}") from None
 
 

@@ -5,6 +5,7 @@ result folder, the errors, and the engine's containers (none is left behind).
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -12,10 +13,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiodocker
 import pytest
 
+from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import job_usage
 from bacalhau_grpc.compute.domain.executions import new_execution
@@ -25,6 +28,7 @@ from bacalhau_grpc.compute.executors.docker import (
     LABEL_JOB_ID,
     LABEL_NODE_ID,
     LABEL_SHARD_INDEX,
+    NOFILE_LIMIT,
     DockerExecutor,
     container_config,
     container_name,
@@ -52,10 +56,13 @@ def docker_job(
     workdir: str = "",
     cpu: str = "",
     memory: str = "",
+    disk: str = "",
     gpu: str = "",
     timeout: float = 0.0,
 ) -> pb.Job:
-    job = make_job(engine=pb.Engine.ENGINE_DOCKER, cpu=cpu, memory=memory, gpu=gpu, timeout=timeout)
+    job = make_job(
+        engine=pb.Engine.ENGINE_DOCKER, cpu=cpu, memory=memory, disk=disk, gpu=gpu, timeout=timeout
+    )
     job.spec.docker.image = image
     job.spec.docker.entrypoint.extend(entrypoint)
     job.spec.docker.environment_variables.extend(env)
@@ -109,6 +116,19 @@ async def executor(docker: aiodocker.Docker) -> AsyncIterator[DockerExecutor]:
     yield executor
     leftovers = await containers_of(docker, executor.node_id)
     await executor.close()
+    assert leftovers == [], "the executor left containers behind"
+
+
+@contextlib.asynccontextmanager
+async def started(docker: aiodocker.Docker, **settings: Any) -> AsyncIterator[DockerExecutor]:
+    """A started executor of a node of its own with these settings; no container may outlive it."""
+    executor = DockerExecutor(f"test-{uuid.uuid4().hex[:10]}", **settings)
+    await executor.start()
+    try:
+        yield executor
+    finally:
+        leftovers = await containers_of(docker, executor.node_id)
+        await executor.close()
     assert leftovers == [], "the executor left containers behind"
 
 
@@ -452,3 +472,132 @@ def test_gpus_are_requested_from_the_engine_when_the_job_asks_for_them():
     config = container_config(context, job_usage(job.spec), pids_limit=64)
     assert config["HostConfig"]["DeviceRequests"] == [{"Driver": "", "Count": 2, "Capabilities": [["gpu"]]}]
     assert "DeviceRequests" not in container_config(context, job_usage(make_job().spec), 64)["HostConfig"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The sandbox
+# ---------------------------------------------------------------------------------------------------
+
+# Reads the job's capabilities and no-new-privileges flag, its open-files limits, memory + swap limit
+# (cgroup v1, else v2's swap alone), and its user.
+SHOW_SANDBOX = """
+grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status
+ulimit -n; ulimit -Hn
+if [ -d /sys/fs/cgroup/memory ]; then
+  cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes 2>/dev/null || echo unknown
+else
+  cat /sys/fs/cgroup/memory.swap.max
+fi
+id -u
+"""
+# Capability numbers (linux/capability.h).
+CAP = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6, "SETUID": 7}
+CAP_NET_RAW, CAP_SYS_CHROOT, CAP_SYS_ADMIN, CAP_MKNOD = 13, 18, 21, 27
+
+
+async def test_jobs_cannot_gain_privileges_and_keep_only_the_listed_capabilities(
+    docker_engine, executor, tmp_path
+):
+    job = docker_job(docker_engine, "sh", "-c", SHOW_SANDBOX, memory="64Mi")
+    result = await executor.run(run_context(job, executor.node_id, tmp_path))
+    assert result.exit_code == 0, result.stderr
+    effective, bounding, no_new_privs, soft, hard, memory_swap, uid = result.stdout.decode().splitlines()
+    kept = sum(1 << bit for bit in CAP.values())
+    assert int(effective.split()[1], 16) == kept  # root in the container, with those alone
+    assert int(bounding.split()[1], 16) == kept  # nothing more can be gained, not even by exec
+    for bit in (CAP_NET_RAW, CAP_SYS_CHROOT, CAP_SYS_ADMIN, CAP_MKNOD):
+        assert not int(effective.split()[1], 16) & (1 << bit)
+    assert no_new_privs.split() == ["NoNewPrivs:", "1"]
+    assert (int(soft), int(hard)) == NOFILE_LIMIT
+    # Memory + swap is the memory limit (v1), or no swap at all (v2); "unknown": no swap accounting.
+    assert memory_swap in (str(64 * 1024**2), "0", "unknown")
+    assert uid == "0"  # the image's user
+
+
+async def test_what_common_images_do_as_root_still_works(docker_engine, executor, tmp_path):
+    result_dir = tmp_path / "result"
+    outputs = prepare_outputs(result_dir, [pb.StorageSpec(name="outputs", path="/outputs")])
+    # An entrypoint preparing a folder for an app user (CHOWN, FOWNER) and handing over to it (SETUID,
+    # SETGID); root then writes into the user's private folder (DAC_OVERRIDE) and copies with the owner
+    # kept (CHOWN, FOWNER).
+    script = (
+        "set -e; echo app:x:1000:1000::/tmp:/bin/sh >> /etc/passwd; mkdir /data; chown 1000:1000 /data; "
+        "chmod 2700 /data; su app -s /bin/sh -c 'id -u > /data/who'; echo root > /data/root; "
+        "cp -p /data/who /outputs/who; echo ok"
+    )
+    context = run_context(
+        docker_job(docker_engine, "sh", "-c", script), executor.node_id, result_dir, outputs=outputs
+    )
+    result = await executor.run(context)
+    assert (result.exit_code, result.stdout) == (0, b"ok\n"), result.stderr
+    assert (result_dir / "outputs" / "who").read_text() == "1000\n"
+
+
+async def test_outputs_past_the_jobs_disk_limit_stop_the_container_and_fail_the_run(
+    docker_engine, executor, docker, tmp_path
+):
+    result_dir = tmp_path / "result"
+    outputs = prepare_outputs(result_dir, [pb.StorageSpec(name="outputs", path="/outputs")])
+    # It would write forever: only the watchdog stops it (the timeout is far away).
+    script = "i=0; while true; do head -c 262144 /dev/zero > /outputs/part$i; i=$((i+1)); done"
+    job = docker_job(docker_engine, "sh", "-c", script, disk="1Mi")
+    start = time.monotonic()
+    with pytest.raises(
+        ExecutorError,
+        match=r"^outputs exceeded the disk limit of 1048576 bytes \(1 MiB\) \(Resources\.Disk\): "
+        r"\d+ bytes .* written, container stopped \(exit code 137\)$",
+    ):
+        await executor.run(run_context(job, executor.node_id, result_dir, timeout=60, outputs=outputs))
+    assert time.monotonic() - start < 20
+    assert (result_dir / "exitCode").read_text() == "137"
+    assert await containers_of(docker, executor.node_id) == []
+
+
+async def test_the_nodes_disk_limit_applies_to_jobs_without_one_also_after_the_exit(
+    docker_engine, docker, tmp_path
+):
+    async with started(docker, disk_limit=1024**2) as executor:
+        result_dir = tmp_path / "over"
+        outputs = prepare_outputs(result_dir, [pb.StorageSpec(name="outputs", path="/outputs")])
+        # Over the limit at once, then gone: the measure after the exit sees it whatever the watchdog did.
+        job = docker_job(docker_engine, "sh", "-c", "head -c 1048577 /dev/zero > /outputs/big")
+        with pytest.raises(
+            ExecutorError,
+            match=r"^outputs exceeded the disk limit of 1048576 bytes \(1 MiB\) "
+            r"\(the node's --limit-job-disk\): 1048577 bytes",
+        ):
+            await executor.run(run_context(job, executor.node_id, result_dir, outputs=outputs))
+
+        # Exactly the limit passes; a link to a big file counts as the link, not the file.
+        result_dir = tmp_path / "within"
+        outputs = prepare_outputs(result_dir, [pb.StorageSpec(name="outputs", path="/outputs")])
+        script = "head -c 1048000 /dev/zero > /outputs/data; ln -s /bin/busybox /outputs/link; echo done"
+        context = run_context(
+            docker_job(docker_engine, "sh", "-c", script), executor.node_id, result_dir, outputs=outputs
+        )
+        result = await executor.run(context)
+        assert (result.exit_code, result.stdout) == (0, b"done\n"), result.stderr
+
+
+async def test_the_nodes_docker_user_runs_the_job(docker_engine, docker, tmp_path):
+    async with started(docker, user="1234:2345") as executor:
+        result_dir = tmp_path / "result"
+        outputs = prepare_outputs(result_dir, [pb.StorageSpec(name="outputs", path="/outputs")])
+        script = "id -u; id -g; grep CapEff /proc/self/status; echo written > /outputs/file"
+        context = run_context(
+            docker_job(docker_engine, "sh", "-c", script), executor.node_id, result_dir, outputs=outputs
+        )
+        result = await executor.run(context)
+    assert result.exit_code == 0, result.stderr
+    uid, gid, caps = result.stdout.decode().splitlines()
+    assert (uid, gid) == ("1234", "2345")
+    assert int(caps.split()[1], 16) == 0
+    assert (result_dir / "outputs" / "file").read_text() == "written\n"
+    assert (result_dir / "outputs" / "file").stat().st_uid == 1234
+
+
+@pytest.mark.parametrize("user", ["root", "1000:", ":1000", "1000:1000:1", " 1000"])
+def test_a_docker_user_that_is_not_uid_or_uid_gid_is_refused_naming_the_setting(user):
+    with pytest.raises(InvalidArgumentError) as caught:
+        DockerExecutor("node-x", user=user)
+    assert caught.value.field == "docker_user"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import wasmtime
 
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import job_usage
@@ -25,6 +26,7 @@ from bacalhau_grpc.compute.executors.base import (
 from bacalhau_grpc.compute.executors.results import prepare_outputs
 from bacalhau_grpc.compute.executors.wasm import WasmExecutor
 from bacalhau_grpc.compute.executors.wasm_runtime import (
+    DEFAULT_MAX_MODULE_BYTES,
     VirtualWorld,
     WasmRuntime,
     _Control,
@@ -360,3 +362,99 @@ def test_the_random_stream_depends_on_the_seed_only_not_on_how_it_is_read():
     pieces = VirtualWorld(b"job/0", _Control(0))
     assert b"".join(pieces.random_bytes(n) for n in (1, 31, 33, 0, 35)) == whole
     assert VirtualWorld(b"job/1", _Control(0)).random_bytes(100) != whole
+
+
+# --- the sandbox's limits (the store limiter, module size, compile time) --------------------------------
+
+# Grows each of its three memories by 300 pages (18.75 MiB), then each by 100 more (25 MiB each, 75 MiB
+# in all); exits with the number of grows that succeeded.
+THREE_MEMORIES = """
+(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory $a 0) (memory $b 0) (memory $c 0)
+  (func $ok (param i32) (result i32) (i32.ne (local.get 0) (i32.const -1)))
+  (func (export "_start")
+    (call $exit
+      (i32.add
+        (i32.add
+          (i32.add (call $ok (memory.grow $a (i32.const 300))) (call $ok (memory.grow $b (i32.const 300))))
+          (i32.add (call $ok (memory.grow $c (i32.const 300))) (call $ok (memory.grow $a (i32.const 100)))))
+        (i32.add (call $ok (memory.grow $b (i32.const 100))) (call $ok (memory.grow $c (i32.const 100))))))))
+"""
+
+# Grows its table by a million entries; exits 1 when refused (table.grow gave -1), else 0.
+TABLE_GROW = """
+(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (table 1 funcref)
+  (func (export "_start")
+    (call $exit (i32.eq (table.grow (ref.null func) (i32.const 1000000)) (i32.const -1)))))
+"""
+
+
+def wat_module(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.wasm"
+    path.write_bytes(wasmtime.wat2wasm(text))
+    return path
+
+
+async def test_three_memories_share_the_jobs_memory_limit(executor: WasmExecutor, tmp_path: Path):
+    module = wat_module(tmp_path, "three", THREE_MEMORIES)
+    job = wasm_job(memory="64Mi")  # 21.3 MiB a memory: the first three grows fit, the next three do not
+    result = await executor.run(run_context(job, tmp_path / "r1", module))
+    assert result.exit_code == 3
+    big = wat_module(
+        tmp_path, "big", '(module (memory 400) (memory 400) (memory 400) (func (export "_start")))'
+    )
+    with pytest.raises(ExecutorError) as error:
+        await executor.run(run_context(job, tmp_path / "r2", big))
+    message = str(error.value)
+    assert message.startswith("cannot instantiate big.wasm: ") and "memory" in message
+    assert message.endswith(
+        "(the job's memory limit is 64 MiB in total: 21.3 MiB for each of its 3 memories)"
+    )
+    # With the default 100 MiB, all six grows (75 MiB in all) fit.
+    result = await executor.run(run_context(wasm_job(), tmp_path / "r3", module))
+    assert result.exit_code == 6
+
+
+async def test_a_table_cannot_grow_by_a_million_entries(executor: WasmExecutor, tmp_path: Path):
+    module = wat_module(tmp_path, "table", TABLE_GROW)
+    result = await executor.run(run_context(wasm_job(), tmp_path, module))
+    assert result.exit_code == 1  # the guest saw -1
+    assert (tmp_path / "exitCode").read_text() == "1"
+
+
+async def test_a_module_over_the_size_bound_is_refused_before_it_is_read(
+    executor: WasmExecutor, tmp_path: Path
+):
+    huge = tmp_path / "huge.wasm"
+    with huge.open("wb") as f:
+        f.write(b"\0asm\1\0\0\0")
+        f.truncate(DEFAULT_MAX_MODULE_BYTES + 1)  # sparse
+    with pytest.raises(ExecutorError) as error:
+        await executor.run(run_context(wasm_job(), tmp_path / "r1", huge))
+    assert (
+        str(error.value)
+        == "the WASM module huge.wasm is 64.0 MiB, over the node's limit of 64 MiB for a module"
+    )
+    small = WasmRuntime(max_module_bytes=1024)
+    with pytest.raises(
+        ExecutorError, match=r"^the WASM module hello\.wasm is 0\.0 MiB, over the node's limit of 0\.0009765"
+    ):
+        await WasmExecutor(small).run(run_context(wasm_job(), tmp_path / "r2", WASM / "hello.wasm"))
+    await small.close()
+
+
+async def test_compiling_counts_against_the_timeout(tmp_path: Path):
+    # Forty thousand functions take over a second to compile here, twenty times the job's 0.05 s: the job
+    # ends as timed out while the module is still compiling, and its guest never runs.
+    body = "(i32.add (local.get 0) (i32.mul (local.get 0) (i32.const 7)))"
+    funcs = "".join(f'(func (export "f{i}") (param i32) (result i32) {body * 1})' for i in range(40000))
+    module = wat_module(tmp_path, "slow", f'(module {funcs} (func (export "_start")))')
+    runtime = WasmRuntime()
+    timed_out = r"^execution timed out after 0\.05s: the module was interrupted$"
+    with pytest.raises(ExecutorError, match=timed_out):
+        await WasmExecutor(runtime).run(run_context(wasm_job(), tmp_path / "r1", module, timeout=0.05))
+    assert (tmp_path / "r1" / "exitCode").read_text() == "137"
+    await runtime.close()  # waits for the compile to end in the background

@@ -4,6 +4,7 @@ checks made at submission; and WASM jobs reading URL inputs through a whole netw
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import time
 from collections import Counter
@@ -27,6 +28,9 @@ DATA = b"compute over data\n"
 BIG = b"x" * 4096
 # What the tests let a download take: short, so failures are quick, yet far above a local request.
 LIMIT = 1024
+# The test server is on 127.0.0.1, which URL downloads reach only when allowed (test_url_guard.py).
+LOCAL = [ipaddress.ip_network("127.0.0.0/8")]
+ALLOW_LOCAL = {"url_download_allow_networks": "127.0.0.0/8"}
 
 
 @dataclass
@@ -141,7 +145,7 @@ async def server():
 
 @pytest.fixture
 async def source():
-    urls = UrlSource(timeout=5, max_bytes=LIMIT, attempts=3, backoff=0.01)
+    urls = UrlSource(timeout=5, max_bytes=LIMIT, attempts=3, backoff=0.01, allow_networks=LOCAL)
     yield urls
     await urls.close()
 
@@ -229,7 +233,7 @@ async def test_a_body_past_the_limit_is_refused_with_the_limit(source, server, t
 
 
 async def test_a_download_past_the_timeout_is_abandoned(server, tmp_path):
-    quick = UrlSource(timeout=0.2, max_bytes=LIMIT, backoff=0.01)
+    quick = UrlSource(timeout=0.2, max_bytes=LIMIT, backoff=0.01, allow_networks=LOCAL)
     try:
         started = time.monotonic()
         with pytest.raises(StorageError, match=r"^downloading http://.*/slow.txt took longer than 0.2s$"):
@@ -330,7 +334,7 @@ def files_job(*urls: str, reads: tuple[str, ...] = ("/inputs/words.txt",)) -> pb
 
 
 async def test_a_wasm_job_reads_its_url_input_at_path_slash_name(network, server):
-    await network.start(1)
+    await network.start(compute=[ALLOW_LOCAL])
     context = make_tar_gz({"files.wasm": (WASM / "files.wasm").read_bytes()})
     submitted = await network.submit(files_job(server.url("/files/words.txt")), context=context)
     events = await network.wait_for_end(submitted.id, timeout=60)
@@ -347,7 +351,7 @@ async def test_a_wasm_job_reads_its_url_input_at_path_slash_name(network, server
 
 
 async def test_a_wasm_job_reads_two_url_inputs_side_by_side_under_inputs(network, server):
-    await network.start(1)
+    await network.start(compute=[ALLOW_LOCAL])
     context = make_tar_gz({"files.wasm": (WASM / "files.wasm").read_bytes()})
     job = files_job(
         server.url("/files/one.txt"),
