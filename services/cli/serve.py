@@ -41,6 +41,13 @@ FIELD_HELP = {
     "client certificates); 0 picks a free one",
     "health_port": "a plaintext port serving gRPC health alone, for probes that cannot speak TLS "
     "(Kubernetes'); -1: none, 0: a free one",
+    "max_shards_per_job": "the most shards (ExecutionPlan.ShardsTotal) one job may have",
+    "max_inputs_per_job": "the most inputs one job may have (contexts and import modules included)",
+    "max_outputs_per_job": "the most outputs one job may have",
+    "max_env_vars_per_job": "the most environment variables one job may have",
+    "max_annotations_per_job": "the most annotations one job may have",
+    "max_arguments_per_job": "the most entrypoint words or WASM parameters one job may have",
+    "max_string_bytes": "the longest one text of a job spec may be, in bytes",
     "tls_cert": "this node's certificate (PEM; `bacalhau-grpc certs issue`): with --tls-key and --tls-ca, "
     "TLS for everything it serves and mutual TLS between the services",
     "tls_key": "the key of --tls-cert (PEM)",
@@ -80,7 +87,8 @@ FIELD_HELP = {
     "in $BACALHAU_JOB_SELECTION_PROBE_DATA, exits 0",
     "job_selection_probe_timeout": "seconds a probe may take before the job is refused",
     "min_job_timeout": "the shortest Spec.Timeout the node accepts, in seconds",
-    "max_job_timeout": "the longest Spec.Timeout the node accepts, in seconds",
+    "max_job_timeout": "the longest Spec.Timeout the node accepts (the requester: refuses at submission), "
+    "in seconds",
     "allow_unsigned": "accept unsigned submissions (development only)",
     "job_visibility": "who may read a job: public (anyone) or owner (only the client that submitted it)",
     "filecoin_unsealed_path": "where unsealed Filecoin data lies, a template such as /data/{{.CID}}",

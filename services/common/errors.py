@@ -62,7 +62,12 @@ class UnauthenticatedError(BacalhauError):
 
 
 class ResourceExhaustedError(BacalhauError):
-    """A limit of the service was reached (capacity, queue length)."""
+    """A limit of the service was reached (capacity, queue length). `retry_after`: seconds after which a
+    retry may succeed, when the service can tell (sent as a `google.rpc.RetryInfo`), else None."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UnavailableError(BacalhauError):

@@ -5,7 +5,8 @@ Server side: a `BacalhauError` becomes a canonical status code, its message the 
 (grpcio-status' rich status): reason = the class name in UPPER_SNAKE without `_ERROR`
 (`InvalidArgumentError` → `INVALID_ARGUMENT`, `LimitExceededError` → `LIMIT_EXCEEDED`), domain
 `bacalhau-grpc`, metadata `field`/`limit` when the error names them; an input with several problems
-also carries a `google.rpc.BadRequest` with one field violation per problem (at most MAX_VIOLATIONS).
+also carries a `google.rpc.BadRequest` with one field violation per problem (at most MAX_VIOLATIONS); a
+ResourceExhaustedError with a `retry_after` carries a `google.rpc.RetryInfo` (restored on the client).
 
 Client side: a failed call becomes the matching `BacalhauError` again, with `str(exc)` equal to the
 server's details (`str()` of the server's error, cut to 1 KiB), `field`/`limit` restored from the
@@ -137,6 +138,11 @@ def to_status(exc: BacalhauError) -> grpc.Status:
     status.details.add().Pack(error_info_for(exc))
     if isinstance(exc, InvalidArgumentError) and len(exc.problems) > 1:
         status.details.add().Pack(bad_request_for(exc))
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None and retry_after >= 0:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(retry_after * 1e9))
+        status.details.add().Pack(retry)
     return rpc_status.to_status(status)
 
 
@@ -227,6 +233,9 @@ def error_from_status(
     BaseException.__init__(exc, details)  # bypasses subclass __init__ so str(exc) == details
     exc.code = code  # type: ignore[attr-defined]
     exc.error_info = info  # type: ignore[attr-defined]
+    if issubclass(cls, ResourceExhaustedError):
+        retry = _detail(status, error_details_pb2.RetryInfo)
+        exc.retry_after = retry.retry_delay.ToNanoseconds() / 1e9 if retry is not None else None  # type: ignore[attr-defined]
     if issubclass(cls, InvalidArgumentError):
         field = info.metadata.get("field", "") if info is not None else ""
         exc.field = field  # type: ignore[attr-defined]

@@ -384,15 +384,21 @@ async def start_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     credentials: grpc.ServerCredentials | None = None,
     health_port: int | None = None,
+    max_concurrent_rpcs: int | None = None,
 ) -> RunningServer:
     """Starts a grpc.aio server on host:port (port 0: a free port) serving `services`, health and reflection.
 
     Call `telemetry.setup_telemetry` first: the tracing interceptors are picked when the server starts.
-    Raises OSError when the address cannot be bound.
+    Raises OSError when the address cannot be bound. `max_concurrent_rpcs`: the most calls served at once
+    (None: no cap); beyond it gRPC itself answers RESOURCE_EXHAUSTED.
     """
     stats = _Stats()
     interceptors = telemetry.server_interceptors()
-    server = grpc.aio.server(interceptors=interceptors or None, options=server_options(max_message_bytes))
+    server = grpc.aio.server(
+        interceptors=interceptors or None,
+        options=server_options(max_message_bytes),
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+    )
     names = [binding.name for binding in services]
     if len(set(names)) != len(names):
         raise ValueError(f"a service is bound twice: {names}")

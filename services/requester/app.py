@@ -206,6 +206,9 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         node_timeout=settings.node_timeout,
         heartbeat_interval=settings.heartbeat_interval,
         max_active_jobs=settings.max_active_jobs,
+        max_active_jobs_per_client=settings.client_job_limit,
+        max_followers_per_client=settings.max_followers_per_client,
+        limits=settings.submission_limits,
         # Every span of a job - and the calls made inside it - in the job's one trace.
         span=JobTraces().span,
         content=content,
@@ -229,6 +232,7 @@ async def start(settings: RequesterSettings) -> RunningRequester:
                     port=port,
                     credentials=transport.server_credentials(require_client_auth=require_client_auth),
                     health_port=health,
+                    max_concurrent_rpcs=settings.max_concurrent_rpcs,
                 )
             )
     except BaseException:

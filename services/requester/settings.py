@@ -10,6 +10,7 @@ from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs.client import parse_api_address
+from bacalhau_grpc.requester.domain.validation import SubmissionLimits
 from bacalhau_grpc.requester.domain.visibility import JOB_VISIBILITIES, PUBLIC
 
 ENV_PREFIX = "BACALHAU_"
@@ -61,6 +62,17 @@ class RequesterSettings:
     # Jobs in progress at once; a submission beyond this waits for one to end (back-pressure that keeps
     # the requester's latency bounded under load; the client's deadline applies while it waits).
     max_active_jobs: int = 256
+    # Fair share. Jobs in progress one client may have at once: a client at it is refused at once,
+    # RESOURCE_EXHAUSTED with a retry hint, never made to wait, so a client flooding jobs no node bids on
+    # cannot keep other clients' jobs out. Anonymous/unsigned submitters share one bucket. At or above
+    # max_active_jobs it is off (one client may fill the requester; its submissions then wait for room).
+    max_active_jobs_per_client: int = 64
+    # Streams one client may have following jobs at once (WatchJobEvents, StreamJobLogs with follow);
+    # beyond it, RESOURCE_EXHAUSTED with a retry hint. Anonymous callers share one bucket.
+    max_followers_per_client: int = 32
+    # RPCs each of the requester's listeners serves at once (every method, health checks included);
+    # beyond it gRPC itself answers RESOURCE_EXHAUSTED.
+    max_concurrent_rpcs: int = 1000
     # Accept unsigned submissions (a bare JobCreatePayload): development only. Off, every submission must
     # be signed by its client's key.
     allow_unsigned: bool = False
@@ -72,6 +84,17 @@ class RequesterSettings:
     # only the client whose key submitted it (signed calls; anonymous reads are refused). Cancelling is the
     # owner's alone either way.
     job_visibility: str = PUBLIC
+    # How big one submission may be (a job past one is refused at once, naming the field and the limit):
+    # shards (ExecutionPlan.ShardsTotal), inputs (with contexts and import modules), outputs, environment
+    # variables, annotations, entrypoint words or parameters, bytes of any one text, Spec.Timeout seconds.
+    max_shards_per_job: int = 10_000
+    max_inputs_per_job: int = 10_000
+    max_outputs_per_job: int = 100
+    max_env_vars_per_job: int = 1_000
+    max_annotations_per_job: int = 100
+    max_arguments_per_job: int = 1_000
+    max_string_bytes: int = 16_384
+    max_job_timeout: float = 86_400.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -101,6 +124,28 @@ class RequesterSettings:
             )
         if not isinstance(self.max_active_jobs, int) or self.max_active_jobs < 1:
             raise _invalid("max_active_jobs", f"{self.max_active_jobs!r} is not a whole number above 0")
+        for name in ("max_active_jobs_per_client", "max_followers_per_client", "max_concurrent_rpcs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _invalid(name, f"{value!r} is not a whole number above 0")
+        for name in (
+            "max_shards_per_job",
+            "max_inputs_per_job",
+            "max_outputs_per_job",
+            "max_env_vars_per_job",
+            "max_annotations_per_job",
+            "max_arguments_per_job",
+            "max_string_bytes",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _invalid(name, f"{value!r} is not a whole number above 0")
+        if not math.isfinite(self.max_job_timeout) or self.max_job_timeout < self.default_job_timeout:
+            raise _invalid(
+                "max_job_timeout",
+                f"{self.max_job_timeout!r} must be at least default_job_timeout "
+                f"({self.default_job_timeout!r})",
+            )
         if not isinstance(self.allow_unsigned, bool):
             raise _invalid("allow_unsigned", f"{self.allow_unsigned!r} is not true or false")
         if self.job_visibility not in JOB_VISIBILITIES:
@@ -114,6 +159,26 @@ class RequesterSettings:
                 parse_api_address(self.ipfs_connect)
             except InvalidArgumentError as exc:
                 raise _invalid("ipfs_connect", exc.reason) from None
+
+    @property
+    def submission_limits(self) -> SubmissionLimits:
+        return SubmissionLimits(
+            max_inputs=self.max_inputs_per_job,
+            max_outputs=self.max_outputs_per_job,
+            max_env_vars=self.max_env_vars_per_job,
+            max_annotations=self.max_annotations_per_job,
+            max_arguments=self.max_arguments_per_job,
+            max_string_bytes=self.max_string_bytes,
+            max_job_timeout=self.max_job_timeout,
+            max_shards=self.max_shards_per_job,
+        )
+
+    @property
+    def client_job_limit(self) -> int | None:
+        """The per-client limit of jobs in progress the requester enforces: None (off) when it would not be
+        below max_active_jobs."""
+        limit = self.max_active_jobs_per_client
+        return limit if limit < self.max_active_jobs else None
 
     @property
     def db_path(self) -> Path:

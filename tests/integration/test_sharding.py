@@ -85,7 +85,9 @@ async def test_each_wasm_shard_mounts_its_batch_and_a_missing_file_is_a_result(n
 
 
 async def test_a_thousand_shards_run_end_to_end_with_concurrency_one(network):
-    await network.start(1)
+    # A generous node timeout: on a loaded 2-core machine the node's heartbeats may come late, and a node
+    # taken for lost would fail the shards it holds (no other node to replace it).
+    await network.start(1, node_timeout=60.0)
     cid = hold(network, {f"d{i // 100}/{i:04d}.dat": b"%d" % i for i in range(1000)})
     submitted = await network.submit(shard(noop_job(), cid, "/inputs/**/*.dat"))
     assert submitted.execution_plan.total_shards == 1000

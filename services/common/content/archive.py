@@ -26,8 +26,7 @@ def unpack(source: bytes | Path, dest: Path, *, max_bytes: int, max_files: int =
     """Unpacks a tar archive (gzip-compressed or not) into the existing empty folder `dest`."""
     try:
         with _open(source) as archive:
-            members = archive.getmembers()
-            _check(members, max_bytes=max_bytes, max_files=max_files)
+            members = _checked_members(archive, max_bytes=max_bytes, max_files=max_files)
             _extract(archive, dest, members)
     except ArchiveError:
         raise
@@ -52,11 +51,15 @@ def _open(source: bytes | Path) -> tarfile.TarFile:
     return tarfile.open(source, mode="r:*")
 
 
-def _check(members: list[tarfile.TarInfo], *, max_bytes: int, max_files: int) -> None:
-    if len(members) > max_files:
-        raise ArchiveError(f"the archive holds {len(members)} entries, more than the {max_files} allowed")
+def _checked_members(archive: tarfile.TarFile, *, max_bytes: int, max_files: int) -> list[tarfile.TarInfo]:
+    """The archive's entries, each checked as it is read: reading stops at the first entry past
+    `max_files` or `max_bytes`, so an archive bomb costs no more than the limits allow."""
+    members: list[tarfile.TarInfo] = []
     total = 0
-    for member in members:
+    for member in archive:
+        if len(members) == max_files:
+            raise ArchiveError(f"the archive holds more than the {max_files} entries allowed")
+        members.append(member)
         parts = member.name.replace("\\", "/").split("/")
         if member.name.startswith("/") or ".." in parts:
             raise ArchiveError(f"{member.name!r} would land outside the destination folder")
@@ -69,6 +72,7 @@ def _check(members: list[tarfile.TarInfo], *, max_bytes: int, max_files: int) ->
             raise ArchiveError(f"the archive unpacks to more than {max_bytes} bytes")
     if not any(member.isfile() for member in members):
         raise ArchiveError("the archive holds no file")
+    return members
 
 
 def pack(root: Path, out: IO[bytes], *, file_name: str) -> None:

@@ -42,11 +42,17 @@ from bacalhau_grpc.common.errors import (
 from bacalhau_grpc.common.model import pb, sharding, version
 from bacalhau_grpc.requester.domain import events as ev
 from bacalhau_grpc.requester.domain import shard_fsm as fsm_mod
+from bacalhau_grpc.requester.domain.fair_share import ClientCounts
 from bacalhau_grpc.requester.domain.nodes import NodeRegistry
 from bacalhau_grpc.requester.domain.ports import ComputePort, VerifierPort
 from bacalhau_grpc.requester.domain.projection import ProjectionRejected, apply_event
 from bacalhau_grpc.requester.domain.shard_fsm import Phase, ShardFSM, Transition
-from bacalhau_grpc.requester.domain.validation import build_job, validate_submission
+from bacalhau_grpc.requester.domain.validation import (
+    DEFAULT_LIMITS,
+    SubmissionLimits,
+    build_job,
+    validate_submission,
+)
 from bacalhau_grpc.requester.domain.visibility import PUBLIC, changer, check_visibility, reader_scope
 from bacalhau_grpc.requester.store.sqlite import JobQuery, RequesterStore, decode_token, encode_token
 
@@ -121,6 +127,9 @@ class Requester:
         node_timeout: float = 10.0,
         heartbeat_interval: float = 2.0,
         max_active_jobs: int = 256,
+        max_active_jobs_per_client: int | None = None,
+        max_followers_per_client: int | None = None,
+        limits: SubmissionLimits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         span: SpanFactory = _no_span,
@@ -148,6 +157,23 @@ class Requester:
         self.default_job_timeout = default_job_timeout
         self.heartbeat_interval = heartbeat_interval
         self.max_active_jobs = max_active_jobs
+        # Fair share (domain/fair_share.py): a client at its limit of jobs in progress is refused at once
+        # (it never waits for room, so it cannot hold the back-pressure queue), as is one at its limit of
+        # concurrent followers (WatchJobEvents, StreamJobLogs with follow). Anonymous callers share one.
+        # None: no limit of one's own (the settings give 64 and 32).
+        self._client_jobs = ClientCounts(
+            max_active_jobs_per_client,
+            what="jobs in progress",
+            setting="max_active_jobs_per_client",
+            until="one of them ends",
+        )
+        self._followers = ClientCounts(
+            max_followers_per_client,
+            what="streams following jobs",
+            setting="max_followers_per_client",
+            until="one of them ends",
+        )
+        self.limits = limits
         # Set (and replaced) each time a job ends: submissions waiting for room re-check then.
         self._job_ended = asyncio.Event()
         self.nodes = NodeRegistry(node_timeout)
@@ -187,6 +213,7 @@ class Requester:
                 continue
             record = self._record_from_store(stored)
             self._active[job_id] = record
+            self._client_jobs.add(record.job.client_id)
             reloaded += 1
         live = self.nodes.live_node_ids(now)
         for node_id in live:
@@ -246,11 +273,15 @@ class Requester:
     # ------------------------------------------------------------------------------------------
 
     async def submit(self, payload: pb.JobCreatePayload) -> pb.Job:
-        validate_submission(payload)
+        validate_submission(payload, self.limits)
+        # The job's owner (as build_job sets it): a client at its limit is refused before any work.
+        client_id = payload.client_id or payload.job.client_id
+        self._client_jobs.check(client_id)
         total_shards = await self._shards_total(payload.job.spec)
         context_cid = await self._store_context(payload.context) if payload.context else ""
         while len(self._active) >= self.max_active_jobs:  # back-pressure: wait for a job to end
             await self._job_ended.wait()
+            self._client_jobs.check(client_id)  # its other submissions may have been let in meanwhile
         now = self._clock()
         job = build_job(
             payload,
@@ -260,9 +291,12 @@ class Requester:
             context_cid=context_cid,
             total_shards=total_shards,
         )
+        # Checked again with no await until the job counts: concurrent submissions cannot overshoot.
+        self._client_jobs.check(job.client_id)
         with self._span("requester.SubmitJob", job_id=job.id, node_id=self.node_id):
             record = JobRecord(job=job)
             self._active[job.id] = record
+            self._client_jobs.add(job.client_id)
             self.store.add_job(job)
             self._record_event(record, ev.created_event(job, now=now))
             live = self.nodes.live_node_ids(now)
@@ -304,7 +338,14 @@ class Requester:
                     f"cannot shard input Spec.inputs[{index}]: {exc}", field=f"Spec.inputs[{index}].CID"
                 ) from None
         # Off the event loop: 10,000 atoms take tens of milliseconds.
-        return len(await asyncio.to_thread(sharding.plan, spec, listings))
+        shards = len(await asyncio.to_thread(sharding.plan, spec, listings))
+        if shards > self.limits.max_shards:
+            raise InvalidArgumentError(
+                f"the job's inputs make {shards} shards, more than the {self.limits.max_shards} a job may "
+                "have (use a larger --sharding-batch-size or a narrower --sharding-glob-pattern)",
+                field="Spec.Sharding",
+            )
+        return shards
 
     async def _store_context(self, archive: bytes) -> str:
         """Keeps an uploaded context (tar or tar.gz, at most 10 MiB unpacked) in the content store.
@@ -442,23 +483,27 @@ class Requester:
         if after_sequence < 0:
             raise InvalidArgumentError("after_sequence must be >= 0", field="after_sequence")
         record = await self._readable(job_id, caller)
-        return self._watch(record, after_sequence)
+        return self._watch(record, after_sequence, caller)
 
-    async def _watch(self, record: JobRecord, after: int) -> AsyncIterator[tuple[int, pb.JobEvent]]:
-        sent = after
-        while True:
-            while sent < len(record.events):
-                event = record.events[sent]
-                sent += 1
-                yield sent, event
-            if record.finished:
-                return
-            if self._watches_closed:
-                raise UnavailableError(
-                    f"the requester is shutting down: watch job {record.id} again with after_sequence={sent}"
-                )
-            waiter = record.changed
-            await waiter.wait()
+    async def _watch(
+        self, record: JobRecord, after: int, caller: str | None = None
+    ) -> AsyncIterator[tuple[int, pb.JobEvent]]:
+        with self._followers.held(caller):  # counted while it follows (fair share)
+            sent = after
+            while True:
+                while sent < len(record.events):
+                    event = record.events[sent]
+                    sent += 1
+                    yield sent, event
+                if record.finished:
+                    return
+                if self._watches_closed:
+                    raise UnavailableError(
+                        f"the requester is shutting down: watch job {record.id} again "
+                        f"with after_sequence={sent}"
+                    )
+                waiter = record.changed
+                await waiter.wait()
 
     async def get_job_results(self, job_id: str, *, caller: str | None = None) -> list[pb.PublishedResult]:
         """Where each Completed row's results were published (its last ResultsPublished event)."""
@@ -716,6 +761,7 @@ class Requester:
         self._arm(record.id, shard)
         if record.finished and record.id in self._active:
             del self._active[record.id]
+            self._client_jobs.remove(record.job.client_id)
             self._job_ended.set()
             self._job_ended = asyncio.Event()
             self._remember(record)
@@ -948,6 +994,7 @@ class Requester:
             self._remember(record)
         else:  # pragma: no cover - active jobs are always in memory
             self._active[job_id] = record
+            self._client_jobs.add(record.job.client_id)
         return record
 
     async def _readable(self, job_id: str, caller: str | None) -> JobRecord:
@@ -1007,6 +1054,18 @@ class Requester:
     def node_address(self, node_id: str) -> str:
         """Where a registered compute node listens; UnavailableError when it is not registered."""
         return self._address(node_id)
+
+    def follower(self, caller: str | None) -> contextlib.AbstractContextManager[None]:
+        """Counts a stream following a job for `caller` while it is entered; ResourceExhaustedError
+        when the caller follows max_followers_per_client jobs already (see `_followers`)."""
+        return self._followers.held(caller)
+
+    def client_active_jobs(self, client_id: str | None) -> int:
+        """How many jobs in progress the client has (the per-client count fair share uses)."""
+        return self._client_jobs.count(client_id)
+
+    def client_followers(self, client_id: str | None) -> int:
+        return self._followers.count(client_id)
 
     @property
     def watches_closed(self) -> bool:

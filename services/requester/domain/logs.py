@@ -85,7 +85,18 @@ async def job_logs(
             field="shard_index",
         )
     logs = _JobLogs(requester, record, shard_index, node_id)
-    return logs.follow() if follow else logs.now()
+    return _counted(requester.follower(caller), logs.follow()) if follow else logs.now()
+
+
+async def _counted(
+    hold: contextlib.AbstractContextManager[None], chunks: AsyncGenerator[LogChunk, None]
+) -> AsyncGenerator[LogChunk, None]:
+    """A follower's chunks, counted against its client's max_followers_per_client while it streams
+    (ResourceExhaustedError at the first chunk asked for when the client follows that many already)."""
+    with hold:
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,25 +7,56 @@ naming the field to blame with Go's JSON names ("Spec.Engine", "Deal.Concurrency
 
 import math
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from bacalhau_grpc.common.content.store import MAX_CONTEXT_BYTES, check_cid
 from bacalhau_grpc.common.errors import InvalidArgumentError, invalid_argument
 from bacalhau_grpc.common.model import checks, enums, jobs, pb, resources, sharding
 
 
-def validate_submission(payload: pb.JobCreatePayload) -> None:
+@dataclass(frozen=True)
+class SubmissionLimits:
+    """How big one submission may be (requester settings; `validate` checks the defaults): a job past one
+    is refused at once, naming the field and the limit, before it costs memory or time."""
+
+    # Inputs plus contexts plus WASM import modules.
+    max_inputs: int = 10_000
+    max_outputs: int = 100
+    # Docker environment variables or WASM environment entries.
+    max_env_vars: int = 1_000
+    max_annotations: int = 100
+    # Words of a Docker entrypoint or WASM parameters.
+    max_arguments: int = 1_000
+    # Any one text of the spec (an image name, a URL, an argument, ...), in UTF-8 bytes.
+    max_string_bytes: int = 16_384
+    # Spec.Timeout, seconds (a day).
+    max_job_timeout: float = 86_400.0
+    # ExecutionPlan.ShardsTotal (checked once the inputs are planned, at the requester).
+    max_shards: int = 10_000
+
+
+DEFAULT_LIMITS = SubmissionLimits()
+
+
+def validate_submission(payload: pb.JobCreatePayload, limits: SubmissionLimits = DEFAULT_LIMITS) -> None:
     """Accept the submission, or raise one InvalidArgumentError listing every problem it has (its
     `problems`, each naming its field; see `submission_problems`)."""
-    problems = submission_problems(payload)
+    problems = submission_problems(payload, limits)
     if problems:
         raise invalid_argument(problems)
 
 
-def submission_problems(payload: pb.JobCreatePayload) -> list[InvalidArgumentError]:
-    """Every problem of a submission (the spec's, then the deal's): the checks `validate` runs locally
-    and the requester runs at submission, so both give the same verdict on every job."""
+def submission_problems(
+    payload: pb.JobCreatePayload, limits: SubmissionLimits = DEFAULT_LIMITS
+) -> list[InvalidArgumentError]:
+    """Every problem of a submission (its size first, then the spec's, then the deal's): the checks
+    `validate` runs locally and the requester runs at submission, so both give the same verdict on every
+    job (with the requester's default limits)."""
     if not payload.HasField("job"):
         return [InvalidArgumentError("the submission carries no job", field="Job")]
     job = payload.job
@@ -33,6 +64,9 @@ def submission_problems(payload: pb.JobCreatePayload) -> list[InvalidArgumentErr
         return [InvalidArgumentError("job spec is empty", field="Spec")]
     found = _Problems()
     spec = job.spec
+    _size_problems(spec, limits, found)
+    if found.problems:  # too big to look at further
+        return found.problems
     if not enums.is_valid_engine(spec.engine):
         found.add(
             f"invalid executor type: {enums.ENGINE.name(spec.engine)}; use one of "
@@ -64,6 +98,12 @@ def submission_problems(payload: pb.JobCreatePayload) -> list[InvalidArgumentErr
         found.add(
             "timeout must be a number of seconds >= 0 (0 means the requester's default), "
             f"not {spec.timeout!r}",
+            "Spec.Timeout",
+        )
+    elif spec.timeout > limits.max_job_timeout:
+        found.add(
+            f"timeout {spec.timeout:g}s is longer than this requester's maximum of "
+            f"{limits.max_job_timeout:g}s",
             "Spec.Timeout",
         )
     found.check(resources.parse_cpu, spec.resources.cpu, field="Spec.Resources.CPU")
@@ -107,6 +147,69 @@ def _volume_problems(spec: pb.Spec, found: "_Problems") -> None:
         for i, volume in enumerate(volumes):
             if volume.cid:
                 found.check(check_cid, volume.cid, field=f"Spec.{name}[{i}].CID")
+
+
+def _size_problems(spec: pb.Spec, limits: SubmissionLimits, found: "_Problems") -> None:
+    """Counts and string lengths over their limits, each named with the field and the limit."""
+    counts = [
+        (
+            "Spec.inputs",
+            len(spec.inputs) + len(spec.contexts) + len(spec.wasm.import_modules),
+            limits.max_inputs,
+            "inputs (with contexts and import modules)",
+        ),
+        ("Spec.outputs", len(spec.outputs), limits.max_outputs, "outputs"),
+        (
+            "Spec.Docker.EnvironmentVariables",
+            len(spec.docker.environment_variables),
+            limits.max_env_vars,
+            "environment variables",
+        ),
+        (
+            "Spec.Wasm.EnvironmentVariables",
+            len(spec.wasm.environment_variables),
+            limits.max_env_vars,
+            "environment variables",
+        ),
+        ("Spec.Annotations", len(spec.annotations), limits.max_annotations, "annotations"),
+        ("Spec.Docker.Entrypoint", len(spec.docker.entrypoint), limits.max_arguments, "entrypoint words"),
+        ("Spec.Wasm.Parameters", len(spec.wasm.parameters), limits.max_arguments, "parameters"),
+    ]
+    for field, count, limit, what in counts:
+        if count > limit:
+            found.add(f"{count} {what}, more than the {limit} a job may have", field)
+    if found.problems:
+        return
+    for field, text in _strings(spec, "Spec"):
+        size = len(text.encode())
+        if size > limits.max_string_bytes:
+            found.add(
+                f"{size} bytes of text, more than the {limits.max_string_bytes} one value may have", field
+            )
+            if len(found.problems) >= 10:
+                return
+
+
+def _strings(message: Message, path: str) -> Iterator[tuple[str, str]]:
+    """Every string value of a message, with its field path (maps and lists included)."""
+    for field, value in message.ListFields():
+        where = f"{path}.{field.json_name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if field.is_repeated:
+                yield from ((f"{where}[{i}]", item) for i, item in enumerate(value))
+            else:
+                yield where, value
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                for key, item in value.items():
+                    yield f"{where}[{key!r}]", str(key)
+                    if isinstance(item, str):
+                        yield f"{where}[{key!r}]", item
+            elif field.is_repeated:
+                for i, item in enumerate(value):
+                    yield from _strings(item, f"{where}[{i}]")
+            else:
+                yield from _strings(value, where)
 
 
 class _Problems:

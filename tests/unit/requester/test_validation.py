@@ -290,3 +290,38 @@ def test_two_volumes_a_job_would_see_at_one_path_are_refused():
         ("Spec.inputs[1]", "mounted at /inputs/data.csv, where Spec.inputs[0] is mounted already"),
         ("Spec.inputs[3]", "mounted at /inputs/z.csv, where Spec.inputs[2] is mounted already"),
     ]
+
+
+def test_a_submission_over_a_limit_is_refused_naming_the_field_and_the_limit():
+    from bacalhau_grpc.requester.domain.validation import SubmissionLimits
+
+    p = payload()
+    p.job.spec.inputs.extend(
+        pb.StorageSpec(
+            storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_URL_DOWNLOAD, url=f"http://h/{i}"
+        )
+        for i in range(10_001)
+    )
+    error = refused(p)
+    assert [(e.field, e.reason) for e in error.problems] == [
+        ("Spec.inputs", "10001 inputs (with contexts and import modules), more than the 10000 a job may have")
+    ]
+    small = SubmissionLimits(max_annotations=2, max_string_bytes=10, max_job_timeout=60)
+    p = payload(spec__timeout=61.0)
+    p.job.spec.annotations.extend(["a", "b", "c"])
+    assert [e.field for e in refused_with(p, small).problems] == ["Spec.Annotations"]
+    p = payload(spec__timeout=61.0)
+    p.job.spec.docker.image = "x" * 11
+    assert [(e.field, e.reason) for e in refused_with(p, small).problems] == [
+        ("Spec.Docker.Image", "11 bytes of text, more than the 10 one value may have")
+    ]
+    p = payload(spec__timeout=61.0)
+    assert [(e.field, e.reason) for e in refused_with(p, small).problems] == [
+        ("Spec.Timeout", "timeout 61s is longer than this requester's maximum of 60s")
+    ]
+
+
+def refused_with(p: pb.JobCreatePayload, limits) -> InvalidArgumentError:
+    with pytest.raises(InvalidArgumentError) as caught:
+        validate_submission(p, limits)
+    return caught.value
