@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 GEN_OUT ?= gen/python
 
-.PHONY: help install gen gen-check lint docker-engine test-images ipfs-install test demo bench clean \
+.PHONY: help install gen gen-check lint docker-engine test-images ipfs-install test fuzz demo bench clean \
 	base-image image
 
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make image     build the services' image bacalhau-grpc:<version> and :latest (BASE_IMAGE=... to"
 	@echo "               build on a registry image instead of the local Debian base: make base-image)"
 	@echo "make test       the test suite (pytest; starts the Docker engine and builds the test image)"
+	@echo "make fuzz       fuzz every public RPC and job files against real servers (FUZZ_CASES=10000)"
 	@echo "make demo       start a devstack, run one job through its whole lifecycle, stop it"
 	@echo "make bench      benchmarks: the model codecs, and noop jobs through a devstack"
 
@@ -94,6 +95,12 @@ image: docker-engine $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image
 
 test: $(STAMP) test-images ipfs-install
 	$(BIN)/pytest -q
+
+# Hypothesis over job files and every public RPC's requests against one real network (tests/fuzz);
+# `make test` runs the same targets with FUZZ_CASES' small default.
+FUZZ_CASES ?= 10000
+fuzz: $(STAMP)
+	FUZZ_CASES=$(FUZZ_CASES) $(BIN)/pytest -q -s -p no:logging tests/fuzz
 
 demo: $(STAMP)
 	$(PY) -m bacalhau_grpc.cli.demo

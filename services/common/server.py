@@ -52,7 +52,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from bacalhau_grpc.common import grpc_errors, reflection, telemetry
 from bacalhau_grpc.common.caller import Authenticate, set_current_caller
-from bacalhau_grpc.common.errors import BacalhauError
+from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ def _wrap_unary_response(
 
     async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            _check_decoded(request)
             return await run(request, context)
         except grpc.aio.AbortError:
             raise
@@ -141,6 +142,7 @@ def _authenticated_unary_response(
 ) -> Callable[..., Any]:
     async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            _check_decoded(request)
             set_current_caller(authenticate(method, None if request_streaming else request, context))
             return await run(request, context)
         except grpc.aio.AbortError:
@@ -161,6 +163,7 @@ def _wrap_streaming_response(
     request_streaming: bool = False,
 ) -> Callable[..., Any]:
     def authenticated(request: Any, context: grpc.aio.ServicerContext) -> None:
+        _check_decoded(request)
         if authenticate is not None:
             set_current_caller(authenticate(method, None if request_streaming else request, context))
 
@@ -205,6 +208,34 @@ def _wrap_streaming_response(
     return writer
 
 
+class _Undecodable:
+    """What a request that does not decode becomes, so that the call ends INVALID_ARGUMENT through the
+    error mapping (grpc.aio would answer UNKNOWN for the deserializer's exception)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, bad UTF-8 in a string field, ...
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+def _check_decoded(request: Any) -> None:
+    if type(request) is _Undecodable:
+        raise InvalidArgumentError(f"the request cannot be decoded: {request.error}")
+
+
 def _wrap_handler(
     handler: grpc.RpcMethodHandler, method: str, stats: _Stats, authenticate: Authenticate | None = None
 ) -> grpc.RpcMethodHandler:
@@ -212,7 +243,7 @@ def _wrap_handler(
     the authentication hook."""
     request_streaming, response_streaming = handler.request_streaming, handler.response_streaming
     kwargs = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if not request_streaming and not response_streaming:

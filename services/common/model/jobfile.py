@@ -61,6 +61,15 @@ _INT_RANGES = {
     _F.CPPTYPE_UINT64: ("uint64", 0, 2**64 - 1),
 }
 _TIMESTAMP = "google.protobuf.Timestamp"
+# The zero value of one item of a repeated scalar field, by its C++ type (strings and bytes: empty).
+_ZERO_BY_TYPE: dict[int, Any] = {
+    _F.CPPTYPE_BOOL: False,
+    _F.CPPTYPE_DOUBLE: 0.0,
+    _F.CPPTYPE_FLOAT: 0.0,
+    **dict.fromkeys(
+        (_F.CPPTYPE_INT32, _F.CPPTYPE_INT64, _F.CPPTYPE_UINT32, _F.CPPTYPE_UINT64, _F.CPPTYPE_ENUM), 0
+    ),
+}
 _JOB = pb.Job.DESCRIPTOR.full_name
 
 # ---------------------------------------------------------------------------------------------------
@@ -309,9 +318,12 @@ class _Decoder:
                 target[key] = self.scalar(value_field, item, item_path)
 
     def scalar(self, field: FieldDescriptor, value: Any, path: str) -> Any:
-        """A non-message value for `field`; null gives the field's zero value."""
+        """A non-message value for `field`; null gives the field's zero value (a list's item too, as Go's
+        encoding/json reads a null item of a []string as "")."""
         if value is None:
-            return field.default_value
+            if not field.is_repeated:
+                return field.default_value
+            return b"" if field.type == _F.TYPE_BYTES else _ZERO_BY_TYPE.get(field.cpp_type, "")
         kind = field.cpp_type
         if field.type == _F.TYPE_BYTES:
             return _parse_bytes(value, path)
