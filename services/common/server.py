@@ -108,6 +108,21 @@ def _as_coroutine_function(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def _before_servicer(
+    method: str, authenticate: Authenticate | None, request_streaming: bool
+) -> Callable[[Any, Any], None]:
+    """What runs before every servicer method: a request that did not decode is INVALID_ARGUMENT, and the
+    service's `authenticate` hook (if any) sets the call's caller or refuses the call."""
+    if authenticate is None:
+        return lambda request, context: _check_decoded(request)
+
+    def before(request: Any, context: grpc.aio.ServicerContext) -> None:
+        _check_decoded(request)
+        set_current_caller(authenticate(method, None if request_streaming else request, context))
+
+    return before
+
+
 def _wrap_unary_response(
     behavior: Callable[..., Any],
     method: str,
@@ -116,34 +131,11 @@ def _wrap_unary_response(
     request_streaming: bool = False,
 ) -> Callable[..., Any]:
     run = _as_coroutine_function(behavior)
-    if authenticate is not None:
-        return _authenticated_unary_response(run, method, stats, authenticate, request_streaming)
+    before = _before_servicer(method, authenticate, request_streaming)
 
     async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            _check_decoded(request)
-            return await run(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _fail(context, exc, method)
-        finally:
-            stats.rpcs += 1
-
-    return unary_response
-
-
-def _authenticated_unary_response(
-    run: Callable[..., Any],
-    method: str,
-    stats: _Stats,
-    authenticate: Authenticate,
-    request_streaming: bool,
-) -> Callable[..., Any]:
-    async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            _check_decoded(request)
-            set_current_caller(authenticate(method, None if request_streaming else request, context))
+            before(request, context)
             return await run(request, context)
         except grpc.aio.AbortError:
             raise
@@ -162,16 +154,13 @@ def _wrap_streaming_response(
     authenticate: Authenticate | None = None,
     request_streaming: bool = False,
 ) -> Callable[..., Any]:
-    def authenticated(request: Any, context: grpc.aio.ServicerContext) -> None:
-        _check_decoded(request)
-        if authenticate is not None:
-            set_current_caller(authenticate(method, None if request_streaming else request, context))
+    before = _before_servicer(method, authenticate, request_streaming)
 
     if inspect.isasyncgenfunction(behavior):
 
         async def async_generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                authenticated(request, context)
+                before(request, context)
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         yield response
@@ -187,7 +176,7 @@ def _wrap_streaming_response(
     async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
         # A coroutine writing with context.write, or a plain function returning an iterable.
         try:
-            authenticated(request, context)
+            before(request, context)
             result = behavior(request, context)
             if inspect.isawaitable(result):
                 result = await result
