@@ -58,7 +58,15 @@ async def run_scenario(
     insecure: bool = False,
 ) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-") as data_dir:
-        devstack = Devstack(nodes=3, data_dir=data_dir, log_level="INFO", insecure=insecure)
+        # One client drives the whole network here: its per-client share (64 jobs in progress by default)
+        # is lifted to the requester's total, so the figures are the network's, not one client's share.
+        devstack = Devstack(
+            nodes=3,
+            data_dir=data_dir,
+            log_level="INFO",
+            insecure=insecure,
+            requester_flags=["--max-active-jobs-per-client=256"],
+        )
         await devstack.start()
         own_calls = 0
         try:
