@@ -47,7 +47,7 @@ import grpc
 from bacalhau.compute.v1 import compute_service_pb2 as cpb
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.cli import flags, serve
-from bacalhau_grpc.common import certs
+from bacalhau_grpc.common import certs, node_ids
 from bacalhau_grpc.common.channels import call, open_channel
 from bacalhau_grpc.common.errors import BacalhauError
 from bacalhau_grpc.sdk.tls import ClientTls
@@ -532,7 +532,7 @@ def _node_id(node_type: str, data_dir: Path | None) -> str:
     with contextlib.suppress(OSError):
         saved = (data_dir / "node_id").read_text().strip() if data_dir is not None else ""
     with contextlib.suppress(BacalhauError):
-        return certs.check_node_id(saved)
+        return node_ids.check_node_id(saved)
     return f"{NODE_ID_PREFIX[node_type]}-{secrets.token_hex(6)}"
 
 

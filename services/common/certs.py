@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bacalhau_grpc.common.errors import InvalidArgumentError, UnauthenticatedError
+from bacalhau_grpc.common.node_ids import check_node_id, node_id_problem
 
 TRUST_DOMAIN = "bacalhau-grpc"
 SPIFFE_PREFIX = f"spiffe://{TRUST_DOMAIN}/"
@@ -52,7 +53,6 @@ DEFAULT_IPS = ("127.0.0.1",)
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
 CN_MAX = 64  # RFC 5280's ub-common-name
-NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _DNS_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _DNS_NAME = re.compile(rf"(?:\*\.)?{_DNS_LABEL}(?:\.{_DNS_LABEL})*\.?")
 
@@ -147,17 +147,6 @@ def check_role(role: str) -> str:
     if role not in ROLES:
         raise InvalidArgumentError(f"unknown role {role!r}: the roles are {', '.join(ROLES)}")
     return role
-
-
-def check_node_id(node_id: str) -> str:
-    """A node ID is 1 to 128 characters of letters, digits, '.', '_' and '-' (it becomes a URI path
-    segment and part of file names), and not '.' or '..'."""
-    if not isinstance(node_id, str) or not NODE_ID_PATTERN.fullmatch(node_id) or node_id in (".", ".."):
-        raise InvalidArgumentError(
-            f"bad node ID {node_id!r}: a node ID is 1 to 128 characters of letters, digits, '.', '_' "
-            "and '-' (not '.' or '..')"
-        )
-    return node_id
 
 
 def _check_days(days: int, what: str) -> int:
@@ -441,7 +430,7 @@ def identity_of(cert_pem: bytes | str) -> Identity:
             f"the certificate's identity {uri!r} has an unknown role {role!r} "
             f"(the roles are {', '.join(ROLES)})"
         )
-    if not NODE_ID_PATTERN.fullmatch(node_id) or node_id in (".", ".."):
+    if node_id_problem(node_id) is not None:
         raise UnauthenticatedError(f"the certificate's identity {uri!r} has a malformed node ID {node_id!r}")
     return Identity(role, node_id)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau.content.v1 import content_service_pb2_grpc as content_grpc
+from bacalhau_grpc.common import node_ids
 from bacalhau_grpc.common.access import guarded
 from bacalhau_grpc.common.content.client import fetch_content
 from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE_NAME
@@ -62,22 +63,11 @@ log = logging.getLogger(__name__)
 COMPONENT = "compute"
 # The most a fetched volume may unpack to.
 MAX_FETCH_BYTES = 10 * 1024**3
-NODE_ID_FILE = "node_id"
 VERIFIERS = (pb.Verifier.VERIFIER_NOOP, pb.Verifier.VERIFIER_DETERMINISTIC)
 
 
 def new_node_id() -> str:
     return f"node-{secrets.token_hex(6)}"
-
-
-def load_node_id(data_dir: Path, configured: str = "") -> str:
-    """The configured ID, else the one saved in data_dir, else a new one; saved when none was."""
-    path = data_dir / NODE_ID_FILE
-    saved = path.read_text().strip() if path.exists() else ""
-    node_id = configured or saved or new_node_id()
-    if not saved:
-        path.write_text(node_id + "\n")
-    return node_id
 
 
 async def resolve_node_limits(settings: ComputeSettings) -> Limits:
@@ -242,7 +232,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
     """Starts a compute node; returns once its server listens (registration goes on in the background)."""
     settings.validate()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    node_id = load_node_id(settings.data_dir, settings.node_id)
+    node_id = node_ids.resolve_node_id(settings.data_dir, settings.node_id, new_node_id())
     setup_telemetry(COMPONENT, node_id)
 
     limits = await resolve_node_limits(settings)
@@ -325,7 +315,9 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         client=client,
         servicer=servicer,
     )
-    running._tasks.append(asyncio.create_task(client.run(node.node_info, node.available_capacity)))
+    running._tasks.append(
+        asyncio.create_task(client.run(node.node_info, node.available_capacity, node.room_freed))
+    )
     running._tasks.append(asyncio.create_task(_recover_when_registered(node, client)))
     running._tasks.append(asyncio.create_task(prepare_python(executors)))
     return running

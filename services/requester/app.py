@@ -6,15 +6,13 @@ await running.stop()
 """
 
 import logging
-import os
-import re
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
 from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.common import node_ids
 from bacalhau_grpc.common.access import Access, guarded
 from bacalhau_grpc.common.authz import OPEN, Policy
 from bacalhau_grpc.common.caller import ClientCallAuthenticator
@@ -22,7 +20,6 @@ from bacalhau_grpc.common.content.listing import Listing, first_listing, ipfs_li
 from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE_NAME
 from bacalhau_grpc.common.content.service import ContentServiceServicer
 from bacalhau_grpc.common.content.store import ContentStore
-from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs import IpfsClient
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
@@ -35,12 +32,11 @@ from bacalhau_grpc.requester.clients.compute import GrpcComputeClient
 from bacalhau_grpc.requester.clients.content import ContentHub
 from bacalhau_grpc.requester.clients.verifier import GrpcVerifierClient
 from bacalhau_grpc.requester.domain.lifecycle import Requester
-from bacalhau_grpc.requester.settings import NODE_ID_FILE_NAME, RequesterSettings
+from bacalhau_grpc.requester.settings import RequesterSettings
 from bacalhau_grpc.requester.store.sqlite import RequesterStore
 
 COMPONENT = "requester"
 log = logging.getLogger(__name__)
-_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 def new_node_id() -> str:
@@ -49,32 +45,7 @@ def new_node_id() -> str:
 
 def resolve_node_id(settings: RequesterSettings) -> str:
     """The configured node ID; else the one kept in data_dir/node_id; else a new one, kept there."""
-    path = settings.data_dir / NODE_ID_FILE_NAME
-    if settings.node_id:
-        node_id = settings.node_id
-    elif path.exists():
-        node_id = path.read_text().strip()
-        if not _NODE_ID.fullmatch(node_id):
-            raise InvalidArgumentError(
-                f"{path} holds no valid node ID: delete it or set one", field="node_id"
-            )
-        return node_id
-    else:
-        node_id = new_node_id()
-    if not _NODE_ID.fullmatch(node_id):
-        raise InvalidArgumentError(
-            f"{node_id!r} is not a node ID (letters, digits, '.', '_', ':', '-')", field="node_id"
-        )
-    if not path.exists() or path.read_text().strip() != node_id:
-        _write_atomically(path, node_id + "\n")
-    return node_id
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
+    return node_ids.resolve_node_id(settings.data_dir, settings.node_id, new_node_id())
 
 
 @dataclass

@@ -15,7 +15,6 @@ from bacalhau_grpc.requester.domain.visibility import JOB_VISIBILITIES, PUBLIC
 
 ENV_PREFIX = "BACALHAU_"
 DB_FILE_NAME = "requester.db"
-NODE_ID_FILE_NAME = "node_id"
 
 
 def default_data_dir() -> Path:

@@ -4,6 +4,7 @@ import secrets
 from dataclasses import dataclass
 
 from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
+from bacalhau_grpc.common import node_ids
 from bacalhau_grpc.common.access import guarded
 from bacalhau_grpc.common.authz import Policy
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
@@ -45,7 +46,7 @@ class RunningVerifier:
 
 async def start(settings: VerifierSettings) -> RunningVerifier:
     """Start the verifier's gRPC server (tracing is set up first, once per process, when configured)."""
-    node_id = settings.node_id or new_node_id()
+    node_id = node_ids.check_node_id(settings.node_id) if settings.node_id else new_node_id()
     setup_telemetry(COMPONENT, node_id)
     servicer = VerifierServicer(node_id)
     transport = transport_of(settings)

@@ -105,7 +105,9 @@ def test_errors_are_one_line(tmp_path: Path):
     assert error_line(issue("--role", "compute", "--node-id", "n", "--ip", "10.0.0.300")).startswith(
         "Error: bad IP address '10.0.0.300'"
     )
-    assert error_line(issue("--role", "compute", "--node-id", "a/b")).startswith("Error: bad node ID 'a/b'")
+    assert error_line(issue("--role", "compute", "--node-id", "a/b")).startswith(
+        "Error: node_id: bad node ID 'a/b'"
+    )
     assert error_line(issue("--role", "compute", "--node-id", "n", "--days", "0")) == (
         "Error: the certificate must be valid for at least 1 day, not 0"
     )

@@ -150,6 +150,52 @@ async def test_four_one_cpu_jobs_on_a_two_cpu_node_run_at_most_two_at_a_time(net
     assert network.computes[0].node.tracker.running == pb.ResourceUsageData()
 
 
+async def test_a_node_busy_when_asked_is_asked_again_as_soon_as_it_has_room(network):
+    """A one-CPU node over-commits to two one-CPU jobs (one runs, one waits): it refuses the third and
+    fourth as busy, heartbeats early once a run ends, and the requester asks it again. Heartbeats are
+    otherwise 30 s apart, so only the early one can get the jobs through within the wait."""
+    await network.start(
+        compute=[{"limit_total_cpu": "1", "noop_delay": 2.0}],
+        heartbeat_interval=30.0,
+        node_timeout=60.0,
+        negotiation_timeout=60.0,
+    )
+    node = network.computes[0]
+    job = noop_job()
+    job.spec.resources.cpu = "1"
+    jobs = [await network.submit(job), await network.submit(job)]
+    await network.wait_until(lambda: node.node.tracker.queue_length() == 1, what="one run and one queued")
+    # The node's claims are full: it refuses the next two as busy.
+    jobs += [await network.submit(job), await network.submit(job)]
+    busy_refusals = 0
+    for job in jobs:
+        events = await network.wait_for_end(job.id, timeout=30.0)
+        assert names(events)[-1] == "RESULTS_PUBLISHED", names(events)
+        refusals = of_type(events, E.JOB_EVENT_TYPE_BID_CANCELLED)
+        assert all(
+            e.status == "declined to bid: not enough capacity available (busy: asked again once it has room)"
+            for e in refusals
+        ), [e.status for e in refusals]
+        busy_refusals += len(refusals)
+        assert of_type(events, E.JOB_EVENT_TYPE_RESULTS_PUBLISHED)[0].source_node_id == node.node_id
+    assert busy_refusals >= 2 and node.node.bids_refused == busy_refusals
+
+
+async def test_a_node_that_refuses_for_good_is_not_asked_again_on_its_heartbeats(network):
+    await network.start(
+        compute=[{"limit_job_cpu": "1"}], heartbeat_interval=0.2, node_timeout=5.0, negotiation_timeout=60.0
+    )
+    job = noop_job()
+    job.spec.resources.cpu = "2"
+    job = await network.submit(job)
+    refusal = await network.wait_for_event(job.id, E.JOB_EVENT_TYPE_BID_CANCELLED)
+    assert refusal.status == "declined to bid: job requirements exceed max allowed per job: cpu 2 > 1"
+    node = network.computes[0]
+    heartbeats = node.client.heartbeats
+    await network.wait_until(lambda: node.client.heartbeats >= heartbeats + 3, what="three more heartbeats")
+    assert node.node.bids_refused == 1
+
+
 def _seconds(event: pb.JobEvent) -> float:
     return event.event_time.ToNanoseconds() / 1e9
 

@@ -58,7 +58,11 @@ class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
     async def _bid(self, job: pb.Job, shard_index: int) -> cpb.AskForBidResponse:
         bid = await self.node.ask_for_bid(job, shard_index)
         return cpb.AskForBidResponse(
-            accepted=bid.accepted, execution_id=bid.execution_id, reason=bid.reason, node_id=self.node.node_id
+            accepted=bid.accepted,
+            execution_id=bid.execution_id,
+            reason=bid.reason,
+            node_id=self.node.node_id,
+            busy=bid.busy,
         )
 
     async def BidAccepted(self, request: cpb.BidAcceptedRequest, context: object) -> cpb.BidAcceptedResponse:

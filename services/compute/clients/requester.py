@@ -1,8 +1,10 @@
 """The compute node's calls to the requester: registration, heartbeats and the execution callbacks.
 
 * `run` registers the node (retrying with back-off, 0.1 s doubling to 2 s, until it succeeds), then sends
-  a heartbeat every `heartbeat_interval` (from the requester's answer); a heartbeat answered NOT_FOUND
-  (the requester forgot the node, e.g. it restarted) registers again.
+  a heartbeat every `heartbeat_interval` (from the requester's answer), or sooner when `wake` is set
+  (capacity freed after the node refused a bid as busy: the requester then asks it again), at most one
+  every `MIN_HEARTBEAT_GAP`; a heartbeat answered NOT_FOUND (the requester forgot the node, e.g. it
+  restarted) registers again.
 * The callbacks (`RequesterCallbacks` of the domain) report OnRunComplete, OnComputeFailure,
   OnPublishComplete and OnCancelComplete, coalesced into ReportExecutions calls (`common.batching`); a
   report that fails in a way a retry can mend (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED) is retried
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 REGISTER_BACKOFF_START = 0.1
 REGISTER_BACKOFF_MAX = 2.0
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
+MIN_HEARTBEAT_GAP = 0.05
 CALLBACK_ATTEMPTS = 5
 CALLBACK_BACKOFF_START = 0.1
 
@@ -119,11 +122,17 @@ class RequesterClient:
         self,
         node_info: Callable[[], pb.NodeInfo],
         available_capacity: Callable[[], pb.ResourceUsageData],
+        wake: asyncio.Event | None = None,
     ) -> None:
-        """Registers, then heartbeats until cancelled (re-registering whenever the requester asks)."""
+        """Registers, then heartbeats until cancelled (re-registering whenever the requester asks);
+        setting `wake` sends the next heartbeat early."""
         await self.register(node_info())
+        wake = wake or asyncio.Event()
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            await asyncio.sleep(MIN_HEARTBEAT_GAP)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), max(self.heartbeat_interval - MIN_HEARTBEAT_GAP, 0.0))
+            wake.clear()
             request = rpb.HeartbeatRequest(node_id=self.node_id, available_capacity=available_capacity())
             try:
                 await self._call(self._stub.Heartbeat, request, "Heartbeat")

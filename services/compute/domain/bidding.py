@@ -16,7 +16,8 @@ take). Order:
                                                  than the 100 this node allows (url_download_max_inputs)"
  7. the job's resource strings can be read       the parser's error, e.g. "Spec.Resources.CPU: ..."
  8. usage within the per-job maximum             "job requirements exceed max allowed per job: cpu 2 > 1"
- 9. usage within the available capacity          "not enough capacity available"
+ 9. usage within the available capacity          "not enough capacity available" (busy: the only
+                                                 transient refusal; the requester asks again later)
 10. the probe command exits 0                    "command `C` returned non-zero exit code 3"
 11. the probe URL answers 200                    "url `U` returned 503 status code"
                                                  "url `U` could not be reached: ..."
@@ -103,6 +104,8 @@ class BidDecision:
     reason: str = ""
     # The job's usage (with defaults), when the strategies got that far.
     usage: pb.ResourceUsageData | None = None
+    # Refused only for want of free capacity now (a `transient` strategy): asking again later may win.
+    busy: bool = False
 
 
 class BidStrategy(Protocol):
@@ -216,8 +219,10 @@ class MaxCapacity:
 @dataclass(frozen=True)
 class AvailableCapacity:
     """Refuses a job when what running and queued executions claim, plus the job, would be more than
-    the total times the over-commit factor (the queue holds the excess until it fits)."""
+    the total times the over-commit factor (the queue holds the excess until it fits). The refusal is
+    transient: the node has room again once executions end, and the requester asks it again then."""
 
+    transient = True
     tracker: CapacityTracker
     over_commit_factor: float = OVER_COMMIT_FACTOR
 
@@ -338,21 +343,25 @@ class Bidder:
 
     async def decide(self, job: pb.Job, shard_index: int) -> BidDecision:
         request = BidRequest(job, shard_index)
-        reason = await _first_refusal(self.pre, request)
-        if reason is not None:
-            return BidDecision(False, reason)
+        refusal = await _first_refusal(self.pre, request)
+        if refusal is not None:
+            return BidDecision(False, refusal[0])
         try:
             usage = job_usage(job.spec)
         except InvalidArgumentError as exc:
             return BidDecision(False, str(exc))
         request = BidRequest(job, shard_index, usage)
-        reason = await _first_refusal([*self.usage, *self.external], request)
-        if reason is not None:
-            return BidDecision(False, reason, usage)
+        refusal = await _first_refusal([*self.usage, *self.external], request)
+        if refusal is not None:
+            reason, strategy = refusal
+            return BidDecision(False, reason, usage, busy=getattr(strategy, "transient", False))
         return BidDecision(True, "", usage)
 
 
-async def _first_refusal(strategies: Sequence[BidStrategy], request: BidRequest) -> str | None:
+async def _first_refusal(
+    strategies: Sequence[BidStrategy], request: BidRequest
+) -> tuple[str, BidStrategy] | None:
+    """The first strategy's refusal, with the strategy that refused."""
     for strategy in strategies:
         try:
             reason = strategy.check(request)
@@ -360,9 +369,9 @@ async def _first_refusal(strategies: Sequence[BidStrategy], request: BidRequest)
                 reason = await reason
         except Exception as exc:
             log.exception("bid strategy %s failed on job %s", type(strategy).__name__, request.job.id)
-            return f"{type(strategy).__name__} failed: {exc}"
+            return f"{type(strategy).__name__} failed: {exc}", strategy
         if reason is not None:
-            return reason
+            return reason, strategy
     return None
 
 

@@ -329,6 +329,9 @@ class CapacityTracker:
         self._running = _ZERO
         self._waiting: dict[str, _Waiter] = {}
         self._queued = _ZERO
+        # Called whenever what running and queued executions claim goes down (the node uses it to tell
+        # the requester early that it has room again).
+        self.on_freed: Callable[[], None] = lambda: None
 
     @property
     def running(self) -> pb.ResourceUsageData:
@@ -392,6 +395,7 @@ class CapacityTracker:
             if execution_id in self._waiting:
                 self._dequeue(execution_id)
                 self._grant_waiting()  # the next one may fit, or may be overtaken again
+                self.on_freed()
             elif future.done() and not future.cancelled():
                 self.release(execution_id)  # granted just as it was cancelled
             raise
@@ -406,6 +410,7 @@ class CapacityTracker:
                 return
             self._running = self._running - amount
         self._grant_waiting()
+        self.on_freed()
 
     @asynccontextmanager
     async def holding_for(self, execution_id: str, usage: pb.ResourceUsageData) -> AsyncIterator[None]:

@@ -105,6 +105,8 @@ class BidResult:
     accepted: bool
     execution_id: str = ""
     reason: str = ""
+    # Refused only for want of free capacity now (see `ComputeNode.room_freed`).
+    busy: bool = False
 
 
 class ComputeNode:
@@ -140,6 +142,11 @@ class ComputeNode:
         self.proposer = proposer
         self.callbacks = callbacks
         self.tracker = CapacityTracker(limits.total)
+        self.tracker.on_freed = self._capacity_freed
+        # Set once capacity frees after a refusal for want of it: the heartbeat loop then heartbeats at
+        # once, and the requester asks this node again for the shards it refused as busy.
+        self.room_freed = asyncio.Event()
+        self._room_wanted = False
         self.bidder = default_bidder(
             is_installed=self.executors.__contains__,
             verifiers=self.verifiers,
@@ -238,7 +245,8 @@ class ComputeNode:
                     decision.reason,
                     extra=self._extra(job.id),
                 )
-                return BidResult(False, "", decision.reason)
+                self._room_wanted = self._room_wanted or decision.busy
+                return BidResult(False, "", decision.reason, busy=decision.busy)
             assert decision.usage is not None
             execution = new_execution(job, shard_index, decision.usage)
             self.store.create(execution)
@@ -342,6 +350,11 @@ class ComputeNode:
     def available_capacity(self) -> pb.ResourceUsageData:
         return self.tracker.available()
 
+    def _capacity_freed(self) -> None:
+        if self._room_wanted:
+            self._room_wanted = False
+            self.room_freed.set()
+
     def active_executions(self) -> int:
         counts = self.store.counts_by_state()
         return sum(counts.get(state, 0) for state in ACTIVE_STATES)
@@ -378,7 +391,8 @@ class ComputeNode:
                 ):
                     context = await self._prepare_run(execution)
                     result = await run_with_timeout(executor, context)
-                    result = await asyncio.to_thread(without_links, result)
+                    if result.result_dir is not None:  # noop runs have none: no thread hop
+                        result = await asyncio.to_thread(without_links, result)
                 proposal = self.proposer.propose(execution, result)
             finally:
                 self.tracker.release(execution.id)

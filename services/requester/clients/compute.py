@@ -79,6 +79,7 @@ class GrpcComputeClient:
             execution_id=response.execution_id,
             reason=response.reason,
             node_id=response.node_id,
+            busy=response.busy,
         )
 
     async def _update(self, address: str, update: cpb.ExecutionUpdate, *, attempts: int = 1) -> None:

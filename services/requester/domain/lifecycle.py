@@ -40,6 +40,7 @@ from bacalhau_grpc.common.errors import (
     UnavailableError,
 )
 from bacalhau_grpc.common.model import pb, sharding, version
+from bacalhau_grpc.common.node_ids import check_node_id
 from bacalhau_grpc.requester.domain import events as ev
 from bacalhau_grpc.requester.domain import shard_fsm as fsm_mod
 from bacalhau_grpc.requester.domain.fair_share import ClientCounts
@@ -185,6 +186,8 @@ class Requester:
         self._recent: OrderedDict[str, JobRecord] = OrderedDict()
         # Shards still taking bids, in creation order: offered to each node that (re)appears.
         self._bidding: dict[tuple[str, int], None] = {}
+        # Nodes some bidding shard holds as busy (refused for want of room): offered again on a heartbeat.
+        self._busy_nodes: set[str] = set()
         self._timers: dict[tuple[str, int], tuple[float, asyncio.TimerHandle]] = {}
         # One liveness timer per known node, due when its node_timeout runs out without a heartbeat.
         self._node_timers: dict[str, asyncio.TimerHandle] = {}
@@ -592,7 +595,8 @@ class Requester:
         check_node_id(node_id, field="node_id")
         was_live = self.nodes.heartbeat(node_id, available, self._clock())
         self._watch_node(node_id)
-        if not was_live:
+        if not was_live or node_id in self._busy_nodes:
+            self._busy_nodes.discard(node_id)
             self._offer_to(node_id)
 
     def _watch_node(self, node_id: str) -> None:
@@ -635,12 +639,13 @@ class Requester:
             transition.actions += shard.refill(self.nodes.live_node_ids(now), now, self._rng).actions
 
     def _offer_to(self, node_id: str) -> None:
+        """Offer every bidding shard to a node that (re)appeared or has room again (`offer_again`)."""
         for job_id, shard_index in list(self._bidding):
             record = self._active.get(job_id)
             if record is None:
                 continue
             shard = record.shards[shard_index]
-            transition = shard.offer([node_id], self._rng)
+            transition = shard.offer_again(node_id, self._rng)
             if transition.actions:
                 self._apply(record, shard, transition)
 
@@ -756,6 +761,7 @@ class Requester:
         key = (record.id, shard.shard_index)
         if shard.is_bidding:
             self._bidding[key] = None
+            self._busy_nodes.update(shard.busy)
         else:
             self._bidding.pop(key, None)
         self._arm(record.id, shard)
@@ -950,7 +956,7 @@ class Requester:
             elif value.accepted:
                 transition = shard.on_ask_failed(node_id, "the node bid without an execution ID", now)
             else:
-                transition = shard.on_bid_declined(node_id, value.reason, now)
+                transition = shard.on_bid_declined(node_id, value.reason, now, busy=value.busy)
             # A refusal or failure leaves a bid short: ask another live node.
             self._refill(shard, transition, now)
         elif isinstance(action, fsm_mod.Verify):
@@ -1105,20 +1111,6 @@ class Requester:
 
 class _Abandoned(Exception):
     """A call given up because the requester stops: its shard keeps waiting and `resume` redoes it."""
-
-
-MAX_NODE_ID_BYTES = 255
-
-
-def check_node_id(node_id: str, *, field: str) -> None:
-    """A node ID is required and short (it keys rows, events and log lines)."""
-    if not node_id:
-        raise InvalidArgumentError("a node ID is required", field=field)
-    size = len(node_id.encode())
-    if size > MAX_NODE_ID_BYTES:
-        raise InvalidArgumentError(
-            f"a node ID is at most {MAX_NODE_ID_BYTES} bytes; this one has {size}", field=field
-        )
 
 
 def hash_text(text: str) -> int:

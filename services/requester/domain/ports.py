@@ -17,6 +17,8 @@ class BidAnswer:
     execution_id: str = ""
     reason: str = ""
     node_id: str = ""
+    # Refused only for want of free capacity now: ask again after the node's next heartbeat.
+    busy: bool = False
 
 
 class ComputePort(Protocol):

@@ -217,10 +217,14 @@ class ShardFSM:
     phase: Phase = Phase.ENQUEUING_BIDS
     status: str = ""
     execution_deadline: float | None = None
-    # Nodes asked for a bid, in order; each node is asked once per shard.
+    # Nodes asked for a bid, in order; each node is asked once per shard (a busy one once more per
+    # heartbeat that follows its refusal, see `busy`).
     asked: list[str] = field(default_factory=list)
     # Asked nodes that refused to bid or could not be asked.
     declined: list[str] = field(default_factory=list)
+    # Nodes that refused only for want of free capacity (AskForBidResponse.busy): taken off `asked` and
+    # left out of `offer` until `offer_again` after their next heartbeat.
+    busy: list[str] = field(default_factory=list)
     # One execution per node that bid, in bid order.
     executions: dict[str, Execution] = field(default_factory=dict)
     verified: bool = False
@@ -357,7 +361,9 @@ class ShardFSM:
         wanted = self.wanted_bids()
         if wanted <= 0:
             return out
-        candidates = [n for n in node_ids if n not in self.asked and n not in self.executions]
+        candidates = [
+            n for n in node_ids if n not in self.asked and n not in self.executions and n not in self.busy
+        ]
         (rng or random).shuffle(candidates)
         for node_id in candidates[:wanted]:
             self.asked.append(node_id)
@@ -373,7 +379,7 @@ class ShardFSM:
         if not self.is_replacing or self.wanted_bids() <= 0:
             return out
         awaited = [n for n in self.asked if n not in self.executions and n not in self.declined]
-        if awaited or self.bids:
+        if awaited or self.bids or self.busy:
             return out
         lost = self.executions.get(self.replaced[-1]) if self.replaced else None
         if lost is None:  # pragma: no cover - replacing always follows a loss
@@ -394,16 +400,26 @@ class ShardFSM:
         )
         return Transition([RecordEvent(event)])
 
-    def on_bid_declined(self, node_id: str, reason: str, now: float) -> Transition:
-        self.declined.append(node_id)
+    def on_bid_declined(self, node_id: str, reason: str, now: float, *, busy: bool = False) -> Transition:
+        """The node refused to bid; a `busy` node (no free capacity now) is asked again after its next
+        heartbeat (`offer_again`), any other is not asked again."""
+        status = f"declined to bid: {reason or 'no reason given'}"
+        if busy and node_id in self.asked:
+            self.asked.remove(node_id)
+            self.busy.append(node_id)
+            status += " (busy: asked again once it has room)"
+        else:
+            self.declined.append(node_id)
         event = self._event(
-            E.JOB_EVENT_TYPE_BID_CANCELLED,
-            now,
-            source=node_id,
-            target=node_id,
-            status=f"declined to bid: {reason or 'no reason given'}",
+            E.JOB_EVENT_TYPE_BID_CANCELLED, now, source=node_id, target=node_id, status=status
         )
         return Transition([RecordEvent(event)])
+
+    def offer_again(self, node_id: str, rng: random.Random | None = None) -> Transition:
+        """The node, busy when asked before, heartbeated: `offer` the shard to it again."""
+        if node_id in self.busy:
+            self.busy.remove(node_id)
+        return self.offer([node_id], rng)
 
     def on_bid(self, node_id: str, execution_id: str, now: float, rng: random.Random) -> Transition:
         """A node bid on the shard with `execution_id`."""
@@ -933,6 +949,7 @@ class ShardFSM:
             "execution_deadline": self.execution_deadline,
             "asked": list(self.asked),
             "declined": list(self.declined),
+            "busy": list(self.busy),
             "verified": self.verified,
             "replaced": list(self.replaced),
             "executions": [
@@ -986,6 +1003,7 @@ class ShardFSM:
             execution_deadline=data["execution_deadline"],
             asked=list(data["asked"]),
             declined=list(data.get("declined", [])),
+            busy=list(data.get("busy", [])),
             executions=executions,
             verified=data["verified"],
             replaced=list(data.get("replaced", [])),

@@ -181,8 +181,19 @@ async def test_a_node_with_a_full_queue_refuses_with_the_capacity_reason():
     await asyncio.sleep(0)  # let it enter the queue
     assert tracker.queue_length() == 1
     decision = await bidder(tracker=tracker).decide(make_job(), 0)
-    assert (decision.accepted, decision.reason) == (False, "not enough capacity available")
+    assert (decision.accepted, decision.reason, decision.busy) == (
+        False,
+        "not enough capacity available",
+        True,
+    )
     queued.cancel()
+
+
+async def test_only_the_capacity_refusal_is_busy():
+    """Busy means "ask again later": every other refusal stays the same whatever runs."""
+    decision = await bidder(per_job=pb.ResourceUsageData(cpu=0.5, memory=GiB)).decide(make_job(cpu="1"), 0)
+    assert (decision.accepted, decision.busy) == (False, False)
+    assert decision.reason.startswith("job requirements exceed max allowed per job")
 
 
 def test_the_over_commit_factor_is_the_policy_s():

@@ -236,8 +236,10 @@ async def test_accepted_executions_beyond_capacity_wait_their_turn(harness):
     assert harness.store.get(second.execution_id).state == S.BID_ACCEPTED  # queued
     assert node.tracker.queue_length() == 1
     third = await node.ask_for_bid(make_job(cpu="1"), 0)
-    assert (third.accepted, third.reason) == (False, "not enough capacity available")
+    assert (third.accepted, third.reason, third.busy) == (False, "not enough capacity available", True)
+    assert not node.room_freed.is_set()
     await harness.requester.wait_for("run_complete", first.execution_id)
+    assert node.room_freed.is_set()  # the heartbeat loop tells the requester at once
     await harness.requester.wait_for("run_complete", second.execution_id)
     runs = {eid: harness.store.get(eid).history for eid in (first.execution_id, second.execution_id)}
     first_done = next(t.at for t in runs[first.execution_id] if t.to_state == S.WAITING_VERIFICATION)

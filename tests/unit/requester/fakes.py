@@ -37,7 +37,8 @@ class FakeCompute:
             raise answer
         if answer == "bid":
             return BidAnswer(True, f"e-{next(self._ids)}-{address}")
-        return BidAnswer(False, reason=answer[1])
+        # ("decline", reason) or ("busy", reason): a refusal, the second for want of capacity.
+        return BidAnswer(False, reason=answer[1], busy=answer[0] == "busy")
 
     async def bid_accepted(self, address: str, execution_id: str) -> None:
         self._record("bid_accepted", address, execution_id)

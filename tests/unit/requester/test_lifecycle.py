@@ -435,6 +435,23 @@ async def test_heartbeats(tmp_path):
         await h.stop()
 
 
+async def test_a_busy_node_is_asked_again_on_its_next_heartbeat_and_a_refusing_one_is_not(harness):
+    r, compute = harness.requester, harness.compute
+    compute.answers["addr-n1"] = ("busy", "not enough capacity available")
+    compute.answers["addr-n2"] = ("decline", "executor Docker not installed")
+    await r.register_node(node("n1"))
+    await r.register_node(node("n2"))
+    job = await r.submit(payload())
+    await eventually(lambda: len(_events(r, job.id)) >= 3, what="created and two refusals")
+    assert r.shard(job.id).busy == ["n1"] and r.shard(job.id).declined == ["n2"]
+    await r.heartbeat("n2")  # refused for good: not asked again
+    compute.answers["addr-n1"] = "bid"  # n1 has room now; its heartbeat says so
+    await r.heartbeat("n1")
+    await eventually(lambda: r.shard(job.id).phase == Phase.WAITING_FOR_RESULTS, what="n1's second answer")
+    assert [address for name, address, _ in compute.calls if name == "ask_for_bid"].count("addr-n2") == 1
+    assert compute.executions("ask_for_bid") == [job.id] * 3
+
+
 async def test_cancel_by_the_owner_cancels_every_execution(harness):
     r, compute = harness.requester, harness.compute
     await r.register_node(node("n1"))

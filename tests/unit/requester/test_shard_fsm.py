@@ -309,6 +309,32 @@ def test_replacement_waits_for_an_answer_then_fails_when_the_candidate_declines(
     assert names(t) == ["ERROR"] and m.status == "no node left to replace node a (failed: oom)"
 
 
+def test_a_busy_node_is_left_out_until_offered_again_and_then_asked_once_more():
+    m = machine()
+    assert m.offer(["n1"]).actions == [f.AskForBid("n1")]
+    (refused,) = m.on_bid_declined("n1", "not enough capacity available", T0, busy=True).events()
+    assert (
+        refused.status
+        == "declined to bid: not enough capacity available (busy: asked again once it has room)"
+    )
+    assert m.busy == ["n1"] and m.asked == [] and m.declined == []
+    assert m.offer(["n1"]).actions == []  # not until its heartbeat says it has room
+    assert m.offer_again("n1", rng()).actions == [f.AskForBid("n1")]
+    assert m.busy == [] and m.asked == ["n1"]
+    m.on_bid_declined("n1", "executor Docker not installed", T0 + 1)  # a lasting refusal: never again
+    assert m.offer_again("n1", rng()).actions == [] and m.declined == ["n1"]
+
+
+def test_replacement_waits_for_a_busy_node_instead_of_failing():
+    m = _running(1, ("a",))
+    m.on_compute_failure("a", "e-a", "oom", T0 + 3)
+    m.refill(["a", "b"], T0 + 3, rng())
+    m.on_bid_declined("b", "not enough capacity available", T0 + 4, busy=True)
+    assert m.refill(["a", "b"], T0 + 4, rng()).actions == [] and m.phase == Phase.ACCEPTING_BIDS
+    assert ShardFSM.from_dict(json.loads(json.dumps(m.to_dict()))).busy == ["b"]
+    assert m.offer_again("b", rng()).actions == [f.AskForBid("b")]
+
+
 def test_replacement_times_out_at_the_job_deadline():
     m = _running(1, ("a",))
     deadline = m.execution_deadline

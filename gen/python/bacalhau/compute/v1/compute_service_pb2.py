@@ -29,7 +29,7 @@ from bacalhau.model.v1beta1 import node_info_pb2 as bacalhau_dot_model_dot_v1bet
 from bacalhau.model.v1beta1 import resource_usage_pb2 as bacalhau_dot_model_dot_v1beta1_dot_resource__usage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)bacalhau/compute/v1/compute_service.proto\x12\x13\x62\x61\x63\x61lhau.compute.v1\x1a\x1f\x62\x61\x63\x61lhau/batch/v1/outcome.proto\x1a*bacalhau/model/v1beta1/build_version.proto\x1a bacalhau/model/v1beta1/job.proto\x1a&bacalhau/model/v1beta1/node_info.proto\x1a+bacalhau/model/v1beta1/resource_usage.proto\"Q\n\x10\x41skForBidRequest\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\x12\x13\n\x0bshard_index\x18\x02 \x01(\x03\"\\\n\x11\x41skForBidResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"H\n\x11\x41skForBidsRequest\x12\x33\n\x04\x61sks\x18\x01 \x03(\x0b\x32%.bacalhau.compute.v1.AskForBidRequest\"{\n\x12\x41skForBidsResponse\x12\x37\n\x07\x61nswers\x18\x01 \x03(\x0b\x32&.bacalhau.compute.v1.AskForBidResponse\x12,\n\x08outcomes\x18\x02 \x03(\x0b\x32\x1a.bacalhau.batch.v1.Outcome\"\xf4\x02\n\x0f\x45xecutionUpdate\x12?\n\x0c\x62id_accepted\x18\x01 \x01(\x0b\x32\'.bacalhau.compute.v1.BidAcceptedRequestH\x00\x12?\n\x0c\x62id_rejected\x18\x02 \x01(\x0b\x32\'.bacalhau.compute.v1.BidRejectedRequestH\x00\x12\x45\n\x0fresult_accepted\x18\x03 \x01(\x0b\x32*.bacalhau.compute.v1.ResultAcceptedRequestH\x00\x12\x45\n\x0fresult_rejected\x18\x04 \x01(\x0b\x32*.bacalhau.compute.v1.ResultRejectedRequestH\x00\x12G\n\x10\x63\x61ncel_execution\x18\x05 \x01(\x0b\x32+.bacalhau.compute.v1.CancelExecutionRequestH\x00\x42\x08\n\x06update\"P\n\x17UpdateExecutionsRequest\x12\x35\n\x07updates\x18\x01 \x03(\x0b\x32$.bacalhau.compute.v1.ExecutionUpdate\"H\n\x18UpdateExecutionsResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.bacalhau.batch.v1.Outcome\"*\n\x12\x42idAcceptedRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"\x15\n\x13\x42idAcceptedResponse\":\n\x12\x42idRejectedRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13\x42idRejectedResponse\"-\n\x15ResultAcceptedRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"\x18\n\x16ResultAcceptedResponse\"=\n\x15ResultRejectedRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x18\n\x16ResultRejectedResponse\">\n\x16\x43\x61ncelExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x19\n\x17\x43\x61ncelExecutionResponse\"B\n\x1aStreamExecutionLogsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\";\n\x1bStreamExecutionLogsResponse\x12\x0e\n\x06stderr\x18\x01 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x14\n\x12GetNodeInfoRequest\"\xde\x01\n\x13GetNodeInfoResponse\x12.\n\x04node\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.NodeInfo\x12\x45\n\x12\x61vailable_capacity\x18\x02 \x01(\x0b\x32).bacalhau.model.v1beta1.ResourceUsageData\x12\x19\n\x11\x61\x63tive_executions\x18\x03 \x01(\x03\x12\x35\n\ndebug_info\x18\x04 \x03(\x0b\x32!.bacalhau.model.v1beta1.DebugInfo2\xa2\x08\n\x0e\x43omputeService\x12Z\n\tAskForBid\x12%.bacalhau.compute.v1.AskForBidRequest\x1a&.bacalhau.compute.v1.AskForBidResponse\x12`\n\x0b\x42idAccepted\x12\'.bacalhau.compute.v1.BidAcceptedRequest\x1a(.bacalhau.compute.v1.BidAcceptedResponse\x12`\n\x0b\x42idRejected\x12\'.bacalhau.compute.v1.BidRejectedRequest\x1a(.bacalhau.compute.v1.BidRejectedResponse\x12i\n\x0eResultAccepted\x12*.bacalhau.compute.v1.ResultAcceptedRequest\x1a+.bacalhau.compute.v1.ResultAcceptedResponse\x12i\n\x0eResultRejected\x12*.bacalhau.compute.v1.ResultRejectedRequest\x1a+.bacalhau.compute.v1.ResultRejectedResponse\x12l\n\x0f\x43\x61ncelExecution\x12+.bacalhau.compute.v1.CancelExecutionRequest\x1a,.bacalhau.compute.v1.CancelExecutionResponse\x12]\n\nAskForBids\x12&.bacalhau.compute.v1.AskForBidsRequest\x1a\'.bacalhau.compute.v1.AskForBidsResponse\x12o\n\x10UpdateExecutions\x12,.bacalhau.compute.v1.UpdateExecutionsRequest\x1a-.bacalhau.compute.v1.UpdateExecutionsResponse\x12z\n\x13StreamExecutionLogs\x12/.bacalhau.compute.v1.StreamExecutionLogsRequest\x1a\x30.bacalhau.compute.v1.StreamExecutionLogsResponse0\x01\x12`\n\x0bGetNodeInfo\x12\'.bacalhau.compute.v1.GetNodeInfoRequest\x1a(.bacalhau.compute.v1.GetNodeInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)bacalhau/compute/v1/compute_service.proto\x12\x13\x62\x61\x63\x61lhau.compute.v1\x1a\x1f\x62\x61\x63\x61lhau/batch/v1/outcome.proto\x1a*bacalhau/model/v1beta1/build_version.proto\x1a bacalhau/model/v1beta1/job.proto\x1a&bacalhau/model/v1beta1/node_info.proto\x1a+bacalhau/model/v1beta1/resource_usage.proto\"Q\n\x10\x41skForBidRequest\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\x12\x13\n\x0bshard_index\x18\x02 \x01(\x03\"j\n\x11\x41skForBidResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x0c\n\x04\x62usy\x18\x05 \x01(\x08\"H\n\x11\x41skForBidsRequest\x12\x33\n\x04\x61sks\x18\x01 \x03(\x0b\x32%.bacalhau.compute.v1.AskForBidRequest\"{\n\x12\x41skForBidsResponse\x12\x37\n\x07\x61nswers\x18\x01 \x03(\x0b\x32&.bacalhau.compute.v1.AskForBidResponse\x12,\n\x08outcomes\x18\x02 \x03(\x0b\x32\x1a.bacalhau.batch.v1.Outcome\"\xf4\x02\n\x0f\x45xecutionUpdate\x12?\n\x0c\x62id_accepted\x18\x01 \x01(\x0b\x32\'.bacalhau.compute.v1.BidAcceptedRequestH\x00\x12?\n\x0c\x62id_rejected\x18\x02 \x01(\x0b\x32\'.bacalhau.compute.v1.BidRejectedRequestH\x00\x12\x45\n\x0fresult_accepted\x18\x03 \x01(\x0b\x32*.bacalhau.compute.v1.ResultAcceptedRequestH\x00\x12\x45\n\x0fresult_rejected\x18\x04 \x01(\x0b\x32*.bacalhau.compute.v1.ResultRejectedRequestH\x00\x12G\n\x10\x63\x61ncel_execution\x18\x05 \x01(\x0b\x32+.bacalhau.compute.v1.CancelExecutionRequestH\x00\x42\x08\n\x06update\"P\n\x17UpdateExecutionsRequest\x12\x35\n\x07updates\x18\x01 \x03(\x0b\x32$.bacalhau.compute.v1.ExecutionUpdate\"H\n\x18UpdateExecutionsResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.bacalhau.batch.v1.Outcome\"*\n\x12\x42idAcceptedRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"\x15\n\x13\x42idAcceptedResponse\":\n\x12\x42idRejectedRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13\x42idRejectedResponse\"-\n\x15ResultAcceptedRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"\x18\n\x16ResultAcceptedResponse\"=\n\x15ResultRejectedRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x18\n\x16ResultRejectedResponse\">\n\x16\x43\x61ncelExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x19\n\x17\x43\x61ncelExecutionResponse\"B\n\x1aStreamExecutionLogsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\";\n\x1bStreamExecutionLogsResponse\x12\x0e\n\x06stderr\x18\x01 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x14\n\x12GetNodeInfoRequest\"\xde\x01\n\x13GetNodeInfoResponse\x12.\n\x04node\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.NodeInfo\x12\x45\n\x12\x61vailable_capacity\x18\x02 \x01(\x0b\x32).bacalhau.model.v1beta1.ResourceUsageData\x12\x19\n\x11\x61\x63tive_executions\x18\x03 \x01(\x03\x12\x35\n\ndebug_info\x18\x04 \x03(\x0b\x32!.bacalhau.model.v1beta1.DebugInfo2\xa2\x08\n\x0e\x43omputeService\x12Z\n\tAskForBid\x12%.bacalhau.compute.v1.AskForBidRequest\x1a&.bacalhau.compute.v1.AskForBidResponse\x12`\n\x0b\x42idAccepted\x12\'.bacalhau.compute.v1.BidAcceptedRequest\x1a(.bacalhau.compute.v1.BidAcceptedResponse\x12`\n\x0b\x42idRejected\x12\'.bacalhau.compute.v1.BidRejectedRequest\x1a(.bacalhau.compute.v1.BidRejectedResponse\x12i\n\x0eResultAccepted\x12*.bacalhau.compute.v1.ResultAcceptedRequest\x1a+.bacalhau.compute.v1.ResultAcceptedResponse\x12i\n\x0eResultRejected\x12*.bacalhau.compute.v1.ResultRejectedRequest\x1a+.bacalhau.compute.v1.ResultRejectedResponse\x12l\n\x0f\x43\x61ncelExecution\x12+.bacalhau.compute.v1.CancelExecutionRequest\x1a,.bacalhau.compute.v1.CancelExecutionResponse\x12]\n\nAskForBids\x12&.bacalhau.compute.v1.AskForBidsRequest\x1a\'.bacalhau.compute.v1.AskForBidsResponse\x12o\n\x10UpdateExecutions\x12,.bacalhau.compute.v1.UpdateExecutionsRequest\x1a-.bacalhau.compute.v1.UpdateExecutionsResponse\x12z\n\x13StreamExecutionLogs\x12/.bacalhau.compute.v1.StreamExecutionLogsRequest\x1a\x30.bacalhau.compute.v1.StreamExecutionLogsResponse0\x01\x12`\n\x0bGetNodeInfo\x12\'.bacalhau.compute.v1.GetNodeInfoRequest\x1a(.bacalhau.compute.v1.GetNodeInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,45 +39,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASKFORBIDREQUEST']._serialized_start=262
   _globals['_ASKFORBIDREQUEST']._serialized_end=343
   _globals['_ASKFORBIDRESPONSE']._serialized_start=345
-  _globals['_ASKFORBIDRESPONSE']._serialized_end=437
-  _globals['_ASKFORBIDSREQUEST']._serialized_start=439
-  _globals['_ASKFORBIDSREQUEST']._serialized_end=511
-  _globals['_ASKFORBIDSRESPONSE']._serialized_start=513
-  _globals['_ASKFORBIDSRESPONSE']._serialized_end=636
-  _globals['_EXECUTIONUPDATE']._serialized_start=639
-  _globals['_EXECUTIONUPDATE']._serialized_end=1011
-  _globals['_UPDATEEXECUTIONSREQUEST']._serialized_start=1013
-  _globals['_UPDATEEXECUTIONSREQUEST']._serialized_end=1093
-  _globals['_UPDATEEXECUTIONSRESPONSE']._serialized_start=1095
-  _globals['_UPDATEEXECUTIONSRESPONSE']._serialized_end=1167
-  _globals['_BIDACCEPTEDREQUEST']._serialized_start=1169
-  _globals['_BIDACCEPTEDREQUEST']._serialized_end=1211
-  _globals['_BIDACCEPTEDRESPONSE']._serialized_start=1213
-  _globals['_BIDACCEPTEDRESPONSE']._serialized_end=1234
-  _globals['_BIDREJECTEDREQUEST']._serialized_start=1236
-  _globals['_BIDREJECTEDREQUEST']._serialized_end=1294
-  _globals['_BIDREJECTEDRESPONSE']._serialized_start=1296
-  _globals['_BIDREJECTEDRESPONSE']._serialized_end=1317
-  _globals['_RESULTACCEPTEDREQUEST']._serialized_start=1319
-  _globals['_RESULTACCEPTEDREQUEST']._serialized_end=1364
-  _globals['_RESULTACCEPTEDRESPONSE']._serialized_start=1366
-  _globals['_RESULTACCEPTEDRESPONSE']._serialized_end=1390
-  _globals['_RESULTREJECTEDREQUEST']._serialized_start=1392
-  _globals['_RESULTREJECTEDREQUEST']._serialized_end=1453
-  _globals['_RESULTREJECTEDRESPONSE']._serialized_start=1455
-  _globals['_RESULTREJECTEDRESPONSE']._serialized_end=1479
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1481
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1543
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=1545
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1570
-  _globals['_STREAMEXECUTIONLOGSREQUEST']._serialized_start=1572
-  _globals['_STREAMEXECUTIONLOGSREQUEST']._serialized_end=1638
-  _globals['_STREAMEXECUTIONLOGSRESPONSE']._serialized_start=1640
-  _globals['_STREAMEXECUTIONLOGSRESPONSE']._serialized_end=1699
-  _globals['_GETNODEINFOREQUEST']._serialized_start=1701
-  _globals['_GETNODEINFOREQUEST']._serialized_end=1721
-  _globals['_GETNODEINFORESPONSE']._serialized_start=1724
-  _globals['_GETNODEINFORESPONSE']._serialized_end=1946
-  _globals['_COMPUTESERVICE']._serialized_start=1949
-  _globals['_COMPUTESERVICE']._serialized_end=3007
+  _globals['_ASKFORBIDRESPONSE']._serialized_end=451
+  _globals['_ASKFORBIDSREQUEST']._serialized_start=453
+  _globals['_ASKFORBIDSREQUEST']._serialized_end=525
+  _globals['_ASKFORBIDSRESPONSE']._serialized_start=527
+  _globals['_ASKFORBIDSRESPONSE']._serialized_end=650
+  _globals['_EXECUTIONUPDATE']._serialized_start=653
+  _globals['_EXECUTIONUPDATE']._serialized_end=1025
+  _globals['_UPDATEEXECUTIONSREQUEST']._serialized_start=1027
+  _globals['_UPDATEEXECUTIONSREQUEST']._serialized_end=1107
+  _globals['_UPDATEEXECUTIONSRESPONSE']._serialized_start=1109
+  _globals['_UPDATEEXECUTIONSRESPONSE']._serialized_end=1181
+  _globals['_BIDACCEPTEDREQUEST']._serialized_start=1183
+  _globals['_BIDACCEPTEDREQUEST']._serialized_end=1225
+  _globals['_BIDACCEPTEDRESPONSE']._serialized_start=1227
+  _globals['_BIDACCEPTEDRESPONSE']._serialized_end=1248
+  _globals['_BIDREJECTEDREQUEST']._serialized_start=1250
+  _globals['_BIDREJECTEDREQUEST']._serialized_end=1308
+  _globals['_BIDREJECTEDRESPONSE']._serialized_start=1310
+  _globals['_BIDREJECTEDRESPONSE']._serialized_end=1331
+  _globals['_RESULTACCEPTEDREQUEST']._serialized_start=1333
+  _globals['_RESULTACCEPTEDREQUEST']._serialized_end=1378
+  _globals['_RESULTACCEPTEDRESPONSE']._serialized_start=1380
+  _globals['_RESULTACCEPTEDRESPONSE']._serialized_end=1404
+  _globals['_RESULTREJECTEDREQUEST']._serialized_start=1406
+  _globals['_RESULTREJECTEDREQUEST']._serialized_end=1467
+  _globals['_RESULTREJECTEDRESPONSE']._serialized_start=1469
+  _globals['_RESULTREJECTEDRESPONSE']._serialized_end=1493
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1495
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1557
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=1559
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1584
+  _globals['_STREAMEXECUTIONLOGSREQUEST']._serialized_start=1586
+  _globals['_STREAMEXECUTIONLOGSREQUEST']._serialized_end=1652
+  _globals['_STREAMEXECUTIONLOGSRESPONSE']._serialized_start=1654
+  _globals['_STREAMEXECUTIONLOGSRESPONSE']._serialized_end=1713
+  _globals['_GETNODEINFOREQUEST']._serialized_start=1715
+  _globals['_GETNODEINFOREQUEST']._serialized_end=1735
+  _globals['_GETNODEINFORESPONSE']._serialized_start=1738
+  _globals['_GETNODEINFORESPONSE']._serialized_end=1960
+  _globals['_COMPUTESERVICE']._serialized_start=1963
+  _globals['_COMPUTESERVICE']._serialized_end=3021
 # @@protoc_insertion_point(module_scope)

@@ -20,16 +20,18 @@ class AskForBidRequest(_message.Message):
     def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., shard_index: _Optional[int] = ...) -> None: ...
 
 class AskForBidResponse(_message.Message):
-    __slots__ = ("accepted", "execution_id", "reason", "node_id")
+    __slots__ = ("accepted", "execution_id", "reason", "node_id", "busy")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     execution_id: str
     reason: str
     node_id: str
-    def __init__(self, accepted: _Optional[bool] = ..., execution_id: _Optional[str] = ..., reason: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+    busy: bool
+    def __init__(self, accepted: _Optional[bool] = ..., execution_id: _Optional[str] = ..., reason: _Optional[str] = ..., node_id: _Optional[str] = ..., busy: _Optional[bool] = ...) -> None: ...
 
 class AskForBidsRequest(_message.Message):
     __slots__ = ("asks",)

@@ -83,6 +83,12 @@ class AskForBidResponse(betterproto2.Message):
     The node that answered.
     """
 
+    busy: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    True when the node refused only for want of free capacity at the moment: the requester asks it
+    again after its next heartbeat (which the node sends early once capacity frees).
+    """
+
 
 default_message_pool.register_message("bacalhau.compute.v1", "AskForBidResponse", AskForBidResponse)
 
