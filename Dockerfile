@@ -73,15 +73,14 @@ WORKDIR /src
 # The dependencies first: editing the code does not download them again.
 COPY --from=requirements /requirements.txt /tmp/
 RUN /opt/bacalhau-grpc/bin/pip install -q -r /tmp/requirements.txt
-# The package: bacalhau_grpc (services/) and the generated bacalhau and bacalhau_sdk (gen/python/).
+# The package: bacalhau_grpc (services/, the generated code included: services/pb, services/sdk/types).
 COPY pyproject.toml setup.py README.md ./
-COPY gen ./gen
 COPY services ./services
 RUN /opt/bacalhau-grpc/bin/pip install -q --no-deps --no-build-isolation . \
     && /opt/bacalhau-grpc/bin/pip check \
     && /opt/bacalhau-grpc/bin/pip uninstall -q -y pip setuptools \
     && /opt/bacalhau-grpc/bin/bacalhau-grpc version --client \
-    && /opt/bacalhau-grpc/bin/python -c 'import bacalhau.model.v1beta1, bacalhau_sdk.bacalhau, bacalhau_grpc.cli.serve'
+    && /opt/bacalhau-grpc/bin/python -c 'import bacalhau_grpc.pb.model.v1beta1, bacalhau_grpc.sdk.types.bacalhau, bacalhau_grpc.cli.serve'
 
 # ---------------------------------------------------------------------------------------------------
 FROM runtime

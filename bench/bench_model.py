@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import bacalhau_sdk.bacalhau.model.v1beta1 as sdk
+import bacalhau_grpc.sdk.types.bacalhau.model.v1beta1 as sdk
 from bacalhau_grpc.common.model import jobfile, pb
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,11 +4,11 @@ handler, and an `abort` inside it fails that item only (its Outcome), as a real 
 import logging
 from typing import ClassVar
 
-from bacalhau.batch.v1 import outcome_pb2 as batch_pb2
-from bacalhau.compute.v1 import compute_service_pb2 as cpb
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
 from bacalhau_grpc.common.grpc_errors import error_from_status, outcome_of
+from bacalhau_grpc.pb.batch.v1 import outcome_pb2 as batch_pb2
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2 as vpb
 
 log = logging.getLogger(__name__)
 

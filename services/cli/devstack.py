@@ -44,12 +44,12 @@ from pathlib import Path
 
 import grpc
 
-from bacalhau.compute.v1 import compute_service_pb2 as cpb
-from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.cli import flags, serve
 from bacalhau_grpc.common import certs, node_ids
 from bacalhau_grpc.common.channels import call, open_channel
 from bacalhau_grpc.common.errors import BacalhauError
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.sdk.tls import ClientTls
 
 LISTENING = re.compile(r"^(requester|compute|verifier) (\S+) listening on (\S+)\s*$", re.MULTILINE)

@@ -27,7 +27,6 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from bacalhau.batch.v1 import outcome_pb2
 from bacalhau_grpc.common.errors import (
     AlreadyExistsError,
     BacalhauError,
@@ -41,6 +40,7 @@ from bacalhau_grpc.common.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from bacalhau_grpc.pb.batch.v1 import outcome_pb2
 
 M = TypeVar("M", bound=Message)
 

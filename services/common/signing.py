@@ -46,9 +46,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.common.errors import BacalhauError, UnauthenticatedError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 
 DIR_ENV = "BACALHAU_DIR"
 KEY_FILE_NAME = "client_key.pem"

@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
-from bacalhau.content.v1 import content_service_pb2_grpc as content_grpc
 from bacalhau_grpc.common import node_ids
 from bacalhau_grpc.common.access import guarded
 from bacalhau_grpc.common.content.client import fetch_content
@@ -57,6 +55,8 @@ from bacalhau_grpc.compute.storage.local_path import UnsealedPathSource
 from bacalhau_grpc.compute.storage.url import UrlSource
 from bacalhau_grpc.compute.storage.volumes import Volumes
 from bacalhau_grpc.compute.store.executions import SQLiteExecutionStore
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.pb.content.v1 import content_service_pb2_grpc as content_grpc
 
 log = logging.getLogger(__name__)
 

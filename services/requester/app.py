@@ -9,9 +9,6 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
-from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import node_ids
 from bacalhau_grpc.common.access import Access, guarded
 from bacalhau_grpc.common.authz import OPEN, Policy
@@ -24,6 +21,9 @@ from bacalhau_grpc.common.ipfs import IpfsClient
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
 from bacalhau_grpc.common.transport import Transport, transport_of
+from bacalhau_grpc.pb.content.v1 import content_service_pb2_grpc as cgrpc
+from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2_grpc as rngrpc
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.requester.api.access import NODE_CONTENT_POLICY, NODE_POLICY, OPERATOR_POLICY
 from bacalhau_grpc.requester.api.node_servicer import SERVICE_NAME as NODE_SERVICE_NAME
 from bacalhau_grpc.requester.api.node_servicer import RequesterNodeServicer

@@ -1,7 +1,7 @@
 """The public Python SDK of Bacalhau-gRPC: `Client` (asyncio) and `SyncClient` over a requester's gRPC API,
 with Bacalhau's types as betterproto2 dataclasses (`sdk_types`). See `bacalhau_grpc.sdk.client`."""
 
-import bacalhau_sdk.bacalhau.model.v1beta1 as sdk_types
+import bacalhau_grpc.sdk.types.bacalhau.model.v1beta1 as sdk_types
 from bacalhau_grpc.sdk.client import Client, api_address, default_address
 from bacalhau_grpc.sdk.sync import SyncClient
 from bacalhau_grpc.sdk.tls import ClientTls, client_tls

@@ -11,10 +11,10 @@
         await client.download(submitted.id, "results")
 
 `SyncClient` has the same methods, blocking. Messages are the betterproto2 dataclasses generated into
-`bacalhau_sdk` (`sdk_types` is `bacalhau_sdk.bacalhau.model.v1beta1`); on the wire they travel as the
-same protobuf bytes the services use. Every call has a deadline (`timeout`), and a failed call raises the
-typed `BacalhauError` (`NotFoundError`, `InvalidArgumentError` naming the field, `UnavailableError`
-naming the requester's address, ...).
+`bacalhau_grpc.sdk.types` (`sdk_types` is `bacalhau_grpc.sdk.types.bacalhau.model.v1beta1`); on the
+wire they travel as the same protobuf bytes the services use. Every call has a deadline (`timeout`),
+and a failed call raises the typed `BacalhauError` (`NotFoundError`, `InvalidArgumentError` naming the
+field, `UnavailableError` naming the requester's address, ...).
 
 Every call is signed with the client's Ed25519 key (by default `~/.bacalhau-grpc/client_key.pem` or
 `$BACALHAU_DIR/client_key.pem`, created on first use), as the CLI signs them: the call's metadata carries
@@ -46,14 +46,14 @@ from typing import Any, TypeVar
 
 import grpc
 
-import bacalhau_sdk.bacalhau.model.v1beta1 as sdk_types
-import bacalhau_sdk.bacalhau.requester.v1 as sdk_requester
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
+import bacalhau_grpc.sdk.types.bacalhau.model.v1beta1 as sdk_types
+import bacalhau_grpc.sdk.types.bacalhau.requester.v1 as sdk_requester
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError, UnavailableError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey, default_directory
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.sdk.download import Progress, download_results
 from bacalhau_grpc.sdk.tls import ClientTls, PemSource, TransportMismatchError, client_tls, connection_problem
 

@@ -24,15 +24,15 @@ from typing import Any
 
 import grpc
 
-from bacalhau.content.v1 import content_service_pb2 as cpb
-from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.content import archive, safe
 from bacalhau_grpc.common.content.store import ContentError, check_cid, folder_cid
 from bacalhau_grpc.common.errors import NotFoundError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.content.v1 import content_service_pb2 as cpb
+from bacalhau_grpc.pb.content.v1 import content_service_pb2_grpc as cgrpc
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 
 RAW, PER_SHARD, COMBINED = "raw", "per_shard", "combined_results"
 REQUESTER_SERVICE = "bacalhau.requester.v1.RequesterService"

@@ -3,13 +3,13 @@
 import secrets
 from dataclasses import dataclass
 
-from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.common import node_ids
 from bacalhau_grpc.common.access import guarded
 from bacalhau_grpc.common.authz import Policy
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import setup_telemetry
 from bacalhau_grpc.common.transport import transport_of
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.verifier.api.servicer import VerifierServicer
 from bacalhau_grpc.verifier.settings import VerifierSettings
 

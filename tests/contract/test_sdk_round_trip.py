@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bacalhau_sdk.bacalhau.model.v1beta1 as sdk
+import bacalhau_grpc.sdk.types.bacalhau.model.v1beta1 as sdk
 from bacalhau_grpc.common.model import pb
 from tests.strategies import messages
 

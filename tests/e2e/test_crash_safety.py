@@ -21,12 +21,12 @@ import time
 
 import pytest
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.cli.devstack import Devstack, Node
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.errors import BacalhauError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.requester.settings import RequesterSettings
 
 E = pb.JobEventType

@@ -31,8 +31,8 @@ import pytest
 import wasmtime
 from google.protobuf import json_format
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from tests.e2e.cli_support import COMMAND, RunningDevstack, clean_env, job_id_of, run_cli
 from tests.integration.common_testing import grpcurl_path
 

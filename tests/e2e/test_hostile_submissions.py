@@ -17,12 +17,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.errors import InvalidArgumentError, ResourceExhaustedError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from tests.e2e.cli_support import NODE_ROW, RunningDevstack
 
 E = pb.JobEventType

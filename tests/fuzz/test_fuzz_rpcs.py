@@ -29,11 +29,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bacalhau.requester.v1 import requester_node_service_pb2 as npb
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.cli.validate import validate_text
 from bacalhau_grpc.common.model import jobfile, pb
 from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2 as npb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from tests.integration.network import Network, noop_job
 from tests.strategies import messages
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
-from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.common import channels, errors, telemetry
 from bacalhau_grpc.common.server import start_server
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2 as vpb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from tests.integration.common_testing import ScriptedVerifier, verifier_binding, verify_request
 
 NODE_ID = "node-probe"

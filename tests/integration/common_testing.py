@@ -16,11 +16,11 @@ from typing import Any
 import grpc
 import pytest
 
-from bacalhau.model.v1beta1 import job_pb2, verifier_pb2
-from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
-from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.common import errors
 from bacalhau_grpc.common.server import ServiceBinding
+from bacalhau_grpc.pb.model.v1beta1 import job_pb2, verifier_pb2
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2 as vpb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 
 VERIFIER_SERVICE = "bacalhau.verifier.v1.VerifierService"
 SECRET = "s3cr3t-path /var/lib/private"

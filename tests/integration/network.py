@@ -6,14 +6,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.model import pb, states
 from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.compute import app as compute_app
 from bacalhau_grpc.compute.settings import ComputeSettings
+from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2_grpc as rngrpc
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.requester import app as requester_app
 from bacalhau_grpc.requester.settings import RequesterSettings
 from bacalhau_grpc.verifier import app as verifier_app

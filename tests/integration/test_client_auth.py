@@ -10,8 +10,6 @@ import time
 import grpc
 import pytest
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.caller import Caller, current_caller
 from bacalhau_grpc.common.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
@@ -23,6 +21,8 @@ from bacalhau_grpc.common.signing import (
     TIMESTAMP_METADATA,
     ClientKey,
 )
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.requester.settings import RequesterSettings
 from bacalhau_grpc.sdk import Client
 from tests.integration.network import Network, final_row_states, noop_job

@@ -23,10 +23,10 @@ from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
-from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.common import channels, errors, grpc_errors, logs, reflection, telemetry
 from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2 as vpb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from tests.integration.common_testing import (
     ERRORS,
     GENERIC_STREAMS,

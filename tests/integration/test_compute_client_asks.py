@@ -6,11 +6,11 @@ import asyncio
 
 import grpc
 
-from bacalhau.compute.v1 import compute_service_pb2 as cpb
-from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common.batching import DEFAULT_MAX_IN_FLIGHT
 from bacalhau_grpc.common.errors import NotFoundError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.requester.clients.compute import GrpcComputeClient
 from tests.batch_fakes import BatchedCompute
 

@@ -13,15 +13,15 @@ import pytest
 from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bacalhau.compute.v1 import compute_service_pb2 as cpb
-from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
-from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute import app
 from bacalhau_grpc.compute.settings import ComputeSettings
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2_grpc as rngrpc
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from tests.batch_fakes import BatchedRequester
 
 REQUESTER_ID = "requester-0123456789ab"

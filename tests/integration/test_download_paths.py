@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from bacalhau.content.v1 import content_service_pb2 as cpb
-from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.content.safe import UnsafePathError
 from bacalhau_grpc.common.content.service import SERVICE_NAME, ContentServiceServicer
 from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.server import ServiceBinding, start_server
+from bacalhau_grpc.pb.content.v1 import content_service_pb2 as cpb
+from bacalhau_grpc.pb.content.v1 import content_service_pb2_grpc as cgrpc
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.sdk.download import REQUESTER_SERVICE, download_results
 
 JOB_ID = "job-1"

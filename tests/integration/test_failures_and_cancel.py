@@ -6,11 +6,11 @@ import argparse
 import grpc
 import pytest
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.cli import query
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.errors import FailedPreconditionError, NotFoundError, PermissionDeniedError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from tests.integration.network import E, Network, final_row_states, names, noop_job, of_type
 
 S = pb.JobStateType

@@ -7,10 +7,10 @@ import asyncio
 import grpc
 import pytest
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.errors import ResourceExhaustedError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.requester.domain.fair_share import RETRY_AFTER
 from tests.integration.network import REQUESTER_SERVICE, Network, noop_job, of_type
 

@@ -3,9 +3,9 @@
 import grpc
 import pytest
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from tests.integration.network import E, Network, final_row_states, names, noop_job, of_type
 
 DETERMINISTIC = pb.Verifier.VERIFIER_DETERMINISTIC

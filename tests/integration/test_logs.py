@@ -11,12 +11,12 @@ import time
 import grpc
 import pytest
 
-from bacalhau.compute.v1 import compute_service_pb2 as cpb
-from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.content.archive import make_tar_gz
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.requester.domain import logs as requester_logs
 from tests.batch_fakes import BatchedCompute
 from tests.integration import test_compute_service as compute_service

@@ -13,13 +13,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bacalhau.compute.v1 import compute_service_pb2 as cpb
-from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
-from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
-from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
-from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.common import certs, channels, tls
 from bacalhau_grpc.common.certs import client_id_of_certificate
 from bacalhau_grpc.common.errors import PermissionDeniedError, UnauthenticatedError, UnavailableError
@@ -27,6 +20,13 @@ from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.compute import app as compute_app
 from bacalhau_grpc.compute.settings import ComputeSettings
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2_grpc as rngrpc
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2 as vpb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.requester import app as requester_app
 from bacalhau_grpc.requester.settings import RequesterSettings
 from bacalhau_grpc.verifier import app as verifier_app

@@ -11,11 +11,6 @@ import uuid
 import grpc
 import pytest
 
-from bacalhau.compute.v1 import compute_service_pb2 as cpb
-from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
-from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels, grpc_errors
 from bacalhau_grpc.common.errors import (
     FailedPreconditionError,
@@ -28,6 +23,11 @@ from bacalhau_grpc.common.errors import (
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.server import ServiceBinding, start_server
 from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2_grpc as rngrpc
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.requester import app as requester_app
 from bacalhau_grpc.requester.settings import RequesterSettings
 from bacalhau_grpc.verifier import app as verifier_app

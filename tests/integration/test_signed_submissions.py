@@ -4,12 +4,12 @@ are checked before a job is accepted (UNAUTHENTICATED otherwise), and the Client
 import grpc
 import pytest
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.errors import UnauthenticatedError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from tests.integration.network import Network, noop_job
 
 

@@ -10,11 +10,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
-from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.common import channels, grpc_errors
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2 as vpb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.verifier import app
 from bacalhau_grpc.verifier.settings import VerifierSettings
 

@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.common.caller import ANONYMOUS, Caller, ClientCallAuthenticator
 from bacalhau_grpc.common.errors import UnauthenticatedError
 from bacalhau_grpc.common.model import pb
@@ -21,6 +20,7 @@ from bacalhau_grpc.common.signing import (
     request_bytes,
     verify_call,
 )
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 
 CANCEL = "/bacalhau.requester.v1.RequesterService/CancelJob"
 GET = "/bacalhau.requester.v1.RequesterService/GetJob"

@@ -5,10 +5,10 @@ import stat
 
 import pytest
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.common.errors import UnauthenticatedError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import KEY_FILE_NAME, ClientKey, KeyFileError, verify_submission
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 
 
 def noop_job() -> pb.Job:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import grpc
 
-from bacalhau.content.v1 import content_service_pb2 as cpb
-from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.content.store import ContentStore
+from bacalhau_grpc.pb.content.v1 import content_service_pb2 as cpb
+from bacalhau_grpc.pb.content.v1 import content_service_pb2_grpc as cgrpc
 
 DEFAULT_FETCH_TIMEOUT = 300.0
 

@@ -8,10 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from bacalhau.content.v1 import content_service_pb2 as cpb
-from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common.content import archive
 from bacalhau_grpc.common.content.store import ContentStore, check_cid
+from bacalhau_grpc.pb.content.v1 import content_service_pb2 as cpb
+from bacalhau_grpc.pb.content.v1 import content_service_pb2_grpc as cgrpc
 
 SERVICE_NAME = "bacalhau.content.v1.ContentService"
 

@@ -1,6 +1,6 @@
 """The model's protobuf messages and enums under one roof (the upb `_pb2` classes: the fast ones)."""
 
-from bacalhau.model.v1beta1 import (
+from bacalhau_grpc.pb.model.v1beta1 import (
     api_version_pb2,
     build_version_pb2,
     command_pb2,

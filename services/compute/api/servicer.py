@@ -10,13 +10,13 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
-from bacalhau.compute.v1 import compute_service_pb2 as cpb
-from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.grpc_errors import outcome_of
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.logs import execution_logs
 from bacalhau_grpc.compute.domain.node import ComputeNode
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
 
 SERVICE_NAME = "bacalhau.compute.v1.ComputeService"
 

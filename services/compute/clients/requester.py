@@ -23,14 +23,14 @@ from typing import Any
 
 import grpc
 
-from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.batching import Coalescer
 from bacalhau_grpc.common.errors import DeadlineExceededError, NotFoundError, UnavailableError
 from bacalhau_grpc.common.grpc_errors import error_from_outcome
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import Execution
+from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2_grpc as rngrpc
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,14 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-# The service's own file (it holds no messages, so its _pb2_grpc does not import it): loaded here so that
-# server reflection finds RequesterNodeService (`grpcurl describe`).
-from bacalhau.requester.v1 import requester_node_service_pb2  # noqa: F401
-from bacalhau.requester.v1 import requester_node_service_pb2_grpc as rngrpc
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.grpc_errors import outcome_of
+
+# The service's own file (it holds no messages, so its _pb2_grpc does not import it): loaded here so that
+# server reflection finds RequesterNodeService (`grpcurl describe`).
+from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2  # noqa: F401
+from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2_grpc as rngrpc
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.requester.domain.lifecycle import Requester
 
 SERVICE_NAME = "bacalhau.requester.v1.RequesterNodeService"

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from bacalhau.requester.v1 import requester_service_pb2 as rpb
-from bacalhau.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.common.caller import current_caller
 from bacalhau_grpc.common.errors import InvalidArgumentError, UnauthenticatedError
 from bacalhau_grpc.common.signing import verify_submission
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
+from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.requester.domain.lifecycle import Requester
 from bacalhau_grpc.requester.domain.logs import job_logs
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import grpc
 
-from bacalhau.compute.v1 import compute_service_pb2 as cpb
-from bacalhau.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common.batching import Coalescer
 from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel, stream
 from bacalhau_grpc.common.errors import DeadlineExceededError, UnavailableError
 from bacalhau_grpc.common.grpc_errors import RemoteError, error_from_outcome
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.requester.domain.ports import BidAnswer
 
 # BidAccepted and ResultAccepted are idempotent on the node: a call that may not have arrived (the node was

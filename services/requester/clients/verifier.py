@@ -4,11 +4,11 @@ from collections.abc import Sequence
 
 import grpc
 
-from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
-from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.common.batching import Coalescer
 from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2 as vpb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, Verdict
 
 

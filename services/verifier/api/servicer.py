@@ -2,9 +2,9 @@
 
 import logging
 
-from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
-from bacalhau.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.common.telemetry import job_span
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2 as vpb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.verifier.domain import verification
 
 log = logging.getLogger(__name__)

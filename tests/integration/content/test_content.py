@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bacalhau.content.v1 import content_service_pb2 as cpb
-from bacalhau.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.content.archive import ArchiveError, make_tar_gz, unpack
 from bacalhau_grpc.common.content.client import fetch_content
@@ -23,6 +21,8 @@ from bacalhau_grpc.compute.storage.base import StorageError
 from bacalhau_grpc.compute.storage.content import ContentSource
 from bacalhau_grpc.compute.storage.local_path import UnsealedPathSource
 from bacalhau_grpc.compute.storage.volumes import Volumes
+from bacalhau_grpc.pb.content.v1 import content_service_pb2 as cpb
+from bacalhau_grpc.pb.content.v1 import content_service_pb2_grpc as cgrpc
 
 FILES = {"main.py": b"print('hello')\n", "lib/util.py": b"X = 1\n"}
 IPFS = pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS

@@ -30,7 +30,7 @@ def test_a_new_id_is_kept_and_a_configured_one_replaces_it(tmp_path):
 
 
 def test_a_bad_configured_id_or_id_file_is_an_error_that_changes_nothing(tmp_path):
-    with pytest.raises(InvalidArgumentError, match="bad node ID '../x'"):
+    with pytest.raises(InvalidArgumentError, match=r"bad node ID '\.\./x'"):
         resolve_node_id(tmp_path, "../x", "node-new")
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "node_id").write_text("../../escape\n")

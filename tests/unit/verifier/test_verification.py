@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bacalhau.verifier.v1 import verifier_service_pb2 as vpb
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2 as vpb
 from bacalhau_grpc.verifier.domain import verification
 
 HONEST = b"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
