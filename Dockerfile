@@ -45,13 +45,14 @@ RUN apt-get update -q \
     && python3 --version
 
 # ---------------------------------------------------------------------------------------------------
-# requirements: the pinned dependencies and the build backend, read from pyproject.toml. The builder
-# copies just this list, so its download layer is reused until the list itself changes (not on every
-# edit of pyproject.toml).
+# requirements: the dependencies (with the node extra) and the build backend, read from pyproject.toml.
+# The builder copies just this list, so its download layer is reused until the list itself changes (not
+# on every edit of pyproject.toml); constraints.txt pins their exact versions.
 FROM runtime AS requirements
 COPY pyproject.toml /src/
 RUN python3 -c 'import tomllib; p = tomllib.load(open("/src/pyproject.toml", "rb")); \
-print("\n".join(p["project"]["dependencies"] + p["build-system"]["requires"]))' > /requirements.txt
+print("\n".join(p["project"]["dependencies"] + p["project"]["optional-dependencies"]["node"] \
++ p["build-system"]["requires"]))' > /requirements.txt
 
 # ---------------------------------------------------------------------------------------------------
 # builder: a venv at /opt/bacalhau-grpc with the project installed (not editable), no dev extras.
@@ -72,9 +73,10 @@ RUN python3 -m venv /opt/bacalhau-grpc
 WORKDIR /src
 # The dependencies first: editing the code does not download them again.
 COPY --from=requirements /requirements.txt /tmp/
-RUN /opt/bacalhau-grpc/bin/pip install -q -r /tmp/requirements.txt
+COPY constraints.txt /tmp/
+RUN /opt/bacalhau-grpc/bin/pip install -q -c /tmp/constraints.txt -r /tmp/requirements.txt
 # The package: bacalhau_grpc (services/, the generated code included: services/pb, services/sdk/types).
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY services ./services
 RUN /opt/bacalhau-grpc/bin/pip install -q --no-deps --no-build-isolation . \
     && /opt/bacalhau-grpc/bin/pip check \

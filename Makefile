@@ -9,14 +9,15 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help install gen gen-check lint docker-engine test-images ipfs-install test fuzz demo bench clean \
+.PHONY: help install constraints gen gen-check lint docker-engine test-images ipfs-install test fuzz demo bench clean \
 	base-image image
 
 help:
-	@echo "make install    create .venv and install the package with its pinned toolchain"
+	@echo "make install    create .venv and install the package (with the node and dev extras) at constraints.txt's versions"
+	@echo "make constraints  rewrite constraints.txt from what .venv holds"
 	@echo "make gen        regenerate services/pb and services/sdk/types from proto/ (grpcio-tools + betterproto2)"
 	@echo "make gen-check  fail if the generated code differs from a fresh regeneration"
-	@echo "make lint       ruff, buf lint (STANDARD), import-linter layer contracts"
+	@echo "make lint       ruff, buf lint (STANDARD), import-linter layer contracts, mypy"
 	@echo "make helm-lint  lint and render the Helm chart (default + ci/ values, real Helm SDK), validate for Kubernetes"
 	@echo "make docker-engine  start a private dockerd if no Docker engine answers (installs docker.io)"
 	@echo "make test-images    build the tests' local Docker image (no registry needed)"
@@ -28,12 +29,18 @@ help:
 	@echo "make demo       start a devstack, run one job through its whole lifecycle, stop it"
 	@echo "make bench      benchmarks: the model codecs, and noop jobs through a devstack"
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[node,dev]'
 	touch $@
 
 install: $(STAMP)
+
+# The exact versions of everything .venv holds (after changing a range in pyproject.toml: pip install
+# the new version into .venv, then run this and commit constraints.txt).
+constraints: $(STAMP)
+	{ echo "# Exact versions for CI, \`make install\` and the image (pip -c): \`make constraints\` rewrites this from .venv."; \
+	  $(BIN)/pip freeze --disable-pip-version-check --exclude-editable | grep -v '^bacalhau-grpc'; } > constraints.txt
 
 # Generated code lives inside the package: the grpcio-tools stubs in $(PB_OUT) (import root
 # bacalhau_grpc.pb: proto package bacalhau.model.v1beta1 is bacalhau_grpc.pb.model.v1beta1) and the
@@ -67,6 +74,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check services tests bench setup.py
 	$(BIN)/buf lint
 	$(BIN)/lint-imports
+	scripts/typecheck.sh
 
 # The Helm chart (helm/bacalhau-grpc): `helm lint --strict`, render with its default values and each
 # ci/*-values.yaml through the Helm v4 Go SDK (helm-python-sdk), every object validated with

@@ -1,5 +1,7 @@
 """Model benchmarks: the wire messages (upb) against the SDK dataclasses (betterproto2), and the
-Bacalhau job-file codec. Prints rates, per-operation medians and the ratios DESIGN.md §4 relies on.
+Bacalhau job-file codec. Prints rates, per-operation medians and the upb/betterproto2 ratios: the reason
+the services use the upb messages on the wire and in hot paths, and only the SDK and the CLI the
+dataclasses (see "Repository layout and dependency rules" in docs/architecture.md).
 
 Run with `make bench`.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the local base image of the Dockerfile without a registry (none is reachable here, DESIGN §7).
+# Builds the local base image of the Dockerfile without a registry (for machines that reach no container registry).
 #
 #   bacalhau-grpc/base:bookworm   a Debian bookworm `debootstrap --variant=minbase` root file system
 #                                 (apt, dpkg, bash, coreutils; no Python), `docker import`ed, with

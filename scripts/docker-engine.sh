@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure a Docker engine answers, starting a private dockerd when none does (DESIGN §7).
+# Makes sure a Docker engine answers, starting a private dockerd when none does.
 #
 #   * An engine already answers (`docker info`): nothing to do.
 #   * dockerd is missing: `apt-get install -y docker.io` (after `apt-get update`).

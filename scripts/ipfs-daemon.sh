@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A real IPFS node for development and tests: js-ipfs 0.66.1 on Node (DESIGN §7; kubo cannot be
-# installed here, its wrappers download binaries).
+# A real IPFS node for development and tests: js-ipfs 0.66.1 on Node, installed from npm (kubo's
+# installers download binaries from outside the package indexes).
 #
 #   scripts/ipfs-daemon.sh install     install js-ipfs into $IPFS_JS_HOME unless it is there (~3.5 min
 #                                      once; then instant)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the tests' Docker image without a registry (none is reachable here, DESIGN §7).
+# Builds the tests' Docker image without a registry (for machines that reach no container registry).
 #
 #   bacalhau-grpc/busybox:test   Debian's static busybox as /bin/busybox, every applet it has as a
 #                                symlink in /bin (sh, cat, echo, ls, sha256sum, sleep, head, dd, ...),

@@ -1,8 +1,8 @@
-"""The `ipfs_daemon` fixture: a real IPFS node (js-ipfs, DESIGN §7) for the session; its value is the
-API's URL (http://127.0.0.1:PORT).
+"""The `ipfs_daemon` fixture: a real IPFS node (js-ipfs, installed from npm: kubo's installers download
+binaries) for the session; its value is the API's URL (http://127.0.0.1:PORT).
 
-scripts/ipfs-daemon.sh installs js-ipfs once into a cache folder (`make ipfs-install`, ~3.5 min; `make
-test` does it first), then starts an offline daemon with a fresh repo in a temporary folder; the daemon
+scripts/ipfs-daemon.sh installs js-ipfs once into a cache folder (`make ipfs-install`; `make test` does
+it first), then starts an offline daemon with a fresh repo in a temporary folder; the daemon
 is stopped (its whole process group) when the session ends. One daemon serves every test.
 
 When js-ipfs cannot be installed or started, tests using the fixture are skipped with the reason on a

@@ -1,1 +1,1 @@
-"""The bacalhau-grpc command line (issue 7)."""
+"""The bacalhau-grpc command line."""

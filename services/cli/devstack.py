@@ -45,6 +45,7 @@ from pathlib import Path
 import grpc
 
 from bacalhau_grpc.cli import flags, serve
+from bacalhau_grpc.cli.extras import require_node_extra
 from bacalhau_grpc.common import certs, node_ids
 from bacalhau_grpc.common.channels import call, open_channel
 from bacalhau_grpc.common.errors import BacalhauError
@@ -632,6 +633,7 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_devstack(args) -> int:
+    require_node_extra("devstack")
     return asyncio.run(_run(args))
 
 
@@ -711,6 +713,7 @@ def _exited(node: Node) -> str:
 
 async def _stop_after_crash(stack: Devstack, node: Node, problem: str = "") -> int:
     """Say which node died and why (the end of its log), stop the others, keep the logs."""
+    assert stack.data_dir is not None, "a node ran, so the devstack has its data directory"
     stack.remove_data_dir = False
     print(
         f"Error: {_exited(node)}{'; ' + problem if problem else ''}; stopping the others. "

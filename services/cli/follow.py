@@ -1,6 +1,6 @@
-"""Following a submitted job for `--wait` (Bacalhau v0.3's §1.9 printout, without its bugs): one line per new
-lifecycle step, a shard counter for sharded jobs, and once every shard ended the results per node; also
-whether the job completed and, if not, why."""
+"""Following a submitted job for `--wait` (Bacalhau v0.3's progress printout, without its bugs): one line
+per new lifecycle step, a shard counter for sharded jobs, and once every shard ended the results per node;
+also whether the job completed and, if not, why."""
 
 from __future__ import annotations
 

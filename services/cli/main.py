@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # gRPC's core logs a failed TLS handshake on stderr (at INFO, read when grpc is imported): a client command
 # reports it as its one "Error: ..." line instead. Nodes (serve, devstack) keep gRPC's logging; a
@@ -16,6 +17,18 @@ if len(sys.argv) < 2 or sys.argv[1] not in SERVING_COMMANDS:
 from bacalhau_grpc.cli import certs, devstack, query, serve, sign, submit, validate  # noqa: E402
 from bacalhau_grpc.cli import run as run_commands  # noqa: E402
 from bacalhau_grpc.common.errors import BacalhauError  # noqa: E402
+from bacalhau_grpc.common.model.version import build_version_info  # noqa: E402
+
+
+class _PrintVersion(argparse.Action):
+    """`--version`: the version `version --client` reports, worked out only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"bacalhau-grpc {build_version_info().git_version}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bacalhau-grpc",
         description="Bacalhau v0.3's compute-over-data network as gRPC services.",
     )
+    parser.add_argument("--version", action=_PrintVersion, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.add_parser(commands)
     devstack.add_parser(commands)

@@ -5,12 +5,13 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from bacalhau_grpc.cli import flags, output
 from bacalhau_grpc.common.model import jobfile, pb, serialization, version
-from bacalhau_grpc.sdk import Client
+from bacalhau_grpc.sdk import Client, sdk_types
 from bacalhau_grpc.sdk.client import to_pb
 
 FORMATS = ("table", "json", "yaml")
@@ -37,6 +38,14 @@ def _add_timeout_flag(parser: argparse.ArgumentParser) -> None:
 
 def _client(args: argparse.Namespace) -> Client:
     return flags.api_client(args, timeout=args.timeout)
+
+
+async def _get_job(client: Client, job_id: str) -> sdk_types.Job:
+    """The job `job_id` (an ID or a unique prefix) names; the requester's answer always holds it."""
+    job = (await client.get(job_id)).job
+    if job is None:
+        raise flags.CommandError(f"the requester answered without the job {job_id}")
+    return job
 
 
 # -------------------------------------------------------------------------------------------------- list
@@ -137,7 +146,7 @@ async def cmd_describe(args: argparse.Namespace) -> int:
     if not args.include_events:
         info.ClearField("job_events")
         info.ClearField("job_local_events")
-    fmt = "json" if args.json else args.output
+    fmt: Literal["yaml", "json"] = "json" if args.json else args.output
     print(jobfile.dump_job(info, format=fmt).rstrip("\n"))
     return 0
 
@@ -168,7 +177,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         job_id = args.id
         if args.follow:  # the stream needs the full ID
-            job_id = (await client.get(args.id)).job.id
+            job_id = (await _get_job(client, args.id)).id
         async for event in client.events(job_id, follow=args.follow):
             print(output.event_line(to_pb(event, pb.JobEvent)), flush=True)
     return 0
@@ -203,9 +212,11 @@ def _add_logs(commands) -> None:
 
 async def cmd_logs(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        info = await client.get(args.id)
-        job = info.job
-        several = job.deal.concurrency > 1 or (job.execution_plan.total_shards or 1) > 1
+        job = await _get_job(client, args.id)
+        # An absent deal or plan is the default one (proto3): concurrency and shard count 0, meaning 1.
+        concurrency = job.deal.concurrency if job.deal is not None else 0
+        total_shards = job.execution_plan.total_shards if job.execution_plan is not None else 0
+        several = concurrency > 1 or (total_shards or 1) > 1
         async for piece in client.logs(job.id, shard_index=args.shard, node_id=args.node, follow=args.follow):
             out = sys.stderr.buffer if piece.stderr else sys.stdout.buffer
             data = piece.data
@@ -269,7 +280,7 @@ def _add_get(commands) -> None:
 
 async def cmd_get(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        job_id = (await client.get(args.id)).job.id
+        job_id = (await _get_job(client, args.id)).id
         await download(client, job_id, args.output_dir, args.download_timeout_secs)
     return 0
 

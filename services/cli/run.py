@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bacalhau_grpc.cli import flags, submit
+from bacalhau_grpc.cli.extras import require_node_extra
 from bacalhau_grpc.cli.flags import CommandError
 from bacalhau_grpc.cli.submit import PROG, Submission
 from bacalhau_grpc.common.content.archive import make_tar_gz
@@ -152,7 +153,7 @@ def _is_cid(text: str) -> bool:
 
 def import_modules(urls: list[str], volumes: list[str]) -> list[sdk_types.StorageSpec]:
     """-U URLs and -I CID[:PATH] volumes, each at its own path under /modules unless given one."""
-    modules = []
+    modules: list[sdk_types.StorageSpec] = []
     for url in submit.split_list(urls):
         modules.append(submit.url_volume(url.strip("'\" "), f"{IMPORT_MODULES_PATH}/{len(modules)}"))
     for volume in submit.split_list(volumes):
@@ -262,6 +263,7 @@ def _add_wasm_run(subparsers: Any) -> None:
 
 
 def cmd_wasm_validate(args: argparse.Namespace) -> int:
+    require_node_extra("wasm validate")  # it compiles the module with wasmtime
     from bacalhau_grpc.cli.wasm_validate import validate
 
     verdict = validate(Path(args.module), args.entry_point)

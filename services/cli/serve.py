@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bacalhau_grpc.cli import flags
+from bacalhau_grpc.cli.extras import require_node_extra
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.logs import setup_logging
 from bacalhau_grpc.common.transport import check_transport_settings
@@ -106,7 +107,7 @@ FIELD_HELP = {
 }
 
 
-def settings_class(node_type: str) -> type:
+def settings_class(node_type: str) -> type[Any]:
     module_name, class_name = SETTINGS_CLASSES[node_type]
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -312,6 +313,7 @@ def _stop_when_closed(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Ev
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    require_node_extra("serve")
     setup_logging(args.log_level)
     settings = build_settings(args)
     try:

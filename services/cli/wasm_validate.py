@@ -75,7 +75,7 @@ def _import_problem(
             else " (only WASI preview 1 is provided; import modules are not known here)"
         )
         return f"no export found for '{name}' required by module{hint}"
-    have = provided.type(store)
+    have = provided.type() if isinstance(provided, wasmtime.SharedMemory) else provided.type(store)
     if not (isinstance(wanted, wasmtime.FuncType) and isinstance(have, wasmtime.FuncType)):
         return f"the import '{name}' is not a function, but WASI provides one"
     if _signature(wanted) != _signature(have):

@@ -1,5 +1,5 @@
 """Who may call what: each served gRPC service has one policy, checked in the server's wrapper of every
-method before the servicer runs (DESIGN §8), never in the handlers.
+method before the servicer runs (see "Trust and security" in docs/architecture.md), never in the handlers.
 
 A policy names the certificate roles that may call the service's methods and, for the node protocol, which
 node a request speaks for: a compute node may register, heartbeat and report only as the node ID in its

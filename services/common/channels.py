@@ -12,7 +12,7 @@ stands for → `grpc_errors.RemoteError`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import grpc
@@ -80,7 +80,7 @@ async def stream(
     *,
     timeout: float | None = None,
     metadata: Any = None,
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """The messages of a server-streaming call; a failed call raises the typed error.
 
     `timeout` bounds the whole stream (None: a stream that lives as long as the caller reads it).

@@ -11,6 +11,8 @@ class InvalidArgumentError(BacalhauError, ValueError):
     `problems` lists every problem found, each an InvalidArgumentError naming its own field: just this
     error for a single problem, or the problems an error made by `invalid_argument` stands for."""
 
+    _problems: list["InvalidArgumentError"]  # set by `invalid_argument` only
+
     def __init__(self, message: str, *, field: str = "") -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field

@@ -85,7 +85,7 @@ def reason_for(cls: type[BaseException]) -> str:
 
 def _code_of(cls: type[BaseException]) -> grpc.StatusCode:
     for base in cls.__mro__:
-        code = CODE_BY_ERROR.get(base)  # type: ignore[call-overload]
+        code = CODE_BY_ERROR.get(base)
         if code is not None:
             return code
     # A BacalhauError outside every family: raised on purpose, so its message may be shown.
@@ -253,7 +253,7 @@ def error_from_status(
 
 def from_rpc_error(error: grpc.RpcError) -> BacalhauError:
     """The typed error for a failed call (`grpc.aio.AioRpcError` or a sync `grpc.Call` error)."""
-    return error_from_status(error.code(), error.details(), error.trailing_metadata())  # type: ignore[attr-defined]
+    return error_from_status(error.code(), error.details(), error.trailing_metadata())
 
 
 # ------------------------------------------------------------------------------------- batch items

@@ -25,7 +25,7 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+class _Handler(logging.StreamHandler[TextIO]):
     """Marks the handler this module installed, so a second setup replaces it instead of doubling lines."""
 
 
@@ -45,7 +45,7 @@ def setup_logging(level: str | int = "INFO", stream: TextIO | None = None) -> No
         logging.getLogger(name).setLevel(quiet)
 
 
-class JobLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class JobLogger(logging.LoggerAdapter[logging.Logger]):
     """A logger whose lines all carry one job's id and a node's id."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -47,7 +48,7 @@ class Transport:
                 f"--{missing[0].replace('_', '-')} is missing",
                 field=missing[0],
             )
-        return cls(TlsFiles(cert=cert, key=key, ca=ca).load())
+        return cls(TlsFiles(cert=Path(cert), key=Path(key), ca=Path(ca)).load())
 
     @property
     def secure(self) -> bool:

@@ -1,1 +1,1 @@
-"""The compute service: bids on jobs, runs them with its executors, publishes results (issue 3)."""
+"""The compute service: bids on jobs, runs them with its executors, publishes results."""

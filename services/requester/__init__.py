@@ -1,1 +1,1 @@
-"""The requester service: takes jobs, runs bidding, verification and publication (issue 3)."""
+"""The requester service: takes jobs, runs bidding, verification and publication."""

@@ -39,8 +39,9 @@ host name fail the first call at once with an `UnavailableError` saying so (`sdk
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -181,7 +182,7 @@ class Client:
         reverse: bool = True,
         limit: int | None = None,
         page_size: int = LIST_PAGE_SIZE,
-    ) -> AsyncIterator[sdk_types.Job]:
+    ) -> AsyncGenerator[sdk_types.Job, None]:
         """Jobs, newest first (`sort_by` "created_at" or "id", `reverse=False` for ascending), page by
         page: this client's own unless `all_clients` (or another `client_id`); at most `limit`."""
         if sort_by not in SORT_BY:
@@ -218,7 +219,7 @@ class Client:
 
     async def events(
         self, job_id: str, *, follow: bool = False, after: int = 0
-    ) -> AsyncIterator[sdk_types.JobEvent]:
+    ) -> AsyncGenerator[sdk_types.JobEvent, None]:
         """The job's events in order (after the `after`-th); with `follow`, then new ones as they happen
         until the job ends (reconnecting from the last one seen if the connection drops)."""
         async for _, event in self._events(job_id, follow=follow, after=after):
@@ -226,7 +227,7 @@ class Client:
 
     async def _events(
         self, job_id: str, *, follow: bool, after: int
-    ) -> AsyncIterator[tuple[int, pb.JobEvent]]:
+    ) -> AsyncGenerator[tuple[int, pb.JobEvent], None]:
         if not follow:
             request = rpb.ListJobEventsRequest(job_id=job_id)
             sequence = 0
@@ -255,7 +256,7 @@ class Client:
 
     async def logs(
         self, job_id: str, *, shard_index: int | None = None, node_id: str = "", follow: bool = False
-    ) -> AsyncIterator[sdk_requester.StreamJobLogsResponse]:
+    ) -> AsyncGenerator[sdk_requester.StreamJobLogsResponse, None]:
         """What the job's executions write to stdout and stderr (each piece names its execution, node,
         shard and stream); with `follow`, live until every execution ended. Filters: one shard, one
         node (ID or prefix)."""
@@ -265,7 +266,7 @@ class Client:
         async for piece in self._stream("StreamJobLogs", request):
             yield to_sdk(piece, sdk_requester.StreamJobLogsResponse)
 
-    async def results(self, job_id: str) -> list[sdk_types.PublishedResult]:
+    async def results(self, job_id: str) -> builtins.list[sdk_types.PublishedResult]:
         """The job's published (verified) results: one per shard and node, with where each is stored."""
         response = await self._call("GetJobResults", rpb.GetJobResultsRequest(job_id=job_id))
         return [to_sdk(result, sdk_types.PublishedResult) for result in response.results]
@@ -314,7 +315,7 @@ class Client:
         self._get_channel()
         return getattr(self._stub, name)
 
-    def _signed(self, name: str, request: Any) -> list[tuple[str, bytes | str]]:
+    def _signed(self, name: str, request: Any) -> builtins.list[tuple[str, bytes | str]]:
         """The metadata that signs this call (each call is signed anew: a signature is good once)."""
         return self.key.call_metadata(f"/{SERVICE_NAME}/{name}", request)
 
@@ -327,7 +328,7 @@ class Client:
         except UnavailableError as err:
             raise self._unreachable(err) from None
 
-    async def _stream(self, name: str, request: Any) -> AsyncIterator[Any]:
+    async def _stream(self, name: str, request: Any) -> AsyncGenerator[Any, None]:
         method = self._method(name)
         try:
             async for item in channels.stream(method, request, metadata=self._signed(name, request)):

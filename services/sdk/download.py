@@ -1,4 +1,4 @@
-"""Downloading a job's published results, laid out as Bacalhau's `get` does (§3.8):
+"""Downloading a job's published results, laid out as Bacalhau v0.3's `get` does:
 
     <output dir>/raw/<cid>/                      each published CID, downloaded once
     <output dir>/per_shard/<i>_node_<id8>/       a full copy per (shard, node), exitCode included

@@ -13,11 +13,24 @@ one (e.g. a notebook) — call it from any thread but the loop's own.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
-from bacalhau_grpc.sdk.client import Client
+import bacalhau_grpc.sdk.types.bacalhau.model.v1beta1 as sdk_types
+import bacalhau_grpc.sdk.types.bacalhau.requester.v1 as sdk_requester
+from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.sdk.client import (
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    LIST_PAGE_SIZE,
+    Client,
+)
+from bacalhau_grpc.sdk.download import Progress
+from bacalhau_grpc.sdk.tls import ClientTls, PemSource
 
 T = TypeVar("T")
 
@@ -25,11 +38,31 @@ T = TypeVar("T")
 class SyncClient:
     """Blocking twin of `Client`: the same arguments and methods."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        key: ClientKey | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        tls: bool | ClientTls | None = None,
+        ca_cert: PemSource | None = None,
+        client_cert: PemSource | None = None,
+        client_key: PemSource | None = None,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bacalhau-sdk", daemon=True)
         self._thread.start()
-        self._client: Client = self._run(_make(args, kwargs))
+        self._client: Client = self._run(
+            _make(
+                address,
+                key=key,
+                timeout=timeout,
+                tls=tls,
+                ca_cert=ca_cert,
+                client_cert=client_cert,
+                client_key=client_key,
+            )
+        )
 
     def __enter__(self) -> SyncClient:
         return self
@@ -53,37 +86,81 @@ class SyncClient:
     def client_id(self) -> str:
         return self._client.client_id
 
-    def submit(self, *args: Any, **kwargs: Any) -> Any:
-        return self._run(self._client.submit(*args, **kwargs))
+    def submit(self, job: sdk_types.Job, *, context: bytes = b"") -> sdk_types.Job:
+        """`Client.submit`, blocking."""
+        return self._run(self._client.submit(job, context=context))
 
-    def get(self, *args: Any, **kwargs: Any) -> Any:
-        return self._run(self._client.get(*args, **kwargs))
+    def get(self, job_id: str) -> sdk_types.JobWithInfo:
+        """`Client.get`, blocking."""
+        return self._run(self._client.get(job_id))
 
-    def list(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        return self._iterate(self._client.list(*args, **kwargs))
+    def list(
+        self,
+        *,
+        all_clients: bool = False,
+        client_id: str | None = None,
+        id_prefix: str = "",
+        include_tags: Iterable[str] = (),
+        exclude_tags: Iterable[str] = (),
+        sort_by: str = "created_at",
+        reverse: bool = True,
+        limit: int | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> Iterator[sdk_types.Job]:
+        """`Client.list` as a plain iterator."""
+        return self._iterate(
+            self._client.list(
+                all_clients=all_clients,
+                client_id=client_id,
+                id_prefix=id_prefix,
+                include_tags=include_tags,
+                exclude_tags=exclude_tags,
+                sort_by=sort_by,
+                reverse=reverse,
+                limit=limit,
+                page_size=page_size,
+            )
+        )
 
-    def cancel(self, *args: Any, **kwargs: Any) -> Any:
-        return self._run(self._client.cancel(*args, **kwargs))
+    def cancel(self, job_id: str, *, reason: str = "") -> sdk_types.Job:
+        """`Client.cancel`, blocking."""
+        return self._run(self._client.cancel(job_id, reason=reason))
 
-    def events(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        return self._iterate(self._client.events(*args, **kwargs))
+    def events(self, job_id: str, *, follow: bool = False, after: int = 0) -> Iterator[sdk_types.JobEvent]:
+        """`Client.events` as a plain iterator."""
+        return self._iterate(self._client.events(job_id, follow=follow, after=after))
 
-    def logs(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        return self._iterate(self._client.logs(*args, **kwargs))
+    def logs(
+        self, job_id: str, *, shard_index: int | None = None, node_id: str = "", follow: bool = False
+    ) -> Iterator[sdk_requester.StreamJobLogsResponse]:
+        """`Client.logs` as a plain iterator."""
+        return self._iterate(
+            self._client.logs(job_id, shard_index=shard_index, node_id=node_id, follow=follow)
+        )
 
-    def results(self, *args: Any, **kwargs: Any) -> Any:
-        return self._run(self._client.results(*args, **kwargs))
+    def results(self, job_id: str) -> builtins.list[sdk_types.PublishedResult]:
+        """`Client.results`, blocking."""
+        return self._run(self._client.results(job_id))
 
-    def download(self, *args: Any, **kwargs: Any) -> Any:
-        return self._run(self._client.download(*args, **kwargs))
+    def download(
+        self,
+        job_id: str,
+        output_dir: str | os.PathLike[str],
+        *,
+        timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+        progress: Progress | None = None,
+    ) -> Path:
+        """`Client.download`, blocking (`progress` is called on the client's loop thread)."""
+        return self._run(self._client.download(job_id, output_dir, timeout=timeout, progress=progress))
 
-    def version(self) -> Any:
+    def version(self) -> sdk_types.BuildVersionInfo:
+        """`Client.version`, blocking."""
         return self._run(self._client.version())
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def _iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+    def _iterate(self, items: AsyncGenerator[T, None]) -> Iterator[T]:
         try:
             while True:
                 try:
@@ -95,13 +172,13 @@ class SyncClient:
                 self._run(_close(items))
 
 
-async def _make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Client:
-    return Client(*args, **kwargs)  # made on the loop: its channel belongs to that loop
+async def _make(address: str | None, **kwargs: Any) -> Client:
+    return Client(address, **kwargs)  # made on the loop: its channel belongs to that loop
 
 
-async def _next(items: AsyncIterator[T]) -> T:
+async def _next(items: AsyncGenerator[T, None]) -> T:
     return await items.__anext__()
 
 
-async def _close(items: AsyncIterator[Any]) -> None:
-    await items.aclose()  # type: ignore[attr-defined]
+async def _close(items: AsyncGenerator[Any, None]) -> None:
+    await items.aclose()

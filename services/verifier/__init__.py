@@ -1,1 +1,1 @@
-"""The verifier service: decides which executions' results are accepted (issue 3)."""
+"""The verifier service: decides which executions' results are accepted."""

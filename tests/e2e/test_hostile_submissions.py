@@ -1,4 +1,4 @@
-"""Hostile submissions against a devstack of real processes (issue 15): a 570,000-input submission and a
+"""Hostile submissions against a devstack of real processes: a 570,000-input submission and a
 context archive with two million entries are refused at once, naming what is over which limit, without
 the requester's memory growing by more than a bounded amount, while another client's small job runs to
 the end and no compute node is taken for lost; a client flooding jobs no node bids on is held to its

@@ -1,4 +1,4 @@
-"""Fuzzing (issue 15, item 8): job files, `SubmitJobRequest`s and every other public RPC's requests (random,
+"""Fuzzing: job files, `SubmitJobRequest`s and every other public RPC's requests (random,
 mutated and truncated) against ONE real network (verifier, requester, one noop compute node on
 127.0.0.1:0, plaintext). Each answer is OK with a valid message, or a clear error with a canonical client
 code: never INTERNAL or UNKNOWN, never a hang (every call has a deadline), and refused calls leave the

@@ -329,8 +329,8 @@ def prepare(
     argv = [expand(part, variables) for part in [*item["command"], *item.get("args", [])]]
     argv = local_command(argv[:1]) + rewriter.args(argv[1:])
     if "--wasm-cache-dir" in argv:
-        # The compiled-module cache is this machine's, shared as every test's nodes share it: a compute
-        # node compiles the CPython interpreter (~10 s of CPU) in the background when its cache is cold,
+        # The compiled-module cache is the host's, shared as every test's nodes share it: a compute node
+        # compiles the CPython interpreter (seconds of CPU) in the background when its cache is cold,
         # and a fresh folder per pod and run would make two nodes do that on every run.
         argv[argv.index("--wasm-cache-dir") + 1] = str(DEFAULT_WASM_CACHE_DIR)
     if argv[1:3] == ["certs", "issue"] and "--dns" in argv and LOOPBACK not in issued_names(argv, "--ip"):

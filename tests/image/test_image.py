@@ -1,7 +1,7 @@
 """The services' image (Dockerfile): `make image` builds it on the local engine, then it runs as a user
 (and the Helm chart) would run it: the command line, its user, and the services in containers.
 
-The containers use the host's network (this machine's engine has no bridge network, DESIGN §7), each
+The containers use the host's network (so the test also runs on an engine without a bridge network), each
 service on free 127.0.0.1 ports picked here. They speak TLS as the chart's do: a CA and a certificate per
 service made here with `bacalhau-grpc certs` (the host's own CLI), mounted read-only at /tls, the
 requester's node protocol on a port of its own, and each service's health on a plaintext port (what the

@@ -1,4 +1,4 @@
-"""Client authentication against a real requester (issue 14, deliverable 3, without TLS): calls carry the
+"""Client authentication against a real requester (without TLS): calls carry the
 client's key, a timestamp and a signature as metadata; the verified ClientID, never a request field,
 decides who may cancel a job and, with `--job-visibility owner`, who may read it."""
 

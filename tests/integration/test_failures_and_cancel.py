@@ -1,4 +1,4 @@
-"""Failed compute nodes are replaced, and clients cancel their jobs (issue 4, items 1 and 2), across real
+"""Failed compute nodes are replaced, and clients cancel their jobs, across real
 requester, compute and verifier servers in one process."""
 
 import argparse

@@ -1,4 +1,4 @@
-"""Fair share against real gRPC servers (issue 15 item 7): per-client limits on jobs in progress and on
+"""Fair share against real gRPC servers: per-client limits on jobs in progress and on
 followers (RESOURCE_EXHAUSTED at once, with a RetryInfo hint), and the server-wide cap on concurrent RPCs
 (gRPC itself answers RESOURCE_EXHAUSTED)."""
 

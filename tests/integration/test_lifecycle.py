@@ -1,4 +1,5 @@
-"""The job lifecycle across real requester, compute and verifier servers (reference §2, with our fixes)."""
+"""The job lifecycle across real requester, compute and verifier servers (Bacalhau v0.3's lifecycle, with our
+fixes: see "Job lifecycle and state machines" in docs/architecture.md)."""
 
 import grpc
 import pytest

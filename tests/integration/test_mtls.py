@@ -1,6 +1,7 @@
 """The network over mutual TLS (real servers on 127.0.0.1:0, real certificates from `common.certs`): a job
 runs end to end, and every way an outsider or a node could act as someone else is refused with the right
-code and leaves the job, its events and the node table as they were (DESIGN §8, issue 14).
+code and leaves the job, its events and the node table as they were (see "Trust and security" in
+docs/architecture.md).
 
 The requester serves its client API on one port (server-only TLS) and the node protocol on another
 (mutual TLS); compute nodes and the verifier accept only cluster certificates of the right role.

@@ -1,5 +1,5 @@
-"""Sharded jobs through a whole network (reference §3.9): the requester plans the shards from the content
-it holds, each shard is bid on, run, verified and published on its own, and each run sees only its
+"""Sharded jobs through a whole network (Bacalhau v0.3's sharding): the requester plans the shards from
+the content it holds, each shard is bid on, run, verified and published on its own, and each run sees only its
 batch, mounted at the batch's full paths; a shard of URL inputs downloads only the URLs of its batch."""
 
 from collections import Counter

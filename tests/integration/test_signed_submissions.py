@@ -1,4 +1,4 @@
-"""Signed submissions (issue 4, item 3) against a real requester: the key, the ClientID and the signature
+"""Signed submissions against a real requester: the key, the ClientID and the signature
 are checked before a job is accepted (UNAUTHENTICATED otherwise), and the ClientID owns the job."""
 
 import grpc

@@ -1,4 +1,4 @@
-"""Every submission is bounded (issue 15 item 6), through a real requester and compute node: a huge
+"""Every submission is bounded, through a real requester and compute node: a huge
 submission is refused at once, naming the field and the limit, while a small job goes on; a job whose
 inputs would make too many shards is refused before any shard exists."""
 

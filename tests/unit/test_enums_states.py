@@ -1,7 +1,7 @@
 """The existing Go enum text forms (enums.py) and state predicates (states.py) against Go v0.3.
 
 Names and orders are the seed's iota lists (stringer with the type prefix trimmed); the predicates
-and the event -> state table are Go's job_state.go / jobeventtype.go, as in the reference §2.1.
+and the event -> state table are Go's job_state.go / jobeventtype.go (Bacalhau v0.3's job state rules).
 """
 
 import re
@@ -219,7 +219,7 @@ def test_state_predicates(state):
 
 
 def test_state_numbers_give_the_monotonic_order():
-    # Reference §2.1: Bidding 1 < Waiting 2 < Running 3 < Verifying 4 < Cancelled 5 < Error 6 < Completed 7.
+    # Bacalhau v0.3: Bidding 1 < Waiting 2 < Running 3 < Verifying 4 < Cancelled 5 < Error 6 < Completed 7.
     order = ["Bidding", "Waiting", "Running", "Verifying", "Cancelled", "Error", "Completed"]
     assert [enums.JOB_STATE_TYPE.parse(name) for name in order] == list(range(1, 8))
 
@@ -228,7 +228,7 @@ def test_state_numbers_give_the_monotonic_order():
 # JobEventType: the state each event moves its row to, and the terminal / ignorable events
 # ---------------------------------------------------------------------------------------------
 
-# event: (resulting row state, IsTerminal, IsIgnorable), from the reference §2.1 table and Go
+# event: (resulting row state, IsTerminal, IsIgnorable), from Bacalhau v0.3's Go code
 EVENTS = {
     E.JOB_EVENT_TYPE_UNSPECIFIED: (S.JOB_STATE_TYPE_UNSPECIFIED, False, False),
     E.JOB_EVENT_TYPE_INITIAL_SUBMISSION: (S.JOB_STATE_TYPE_UNSPECIFIED, False, False),
@@ -276,9 +276,9 @@ def test_an_out_of_range_event_moves_nothing():
     assert not states.is_terminal_event(99) and not states.is_ignorable_event(99)
 
 
-def test_the_happy_path_rows_go_as_the_reference_says():
-    # Reference §2.2: Created, Bid, BidAccepted, ResultsProposed, ResultsAccepted, ResultsPublished
-    # move the compute node's row Bidding -> Waiting -> Verifying -> Verifying -> Completed.
+def test_the_happy_path_rows_go_as_in_bacalhau_v03():
+    # Bacalhau v0.3's happy path: Created, Bid, BidAccepted, ResultsProposed, ResultsAccepted,
+    # ResultsPublished move the compute node's row Bidding -> Waiting -> Verifying -> Verifying -> Completed.
     names = ["Bid", "BidAccepted", "ResultsProposed", "ResultsAccepted", "ResultsPublished"]
     rows = [enums.JOB_STATE_TYPE.name(states.state_from_event(enums.JOB_EVENT_TYPE.parse(n))) for n in names]
     assert rows == ["Bidding", "Waiting", "Verifying", "Verifying", "Completed"]

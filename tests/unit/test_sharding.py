@@ -1,5 +1,5 @@
-"""Sharding (reference §3.9): exploding inputs, the doublestar glob table, batches and the plan; listing
-content on disk in walk order."""
+"""Sharding (Bacalhau v0.3's rules): exploding inputs, the doublestar glob table, batches and the plan;
+listing content on disk in walk order."""
 
 import pytest
 
@@ -60,7 +60,7 @@ def listing(*sub_paths: str) -> list[tuple[str, bool]]:
         pytest.param(VIDEOS, "*.mp4", "/inputs", VIDEOS[1:], id="no leading slash in the pattern"),
     ],
 )
-def test_the_glob_table_of_the_reference(paths, pattern, base_path, expected):
+def test_bacalhau_v03s_glob_table(paths, pattern, base_path, expected):
     assert matched(paths, pattern, base_path) == expected
 
 

@@ -2,7 +2,7 @@
 and by the compute node (before a run). A `*_problems` check yields every problem it finds as (error text,
 field to blame); the matching `*_error` returns the first of them, or None.
 
-Languages (Engine Language, v0.3 §3.4): `{python, 3.x}` runs on the Python-in-WASM engine and `{wasm,
+Languages (Bacalhau v0.3's Engine Language): `{python, 3.x}` runs on the Python-in-WASM engine and `{wasm,
 2.0}` on the WASM engine, deterministic only. Engine PythonWasm runs the `Language` block's program
 whatever its language fields say.
 """

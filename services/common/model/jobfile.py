@@ -107,8 +107,9 @@ def parse_job_document(data: Any) -> pb.Job | pb.JobWithInfo:
         raise InvalidArgumentError(
             f"a job document must be a mapping of field names to values, got {_describe(data)}"
         )
-    with_info = any(_key_text(key, "").lower() == "job" for key in data)
-    return dict_to_message(data, pb.JobWithInfo if with_info else pb.Job, scalars_as_strings=True)
+    if any(_key_text(key, "").lower() == "job" for key in data):
+        return dict_to_message(data, pb.JobWithInfo, scalars_as_strings=True)
+    return dict_to_message(data, pb.Job, scalars_as_strings=True)
 
 
 def load_job_document(text: str | bytes, *, format: Format = "auto") -> pb.Job | pb.JobWithInfo:
@@ -530,12 +531,12 @@ def _parse_timestamp(value: Any, path: str) -> tuple[int, int]:
             local = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
         except ValueError as exc:
             raise InvalidArgumentError(f"{_describe(value)} is not a valid time: {exc}", field=path) from exc
-        offset = 0
+        offset_seconds = 0
         if sign:
             if int(off_hours) > 23 or int(off_minutes) > 59:
                 raise InvalidArgumentError(f"{_describe(value)} has an invalid UTC offset", field=path)
-            offset = (1 if sign == "+" else -1) * (int(off_hours) * 3600 + int(off_minutes) * 60)
-        seconds = (local - _EPOCH) // timedelta(seconds=1) - offset
+            offset_seconds = (1 if sign == "+" else -1) * (int(off_hours) * 3600 + int(off_minutes) * 60)
+        seconds = (local - _EPOCH) // timedelta(seconds=1) - offset_seconds
         nanos = int((fraction or "").ljust(9, "0"))
     else:
         raise _type_error(_TIMESTAMP_HINT, value, path)

@@ -1,4 +1,5 @@
-"""Sharding (v0.3 §3.9): which of a job's inputs each shard gets. Pure: the listings come from the caller.
+"""Sharding (as Bacalhau v0.3 shards): which of a job's inputs each shard gets. Pure: the listings come
+from the caller.
 
 1. Explode every input into atoms. An IPFS input gives one atom per entry of its content, root included,
    in walk order (see `content.listing`); any other input (a URL, an unsealed path, ...) is one atom,

@@ -5,6 +5,7 @@ call changed: the requester acts on those answers, so they must survive a crash 
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections import Counter
@@ -48,7 +49,7 @@ class ComputeServiceServicer(cgrpc.ComputeServiceServicer):
 
         outcomes = await asyncio.gather(
             *(
-                outcome_of(lambda i=i, ask=ask: answer(i, ask), logger=log, what="AskForBids")
+                outcome_of(functools.partial(answer, i, ask), logger=log, what="AskForBids")
                 for i, ask in enumerate(request.asks)
             )
         )

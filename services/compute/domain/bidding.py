@@ -1,4 +1,4 @@
-"""Whether a compute node bids on a job (v0.3's bid strategies, §3.2).
+"""Whether a compute node bids on a job (Bacalhau v0.3's bid strategies).
 
 The strategies run in order and the first refusal wins; each refusal carries a reason a user can read
 (it becomes the job's `BidCancelled` event status on the requester). Cheap checks on the job come
@@ -386,7 +386,7 @@ def default_bidder(
     node_id: str = "",
     is_local: IsLocal = nothing_is_local,
 ) -> Bidder:
-    """The strategies of §3.2 that apply to this project, in the order of this module's docstring.
+    """The Bacalhau v0.3 bid strategies that apply to this project, in the order of this module's docstring.
     `node_id` is what the probes are told; `is_local` answers for the locality check."""
     external: list[BidStrategy] = []
     if policy.probe_exec:

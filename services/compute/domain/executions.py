@@ -23,7 +23,7 @@ from bacalhau_grpc.common.model import jobs, pb
 
 
 class ExecutionState(enum.IntEnum):
-    """The states of §2.8, numbered as v0.3's `ExecutionState` iota."""
+    """The states of an execution on a compute node, numbered as Bacalhau v0.3's `ExecutionState` iota."""
 
     CREATED = 1
     BID_ACCEPTED = 2

@@ -28,7 +28,7 @@ NotFoundError.
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -93,7 +93,7 @@ class _Tail:
 
 async def _stream(
     node: ComputeNode, execution_id: str, follow: bool, interval: float
-) -> AsyncIterator[LogChunk]:
+) -> AsyncGenerator[LogChunk, None]:
     tails = (_Tail(STDOUT, stderr=False), _Tail(STDERR, stderr=True))
     try:
         while True:

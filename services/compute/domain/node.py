@@ -3,7 +3,7 @@
 Transport-free: the requester is reached through the `RequesterCallbacks` protocol (implemented over
 gRPC in `compute.clients`), and requests arrive as plain method calls (from `compute.api`).
 
-Lifecycle of one execution (the protocol of the issue-3 plan, steps 2-8):
+Lifecycle of one execution (see "The node protocol" in docs/architecture.md):
 
     ask_for_bid      -> Created (or a refusal with its reason; no execution is kept)
     bid_accepted     -> BidAccepted; the run starts in the background: it waits for capacity (FIFO),
@@ -339,9 +339,10 @@ class ComputeNode:
         return pb.NodeInfo(
             node_id=self.node_id,
             address=self.address,
-            engines=sorted(self.executors),
-            verifiers=sorted(self.verifiers),
-            publishers=sorted(self.publishers.kinds()),
+            # The stub wants the enum wrapper types; protobuf takes any ints for enum fields.
+            engines=sorted(self.executors),  # type: ignore[arg-type]
+            verifiers=sorted(self.verifiers),  # type: ignore[arg-type]
+            publishers=sorted(self.publishers.kinds()),  # type: ignore[arg-type]
             total_capacity=self.limits.total,
             max_job_capacity=self.limits.per_job,
             version=self.version,

@@ -1,4 +1,5 @@
-"""External bid probes (v0.3 `--job-selection-probe-http` / `--job-selection-probe-exec`, §3.2).
+"""External bid probes (v0.3 `--job-selection-probe-http` / `--job-selection-probe-exec` bid
+strategies).
 
 Both are asked about a job with the same JSON document, v0.3's:
 

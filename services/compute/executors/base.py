@@ -21,7 +21,7 @@ from typing import Protocol
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import Execution
 
-# The RunOutput summary carries the first 2 KiB of each stream (§3.5).
+# The RunOutput summary carries the first 2 KiB of each stream (as in Bacalhau v0.3).
 SUMMARY_BYTES = 2048
 # v0.3 compute run timeout when the job has none.
 DEFAULT_RUN_TIMEOUT = 600.0

@@ -1,4 +1,5 @@
-"""The Docker executor: runs a job's container on the node's Docker engine (§3.4).
+"""The Docker executor: runs a job's container on the node's Docker engine (the counterpart of
+Bacalhau v0.3's Docker executor).
 
 One run, step by step:
 

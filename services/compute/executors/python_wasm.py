@@ -11,8 +11,9 @@ its standard library packed inside the module), on the same wasmtime runtime as 
   seeded by job ID and shard (os.urandom, the `random` module's seed, uuid4).
 * No packages: `RequirementsPath` is refused (the sandbox has no network). Offline, stdlib only.
 * Memory: the job's `Resources.Memory` (default 100 MiB); CPython needs about 10 MiB for hello world.
-* The compiled interpreter (~10 s to compile here) is kept in the runtime's on-disk cache and loads in
-  milliseconds afterwards; `prepare()` does that ahead of the first job.
+* The compiled interpreter (its first compile takes seconds: `bench/bench_wasm.py` measures it) is kept
+  in the runtime's on-disk cache and loads in milliseconds afterwards; `prepare()` does that ahead of
+  the first job.
 v0.3 rewrote these jobs to a Docker pyodide image instead; this needs no Docker and no registry.
 
 Language routes {python, 3.x} to PythonWasm and {wasm, 2.0} to WASM, deterministic only (v0.3's rule);

@@ -1,4 +1,5 @@
-"""The files every executor leaves in a shard's result folder (§3.5), and the RunResult read from them.
+"""The files every executor leaves in a shard's result folder (Bacalhau v0.3's layout), and the RunResult
+read from them.
 
     result_dir/stdout     the run's standard output, cut at the node's cap
     result_dir/stderr     the run's standard error, cut at the node's cap

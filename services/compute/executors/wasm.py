@@ -1,6 +1,6 @@
 """The WASM executor: runs a job's WebAssembly module (WASI preview 1) on wasmtime, in-process.
 
-What a job sees (v0.3's WASM executor, §3.4, with the differences noted):
+What a job sees (as under Bacalhau v0.3's WASM executor, with the differences noted):
 * The module is `Contexts[0]`: a file, or a folder holding exactly one file. Its import modules
   (`Spec.Wasm.ImportModules`, same rule) are instantiated first, each registered under the module name
   in its `name` section (as wazero did), else its file name without `.wasm`; then WASI.

@@ -83,7 +83,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import wasmtime
 import wasmtime._bindings as wasmtime_bindings
@@ -228,7 +228,7 @@ _handles = itertools.count(1)
 
 
 @_DeadlineCallback
-def _on_epoch_deadline(_context, data, next_deadline, update_kind):  # type: ignore[no-untyped-def]
+def _on_epoch_deadline(_context: Any, data: int | None, next_deadline: Any, update_kind: Any) -> int | None:
     """Runs on the guest's thread when its epoch deadline is reached: stop it, or look again next tick."""
     control = _watched.get(data or 0)
     reason = control.check() if control is not None else None
@@ -631,7 +631,7 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
         yield
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes | bytearray) -> None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
@@ -701,7 +701,8 @@ class WasmRuntime:
         self._closed = False
         # At interpreter exit the pool's threads are joined: stop the guests first, or a spinning guest
         # would hold the process until its timeout (a runtime nobody closed, e.g. after a crash).
-        threading._register_atexit(functools.partial(_stop_guests_of, weakref.ref(self)))
+        # A private stdlib function (runs before the pool's threads are joined), absent from typeshed.
+        threading._register_atexit(functools.partial(_stop_guests_of, weakref.ref(self)))  # type: ignore[attr-defined]
 
     # lifecycle
 

@@ -1,5 +1,5 @@
-"""The IPFS publisher of a node connected to an IPFS daemon (`--ipfs-connect`; v0.3 §3.7): adds and pins
-the shard's whole result folder (`stdout`, `stderr`, `exitCode`, one folder per output) and returns
+"""The IPFS publisher of a node connected to an IPFS daemon (`--ipfs-connect`, as in Bacalhau v0.3): adds
+and pins the shard's whole result folder (`stdout`, `stderr`, `exitCode`, one folder per output) and returns
 `{StorageSource: IPFS, Name: "job-<job>-shard-<i>-host-<node>", CID}`.
 
 The CID is CIDv1 (raw leaves, base32), the one `ipfs add -r --cid-version=1` and the node's content

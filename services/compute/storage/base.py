@@ -1,4 +1,5 @@
-"""Storage providers: how a compute node gets a job's volumes onto its disk (v0.3 §3.6).
+"""Storage providers: how a compute node gets a job's volumes onto its disk (Bacalhau v0.3's storage
+providers).
 
 A provider serves one `StorageSourceType`. `is_local` says whether the node has the data without
 fetching it (the input-locality bid strategy asks); `prepare` returns the local file or folder to mount

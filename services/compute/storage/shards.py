@@ -1,4 +1,5 @@
-"""A sharded job's inputs on a compute node: the mounts of one shard's batch (v0.3 §3.9).
+"""A sharded job's inputs on a compute node: the mounts of one shard's batch (Bacalhau v0.3's
+sharding).
 
 The node plans the shard before it prepares the inputs that are one atom each, so that of those it fetches
 only the ones its batch holds:

@@ -1,4 +1,4 @@
-"""URLDownload volumes (v0.3 §3.6): a file fetched over http(s) for one run.
+"""URLDownload volumes (Bacalhau v0.3's URL storage source): a file fetched over http(s) for one run.
 
 `prepare` GETs the URL (redirects followed) into a fresh folder under the execution's scratch folder and
 returns the file, named `checks.url_file_name(URL)`: the last path segment of the URL as submitted,

@@ -2,7 +2,7 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
@@ -114,7 +114,7 @@ class GrpcComputeClient:
 
     async def stream_logs(
         self, address: str, execution_id: str, follow: bool
-    ) -> AsyncIterator[tuple[bool, bytes]]:
+    ) -> AsyncGenerator[tuple[bool, bytes], None]:
         """StreamExecutionLogs, not coalesced; no deadline (a followed run lasts as long as it lasts)."""
         request = cpb.StreamExecutionLogsRequest(execution_id=execution_id, follow=follow)
         async with contextlib.aclosing(stream(self._stub(address).StreamExecutionLogs, request)) as responses:

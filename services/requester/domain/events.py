@@ -1,4 +1,4 @@
-"""Building job events and local events the way every requester event is built (plan §9).
+"""Building job events and local events the way every requester event is built.
 
 Every event carries api_version "V1beta1", its job ID, its shard, the job's client ID and an event time
 in whole microseconds (UTC).
@@ -34,7 +34,8 @@ def new_event(
         client_id=client_id,
         source_node_id=source_node_id,
         target_node_id=target_node_id,
-        event_name=event_name,
+        # The stub wants the enum wrapper type; protobuf takes any int for an enum field.
+        event_name=event_name,  # type: ignore[arg-type]
         status=status,
     )
     event.event_time.FromMicroseconds(to_micros(now))
@@ -60,5 +61,9 @@ def new_local_event(
     event_name: int, *, job_id: str, shard_index: int, target_node_id: str = ""
 ) -> pb.JobLocalEvent:
     return pb.JobLocalEvent(
-        event_name=event_name, job_id=job_id, shard_index=shard_index, target_node_id=target_node_id
+        # The stub wants the enum wrapper type; protobuf takes any int for an enum field.
+        event_name=event_name,  # type: ignore[arg-type]
+        job_id=job_id,
+        shard_index=shard_index,
+        target_node_id=target_node_id,
     )

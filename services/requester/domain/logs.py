@@ -36,7 +36,7 @@ status, why some is missing; nothing is ever mixed into the streams' bytes.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 
 from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError, UnavailableError
@@ -133,7 +133,7 @@ class _JobLogs:
 
     # -- the two modes ------------------------------------------------------------------------------
 
-    async def now(self) -> AsyncIterator[LogChunk]:
+    async def now(self) -> AsyncGenerator[LogChunk, None]:
         for shard_index, execution in self._new():
             try:
                 async for chunk in self._output(shard_index, execution, follow=False):
@@ -142,7 +142,7 @@ class _JobLogs:
                 self._cut(shard_index, execution, exc)
         self._raise_failures()
 
-    async def follow(self) -> AsyncIterator[LogChunk]:
+    async def follow(self) -> AsyncGenerator[LogChunk, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[LogChunk | _Ended] = asyncio.Queue(QUEUE_SIZE)
         pumps: dict[str, _Pump] = {}
@@ -232,7 +232,7 @@ class _JobLogs:
 
     async def _output(
         self, shard_index: int, execution: Execution, *, follow: bool
-    ) -> AsyncIterator[LogChunk]:
+    ) -> AsyncGenerator[LogChunk, None]:
         """One execution's output: from its node while it runs, else from its results (if any)."""
 
         def chunk(stderr: bool, data: bytes) -> LogChunk:

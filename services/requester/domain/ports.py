@@ -3,7 +3,7 @@
 Every method raises a BacalhauError (UnavailableError, DeadlineExceededError, ...) when the call fails.
 """
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +36,9 @@ class ComputePort(Protocol):
 
     async def cancel_execution(self, address: str, execution_id: str, reason: str) -> None: ...
 
-    def stream_logs(self, address: str, execution_id: str, follow: bool) -> AsyncIterator[tuple[bool, bytes]]:
+    def stream_logs(
+        self, address: str, execution_id: str, follow: bool
+    ) -> AsyncGenerator[tuple[bool, bytes], None]:
         """The execution's output on its node as (is_stderr, bytes) chunks: what it wrote so far, then
         (with `follow`) what it writes until its run is over. Failures raise while iterating."""
         ...

@@ -1,4 +1,4 @@
-"""Applying a job event to the job's state (reference §2.1): the state projection.
+"""Applying a job event to the job's state (Bacalhau v0.3's job state rules): the state projection.
 
 * The row an event updates is keyed by its TargetNodeID when set, else its SourceNodeID, and its shard.
 * Events that carry no row state (Created, DealUpdated, InitialSubmission) update no row.

@@ -1,4 +1,5 @@
-"""The requester's state machine for one shard of a job (reference §2.3-§2.9, plan §2-§8).
+"""The requester's state machine for one shard of a job: Bacalhau v0.3's shard lifecycle, from bidding to
+publication, with our fixes (drawn in "Job lifecycle and state machines" in docs/architecture.md).
 
 Pure: every input is a method taking the current time (`time.time()` seconds) and returning a
 `Transition`, the list of actions the lifecycle must perform (events to record, calls to make) and,

@@ -1,4 +1,4 @@
-"""Checking a submission and turning it into the job the requester owns (plan "Submission validation").
+"""Checking a submission and turning it into the job the requester owns.
 
 A refusal is one InvalidArgumentError listing every problem of the submission (its `problems`), each
 naming the field to blame with Go's JSON names ("Spec.Engine", "Deal.Concurrency", "Spec.Resources.CPU",

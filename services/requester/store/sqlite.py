@@ -324,7 +324,12 @@ class RequesterStore:
         if self._task is None or self._task.done():
             raise RuntimeError("the requester store is closed")
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.when_committed(lambda: committed.done() or committed.set_result(None))
+
+        def resolve() -> None:
+            if not committed.done():
+                committed.set_result(None)
+
+        self.when_committed(resolve)
         await committed
         if self._committed < target:
             raise RuntimeError("the requester store's writer stopped") from self._last_error

@@ -46,7 +46,8 @@ class VerifierServicer(vgrpc.VerifierServiceServicer):
     ) -> vpb.GetVerifierInfoResponse:
         return vpb.GetVerifierInfoResponse(
             formats=[
-                vpb.ProposalFormat(verifier=verifier, description=description)
+                # The stub wants the enum wrapper type; protobuf takes any int for an enum field.
+                vpb.ProposalFormat(verifier=verifier, description=description)  # type: ignore[arg-type]
                 for verifier, description in verification.PROPOSAL_FORMATS.items()
             ]
         )

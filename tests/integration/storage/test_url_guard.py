@@ -1,4 +1,4 @@
-"""URL inputs cannot reach inside (issue 15, item 5): loopback, private, link-local, multicast, reserved
+"""URL inputs cannot reach inside: loopback, private, link-local, multicast, reserved
 and cloud metadata addresses are refused before connecting, whether written in the URL, resolved from
 its host name or reached by a redirect, with an error naming the address; `url_download_allow_networks`
 lets listed networks through; and a job whose runs would download more URL inputs than the node's

@@ -18,7 +18,8 @@ from tests.strategies import messages
 DATA = Path(__file__).resolve().parents[2] / "data"
 WASM = Path(__file__).resolve().parents[2] / "wasm"
 
-# v0.3.15's nested shape, written as the schema spells keys and enum values (reference §10's example).
+# An example Docker job in Bacalhau v0.3.15's nested shape, written as the schema spells keys and enum
+# values.
 NESTED = """\
 APIVersion: V1beta1
 Metadata:

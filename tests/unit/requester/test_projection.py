@@ -1,4 +1,5 @@
-"""The event -> state projection (reference §2.1): row keys, monotonic updates, partial merge."""
+"""The event -> state projection (Bacalhau v0.3's job state rules): row keys, monotonic updates, partial
+merge."""
 
 import pytest
 

@@ -1,5 +1,6 @@
 """The verifier's rules: noop accepts everything; deterministic accepts the largest group of equal
-proposals unless the outcome is void (reference §2.5 worked cases, plus properties)."""
+proposals unless the outcome is void (worked cases of Bacalhau v0.3's deterministic verifier, plus
+properties)."""
 
 from collections import Counter
 
