@@ -178,8 +178,9 @@ examples:
   # v0.3's --api-port is --port; settings also come from the environment
   BACALHAU_VERIFIER_ADDRESS=127.0.0.1:1236 bacalhau-grpc serve --node-type requester --api-port 1234
 
-Every flag can also be set with its environment variable (BACALHAU_<FLAG>, e.g. BACALHAU_DATA_DIR); flags
-win.
+Every flag can also be set with its environment variable (BACALHAU_<FLAG>, e.g. BACALHAU_DATA_DIR) or in
+a YAML file given with --config (`data_dir: /srv/compute`, one setting per line): flags win over the
+environment, which wins over the file.
 """
 
 
@@ -194,6 +195,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--node-type", required=True, choices=NODE_TYPES, help="which node to run")
     parser.add_argument(
         "--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING or ERROR"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a YAML file of settings (`node_timeout: 30`); the environment and flags win over it",
     )
     parser.add_argument("--stop-grace", type=float, default=STOP_GRACE, help=argparse.SUPPRESS)
     # Set by `devstack`: stop when this pipe's write end closes (the devstack process went away).
@@ -258,7 +265,8 @@ def settings_arguments(args: argparse.Namespace, names: Iterable[str]) -> list[s
 
 
 def build_settings(args: argparse.Namespace, environ=os.environ) -> Any:
-    """The node type's settings from its flags (those given) over its environment variables."""
+    """The node type's settings: its flags (those given) over its environment variables over the
+    --config file."""
     cls = settings_class(args.node_type)
     own = {f.name for f in dataclasses.fields(cls)}
     given = {name: getattr(args, name) for name in settings_fields() if getattr(args, name, None) is not None}
@@ -266,7 +274,7 @@ def build_settings(args: argparse.Namespace, environ=os.environ) -> Any:
     if foreign:
         flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
         raise ValueError(f"{flags} does not apply to a {args.node_type} node")
-    return cls.from_env(environ, **given)
+    return cls.from_env(environ, getattr(args, "config", None), **given)
 
 
 async def run(

@@ -1,34 +1,29 @@
-"""The compute node's settings: defaults, then `BACALHAU_<FIELD>` environment variables, then overrides
-(CLI flags). Every value is checked when the settings are made; an error names the setting."""
+"""The compute node's settings: defaults, then a config file, `BACALHAU_<SETTING>` environment variables and
+flags (`common.settings`). Every value is checked when the settings are made; an error names the setting."""
 
-import dataclasses
 import ipaddress
 import math
-import os
 import re
+import typing
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs.client import parse_api_address
 from bacalhau_grpc.common.model import resources as res
+from bacalhau_grpc.common.settings import Settings
 
-ENV_PREFIX = "BACALHAU_"
 UNSEALED_PLACEHOLDER = "{{.CID}}"
 DEFAULT_DATA_DIR = Path.home() / ".bacalhau-grpc" / "compute"
 DEFAULT_WASM_CACHE_DIR = Path.home() / ".cache" / "bacalhau-grpc" / "wasm"
 _HEX = re.compile(r"[0-9a-fA-F]+")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 # The values of job_selection_data_locality.
 DATA_LOCALITIES = ("local", "anywhere")
 
 
 @dataclass
-class ComputeSettings:
+class ComputeSettings(Settings):
     # The address to listen on.
     host: str = "127.0.0.1"
     # The port to listen on; 0 picks a free one.
@@ -126,11 +121,10 @@ class ComputeSettings:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
         self.wasm_cache_dir = Path(self.wasm_cache_dir).expanduser()
-        for f in dataclasses.fields(self):
-            kind = _kind(f.type)
-            value = getattr(self, f.name)
+        for name, kind in typing.get_type_hints(type(self)).items():
+            value = getattr(self, name)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, f.name, float(value))
+                setattr(self, name, float(value))
         self.validate()
 
     def validate(self) -> None:
@@ -251,46 +245,6 @@ class ComputeSettings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "compute.db"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> "ComputeSettings":
-        """Defaults, overridden by `BACALHAU_<FIELD>` variables (e.g. `BACALHAU_NOOP_DELAY=2`), then by
-        `overrides`; overrides whose value is None are ignored (a flag that was not given)."""
-        values: dict[str, Any] = {}
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for name, f in fields.items():
-            env_name = ENV_PREFIX + name.upper()
-            if env_name in environ:
-                values[name] = _convert(environ[env_name], _kind(f.type), env_name)
-        for name, value in overrides.items():
-            if name not in fields:
-                raise TypeError(f"unknown compute setting {name!r}")
-            if value is not None:
-                values[name] = value
-        return cls(**values)
-
-
-def _kind(annotation: Any) -> Any:
-    return {"int": int, "float": float, "bool": bool, "str": str, "Path": Path}.get(annotation, annotation)
-
-
-def _convert(text: str, kind: Any, env_name: str) -> Any:
-    if kind is bool:
-        folded = text.strip().lower()
-        if folded in _TRUE:
-            return True
-        if folded in _FALSE:
-            return False
-        raise InvalidArgumentError(f"expected true or false, got {text!r}", field=env_name)
-    if kind in (int, float):
-        try:
-            return kind(text.strip())
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise InvalidArgumentError(f"expected {what}, got {text!r}", field=env_name) from None
-    if kind is Path:
-        return Path(text)
-    return text
 
 
 def _is_http_url(text: str) -> bool:

@@ -1,19 +1,17 @@
-"""The requester's settings: defaults, then `BACALHAU_<FIELD>` environment variables, then flags."""
+"""The requester's settings: defaults, then a config file, `BACALHAU_<SETTING>` environment variables and
+flags (`common.settings`)."""
 
-import dataclasses
 import math
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs.client import parse_api_address
+from bacalhau_grpc.common.settings import Settings
+from bacalhau_grpc.common.settings import setting_error as _invalid
 from bacalhau_grpc.requester.domain.validation import SubmissionLimits
 from bacalhau_grpc.requester.domain.visibility import JOB_VISIBILITIES, PUBLIC
 
-ENV_PREFIX = "BACALHAU_"
 DB_FILE_NAME = "requester.db"
 
 
@@ -22,7 +20,7 @@ def default_data_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class RequesterSettings:
+class RequesterSettings(Settings):
     # The address to listen on.
     host: str = "127.0.0.1"
     # The port of the client API (submit, get, list, ...); 0 picks a free one. With TLS it is server-only
@@ -182,51 +180,3 @@ class RequesterSettings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / DB_FILE_NAME
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> "RequesterSettings":
-        """Defaults, overridden by `BACALHAU_<FIELD>` variables (e.g. `BACALHAU_VERIFIER_ADDRESS`), then
-        by `overrides` (command-line flags). Overrides whose value is None are ignored (a flag not given).
-        """
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for name, f in fields.items():
-            env_name = ENV_PREFIX + name.upper()
-            if env_name in environ:
-                values[name] = _convert(environ[env_name], f.type, name, env_name)
-        for name, value in overrides.items():
-            if name not in fields:
-                raise TypeError(f"unknown requester setting {name!r}")
-            if value is not None:
-                values[name] = value
-        return cls(**values)
-
-
-def _invalid(name: str, message: str) -> InvalidArgumentError:
-    env_name = ENV_PREFIX + name.upper()
-    flag = "--" + name.replace("_", "-")
-    return InvalidArgumentError(f"{message} (setting {name}: {env_name} or {flag})", field=name)
-
-
-def _convert(text: str, kind: Any, name: str, env_name: str) -> Any:
-    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
-    try:
-        if kind_name == "int":
-            return int(text)
-        if kind_name == "float":
-            return float(text)
-    except ValueError:
-        raise InvalidArgumentError(
-            f"expected a {'whole ' if kind_name == 'int' else ''}number, got {text!r} (from {env_name})",
-            field=name,
-        ) from None
-    if kind_name == "bool":
-        lowered = text.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("", "0", "false", "no", "off"):
-            return False
-        raise InvalidArgumentError(f"expected true or false, got {text!r} (from {env_name})", field=name)
-    if kind_name == "Path":
-        return Path(text)
-    return text

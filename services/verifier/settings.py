@@ -1,18 +1,14 @@
-"""The verifier's settings: defaults, then `BACALHAU_<FIELD>` environment variables, then flags."""
+"""The verifier's settings: defaults, then a config file, `BACALHAU_<SETTING>` environment variables and flags
+(`common.settings`)."""
 
-import dataclasses
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from bacalhau_grpc.common.errors import InvalidArgumentError
-
-ENV_PREFIX = "BACALHAU_"
+from bacalhau_grpc.common.settings import Settings
+from bacalhau_grpc.common.settings import setting_error as _invalid
 
 
 @dataclass(frozen=True)
-class VerifierSettings:
+class VerifierSettings(Settings):
     # The address to listen on.
     host: str = "127.0.0.1"
     # The port to listen on; 0 picks a free one.
@@ -39,44 +35,3 @@ class VerifierSettings:
         health = self.health_port
         if isinstance(health, bool) or not isinstance(health, int) or not -1 <= health <= 65535:
             raise _invalid("health_port", f"{health!r} is not a TCP port (-1 for none, 0 to 65535)")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> "VerifierSettings":
-        """Defaults, overridden by `BACALHAU_HOST`, `BACALHAU_PORT` and `BACALHAU_NODE_ID`, then by
-        `overrides` (command-line flags). Overrides whose value is None are ignored (a flag not given).
-        """
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for name, f in fields.items():
-            env_name = ENV_PREFIX + name.upper()
-            if env_name in environ:
-                values[name] = _convert(environ[env_name], f.type, name, env_name)
-        for name, value in overrides.items():
-            if name not in fields:
-                raise TypeError(f"unknown verifier setting {name!r}")
-            if value is not None:
-                values[name] = value
-        return cls(**values)
-
-
-def _invalid(name: str, message: str) -> InvalidArgumentError:
-    env_name = ENV_PREFIX + name.upper()
-    flag = "--" + name.replace("_", "-")
-    return InvalidArgumentError(f"{message} (setting {name}: {env_name} or {flag})", field=name)
-
-
-def _convert(text: str, kind: Any, name: str, env_name: str) -> Any:
-    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
-    if kind_name == "int":
-        try:
-            return int(text)
-        except ValueError:
-            raise InvalidArgumentError(
-                f"expected a whole number, got {text!r} (from {env_name})", field=name
-            ) from None
-    if kind_name == "bool":
-        lowered = text.strip().lower()
-        if lowered in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
-            return lowered in ("1", "true", "yes", "on")
-        raise InvalidArgumentError(f"expected true or false, got {text!r} (from {env_name})", field=name)
-    return text
