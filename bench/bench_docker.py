@@ -31,7 +31,7 @@ import aiodocker
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import job_usage
 from bacalhau_grpc.compute.domain.executions import new_execution
-from bacalhau_grpc.compute.executors.base import RunContext
+from bacalhau_grpc.compute.domain.runs import RunContext
 from bacalhau_grpc.compute.executors.docker import DEFAULT_PIDS_LIMIT, DockerExecutor, container_config
 
 IMAGE = "bacalhau-grpc/busybox:test"

@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bacalhau_grpc.cli.devstack import Devstack
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.content.archive import make_tar_gz
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import job_usage
 from bacalhau_grpc.compute.domain.executions import new_execution
-from bacalhau_grpc.compute.executors.base import Mount, RunContext
+from bacalhau_grpc.compute.domain.runs import Mount, RunContext
 from bacalhau_grpc.compute.executors.python_wasm import PythonWasmExecutor
 from bacalhau_grpc.compute.executors.wasm import WasmExecutor
 from bacalhau_grpc.compute.executors.wasm_runtime import WasmRuntime

@@ -10,9 +10,9 @@ import asyncio
 import sys
 
 from bacalhau_grpc.cli import output
-from bacalhau_grpc.cli.devstack import Devstack
 from bacalhau_grpc.cli.follow import report_end
 from bacalhau_grpc.common.model import jobfile, pb
+from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.sdk import Client, sdk_types
 from bacalhau_grpc.sdk.client import to_pb, to_sdk
 

@@ -14,10 +14,11 @@ SERVING_COMMANDS = ("serve", "devstack")
 if len(sys.argv) < 2 or sys.argv[1] not in SERVING_COMMANDS:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from bacalhau_grpc.cli import certs, devstack, query, serve, sign, submit, validate  # noqa: E402
+from bacalhau_grpc.cli import certs, create, devstack, query, serve, sign, validate  # noqa: E402
 from bacalhau_grpc.cli import run as run_commands  # noqa: E402
 from bacalhau_grpc.common.errors import BacalhauError  # noqa: E402
 from bacalhau_grpc.common.model.version import build_version_info  # noqa: E402
+from bacalhau_grpc.devstack import DevstackError  # noqa: E402
 
 
 class _PrintVersion(argparse.Action):
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_parsers(commands)
     certs.add_parser(commands)
 
-    submit.add_parser(commands)
+    create.add_parser(commands)
     run_commands.add_parsers(commands)
     validate.add_parser(commands)
 
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except devstack.DevstackError as err:
+    except DevstackError as err:
         return _fail(str(err))
     except (BacalhauError, ValueError, OSError) as err:
         return _fail(str(err) or type(err).__name__)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bacalhau_grpc.cli import flags, submit
+from bacalhau_grpc.cli import flags, submit, submit_flags
 from bacalhau_grpc.cli.extras import require_node_extra
 from bacalhau_grpc.cli.flags import CommandError
 from bacalhau_grpc.cli.submit import PROG, Submission
@@ -39,13 +39,13 @@ IMPORT_MODULES_PATH = "/modules"
 
 
 def _job(spec: sdk_types.Spec, args: argparse.Namespace) -> sdk_types.Job:
-    return T.Job(api_version=jobs.api_version_latest(), spec=spec, deal=submit.deal(args))
+    return T.Job(api_version=jobs.api_version_latest(), spec=spec, deal=submit_flags.deal(args))
 
 
 def _choices(args: argparse.Namespace, verifier: str) -> dict[str, Any]:
     return {
-        "verifier": T.Verifier(submit.parse_choice(enums.VERIFIER, verifier, "--verifier")),
-        "publisher": T.Publisher(submit.parse_choice(enums.PUBLISHER, args.publisher, "--publisher")),
+        "verifier": T.Verifier(submit_flags.parse_choice(enums.VERIFIER, verifier, "--verifier")),
+        "publisher": T.Publisher(submit_flags.parse_choice(enums.PUBLISHER, args.publisher, "--publisher")),
     }
 
 
@@ -56,19 +56,19 @@ def docker_submission(args: argparse.Namespace) -> Submission:
     if args.workdir and not args.workdir.startswith("/"):
         raise CommandError(f"workdir must be an absolute path. Passed in: {args.workdir}")
     spec = T.Spec(
-        engine=T.Engine(submit.parse_choice(enums.ENGINE, args.engine, "--engine")),
+        engine=T.Engine(submit_flags.parse_choice(enums.ENGINE, args.engine, "--engine")),
         **_choices(args, args.verifier),
         docker=T.JobSpecDocker(
             image=args.image,
             entrypoint=list(args.command),
-            environment_variables=submit.split_env(args.env),
+            environment_variables=submit_flags.split_env(args.env),
             working_directory=args.workdir or "",
         ),
         timeout=args.timeout,
-        inputs=submit.input_volumes(args.inputs, args.input_urls, args.input_volumes),
-        outputs=submit.output_volumes(args.output_volumes),
-        annotations=submit.safe_labels(args.labels),
-        do_not_track=submit.do_not_track(),
+        inputs=submit_flags.input_volumes(args.inputs, args.input_urls, args.input_volumes),
+        outputs=submit_flags.output_volumes(args.output_volumes),
+        annotations=submit_flags.safe_labels(args.labels),
+        do_not_track=submit_flags.do_not_track(),
     )
     if args.cpu or args.memory or args.gpu:
         spec.resources = T.ResourceUsageConfig(cpu=args.cpu, memory=args.memory, gpu=args.gpu)
@@ -112,13 +112,13 @@ def _add_docker_run(subparsers: Any) -> None:
     )
     parser.add_argument("image", help="the Docker image")
     parser.add_argument("command", nargs="*", metavar="CMD", help="the entrypoint and its arguments")
-    submit.add_engine_choice_flags(parser, engine=True)
-    submit.add_deal_flags(parser)
-    submit.add_input_flags(parser)
-    submit.add_output_flags(parser)
-    submit.add_env_flag(parser)
+    submit_flags.add_engine_choice_flags(parser, engine=True)
+    submit_flags.add_deal_flags(parser)
+    submit_flags.add_input_flags(parser)
+    submit_flags.add_output_flags(parser)
+    submit_flags.add_env_flag(parser)
     parser.add_argument("-w", "--workdir", default="", help="the working directory (an absolute path)")
-    submit.add_label_flags(parser)
+    submit_flags.add_label_flags(parser)
     resources = parser.add_argument_group("resources")
     resources.add_argument("--cpu", default="", help="CPU the job needs, e.g. 500m or 2 (default 100m)")
     resources.add_argument(
@@ -132,10 +132,12 @@ def _add_docker_run(subparsers: Any) -> None:
         help="split the inputs into shards by this glob (default: no sharding)",
     )
     sharding.add_argument(
-        "--sharding-base-path", default=submit.INPUTS_PATH, help="the glob's base path (default /inputs)"
+        "--sharding-base-path",
+        default=submit_flags.INPUTS_PATH,
+        help="the glob's base path (default /inputs)",
     )
     sharding.add_argument("--sharding-batch-size", type=int, default=1, help="matches per shard (default 1)")
-    submit.add_runtime_flags(parser, skip_syntax_checking=True)
+    submit_flags.add_runtime_flags(parser, skip_syntax_checking=True)
     flags.add_api_flags(parser)
     parser.set_defaults(handler=lambda args: submit.run_submission(args, lambda: docker_submission(args)))
 
@@ -154,13 +156,13 @@ def _is_cid(text: str) -> bool:
 def import_modules(urls: list[str], volumes: list[str]) -> list[sdk_types.StorageSpec]:
     """-U URLs and -I CID[:PATH] volumes, each at its own path under /modules unless given one."""
     modules: list[sdk_types.StorageSpec] = []
-    for url in submit.split_list(urls):
-        modules.append(submit.url_volume(url.strip("'\" "), f"{IMPORT_MODULES_PATH}/{len(modules)}"))
-    for volume in submit.split_list(volumes):
+    for url in submit_flags.split_list(urls):
+        modules.append(submit_flags.url_volume(url.strip("'\" "), f"{IMPORT_MODULES_PATH}/{len(modules)}"))
+    for volume in submit_flags.split_list(volumes):
         cid, sep, path = volume.partition(":")
         if not cid or (sep and not path):
             raise CommandError(f"invalid import module volume: {volume}")
-        modules.append(submit.ipfs_volume(cid, path or f"{IMPORT_MODULES_PATH}/{len(modules)}"))
+        modules.append(submit_flags.ipfs_volume(cid, path or f"{IMPORT_MODULES_PATH}/{len(modules)}"))
     return modules
 
 
@@ -169,7 +171,7 @@ def wasm_submission(args: argparse.Namespace) -> Submission:
     contexts: list[sdk_types.StorageSpec] = []
     context, notice, note = b"", "", ""
     if _is_cid(args.module):
-        contexts.append(submit.ipfs_volume(args.module, checks.CONTEXT_PATH, name="module"))
+        contexts.append(submit_flags.ipfs_volume(args.module, checks.CONTEXT_PATH, name="module"))
     else:
         path = Path(args.module)
         if not path.exists():
@@ -193,13 +195,13 @@ def wasm_submission(args: argparse.Namespace) -> Submission:
         wasm=T.JobSpecWasm(
             entry_point=args.entry_point,
             parameters=list(args.args),
-            environment_variables=submit.env_map(args.env),
+            environment_variables=submit_flags.env_map(args.env),
             import_modules=import_modules(args.import_module_urls, args.import_module_volumes),
         ),
         timeout=args.timeout,
-        inputs=submit.input_volumes(urls=args.input_urls, volumes=args.input_volumes),
+        inputs=submit_flags.input_volumes(urls=args.input_urls, volumes=args.input_volumes),
         contexts=contexts,
-        outputs=submit.output_volumes([]),
+        outputs=submit_flags.output_volumes([]),
     )
     return Submission(_job(spec, args), context=context, notice=notice, dry_run_note=note)
 
@@ -230,13 +232,13 @@ def _add_wasm_run(subparsers: Any) -> None:
     )
     parser.add_argument("module", metavar="MODULE", help="a CID or a local .wasm file")
     parser.add_argument("args", nargs="*", metavar="ARGS", help="the module's arguments")
-    submit.add_engine_choice_flags(parser, verifier_default=None)
-    submit.add_deal_flags(parser)
+    submit_flags.add_engine_choice_flags(parser, verifier_default=None)
+    submit_flags.add_deal_flags(parser)
     parser.add_argument(
         "--entry-point", default="_start", help="the exported function to call (default _start)"
     )
-    submit.add_input_flags(parser, cids=False)
-    submit.add_env_flag(parser)
+    submit_flags.add_input_flags(parser, cids=False)
+    submit_flags.add_env_flag(parser)
     modules = parser.add_argument_group("import modules")
     modules.add_argument(
         "-U",
@@ -254,7 +256,7 @@ def _add_wasm_run(subparsers: Any) -> None:
         metavar="CID[:PATH]",
         help="a module stored under a CID to link before MODULE (repeatable)",
     )
-    submit.add_runtime_flags(parser)
+    submit_flags.add_runtime_flags(parser)
     flags.add_api_flags(parser)
     parser.set_defaults(handler=lambda args: submit.run_submission(args, lambda: wasm_submission(args)))
 
@@ -347,8 +349,8 @@ def python_submission(args: argparse.Namespace) -> Submission:
     if not args.file and not args.command:
         raise CommandError("Please specify an inline command or a path to a python file.")
     language = T.JobSpecLanguage(
-        language=submit.LANGUAGE_PYTHON,
-        language_version=submit.LANGUAGE_PYTHON_VERSION,
+        language=submit_flags.LANGUAGE_PYTHON,
+        language_version=submit_flags.LANGUAGE_PYTHON_VERSION,
         deterministic=args.deterministic,
         command=args.command or "",
         requirements_path=args.requirement or "",
@@ -369,10 +371,10 @@ def python_submission(args: argparse.Namespace) -> Submission:
         **_choices(args, args.verifier),
         language=language,
         timeout=args.timeout,
-        inputs=submit.input_volumes(args.inputs, args.input_urls, args.input_volumes),
-        outputs=submit.output_volumes(args.output_volumes),
-        annotations=submit.safe_labels(args.labels),
-        do_not_track=submit.do_not_track(),
+        inputs=submit_flags.input_volumes(args.inputs, args.input_urls, args.input_volumes),
+        outputs=submit_flags.output_volumes(args.output_volumes),
+        annotations=submit_flags.safe_labels(args.labels),
+        do_not_track=submit_flags.do_not_track(),
     )
     return Submission(_job(spec, args), context=context, notice=notice, dry_run_note=note)
 
@@ -419,12 +421,12 @@ def _add_run_python(subparsers: Any) -> None:
         default=True,
         help="run deterministically (default; --deterministic=false is not supported)",
     )
-    submit.add_engine_choice_flags(parser)
-    submit.add_deal_flags(parser, concurrency_short=False)
-    submit.add_input_flags(parser)
-    submit.add_output_flags(parser)
-    submit.add_label_flags(parser)
-    submit.add_runtime_flags(parser)
+    submit_flags.add_engine_choice_flags(parser)
+    submit_flags.add_deal_flags(parser, concurrency_short=False)
+    submit_flags.add_input_flags(parser)
+    submit_flags.add_output_flags(parser)
+    submit_flags.add_label_flags(parser)
+    submit_flags.add_runtime_flags(parser)
     flags.add_api_flags(parser)
     parser.set_defaults(handler=lambda args: submit.run_submission(args, lambda: python_submission(args)))
 

@@ -8,7 +8,7 @@ would load it, with v0.3's exit codes:
   modules given to `wasm run -I/-U` are not known here), or a bad entry point;
 * 3: the WASI runtime cannot be set up.
 
-Compiling and the entry-point rule are the WASM executor's own (`compute.executors.wasm_runtime`), so a
+Compiling and the entry-point rule are the WASM executor's own (`compute.executors.wasm_modules`), so a
 module that passes here loads on a node.
 """
 
@@ -28,8 +28,9 @@ class Verdict:
 
 def validate(path: Path, entry_point: str = "_start") -> Verdict:
     # the executor's rules (loaded only for this command: they bring wasmtime's engine setup)
-    from bacalhau_grpc.compute.executors.base import ExecutorError
-    from bacalhau_grpc.compute.executors.wasm_runtime import WASI, check_entry_point, compile_module
+    from bacalhau_grpc.compute.domain.runs import ExecutorError
+    from bacalhau_grpc.compute.executors.wasm_clocks import WASI
+    from bacalhau_grpc.compute.executors.wasm_modules import check_entry_point, compile_module
 
     try:
         data = path.read_bytes()

@@ -6,11 +6,11 @@ path segment (certificate identities) and a label, so nothing else is allowed.
 The ID file: a node without a configured ID keeps the one it made up in `<data-dir>/node_id`, so it is the
 same node after a restart."""
 
-import os
 import re
 from pathlib import Path
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.files import write_atomically
 
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 FILE_NAME = "node_id"
@@ -58,7 +58,5 @@ def resolve_node_id(data_dir: Path, configured: str, new: str) -> str:
     node_id = configured or saved or new
     if node_id != saved:
         data_dir.mkdir(parents=True, exist_ok=True)
-        temporary = data_dir / f".{FILE_NAME}.{os.getpid()}.tmp"
-        temporary.write_text(node_id + "\n")
-        temporary.replace(data_dir / FILE_NAME)
+        write_atomically(data_dir / FILE_NAME, node_id + "\n")
     return node_id

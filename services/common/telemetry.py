@@ -129,6 +129,11 @@ def client_interceptors() -> list[Any]:
     return list(aio_client_interceptors(tracer_provider=_provider, filter_=_traced))
 
 
+def no_span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[None]:
+    """The span factory of domain code run without tracing (unit tests, tools): spans nothing."""
+    return contextlib.nullcontext()
+
+
 def job_span(
     name: str, *, job_id: str, node_id: str, shard_index: int | None = None
 ) -> contextlib.AbstractContextManager[trace.Span]:

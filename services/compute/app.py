@@ -9,6 +9,10 @@ Start order: node ID (saved in data_dir/node_id), telemetry, SQLite store (loads
 previous process left), the gRPC server, then - in the background - registration with the requester
 (retried until it answers) and heartbeats. Once registered, executions a previous process left
 mid-run are failed and reported ("compute node restarted during execution").
+
+The domain (`compute/domain/`) sees only its ports (`domain/ports.py`); the concrete parts are made
+here: the machine's capacity (`compute/host.py`), the executors, the volumes (`storage/`, as
+`RunInputs`), the publishers, the store and the requester client.
 """
 
 import asyncio
@@ -34,22 +38,24 @@ from bacalhau_grpc.compute.api.access import COMPUTE_POLICY, CONTENT_POLICY
 from bacalhau_grpc.compute.api.servicer import SERVICE_NAME, ComputeServiceServicer
 from bacalhau_grpc.compute.clients.requester import RequesterClient
 from bacalhau_grpc.compute.domain.bidding import ANYWHERE, LOCAL, BidPolicy
-from bacalhau_grpc.compute.domain.capacity import Limits, machine_capacity, parse_limits, resolve_limits
+from bacalhau_grpc.compute.domain.capacity import Limits, parse_limits, resolve_limits
 from bacalhau_grpc.compute.domain.node import ComputeNode
+from bacalhau_grpc.compute.domain.ports import Executor, HostCapacity, Publisher
 from bacalhau_grpc.compute.domain.proposals import Proposer
-from bacalhau_grpc.compute.executors.base import Executor
 from bacalhau_grpc.compute.executors.docker import DockerExecutor
 from bacalhau_grpc.compute.executors.noop import NoopExecutor
 from bacalhau_grpc.compute.executors.python_wasm import LanguageExecutor, PythonWasmExecutor
 from bacalhau_grpc.compute.executors.wasm import WasmExecutor
 from bacalhau_grpc.compute.executors.wasm_runtime import WasmRuntime
-from bacalhau_grpc.compute.publishers.base import NoopPublisher, Publisher
+from bacalhau_grpc.compute.host import machine_capacity
+from bacalhau_grpc.compute.publishers.base import NoopPublisher
 from bacalhau_grpc.compute.publishers.content import ContentPublisher
 from bacalhau_grpc.compute.publishers.ipfs import IpfsPublisher
 from bacalhau_grpc.compute.settings import ComputeSettings
 from bacalhau_grpc.compute.storage.base import StorageProvider
 from bacalhau_grpc.compute.storage.content import ContentSource
 from bacalhau_grpc.compute.storage.either import EitherSource
+from bacalhau_grpc.compute.storage.inputs import RunInputs
 from bacalhau_grpc.compute.storage.ipfs import IpfsSource
 from bacalhau_grpc.compute.storage.local_path import UnsealedPathSource
 from bacalhau_grpc.compute.storage.url import UrlSource
@@ -70,9 +76,9 @@ def new_node_id() -> str:
     return f"node-{secrets.token_hex(6)}"
 
 
-async def resolve_node_limits(settings: ComputeSettings) -> Limits:
-    """The node's total and per-job limits from its `limit_*` settings and this machine (measured in a
-    thread: counting GPUs runs `nvidia-smi`). InvalidArgumentError names the setting to change."""
+async def resolve_node_limits(settings: ComputeSettings, host: HostCapacity = machine_capacity) -> Limits:
+    """The node's total and per-job limits from its `limit_*` settings and this machine (`host`, measured
+    in a thread: counting GPUs runs `nvidia-smi`). InvalidArgumentError names the setting to change."""
     total = parse_limits(
         settings.limit_total_cpu,
         settings.limit_total_memory,
@@ -87,7 +93,7 @@ async def resolve_node_limits(settings: ComputeSettings) -> Limits:
         settings.limit_job_gpu,
         field_prefix="limit_job_",
     )
-    machine = await asyncio.to_thread(machine_capacity, settings.data_dir)
+    machine = await asyncio.to_thread(host, settings.data_dir)
     return resolve_limits(total, per_job, machine)
 
 
@@ -200,6 +206,7 @@ class RunningCompute:
     server: RunningServer
     client: RequesterClient
     servicer: ComputeServiceServicer
+    volumes: Volumes
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
 
@@ -222,7 +229,7 @@ class RunningCompute:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.node.stop(grace=min(grace, 1.0))
-        await self.node.volumes.close()
+        await self.volumes.close()
         await close_executors(list(self.node.all_executors))
         await self.client.close()
         await self.store.close()
@@ -268,7 +275,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         callbacks=client,
         bid_policy=bid_policy(settings),
         is_local=volumes.is_local,
-        volumes=volumes,
+        volumes=RunInputs(volumes),
         work_root=settings.executions_dir,
         version=build_version_info().git_version,
         span=traces.span,
@@ -314,6 +321,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         server=server,
         client=client,
         servicer=servicer,
+        volumes=volumes,
     )
     running._tasks.append(
         asyncio.create_task(client.run(node.node_info, node.available_capacity, node.room_freed))

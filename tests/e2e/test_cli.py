@@ -15,10 +15,10 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bacalhau_grpc.cli import flags, submit
-from bacalhau_grpc.cli.devstack import Devstack, DevstackError
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.devstack import Devstack, DevstackError
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from tests.e2e import cli_support

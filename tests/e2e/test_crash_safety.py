@@ -21,10 +21,10 @@ import time
 
 import pytest
 
-from bacalhau_grpc.cli.devstack import Devstack, Node
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.errors import BacalhauError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.devstack import Devstack, Node
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.requester.settings import RequesterSettings

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from google.protobuf import json_format
 
-from bacalhau_grpc.cli.devstack import Devstack
+from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bacalhau_grpc.cli.devstack import Devstack
+from bacalhau_grpc.devstack import Devstack
 
 GRPCURL = shutil.which("grpcurl") or str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "grpcurl")
 SERVICES = {

@@ -19,10 +19,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from bacalhau_grpc.cli.devstack import Devstack
 from bacalhau_grpc.common import certs, telemetry
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 

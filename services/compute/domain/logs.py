@@ -35,7 +35,7 @@ from typing import BinaryIO
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.compute.domain.executions import Execution, ExecutionState
 from bacalhau_grpc.compute.domain.node import ComputeNode
-from bacalhau_grpc.compute.executors.results import STDERR, STDOUT
+from bacalhau_grpc.compute.domain.runs import STDERR, STDOUT
 
 # The most bytes one chunk carries.
 CHUNK_BYTES = 64 * 1024

@@ -1,7 +1,8 @@
 """The compute node: bids on shards, runs accepted executions, proposes and publishes their results.
 
 Transport-free: the requester is reached through the `RequesterCallbacks` protocol (implemented over
-gRPC in `compute.clients`), and requests arrive as plain method calls (from `compute.api`).
+gRPC in `compute.clients`), and requests arrive as plain method calls (from `compute.api`). Executors,
+volumes and publishers are the ports of `domain/ports.py`, given by `compute/app.py`.
 
 Lifecycle of one execution (see "The node protocol" in docs/architecture.md):
 
@@ -25,7 +26,6 @@ reports it lost). A request that does not fit the execution's state raises
 """
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import shutil
@@ -42,6 +42,7 @@ from bacalhau_grpc.common.errors import (
     ResourceExhaustedError,
 )
 from bacalhau_grpc.common.model import enums, jobs, pb
+from bacalhau_grpc.common.telemetry import no_span
 from bacalhau_grpc.compute.domain.bidding import (
     DEFAULT_BID_POLICY,
     BidPolicy,
@@ -58,22 +59,25 @@ from bacalhau_grpc.compute.domain.executions import (
     ExecutionStore,
     new_execution,
 )
-from bacalhau_grpc.compute.domain.proposals import Proposer
-from bacalhau_grpc.compute.executors.base import (
+from bacalhau_grpc.compute.domain.ports import (
     Executor,
+    NoVolumes,
+    Publisher,
+    StorageError,
+    VolumesPort,
+    run_with_timeout,
+)
+from bacalhau_grpc.compute.domain.proposals import Proposer
+from bacalhau_grpc.compute.domain.publishing import Publishers
+from bacalhau_grpc.compute.domain.runs import (
     ExecutorError,
     Mount,
     RunContext,
     RunResult,
+    prepare_outputs,
     run_timeout,
-    run_with_timeout,
+    without_links,
 )
-from bacalhau_grpc.compute.executors.results import prepare_outputs, without_links
-from bacalhau_grpc.compute.publishers.base import Publisher
-from bacalhau_grpc.compute.publishers.registry import Publishers
-from bacalhau_grpc.compute.storage.base import StorageError
-from bacalhau_grpc.compute.storage.shards import ShardPlans
-from bacalhau_grpc.compute.storage.volumes import Volumes
 
 log = logging.getLogger(__name__)
 S = ExecutionState
@@ -94,10 +98,6 @@ class RequesterCallbacks(Protocol):
 
 
 SpanFactory = Callable[..., AbstractContextManager[Any]]
-
-
-def no_span(name: str, **attributes: Any) -> AbstractContextManager[None]:
-    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,7 @@ class ComputeNode:
         address: str = "",
         version: str = "",
         span: SpanFactory = no_span,
-        volumes: Volumes | None = None,
+        volumes: VolumesPort | None = None,
         work_root: Path | None = None,
     ) -> None:
         self.node_id = node_id
@@ -160,9 +160,7 @@ class ComputeNode:
         self._span = span
         # How the job's volumes get onto this node, and where each execution keeps its files while it
         # lasts: `work_root/<execution id>/results` (the result folder) and `.../scratch` (downloads).
-        self.volumes = volumes or Volumes(())
-        # Each sharded job's plan, derived once per job from its inputs on this node's disk.
-        self.shard_plans = ShardPlans()
+        self.volumes: VolumesPort = volumes or NoVolumes()
         self.work_root = work_root or Path(tempfile.gettempdir()) / "bacalhau-grpc" / node_id
         # The active execution of each shard, so a repeated AskForBid gets the same execution.
         self._by_shard: dict[str, str] = {}
@@ -456,10 +454,10 @@ class ComputeNode:
     async def _prepare_inputs(self, execution: Execution, scratch: Path) -> tuple[Mount, ...]:
         """The run's inputs: every input of an unsharded job. A sharded job's are its shard's batch, each
         item mounted at its own path, planned before the URL inputs are fetched so that only those the
-        batch holds are downloaded (`compute.storage.shards`)."""
+        batch holds are downloaded (the `VolumesPort`; on a node, `compute.storage.shards`)."""
         job = execution.job
         if job.spec.sharding.glob_pattern:
-            return await self.shard_plans.shard_inputs(job, execution.shard_index, self.volumes, scratch)
+            return await self.volumes.prepare_shard(job, execution.shard_index, scratch)
         return await self.volumes.prepare(job.spec.inputs, field="Spec.inputs", scratch=scratch)
 
     async def _publish(self, execution: Execution) -> None:

@@ -22,7 +22,7 @@ from bacalhau_grpc.common.content import safe
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.bidding import verifier_of
 from bacalhau_grpc.compute.domain.executions import Execution
-from bacalhau_grpc.compute.executors.base import RunResult
+from bacalhau_grpc.compute.domain.runs import RunResult
 
 
 def result_hash(result: RunResult) -> str:

@@ -49,14 +49,8 @@ from aiodocker.stream import Stream
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import jobfile, pb, serialization
 from bacalhau_grpc.compute.domain.capacity import job_usage
-from bacalhau_grpc.compute.executors.base import ExecutorError, Mount, RunContext, RunResult
-from bacalhau_grpc.compute.executors.results import (
-    DEFAULT_STREAM_CAP,
-    STDERR,
-    STDOUT,
-    CappedSink,
-    collect,
-)
+from bacalhau_grpc.compute.domain.runs import STDERR, STDOUT, ExecutorError, Mount, RunContext, RunResult
+from bacalhau_grpc.compute.executors.results import DEFAULT_STREAM_CAP, CappedSink, collect
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,7 @@ import tempfile
 from pathlib import Path
 
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.compute.executors.base import ExecutorError, RunContext, RunResult
-from bacalhau_grpc.compute.executors.results import STDERR, STDOUT
+from bacalhau_grpc.compute.domain.runs import STDERR, STDOUT, ExecutorError, RunContext, RunResult
 
 log = logging.getLogger(__name__)
 

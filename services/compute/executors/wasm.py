@@ -28,7 +28,7 @@ What a job sees (as under Bacalhau v0.3's WASM executor, with the differences no
   comes before `run_with_timeout`'s generic backstop) the guest is interrupted, the streams and exit
   code 137 (as a killed container) are kept, and the run fails "execution timed out after Xs: the
   module was interrupted".
-  `cancel` interrupts the guest the same way (see `wasm_runtime` for how one guest is stopped alone).
+  `cancel` interrupts the guest the same way (see `wasm_interrupts` for how one guest is stopped alone).
 * Clocks and random bytes are virtual and seeded by job ID and shard, so every node prints the same.
 """
 
@@ -47,23 +47,11 @@ from pathlib import Path
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import job_usage
-from bacalhau_grpc.compute.executors.base import ExecutorError, Mount, RunContext, RunResult
-from bacalhau_grpc.compute.executors.results import (
-    DEFAULT_STREAM_CAP,
-    STDERR,
-    STDOUT,
-    cap_file,
-    collect,
-    write_exit_code,
-)
-from bacalhau_grpc.compute.executors.wasm_runtime import (
-    WASMTIME_VERSION,
-    Guest,
-    Outcome,
-    Preopen,
-    Stop,
-    WasmRuntime,
-)
+from bacalhau_grpc.compute.domain.runs import STDERR, STDOUT, ExecutorError, Mount, RunContext, RunResult
+from bacalhau_grpc.compute.executors.results import DEFAULT_STREAM_CAP, cap_file, collect, write_exit_code
+from bacalhau_grpc.compute.executors.wasm_interrupts import Stop
+from bacalhau_grpc.compute.executors.wasm_modules import WASMTIME_VERSION
+from bacalhau_grpc.compute.executors.wasm_runtime import Guest, Outcome, Preopen, WasmRuntime
 
 # The exit code written when a guest is interrupted (timeout or cancel), as `docker kill` gives.
 INTERRUPTED_EXIT_CODE = 137

@@ -1,4 +1,5 @@
-"""Publishers: where an accepted execution's results go. The `Publisher` protocol and the Noop one.
+"""Publishers: where an accepted execution's results go. They implement the compute domain's
+`Publisher` port (`compute/domain/ports.py`); here are their shared helpers and the Noop one.
 
 A publisher returns the StorageSpec the requester records as the published result, or raises
 `PublisherError` (the execution fails and the requester is told, instead of v0.3's silent log line).
@@ -8,12 +9,10 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 from bacalhau_grpc.common.model import enums, pb
 from bacalhau_grpc.compute.domain.executions import Execution
-from bacalhau_grpc.compute.executors.base import RunResult
-from bacalhau_grpc.compute.executors.results import EXIT_CODE, STDERR, STDOUT
+from bacalhau_grpc.compute.domain.runs import EXIT_CODE, STDERR, STDOUT, RunResult
 
 
 class PublisherError(Exception):
@@ -54,20 +53,6 @@ def results_folder(execution: Execution, result: RunResult | None) -> Iterator[P
         (folder / STDERR).write_bytes(result.stderr)
         (folder / EXIT_CODE).write_text(str(result.exit_code))
         yield folder
-
-
-class Publisher(Protocol):
-    @property
-    def publisher(self) -> int:
-        """The `pb.Publisher` this implements."""
-        ...
-
-    def is_installed(self) -> bool: ...
-
-    async def publish(self, execution: Execution, result: RunResult | None) -> pb.StorageSpec:
-        """Publishes the execution's results (`result` is None when they are known only from the
-        stored summary, e.g. after a restart)."""
-        ...
 
 
 class NoopPublisher:

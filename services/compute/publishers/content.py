@@ -11,7 +11,7 @@ import asyncio
 from bacalhau_grpc.common.content.store import ContentError, ContentStore
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import Execution
-from bacalhau_grpc.compute.executors.base import RunResult
+from bacalhau_grpc.compute.domain.runs import RunResult
 from bacalhau_grpc.compute.publishers.base import PublisherError, published_spec, results_folder
 
 

@@ -11,7 +11,7 @@ its streams and exit code, as the content-store publisher does. After a restart 
 from bacalhau_grpc.common.ipfs import IpfsClient, IpfsError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import Execution
-from bacalhau_grpc.compute.executors.base import RunResult
+from bacalhau_grpc.compute.domain.runs import RunResult
 from bacalhau_grpc.compute.publishers.base import PublisherError, published_spec, results_folder
 
 

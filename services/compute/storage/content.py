@@ -12,7 +12,7 @@ from bacalhau_grpc.common.content.archive import ArchiveError
 from bacalhau_grpc.common.content.store import ContentError, ContentStore
 from bacalhau_grpc.common.errors import BacalhauError
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.compute.storage.base import StorageError
+from bacalhau_grpc.compute.domain.ports import StorageError
 
 # Fetches `cid` into the store from elsewhere; returns its local path.
 Fetch = Callable[[str], Awaitable[Path]]

@@ -5,7 +5,8 @@ other nodes published locally), then on IPFS."""
 from pathlib import Path
 
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.compute.storage.base import StorageError, StorageProvider
+from bacalhau_grpc.compute.domain.ports import StorageError
+from bacalhau_grpc.compute.storage.base import StorageProvider
 
 
 class EitherSource:

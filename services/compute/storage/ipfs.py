@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bacalhau_grpc.common.ipfs import IpfsClient, IpfsError
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.compute.storage.base import StorageError
+from bacalhau_grpc.compute.domain.ports import StorageError
 
 DEFAULT_MAX_BYTES = 10 * 1024**3
 DEFAULT_LOCAL_TIMEOUT = 3.0

@@ -5,8 +5,8 @@ definition: the volume is there or it is not."""
 from pathlib import Path
 
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.compute.domain.ports import StorageError
 from bacalhau_grpc.compute.settings import UNSEALED_PLACEHOLDER as PLACEHOLDER
-from bacalhau_grpc.compute.storage.base import StorageError
 
 
 class UnsealedPathSource:

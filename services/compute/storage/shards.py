@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bacalhau_grpc.common.content.listing import list_tree
 from bacalhau_grpc.common.model import pb, sharding
-from bacalhau_grpc.compute.executors.base import Mount
+from bacalhau_grpc.compute.domain.runs import Mount
 from bacalhau_grpc.compute.storage.volumes import Volumes
 
 RECENT_PLANS = 16

@@ -33,7 +33,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from bacalhau_grpc.common.model import checks, pb
-from bacalhau_grpc.compute.storage.base import StorageError
+from bacalhau_grpc.compute.domain.ports import StorageError
 
 CHUNK_BYTES = 1 << 20
 DEFAULT_TIMEOUT = 300.0

@@ -7,8 +7,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from bacalhau_grpc.common.model import checks, enums, pb
-from bacalhau_grpc.compute.executors.base import Mount
-from bacalhau_grpc.compute.storage.base import StorageError, StorageProvider
+from bacalhau_grpc.compute.domain.ports import StorageError
+from bacalhau_grpc.compute.domain.runs import Mount
+from bacalhau_grpc.compute.storage.base import StorageProvider
 
 
 class Volumes:

@@ -41,11 +41,13 @@ from bacalhau_grpc.common.errors import (
 )
 from bacalhau_grpc.common.model import pb, sharding, version
 from bacalhau_grpc.common.node_ids import check_node_id
+from bacalhau_grpc.common.telemetry import no_span
 from bacalhau_grpc.requester.domain import events as ev
 from bacalhau_grpc.requester.domain import shard_fsm as fsm_mod
 from bacalhau_grpc.requester.domain.fair_share import ClientCounts
 from bacalhau_grpc.requester.domain.nodes import NodeRegistry
-from bacalhau_grpc.requester.domain.ports import ComputePort, VerifierPort
+from bacalhau_grpc.requester.domain.page_tokens import decode_token, encode_token
+from bacalhau_grpc.requester.domain.ports import ComputePort, JobQuery, JobStore, StoredJob, VerifierPort
 from bacalhau_grpc.requester.domain.projection import ProjectionRejected, apply_event
 from bacalhau_grpc.requester.domain.shard_fsm import Phase, ShardFSM, Transition
 from bacalhau_grpc.requester.domain.validation import (
@@ -55,7 +57,6 @@ from bacalhau_grpc.requester.domain.validation import (
     validate_submission,
 )
 from bacalhau_grpc.requester.domain.visibility import PUBLIC, changer, check_visibility, reader_scope
-from bacalhau_grpc.requester.store.sqlite import JobQuery, RequesterStore, decode_token, encode_token
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,6 @@ InputListing = Callable[[pb.StorageSpec], Awaitable[sharding.Listing]]
 async def _single_item(volume: pb.StorageSpec) -> sharding.Listing:
     """The input as one item (a requester that cannot look inside content)."""
     return [("", False)]
-
-
-def _no_span(name: str, *, job_id: str, node_id: str, shard_index: int | None = None) -> Any:
-    return contextlib.nullcontext()
 
 
 @dataclass
@@ -120,7 +117,7 @@ class Requester:
         self,
         *,
         node_id: str,
-        store: RequesterStore,
+        store: JobStore,
         compute: ComputePort,
         verifier: VerifierPort,
         negotiation_timeout: float = 120.0,
@@ -133,7 +130,7 @@ class Requester:
         limits: SubmissionLimits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        span: SpanFactory = _no_span,
+        span: SpanFactory = no_span,
         recent_jobs: int = RECENT_JOBS,
         retry_backoff_start: float = 0.1,
         retry_backoff_max: float = 2.0,
@@ -263,7 +260,7 @@ class Requester:
             log.warning("requester stopping: %d calls cut off", len(pending), extra={"node_id": self.node_id})
             await asyncio.gather(*pending, return_exceptions=True)
 
-    def _record_from_store(self, stored: Any) -> JobRecord:
+    def _record_from_store(self, stored: StoredJob) -> JobRecord:
         record = JobRecord(job=stored.job, events=stored.events, local_events=stored.local_events)
         for row in stored.rows:
             record.state.nodes[row.node_id].shards[row.shard_index].CopyFrom(row)

@@ -1,14 +1,17 @@
-"""What the requester's domain needs from the outside, as interfaces (implemented in clients/ over gRPC).
+"""What the requester's domain needs from the outside, as interfaces: the compute nodes and the verifier
+(implemented in clients/ over gRPC) and the job store (implemented in store/sqlite.py), with the records
+the store keeps and reads back.
 
-Every method raises a BacalhauError (UnavailableError, DeadlineExceededError, ...) when the call fails.
+Every call of ComputePort and VerifierPort raises a BacalhauError (UnavailableError,
+DeadlineExceededError, ...) when it fails.
 """
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, Verdict
+from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, ShardFSM, Verdict
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,86 @@ class VerifierPort(Protocol):
     ) -> list[Verdict]: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass
+class StoredJob:
+    """Everything kept about one job."""
+
+    job: pb.Job
+    events: list[pb.JobEvent]
+    local_events: list[pb.JobLocalEvent]
+    rows: list[pb.JobShardState]
+    fsms: dict[int, dict[str, Any]]
+
+
+@dataclass
+class JobQuery:
+    client_id: str = ""
+    id_prefix: str = ""
+    include_tags: Sequence[str] = ()
+    exclude_tags: Sequence[str] = ()
+    sort_by: str = "created_at"  # or "id"
+    reverse: bool = False
+    page_size: int = 100
+    # The key of the last job of the previous page: (created_at_us, id) or (id,).
+    after: tuple[Any, ...] | None = None
+
+
+class JobStore(Protocol):
+    """Where the requester keeps its jobs and nodes.
+
+    Writes are queued by cheap synchronous calls and committed later in batches: each queued write
+    raises `generation`, each commit raises `committed_generation` to the generation it wrote, and
+    `flush()` waits until everything queued so far is committed (RuntimeError once the store is
+    closing). Reads see committed data only.
+    """
+
+    @property
+    def generation(self) -> int:
+        """The generation of the last queued write."""
+        ...
+
+    @property
+    def committed_generation(self) -> int:
+        """The generation of the last committed write."""
+        ...
+
+    async def flush(self) -> None: ...
+
+    # queued writes
+    def add_job(self, job: pb.Job) -> None:
+        """A new job (without state or events); its annotations become its tags."""
+        ...
+
+    def add_event(self, job_id: str, seq: int, event: pb.JobEvent) -> None: ...
+
+    def add_local_event(self, job_id: str, seq: int, event: pb.JobLocalEvent) -> None: ...
+
+    def put_row(self, job_id: str, row: pb.JobShardState) -> None: ...
+
+    def put_fsm(self, job_id: str, shard_index: int, machine: ShardFSM) -> None:
+        """A shard's state machine, stored as it is when its batch is committed."""
+        ...
+
+    def put_node(self, info: pb.NodeInfo, registered_at: float) -> None: ...
+
+    # reads (committed data)
+    def load_job(self, job_id: str) -> StoredJob | None: ...
+
+    def active_job_ids(self) -> list[str]:
+        """Jobs with a shard whose state machine has not ended."""
+        ...
+
+    def find_job_ids(self, prefix: str, limit: int, client_id: str = "") -> list[str]:
+        """IDs of the jobs starting with `prefix` (only `client_id`'s, when given), at most `limit`."""
+        ...
+
+    def load_nodes(self) -> list[tuple[pb.NodeInfo, float]]:
+        """Every registered node with the time it registered."""
+        ...
+
+    def list_jobs(self, query: JobQuery) -> list[tuple[pb.Job, tuple[Any, ...]]]:
+        """One page of jobs (with their state rows, without events), each with its sort key
+        (raises InvalidArgumentError for an unknown `sort_by`)."""
+        ...

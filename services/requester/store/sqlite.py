@@ -1,4 +1,5 @@
-"""The requester's SQLite store (WAL, synchronous=NORMAL), with batched commits.
+"""The requester's SQLite store (WAL, synchronous=NORMAL), with batched commits: the domain's `JobStore`
+port (`domain/ports.py`, which also defines the records it keeps: `StoredJob`, `JobQuery`).
 
 Writes are queued in memory by cheap synchronous calls (`add_event`, `put_row`, `put_fsm`, ...) and a
 writer task commits them in one transaction per batch: whatever queued up during a short window (a few
@@ -12,13 +13,12 @@ prefix lookups).
 """
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +26,13 @@ from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.requester.domain.ports import JobQuery, StoredJob
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 # The state machine phases that end a shard (kept in sync with domain.shard_fsm.TERMINAL_PHASES; the
-# store does not import the domain).
+# store imports only the domain's ports).
 TERMINAL_PHASES = ("Completed", "Error", "Cancelled")
 
 _SCHEMA = f"""
@@ -85,30 +86,6 @@ CREATE TABLE IF NOT EXISTS nodes (
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
 """
-
-
-@dataclass
-class StoredJob:
-    """Everything kept about one job."""
-
-    job: pb.Job
-    events: list[pb.JobEvent]
-    local_events: list[pb.JobLocalEvent]
-    rows: list[pb.JobShardState]
-    fsms: dict[int, dict[str, Any]]
-
-
-@dataclass
-class JobQuery:
-    client_id: str = ""
-    id_prefix: str = ""
-    include_tags: Sequence[str] = ()
-    exclude_tags: Sequence[str] = ()
-    sort_by: str = "created_at"  # or "id"
-    reverse: bool = False
-    page_size: int = 100
-    # The key of the last job of the previous page: (created_at_us, id) or (id,).
-    after: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -539,25 +516,3 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA busy_timeout=10000")
     db.execute("PRAGMA foreign_keys=OFF")
     return db
-
-
-# Opaque page tokens: base64url of a small JSON document.
-def encode_token(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_token(token: str, field_name: str = "page_token") -> dict[str, Any]:
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, UnicodeError):
-        raise InvalidArgumentError(
-            "not a page token from this service: pass the next_page_token of the previous page",
-            field=field_name,
-        ) from None
-    if not isinstance(data, dict):
-        raise InvalidArgumentError(
-            "not a page token from this service: pass the next_page_token of the previous page",
-            field=field_name,
-        )
-    return data

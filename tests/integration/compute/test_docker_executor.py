@@ -22,7 +22,7 @@ from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import job_usage
 from bacalhau_grpc.compute.domain.executions import new_execution
-from bacalhau_grpc.compute.executors.base import SUMMARY_BYTES, ExecutorError, Mount, RunContext
+from bacalhau_grpc.compute.domain.runs import SUMMARY_BYTES, ExecutorError, Mount, RunContext, prepare_outputs
 from bacalhau_grpc.compute.executors.docker import (
     LABEL_EXECUTION_ID,
     LABEL_JOB_ID,
@@ -33,7 +33,6 @@ from bacalhau_grpc.compute.executors.docker import (
     container_config,
     container_name,
 )
-from bacalhau_grpc.compute.executors.results import prepare_outputs
 from tests.unit.compute.support import make_job
 
 # Reads the job container's memory, CPU and pids limits (cgroup v1, else v2) and its network devices.

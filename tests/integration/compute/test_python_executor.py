@@ -16,12 +16,11 @@ from bacalhau_grpc.common.model import checks, pb
 from bacalhau_grpc.compute.domain.capacity import job_usage
 from bacalhau_grpc.compute.domain.executions import new_execution
 from bacalhau_grpc.compute.domain.proposals import folder_hash
-from bacalhau_grpc.compute.executors.base import ExecutorError, Mount, RunContext
+from bacalhau_grpc.compute.domain.runs import ExecutorError, Mount, RunContext, prepare_outputs
 from bacalhau_grpc.compute.executors.python_wasm import (
     LanguageExecutor,
     PythonWasmExecutor,
 )
-from bacalhau_grpc.compute.executors.results import prepare_outputs
 from bacalhau_grpc.compute.executors.wasm import WasmExecutor
 from bacalhau_grpc.compute.executors.wasm_runtime import WasmRuntime
 from tests.unit.compute.support import make_job

@@ -16,22 +16,13 @@ import wasmtime
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import job_usage
 from bacalhau_grpc.compute.domain.executions import new_execution
-from bacalhau_grpc.compute.executors.base import (
-    SUMMARY_BYTES,
-    ExecutorError,
-    Mount,
-    RunContext,
-    run_with_timeout,
-)
-from bacalhau_grpc.compute.executors.results import prepare_outputs
+from bacalhau_grpc.compute.domain.ports import run_with_timeout
+from bacalhau_grpc.compute.domain.runs import SUMMARY_BYTES, ExecutorError, Mount, RunContext, prepare_outputs
 from bacalhau_grpc.compute.executors.wasm import WasmExecutor
-from bacalhau_grpc.compute.executors.wasm_runtime import (
-    DEFAULT_MAX_MODULE_BYTES,
-    VirtualWorld,
-    WasmRuntime,
-    _Control,
-    declared_module_name,
-)
+from bacalhau_grpc.compute.executors.wasm_clocks import VirtualWorld
+from bacalhau_grpc.compute.executors.wasm_interrupts import GuestControl as _Control
+from bacalhau_grpc.compute.executors.wasm_modules import DEFAULT_MAX_MODULE_BYTES, declared_module_name
+from bacalhau_grpc.compute.executors.wasm_runtime import WasmRuntime
 from tests.unit.compute.support import make_job
 
 WASM = Path(__file__).resolve().parents[2] / "wasm"

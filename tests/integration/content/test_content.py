@@ -17,7 +17,7 @@ from bacalhau_grpc.common.content.store import ContentError, ContentStore, folde
 from bacalhau_grpc.common.errors import InvalidArgumentError, NotFoundError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.server import ServiceBinding, start_server
-from bacalhau_grpc.compute.storage.base import StorageError
+from bacalhau_grpc.compute.domain.ports import StorageError
 from bacalhau_grpc.compute.storage.content import ContentSource
 from bacalhau_grpc.compute.storage.local_path import UnsealedPathSource
 from bacalhau_grpc.compute.storage.volumes import Volumes

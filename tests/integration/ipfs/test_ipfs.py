@@ -17,11 +17,11 @@ from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs import IpfsClient, IpfsError, IpfsTimeoutError, parse_api_address
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import Execution
-from bacalhau_grpc.compute.executors.base import RunResult
+from bacalhau_grpc.compute.domain.ports import StorageError
+from bacalhau_grpc.compute.domain.runs import RunResult
 from bacalhau_grpc.compute.publishers.base import PublisherError
 from bacalhau_grpc.compute.publishers.ipfs import IpfsPublisher
 from bacalhau_grpc.compute.settings import ComputeSettings
-from bacalhau_grpc.compute.storage.base import StorageError
 from bacalhau_grpc.compute.storage.ipfs import IpfsSource
 from bacalhau_grpc.compute.storage.volumes import Volumes
 

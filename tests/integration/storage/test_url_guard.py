@@ -18,8 +18,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.bidding import BidRequest, UrlInputCount, url_downloads_per_run
+from bacalhau_grpc.compute.domain.ports import StorageError
 from bacalhau_grpc.compute.settings import ComputeSettings
-from bacalhau_grpc.compute.storage.base import StorageError
 from bacalhau_grpc.compute.storage.url import UrlSource, address_kind
 from tests.integration.network import E, Network, noop_job
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from bacalhau_grpc.common.content.archive import make_tar_gz
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import checks, pb
-from bacalhau_grpc.compute.storage.base import StorageError
+from bacalhau_grpc.compute.domain.ports import StorageError
 from bacalhau_grpc.compute.storage.url import UrlSource
 from bacalhau_grpc.compute.storage.volumes import Volumes
 from tests.integration.network import E, Network, names, of_type

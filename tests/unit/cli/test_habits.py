@@ -4,7 +4,8 @@ compute flags `devstack` shares with `serve`. The commands themselves run in tes
 
 import pytest
 
-from bacalhau_grpc.cli import devstack, flags, main, serve, submit
+from bacalhau_grpc import devstack
+from bacalhau_grpc.cli import flags, main, serve, submit_flags
 
 
 def parse(*argv: str):
@@ -80,11 +81,11 @@ def test_unknown_flag_is_pflags_message():
     ],
 )
 def test_labels_lose_surrounding_quotes_and_spaces(values, labels):
-    assert submit.safe_labels(values) == labels
+    assert submit_flags.safe_labels(values) == labels
 
 
 def test_a_label_unsafe_inside_is_still_dropped_with_a_warning(capsys):
-    assert submit.safe_labels(["'it''s'", "ok"]) == ["ok"]
+    assert submit_flags.safe_labels(["'it''s'", "ok"]) == ["ok"]
     assert "label \"it''s\" dropped" in capsys.readouterr().err
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bacalhau_grpc.cli import follow, run, submit
+from bacalhau_grpc.cli import create, follow, run, submit, submit_flags
 from bacalhau_grpc.cli.flags import CommandError
 from bacalhau_grpc.cli.validate import validate_text
 from bacalhau_grpc.common.model import jobfile, pb
@@ -25,7 +25,7 @@ S = pb.JobStateType
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bacalhau-grpc")
     commands = parser.add_subparsers(dest="command", required=True)
-    submit.add_parser(commands)
+    create.add_parser(commands)
     run.add_parsers(commands)
     return parser.parse_args(argv)
 
@@ -77,17 +77,17 @@ def test_defaults_are_v03s_with_a_downloadable_publisher():
 
 
 def test_lists_split_on_commas_like_pflag_and_env_keeps_commas_inside_a_value():
-    assert submit.split_list(["a,b", " c ", "", '"d,e",f']) == ["a", "b", "c", "d,e", "f"]
-    assert submit.split_env(["A=1,B=2", "LIST=a,b,c", "X=y"]) == ["A=1", "B=2", "LIST=a,b,c", "X=y"]
-    assert submit.env_map(["A=1,B=x,y"]) == {"A": "1", "B": "x,y"}
+    assert submit_flags.split_list(["a,b", " c ", "", '"d,e",f']) == ["a", "b", "c", "d,e", "f"]
+    assert submit_flags.split_env(["A=1,B=2", "LIST=a,b,c", "X=y"]) == ["A=1", "B=2", "LIST=a,b,c", "X=y"]
+    assert submit_flags.env_map(["A=1,B=x,y"]) == {"A": "1", "B": "x,y"}
     for bad in ("=1", "A=", "A"):
         with pytest.raises(CommandError, match="invalid environment variable"):
-            submit.env_map([bad])
+            submit_flags.env_map([bad])
 
 
 def test_unsafe_labels_are_dropped_with_a_warning():
     warnings = io.StringIO()
-    assert submit.safe_labels(["ok,a.b~c", "has space", "emoji🐟", "x$y"], warn=warnings) == [
+    assert submit_flags.safe_labels(["ok,a.b~c", "has space", "emoji🐟", "x$y"], warn=warnings) == [
         "ok",
         "a.b~c",
         "emoji🐟",
@@ -185,7 +185,7 @@ def test_a_plain_docker_run_sets_no_empty_blocks():
 
 def test_an_output_at_the_same_path_replaces_the_earlier_one():
     warnings = io.StringIO()
-    outputs = submit.output_volumes(["a:/x", "b:/x", "out:/outputs"], warn=warnings)
+    outputs = submit_flags.output_volumes(["a:/x", "b:/x", "out:/outputs"], warn=warnings)
     assert [(o.name, o.path) for o in outputs] == [("out", "/outputs"), ("b", "/x")]
     assert warnings.getvalue() == "WARNING: output volume b:/x replaces a:/x\n"
 

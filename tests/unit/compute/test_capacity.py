@@ -10,13 +10,11 @@ from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.capacity import (
     DEFAULT_JOB_USAGE,
     CapacityTracker,
-    cgroup_limits,
-    gpu_count,
     job_usage,
-    machine_capacity,
     parse_limits,
     resolve_limits,
 )
+from bacalhau_grpc.compute.host import cgroup_limits, gpu_count, machine_capacity
 from tests.unit.compute.support import make_job
 
 GiB = 1024**3

@@ -7,14 +7,14 @@ import pytest
 
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import new_execution
-from bacalhau_grpc.compute.executors.base import (
+from bacalhau_grpc.compute.domain.ports import run_with_timeout
+from bacalhau_grpc.compute.domain.runs import (
     DEFAULT_RUN_TIMEOUT,
     SUMMARY_BYTES,
     ExecutorError,
     RunContext,
     RunResult,
     run_timeout,
-    run_with_timeout,
 )
 from bacalhau_grpc.compute.executors.noop import NoopExecutor
 from tests.unit.compute.support import make_job

@@ -5,7 +5,7 @@ import hashlib
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import new_execution
 from bacalhau_grpc.compute.domain.proposals import Proposer, folder_hash, result_hash
-from bacalhau_grpc.compute.executors.base import RunResult
+from bacalhau_grpc.compute.domain.runs import RunResult
 from tests.unit.compute.support import make_job
 
 DETERMINISTIC = pb.Verifier.VERIFIER_DETERMINISTIC

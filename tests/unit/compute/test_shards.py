@@ -12,10 +12,10 @@ from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.model.sharding import Atom
 from bacalhau_grpc.compute.domain.executions import new_execution
+from bacalhau_grpc.compute.domain.ports import StorageError
 from bacalhau_grpc.compute.domain.proposals import Proposer
-from bacalhau_grpc.compute.executors.base import Mount, RunResult
+from bacalhau_grpc.compute.domain.runs import Mount, RunResult
 from bacalhau_grpc.compute.settings import ComputeSettings
-from bacalhau_grpc.compute.storage.base import StorageError
 from bacalhau_grpc.compute.storage.content import ContentSource
 from bacalhau_grpc.compute.storage.local_path import UnsealedPathSource
 from bacalhau_grpc.compute.storage.shards import ShardPlans, listed_inputs, mounts_of, whole_inputs_in

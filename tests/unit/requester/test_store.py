@@ -7,7 +7,9 @@ import pytest
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.requester.store.sqlite import JobQuery, RequesterStore, decode_token, encode_token
+from bacalhau_grpc.requester.domain.page_tokens import decode_token, encode_token
+from bacalhau_grpc.requester.domain.ports import JobQuery
+from bacalhau_grpc.requester.store.sqlite import RequesterStore
 
 
 def make_job(job_id: str, created_us: int, client: str = "c1", tags=()) -> pb.Job:

@@ -1,4 +1,4 @@
-"""The publishers a node has, and which one serves a job's `Spec.Publisher`.
+"""The publishers a node has, and which one serves a job's `Spec.Publisher` (its fallbacks).
 
 As in Bacalhau, Estuary and Filecoin without their credentials publish to IPFS: a node with an IPFS
 publisher takes such jobs, publishes to IPFS and says so in the job's ResultsPublished event.
@@ -7,7 +7,7 @@ publisher takes such jobs, publishes to IPFS and says so in the job's ResultsPub
 from collections.abc import Iterable
 
 from bacalhau_grpc.common.model import enums, pb
-from bacalhau_grpc.compute.publishers.base import Publisher
+from bacalhau_grpc.compute.domain.ports import Publisher
 
 P = pb.Publisher
 FALL_BACK_TO_IPFS = frozenset({P.PUBLISHER_ESTUARY, P.PUBLISHER_FILECOIN})

@@ -1,26 +1,33 @@
-"""Executors: what runs an execution. The `Executor` protocol and what it is given and returns.
+"""One run of an execution, as the compute domain and its executors share it: what an executor is given
+(`RunContext`, its `Mount`s) and returns (`RunResult`, or `ExecutorError`), the run's timeout, and the
+result folder's layout (Bacalhau v0.3's):
 
-An executor's `run(context)` gets a `RunContext`: the execution (job, shard), the prepared inputs
-(contexts and the shard's input volumes, local paths to mount read-only at their job paths), the
-outputs (fresh writable folders `result_dir/<Name>` to mount at their job paths), the result folder
-and the run's timeout. It writes `stdout`, `stderr` and `exitCode` into the result folder (see
-`executors.results`) and returns a `RunResult` (the heads of the streams and the exit code, plus the
-summary sent to the requester), or raises `ExecutorError` (the run could not happen: the execution
-fails). A non-zero exit code is a RESULT, not an error. Cancellation is asyncio cancellation of the
-task that awaits `run`; an executor that runs something outside the event loop (a container, a guest
-thread) stops it in `cancel`.
+    result_dir/stdout     the run's standard output, cut at the node's cap
+    result_dir/stderr     the run's standard error, cut at the node's cap
+    result_dir/exitCode   the exit code in decimal
+    result_dir/<Name>/    one folder per output volume (made before the run, see `prepare_outputs`)
 
-`run_with_timeout` bounds a run by the job's `Spec.Timeout` (600 s when unset, as v0.3's compute node).
+Results never follow links: once the run is over, `without_links` removes from the folder every symbolic
+link, hard link and special file (fifo, socket, device) the job left there, and the run's note (which the
+job's ResultsProposed event shows) names each one. Hashing, publishing and downloading then see folders
+and regular files only (`common.content.safe`).
+
+The `Executor` interface itself is in `domain/ports.py`; how executors write the folder is in
+`compute/executors/results.py`.
 """
 
-import asyncio
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.content import safe
+from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.model import checks, pb
 from bacalhau_grpc.compute.domain.executions import Execution
 
+STDOUT = "stdout"
+STDERR = "stderr"
+EXIT_CODE = "exitCode"
 # The RunOutput summary carries the first 2 KiB of each stream (as in Bacalhau v0.3).
 SUMMARY_BYTES = 2048
 # v0.3 compute run timeout when the job has none.
@@ -123,38 +130,37 @@ def _drop_partial_character(head: bytes) -> bytes:
     return head[: start - 1] if length > end - start + 1 else head
 
 
-class Executor(Protocol):
-    """Runs executions of one engine."""
-
-    @property
-    def engine(self) -> int:
-        """The `pb.Engine` this executor runs."""
-        ...
-
-    def is_installed(self) -> bool: ...
-
-    async def run(self, context: RunContext) -> RunResult: ...
-
-    async def cancel(self, execution_id: str) -> None:
-        """Stops whatever the run started outside the event loop; the run's task is cancelled too."""
-        ...
-
-
 def run_timeout(spec: pb.Spec) -> float:
     """The most a run may take: `Spec.Timeout`, or DEFAULT_RUN_TIMEOUT when it is not > 0."""
     return spec.timeout if spec.timeout > 0 else DEFAULT_RUN_TIMEOUT
 
 
-async def run_with_timeout(executor: Executor, context: RunContext) -> RunResult:
-    """`executor.run`, bounded by `context.timeout`: "execution timed out after 2.5s" past it.
+def without_links(result: RunResult) -> RunResult:
+    """The run's result once its folder holds only folders and regular files with one link (see
+    `safe.prune`); what was removed is added to its note."""
+    if result.result_dir is None or not result.result_dir.is_dir() or result.result_dir.is_symlink():
+        return result
+    note = safe.describe_dropped(safe.prune(result.result_dir))
+    if not note:
+        return result
+    return dataclasses.replace(result, note=f"{result.note}; {note}" if result.note else note)
 
-    Executors that enforce the timeout themselves (`enforces_timeout = True`: they kill a container or
-    interrupt a guest and say so, keeping what it wrote) get BACKSTOP_SLACK more seconds before this
-    backstop cancels them."""
-    slack = BACKSTOP_SLACK if getattr(executor, "enforces_timeout", False) else 0.0
-    try:
-        async with asyncio.timeout(context.timeout + slack):
-            return await executor.run(context)
-    except TimeoutError:
-        await executor.cancel(context.execution.id)
-        raise ExecutorError(f"execution timed out after {context.timeout:g}s") from None
+
+def prepare_outputs(
+    result_dir: Path, outputs: list[pb.StorageSpec] | tuple[pb.StorageSpec, ...]
+) -> tuple[Mount, ...]:
+    """Makes the result folder and a fresh writable `result_dir/<Name>` per output volume.
+
+    Outputs that cannot be made (see `checks.output_error`) raise InvalidArgumentError naming the field.
+    """
+    problem = checks.output_error(outputs)
+    if problem is not None:
+        raise InvalidArgumentError(problem[0], field=problem[1])
+    result_dir.mkdir(parents=True, exist_ok=True)
+    mounts: list[Mount] = []
+    for output in outputs:
+        folder = result_dir / output.name
+        folder.mkdir()
+        folder.chmod(0o777)  # containers may run as any user
+        mounts.append(Mount(source=folder, target=output.path, read_only=False))
+    return tuple(mounts)

@@ -1,0 +1,553 @@
+"""The devstack supervisor: a verifier, a requester and N compute nodes as separate local processes,
+started, watched, restarted and stopped (the `devstack` command is `cli.devstack`; tests, `make demo`
+and the benchmarks use it as a library).
+
+Each node is `python -m bacalhau_grpc.cli.main serve --node-type ... --port 0` with its output in
+`<data-dir>/logs/<name>.log`; its address is read from its "listening on" line, so no port is fixed.
+The last `bad_actors` compute nodes propose wrong results (`--bad-actor`).
+
+Secure by default: the devstack makes a CA in `<data-dir>/tls/` (kept when the folder is used again), chooses
+every node's ID up front and issues it a certificate (`<role>-<node-id>.pem`, for localhost and 127.0.0.1),
+plus an operator's `client-operator.pem` for grpcurl; every node serves TLS (mutual TLS between the
+services), the requester its client API on one port and its node protocol on another (where the compute
+nodes register). `insecure=True` (`devstack --insecure`) runs everything in plaintext, as `serve
+--insecure`.
+
+As a library (tests, `make demo`, benchmarks):
+
+    async with Devstack(nodes=3, compute_flags=["--noop-stdout", "hi"]) as stack:
+        async with Client(stack.requester_address, tls=stack.client_tls()) as client: ...
+        channel = open_channel(stack.requester_address, credentials=stack.channel_credentials())
+        ...
+
+`restart(node)` starts a node that exited again, on its address with its node ID and data dir
+(`devstack --restart-on-crash` does so whenever one dies). `stop()` (or leaving the `async with`) stops
+the compute nodes, then the requester, then the verifier: SIGTERM, then SIGKILL after a grace period.
+Every child also stops by itself when the devstack process goes away, even if it is killed (each watches a
+pipe whose only writer is the devstack).
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from bacalhau_grpc.common import certs, node_ids
+from bacalhau_grpc.common.channels import call, open_channel
+from bacalhau_grpc.common.errors import BacalhauError
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
+from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
+from bacalhau_grpc.sdk.tls import ClientTls
+
+LISTENING = re.compile(r"^(requester|compute|verifier) (\S+) listening on (\S+)\s*$", re.MULTILINE)
+# The requester's second line with TLS: where compute nodes and operators reach its node protocol.
+NODE_PROTOCOL = re.compile(r"^requester (\S+) node protocol on (\S+)\s*$", re.MULTILINE)
+TLS_DIR = "tls"
+OPERATOR = "operator"  # the operator's client certificate: client-operator.pem
+# What a compute node logs (at INFO) once the requester took its registration.
+REGISTERED_LOG_LINE = "registered with requester"
+STARTUP_TIMEOUT = 60.0
+STOP_GRACE = 10.0
+LOG_TAIL_LINES = 30
+_POLL = 0.02  # seconds between looks at a starting child's log
+# The settings the devstack decides for each node: neither its flags nor BACALHAU_<SETTING> pass on.
+PER_NODE_SETTINGS = (
+    "node_id",
+    "host",
+    "port",
+    "data_dir",
+    "requester_address",
+    "verifier_address",
+    "advertise_address",
+    "bad_actor",
+    "node_port",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "insecure",
+)
+# What each node type's generated IDs look like (the devstack chooses them, to issue their certificates).
+NODE_ID_PREFIX = {"verifier": "verifier", "requester": "requester", "compute": "node"}
+
+
+class DevstackError(RuntimeError):
+    """The devstack could not start, or one of its nodes died."""
+
+
+@dataclass
+class Node:
+    """One child process of the devstack."""
+
+    name: str  # "verifier", "requester", "compute-0", ...
+    node_type: str
+    args: list[str]
+    log_path: Path
+    bad_actor: bool = False
+    process: asyncio.subprocess.Process | None = None
+    node_id: str = ""
+    address: str = ""
+    # The requester's node protocol with TLS (its second port); else the same as `address`.
+    node_address: str = ""
+    stopping: bool = field(default=False, repr=False)
+    # Where the current process's output starts in the log (a restarted node appends to it).
+    log_offset: int = field(default=0, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def current_log(self) -> str:
+        """What the current process wrote to the log ("" when there is no log)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        tail = text.splitlines()[-lines:]
+        return "\n".join(tail) if tail else "(the log is empty)"
+
+
+class Devstack:
+    """Starts and stops a local network of separate node processes."""
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        bad_actors: int = 0,
+        data_dir: str | Path | None = None,
+        compute_flags: Sequence[str] = (),
+        requester_flags: Sequence[str] = (),
+        verifier_flags: Sequence[str] = (),
+        *,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        stop_grace: float = STOP_GRACE,
+        log_level: str = "INFO",
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,
+        insecure: bool = False,
+    ) -> None:
+        self.nodes = nodes
+        self.bad_actors = bad_actors
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.compute_flags = list(compute_flags)
+        self.requester_flags = list(requester_flags)
+        self.verifier_flags = list(verifier_flags)
+        self.startup_timeout = startup_timeout
+        self.stop_grace = stop_grace
+        self.log_level = log_level
+        self.env = env
+        self.python = python
+        self.insecure = insecure
+        # True when the devstack made its data dir (a temporary one): stop() then removes it.
+        self.remove_data_dir = False
+        self.verifier: Node | None = None
+        self.requester: Node | None = None
+        self.computes: list[Node] = []
+        self._pipe_write: int | None = None
+        self._pipe_read: int | None = None
+        self._stopped = False
+
+    # -------------------------------------------------------------------------------------- addresses
+
+    @property
+    def requester_address(self) -> str:
+        return self._started(self.requester).address
+
+    @property
+    def requester_node_address(self) -> str:
+        """Where compute nodes (and operators with a client certificate) reach the requester: with TLS its
+        node port (mutual TLS), else its one port."""
+        node = self._started(self.requester)
+        return node.node_address or node.address
+
+    @property
+    def verifier_address(self) -> str:
+        return self._started(self.verifier).address
+
+    # ------------------------------------------------------------------------------------------ TLS
+
+    @property
+    def secure(self) -> bool:
+        return not self.insecure
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the CA and the certificates are (`<data-dir>/tls`)."""
+        if self.data_dir is None:
+            raise DevstackError("the devstack is not started")
+        return self.data_dir.resolve() / TLS_DIR
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.tls_dir / certs.CA_CERT_FILE
+
+    @property
+    def operator_cert(self) -> Path:
+        return self.tls_dir / certs.cert_file_names("client", OPERATOR)[0]
+
+    @property
+    def operator_key(self) -> Path:
+        return self.tls_dir / certs.cert_file_names("client", OPERATOR)[1]
+
+    def client_tls(self, *, operator: bool = False) -> ClientTls | bool:
+        """The SDK `Client`'s `tls` for this devstack: the CA (and, for an operator on the node port, the
+        operator's client certificate), or False when it runs in plaintext."""
+        if self.insecure:
+            return False
+        if not operator:
+            return ClientTls(ca=self.ca_cert.read_bytes(), ca_source=f"the CA certificate {self.ca_cert}")
+        return ClientTls(
+            ca=self.ca_cert.read_bytes(),
+            cert=self.operator_cert.read_bytes(),
+            key=self.operator_key.read_bytes(),
+            ca_source=f"the CA certificate {self.ca_cert}",
+        )
+
+    def channel_credentials(self, *, operator: bool = False) -> grpc.ChannelCredentials | None:
+        """Credentials for a gRPC channel to its services (None: plaintext). Without `operator`, only the
+        CA: for the requester's client API. With it, the operator's client certificate: for the node port,
+        the compute nodes' GetNodeInfo and the verifier's GetVerifierInfo (mutual TLS)."""
+        tls = self.client_tls(operator=operator)
+        return tls.credentials() if isinstance(tls, ClientTls) else None
+
+    @property
+    def compute_addresses(self) -> list[str]:
+        return [node.address for node in self.computes]
+
+    @property
+    def requester_port(self) -> int:
+        return int(self.requester_address.rpartition(":")[2])
+
+    @property
+    def all_nodes(self) -> list[Node]:
+        return [n for n in (self.verifier, self.requester, *self.computes) if n is not None]
+
+    def _started(self, node: Node | None) -> Node:
+        if node is None or not node.address:
+            raise DevstackError("the devstack is not started")
+        return node
+
+    # -------------------------------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> "Devstack":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(
+        self,
+        nodes: int | None = None,
+        bad_actors: int | None = None,
+        data_dir: str | Path | None = None,
+        compute_flags: Sequence[str] | None = None,
+    ) -> "Devstack":
+        """Start the verifier, then the requester, then the compute nodes; return once all of them
+        listen and every compute node has registered with the requester.
+
+        Arguments given here override the constructor's."""
+        if nodes is not None:
+            self.nodes = nodes
+        if bad_actors is not None:
+            self.bad_actors = bad_actors
+        if data_dir is not None:
+            self.data_dir = Path(data_dir)
+        if compute_flags is not None:
+            self.compute_flags = list(compute_flags)
+        if self.nodes < 1:
+            raise DevstackError(f"a devstack needs at least one compute node, got --nodes {self.nodes}")
+        if not 0 <= self.bad_actors < self.nodes:
+            raise DevstackError(
+                f"--bad-actors must be at least 0 and less than --nodes ({self.nodes}), got {self.bad_actors}"
+            )
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="bacalhau-devstack-"))
+            self.remove_data_dir = True
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        self._pipe_read, self._pipe_write = os.pipe()
+        os.set_inheritable(self._pipe_read, True)
+        try:
+            if self.secure:
+                await asyncio.to_thread(self._make_ca)
+            self.verifier = await self._new_node("verifier", "verifier", [*self.verifier_flags])
+            await self._launch_and_wait([self.verifier])
+            requester_dir = self.data_dir / "requester"
+            self.requester = await self._new_node(
+                "requester",
+                "requester",
+                [
+                    "--data-dir",
+                    str(requester_dir),
+                    "--verifier-address",
+                    self.verifier.address,
+                    *(() if self.insecure else ("--node-port", "0")),
+                    *self.requester_flags,
+                ],
+                data_dir=requester_dir,
+            )
+            await self._launch_and_wait([self.requester])
+            self.computes = []
+            for i in range(self.nodes):
+                bad = i >= self.nodes - self.bad_actors
+                compute_dir = self.data_dir / f"compute-{i}"
+                args = ["--data-dir", str(compute_dir), "--requester-address"]
+                args += [self.requester_node_address, *self.compute_flags]
+                if bad:
+                    args.append("--bad-actor")
+                node = await self._new_node(f"compute-{i}", "compute", args, data_dir=compute_dir)
+                node.bad_actor = bad
+                self.computes.append(node)
+            await self._launch_and_wait(self.computes)
+            await self._wait_until_registered(self.computes)
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def restart(self, node: Node) -> None:
+        """Start a node that exited again with its command line, on the address it had (the others know it
+        by that), with its node ID and data dir; return once it listens and, for a compute node, has
+        registered with the requester."""
+        if node.running:
+            raise DevstackError(f"{node.name} is still running (pid {node.pid})")
+        port = node.address.rpartition(":")[2]
+        node.args = _with_flag(_with_flag(node.args, "--port", port), "--node-id", node.node_id)
+        if node.node_address and node.node_address != node.address:
+            node.args = _with_flag(node.args, "--node-port", node.node_address.rpartition(":")[2])
+        node.stopping = False
+        await self._launch_and_wait([node])
+        if node.node_type == "compute":
+            await self._wait_until_registered([node])
+
+    async def _new_node(
+        self, name: str, node_type: str, args: list[str], *, data_dir: Path | None = None
+    ) -> Node:
+        """A node to start: its ID chosen here (the one its data dir keeps, when there is one) and, with
+        TLS, its certificate issued for that ID; plaintext nodes get --insecure."""
+        assert self.data_dir is not None
+        node_id = _node_id(node_type, data_dir)
+        transport = ["--insecure"]
+        if self.secure:
+            issued = await asyncio.to_thread(
+                certs.issue, self.tls_dir, role=node_type, node_id=node_id, out_dir=self.tls_dir
+            )
+            transport = ["--tls-cert", str(issued.cert), "--tls-key", str(issued.key)]
+            transport += ["--tls-ca", str(self.ca_cert)]
+        command = [
+            *("-m", "bacalhau_grpc.cli.main", "serve", "--node-type", node_type),
+            *("--host", "127.0.0.1", "--port", "0", "--log-level", self.log_level),
+            *("--stop-when-fd-closes", str(self._pipe_read)),
+            *("--node-id", node_id),
+            *transport,
+            *args,
+        ]
+        return Node(name, node_type, command, self.data_dir / "logs" / f"{name}.log", node_id=node_id)
+
+    def _make_ca(self) -> None:
+        """The devstack's CA (kept when its folder has one: the certificates it issued stay good) and the
+        operator's client certificate."""
+        if not (self.ca_cert.exists() and (self.tls_dir / certs.CA_KEY_FILE).exists()):
+            certs.create_ca(self.tls_dir, common_name="bacalhau-grpc devstack CA", force=True)
+        certs.issue(self.tls_dir, role="client", node_id=OPERATOR)
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ if self.env is None else self.env)
+        # Settings the devstack decides per node must not leak in from the caller's environment.
+        for name in PER_NODE_SETTINGS:
+            env.pop(f"BACALHAU_{name.upper()}", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    async def _launch_and_wait(self, nodes: list[Node]) -> None:
+        env = self._child_env()
+        assert self._pipe_read is not None
+        for node in nodes:
+            with open(node.log_path, "ab") as log:
+                node.log_offset = log.tell()
+                node.process = await asyncio.create_subprocess_exec(
+                    self.python,
+                    *node.args,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=env,
+                    pass_fds=(self._pipe_read,),
+                    start_new_session=True,  # Ctrl+C in a terminal reaches the devstack only
+                )
+        await asyncio.gather(*(self._wait_listening(node) for node in nodes))
+
+    async def _wait_listening(self, node: Node) -> None:
+        """Poll the node's log for its "listening on" line until the startup deadline."""
+        assert node.process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            match = _listening_line(node)
+            node_line = _node_protocol_line(node) if node.node_type == "requester" and self.secure else match
+            if match is not None and node_line is not None:
+                node.node_id, node.address = match.group(2), match.group(3)
+                node.node_address = node_line.group(node_line.lastindex or 0)
+                return
+            if node.process.returncode is not None:
+                raise DevstackError(
+                    f"{node.name} exited with code {node.process.returncode} before it was ready; "
+                    f"the end of its log ({node.log_path}):\n{node.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise DevstackError(
+                    f"{node.name} did not start within {self.startup_timeout:g} s; "
+                    f"the end of its log ({node.log_path}):\n{node.log_tail()}"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(node.process.wait(), _POLL)
+
+    async def _wait_until_registered(self, nodes: list[Node]) -> None:
+        """Every compute node answers GetNodeInfo and has registered with the requester.
+
+        Registration shows in GetNodeInfo's debug info (a "requester" component with "registered": true)
+        or, from nodes that do not report it there, in their log ("registered with requester").
+        """
+        deadline = time.monotonic() + self.startup_timeout
+        logs_tell = self.log_level.upper() in ("DEBUG", "INFO")
+
+        async def registered(node: Node) -> None:
+            # GetNodeInfo answers any node of the cluster or an operator: the devstack asks as the operator.
+            credentials = self.channel_credentials(operator=True)
+            async with open_channel(node.address, credentials=credentials) as channel:
+                stub = cgrpc.ComputeServiceStub(channel)
+                problem = "it has not registered with the requester"
+                while True:
+                    try:
+                        info = await call(stub.GetNodeInfo, cpb.GetNodeInfoRequest(), timeout=2.0)
+                        reported = _registration(info)
+                        if reported or (reported is None and (not logs_tell or _logged_registration(node))):
+                            return
+                    except BacalhauError as err:
+                        problem = f"it does not answer GetNodeInfo: {err}"
+                    if node.process is not None and node.process.returncode is not None:
+                        raise DevstackError(
+                            f"{node.name} exited with code {node.process.returncode}; "
+                            f"the end of its log ({node.log_path}):\n{node.log_tail()}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise DevstackError(
+                            f"{node.name} at {node.address} is not ready after {self.startup_timeout:g} s: "
+                            f"{problem}; the end of its log ({node.log_path}):\n{node.log_tail()}"
+                        )
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(registered(node) for node in nodes))
+
+    async def wait_for_exit(self) -> Node:
+        """Wait until a node exits while the devstack is not stopping; return it."""
+        nodes = [n for n in self.all_nodes if n.process is not None]
+        if not nodes:
+            raise DevstackError("the devstack is not started")
+        waits = {asyncio.ensure_future(n.process.wait()): n for n in nodes}  # type: ignore[union-attr]
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            return waits[next(iter(done))]
+        finally:
+            for task in waits:
+                task.cancel()
+
+    async def stop(self) -> None:
+        """Stop the compute nodes, then the requester, then the verifier: SIGTERM, SIGKILL after the grace."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for group in (self.computes, [self.requester], [self.verifier]):
+            await asyncio.gather(*(self._stop_node(n) for n in group if n is not None))
+        for end in (self._pipe_write, self._pipe_read):
+            if end is not None:
+                os.close(end)
+        self._pipe_write = self._pipe_read = None
+        if self.remove_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    async def _stop_node(self, node: Node) -> None:
+        process = node.process
+        node.stopping = True
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.stop_grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+def _registration(info: cpb.GetNodeInfoResponse) -> bool | None:
+    """What GetNodeInfo's debug info says about the node's registration; None when it says nothing."""
+    for item in info.debug_info:
+        if item.component in ("requester", "registration"):
+            try:
+                value = json.loads(item.info)
+            except ValueError:
+                return None
+            if isinstance(value, dict) and "registered" in value:
+                return bool(value["registered"])
+    return None
+
+
+def _logged_registration(node: Node) -> bool:
+    return REGISTERED_LOG_LINE in node.current_log()
+
+
+def _node_protocol_line(node: Node) -> re.Match[str] | None:
+    return NODE_PROTOCOL.search(node.current_log())
+
+
+def _node_id(node_type: str, data_dir: Path | None) -> str:
+    """The ID its data dir keeps (a devstack started again on the same folder), else a new one."""
+    saved = ""
+    with contextlib.suppress(OSError):
+        saved = (data_dir / "node_id").read_text().strip() if data_dir is not None else ""
+    with contextlib.suppress(BacalhauError):
+        return node_ids.check_node_id(saved)
+    return f"{NODE_ID_PREFIX[node_type]}-{secrets.token_hex(6)}"
+
+
+def _listening_line(node: Node) -> re.Match[str] | None:
+    for match in LISTENING.finditer(node.current_log()):
+        if match.group(1) == node.node_type:
+            return match
+    return None
+
+
+def _with_flag(args: list[str], flag: str, value: str) -> list[str]:
+    """`args` with `flag VALUE` in place of the first `flag X` (or at the end, when it has none)."""
+    if flag not in args:
+        return [*args, flag, value]
+    at = args.index(flag)
+    return [*args[: at + 1], value, *args[at + 2 :]]
+
+
+# -------------------------------------------------------------------------------------------------- CLI
