@@ -483,3 +483,23 @@ async def _start_health_only(
         raise OSError(f"{component}: cannot listen on {bind} (health): {error}") from error
     await server.start()
     return server, bound
+
+
+@dataclass
+class RunningNode:
+    """A started node (requester, compute or verifier): its ID and its server; `address` and `port` are
+    where it listens. Each service's app extends it with its parts and its own `stop`."""
+
+    node_id: str
+    server: RunningServer
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.server.stop(grace)

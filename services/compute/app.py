@@ -31,7 +31,7 @@ from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.ipfs import IpfsClient
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.model.version import build_version_info
-from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
+from bacalhau_grpc.common.server import RunningNode, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
 from bacalhau_grpc.common.transport import transport_of
 from bacalhau_grpc.compute.api.access import COMPUTE_POLICY, CONTENT_POLICY
@@ -198,25 +198,15 @@ def storage_volumes(
 
 
 @dataclass
-class RunningCompute:
-    node_id: str
+class RunningCompute(RunningNode):
     settings: ComputeSettings
     node: ComputeNode
     store: SQLiteExecutionStore
-    server: RunningServer
     client: RequesterClient
     servicer: ComputeServiceServicer
     volumes: Volumes
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
-
-    @property
-    def address(self) -> str:
-        return self.server.address
-
-    @property
-    def port(self) -> int:
-        return self.server.port
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stops serving (in-flight RPCs get `grace` seconds), stops the node's work and the heartbeats,

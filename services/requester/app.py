@@ -18,7 +18,7 @@ from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE
 from bacalhau_grpc.common.content.service import ContentServiceServicer
 from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.ipfs import IpfsClient
-from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
+from bacalhau_grpc.common.server import RunningNode, RunningServer, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
 from bacalhau_grpc.common.transport import Transport, transport_of
 from bacalhau_grpc.pb.content.v1 import content_service_pb2_grpc as cgrpc
@@ -49,10 +49,8 @@ def resolve_node_id(settings: RequesterSettings) -> str:
 
 
 @dataclass
-class RunningRequester:
-    node_id: str
-    # The client API's server, and the node protocol's (the same one without TLS).
-    server: RunningServer
+class RunningRequester(RunningNode):
+    # `server` serves the client API; `node_server` the node protocol (the same one without TLS).
     node_server: RunningServer
     requester: Requester
     store: RequesterStore
@@ -61,14 +59,6 @@ class RunningRequester:
     settings: RequesterSettings
     # The IPFS daemon's client sharded jobs' inputs are listed with (settings.ipfs_connect), if any.
     ipfs: IpfsClient | None = None
-
-    @property
-    def address(self) -> str:
-        return self.server.address
-
-    @property
-    def port(self) -> int:
-        return self.server.port
 
     @property
     def node_address(self) -> str:

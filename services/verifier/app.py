@@ -1,12 +1,11 @@
 """The verifier process: wires the servicer into a gRPC server (the CLI's `serve --node-type verifier`)."""
 
 import secrets
-from dataclasses import dataclass
 
 from bacalhau_grpc.common import node_ids
 from bacalhau_grpc.common.access import guarded
 from bacalhau_grpc.common.authz import Policy
-from bacalhau_grpc.common.server import RunningServer, ServiceBinding, start_server
+from bacalhau_grpc.common.server import RunningNode, ServiceBinding, start_server
 from bacalhau_grpc.common.telemetry import setup_telemetry
 from bacalhau_grpc.common.transport import transport_of
 from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
@@ -27,21 +26,8 @@ def new_node_id() -> str:
     return f"verifier-{secrets.token_hex(6)}"
 
 
-@dataclass
-class RunningVerifier:
-    node_id: str
-    server: RunningServer
-
-    @property
-    def address(self) -> str:
-        return self.server.address
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    async def stop(self, grace: float = 5.0) -> None:
-        await self.server.stop(grace)
+class RunningVerifier(RunningNode):
+    """The verifier: its server is all it has."""
 
 
 async def start(settings: VerifierSettings) -> RunningVerifier:

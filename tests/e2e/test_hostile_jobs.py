@@ -35,6 +35,7 @@ from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from tests.e2e.cli_support import COMMAND, RunningDevstack, clean_env, job_id_of, run_cli
 from tests.integration.common_testing import grpcurl_path
+from tests.wasm.hostile import TABLE_GROW, THREE_MEMORIES
 
 WASM = Path(__file__).resolve().parent.parent / "wasm"
 WAIT = ("--wait-timeout-secs", "120")
@@ -429,30 +430,8 @@ Spec:
 
 # ------------------------------------------------------------------------------------------- WASM
 
-# Grows each of its three memories by 300 pages, then by 100 more; exits with how many grows worked.
-THREE_MEMORIES = """
-(module
-  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-  (memory $a 0) (memory $b 0) (memory $c 0)
-  (func $ok (param i32) (result i32) (i32.ne (local.get 0) (i32.const -1)))
-  (func (export "_start")
-    (call $exit
-      (i32.add
-        (i32.add
-          (i32.add (call $ok (memory.grow $a (i32.const 300))) (call $ok (memory.grow $b (i32.const 300))))
-          (i32.add (call $ok (memory.grow $c (i32.const 300))) (call $ok (memory.grow $a (i32.const 100)))))
-        (i32.add (call $ok (memory.grow $b (i32.const 100))) (call $ok (memory.grow $c (i32.const 100))))))))
-"""
 # Three memories of 400 pages (25 MiB) from the start.
 BIG_MEMORIES = '(module (memory 400) (memory 400) (memory 400) (func (export "_start")))'
-# Grows its table by a million entries; exits 1 when refused (table.grow gave -1), else 0.
-TABLE_GROW = """
-(module
-  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-  (table 1 funcref)
-  (func (export "_start")
-    (call $exit (i32.eq (table.grow (ref.null func) (i32.const 1000000)) (i32.const -1)))))
-"""
 
 
 def uploaded_module(env: dict[str, str], module: Path) -> tuple[str, str]:

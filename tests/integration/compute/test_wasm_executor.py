@@ -24,6 +24,7 @@ from bacalhau_grpc.compute.executors.wasm_interrupts import GuestControl as _Con
 from bacalhau_grpc.compute.executors.wasm_modules import DEFAULT_MAX_MODULE_BYTES, declared_module_name
 from bacalhau_grpc.compute.executors.wasm_runtime import WasmRuntime
 from tests.unit.compute.support import make_job
+from tests.wasm.hostile import TABLE_GROW, THREE_MEMORIES
 
 WASM = Path(__file__).resolve().parents[2] / "wasm"
 
@@ -356,31 +357,6 @@ def test_the_random_stream_depends_on_the_seed_only_not_on_how_it_is_read():
 
 
 # --- the sandbox's limits (the store limiter, module size, compile time) --------------------------------
-
-# Grows each of its three memories by 300 pages (18.75 MiB), then each by 100 more (25 MiB each, 75 MiB
-# in all); exits with the number of grows that succeeded.
-THREE_MEMORIES = """
-(module
-  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-  (memory $a 0) (memory $b 0) (memory $c 0)
-  (func $ok (param i32) (result i32) (i32.ne (local.get 0) (i32.const -1)))
-  (func (export "_start")
-    (call $exit
-      (i32.add
-        (i32.add
-          (i32.add (call $ok (memory.grow $a (i32.const 300))) (call $ok (memory.grow $b (i32.const 300))))
-          (i32.add (call $ok (memory.grow $c (i32.const 300))) (call $ok (memory.grow $a (i32.const 100)))))
-        (i32.add (call $ok (memory.grow $b (i32.const 100))) (call $ok (memory.grow $c (i32.const 100))))))))
-"""
-
-# Grows its table by a million entries; exits 1 when refused (table.grow gave -1), else 0.
-TABLE_GROW = """
-(module
-  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-  (table 1 funcref)
-  (func (export "_start")
-    (call $exit (i32.eq (table.grow (ref.null func) (i32.const 1000000)) (i32.const -1)))))
-"""
 
 
 def wat_module(tmp_path: Path, name: str, text: str) -> Path:
