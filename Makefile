@@ -9,7 +9,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help install constraints gen gen-check lint docker-engine test-images ipfs-install test fuzz demo bench clean \
+.PHONY: help install constraints gen gen-check lint docker-engine test-images ipfs-install test fuzz chaos demo bench clean \
 	base-image image
 
 help:
@@ -27,6 +27,8 @@ help:
 	@echo "make test       the test suite (pytest; starts the Docker engine and builds the test image)"
 	@echo "make fuzz       fuzz every public RPC and job files against real servers (FUZZ_CASES=10000)"
 	@echo "make demo       start a devstack, run one job through its whole lifecycle, stop it"
+	@echo "make chaos      10,000 jobs while each service is SIGKILLed and restarted: lost/duplicated jobs and events,"
+	@echo "               throughput dip and recovery (CHAOS_JOBS=..., CHAOS_SOAK=30 for the 30-minute soak)"
 	@echo "make bench      benchmarks: the model codecs, and noop jobs through a devstack"
 
 $(STAMP): pyproject.toml setup.py constraints.txt
@@ -119,6 +121,13 @@ test: $(STAMP) test-images ipfs-install
 FUZZ_CASES ?= 10000
 fuzz: $(STAMP)
 	FUZZ_CASES=$(FUZZ_CASES) $(BIN)/pytest -q -s -p no:logging tests/fuzz
+
+# Load and faults (bench/chaos.py): 10,000 jobs while each service is killed and restarted; CHAOS_SOAK=30
+# runs the 30-minute soak instead.
+CHAOS_JOBS ?= 10000
+CHAOS_SOAK ?= 0
+chaos: $(STAMP)
+	$(PY) bench/chaos.py --jobs $(CHAOS_JOBS) --kills 2 --soak-minutes $(CHAOS_SOAK)
 
 demo: $(STAMP)
 	$(PY) -m bacalhau_grpc.cli.demo

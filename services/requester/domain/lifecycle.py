@@ -860,7 +860,7 @@ class Requester:
             with self._span(
                 f"requester.{name}", job_id=job_id, node_id=self.node_id, shard_index=shard_index
             ):
-                outcome = await self._call(job_id, shard_index, action)
+                outcome = await self._call_retrying(job_id, shard_index, action)
         except asyncio.CancelledError:
             raise
         except _Abandoned:
@@ -873,6 +873,44 @@ class Requester:
                 )
             outcome = ("failed", error)
         self._after_call(job_id, shard_index, action, outcome)
+
+    async def _call_retrying(self, job_id: str, shard_index: int, action: Any) -> tuple[str, Any]:
+        """`_call`; telling a node its bid or its results were accepted is retried with back-off while the
+        node cannot be reached but is still taken for alive (it may be restarting: it comes back with its
+        node ID, perhaps at a new address) and its execution still waits for the call. Without this a
+        compute node's restart would fail the executions it was being told about."""
+        delay = self.retry_backoff_start
+        while True:
+            try:
+                return await self._call(job_id, shard_index, action)
+            except (UnavailableError, DeadlineExceededError) as exc:
+                if type(action) not in _RETRIED or not self._still_waits(job_id, shard_index, action):
+                    raise
+                if self._draining:  # stopping: the next start tells the node again (`ShardFSM.resume`)
+                    raise _Abandoned from exc
+                log.info(
+                    "%s to node %s failed (%s); retrying in %.1fs",
+                    type(action).__name__,
+                    action.node_id,
+                    exc,
+                    delay,
+                    extra={"job_id": job_id, "node_id": self.node_id},
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_backoff_max)
+
+    def _still_waits(self, job_id: str, shard_index: int, action: Any) -> bool:
+        """The node is taken for alive and its execution is still in the state that asked for `action`."""
+        record = self._lookup(job_id)
+        if record is None or not self.nodes.is_live(action.node_id, self._clock()):
+            return False
+        execution = record.shards[shard_index].execution(action.node_id)
+        wanted = _RETRIED[type(action)]
+        return (
+            execution is not None
+            and execution.execution_id == action.execution_id
+            and execution.state == wanted
+        )
 
     async def _durable(self) -> None:
         """Wait until everything queued to the store so far is committed (no-op once the store closed)."""
@@ -1104,6 +1142,13 @@ class Requester:
     @property
     def tasks_in_flight(self) -> int:
         return len(self._tasks)
+
+
+# Calls to a node retried while it is unreachable but alive, with the execution state that waits for each.
+_RETRIED = {
+    fsm_mod.NotifyBidAccepted: fsm_mod.ExecState.ACCEPTED,
+    fsm_mod.NotifyResultAccepted: fsm_mod.ExecState.RESULT_ACCEPTED,
+}
 
 
 class _Abandoned(Exception):

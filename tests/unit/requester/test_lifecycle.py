@@ -16,7 +16,7 @@ from bacalhau_grpc.common.errors import (
 )
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.lifecycle import Requester
-from bacalhau_grpc.requester.domain.shard_fsm import Phase
+from bacalhau_grpc.requester.domain.shard_fsm import ExecState, Phase
 from bacalhau_grpc.requester.store.sqlite import RequesterStore
 from tests.unit.requester.fakes import UNREACHABLE, FakeCompute, FakeVerifier, eventually
 
@@ -450,6 +450,23 @@ async def test_a_busy_node_is_asked_again_on_its_next_heartbeat_and_a_refusing_o
     await eventually(lambda: r.shard(job.id).phase == Phase.WAITING_FOR_RESULTS, what="n1's second answer")
     assert [address for name, address, _ in compute.calls if name == "ask_for_bid"].count("addr-n2") == 1
     assert compute.executions("ask_for_bid") == [job.id] * 3
+
+
+async def test_a_restarting_node_is_told_its_bid_was_accepted_once_it_answers_again(harness):
+    """While a live node cannot be reached, BidAccepted is retried (it may be restarting), not given up."""
+    r, compute = harness.requester, harness.compute
+    await r.register_node(node("n1"))
+    compute.fail["bid_accepted"] = UNREACHABLE
+    job = await r.submit(payload())
+    await eventually(lambda: len(compute.executions("bid_accepted")) >= 3, what="BidAccepted retried")
+    assert r.shard(job.id).execution("n1").state == ExecState.ACCEPTED  # not failed meanwhile
+    del compute.fail["bid_accepted"]
+    calls = len(compute.executions("bid_accepted"))
+    await eventually(
+        lambda: len(compute.executions("bid_accepted")) == calls + 1, what="the call that got through"
+    )
+    assert r.shard(job.id).execution("n1").state == ExecState.ACCEPTED
+    assert not any(e.event_name == pb.JobEventType.JOB_EVENT_TYPE_ERROR for e in _events(r, job.id))
 
 
 async def test_cancel_by_the_owner_cancels_every_execution(harness):

@@ -1,0 +1,18 @@
+"""A short `make chaos` run (bench/chaos.py): 500 jobs on a devstack of real processes while the requester,
+a compute node and the verifier are each killed with SIGKILL once and started again. Every acknowledged job
+ends, none is published twice by one node, and no event is recorded twice or missing."""
+
+from bench import chaos
+
+
+async def test_500_jobs_through_three_kills_lose_and_duplicate_nothing(tmp_path):
+    report = await chaos.chaos(
+        jobs=500, in_flight=32, kills=1, seed=20261207, deadline=600.0, data_dir=str(tmp_path)
+    )
+    chaos.print_report(report, 500)
+    assert [kill.node for kill in report.kills] != [] and len(report.kills) == 3
+    assert report.acknowledged == 500
+    assert report.lost == []
+    assert report.duplicated_publications == 0
+    assert report.events_duplicated == 0 and report.events_missing == 0
+    assert report.completed + sum(report.errors.values()) == 500
