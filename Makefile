@@ -134,10 +134,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_model.py
-	$(PY) bench/bench_network.py
+	$(PY) -m bench.bench_network
 	$(PY) bench/bench_docker.py
 	$(PY) bench/bench_wasm.py
 	$(PY) bench/bench_sharding.py
+	$(PY) -m bench.bench_latency
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

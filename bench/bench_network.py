@@ -7,7 +7,7 @@ hello-world module uploaded as the job's context) at concurrency 1: jobs/s, the 
 submission (the Created event) to the job's last event, and the RPCs the services served per job (read
 from each server's "N RPCs served" line at shutdown; the benchmark's own reads of the events afterwards
 are subtracted, its submissions are not: they are part of every job).
-Run with `make bench` (or `python bench/bench_network.py --jobs 500`).
+Run with `make bench` (or `python -m bench.bench_network --jobs 500`).
 """
 
 import argparse
@@ -25,6 +25,7 @@ from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bench import echo_floor
 
 # Noop jobs/s at concurrency 1: the goal, the least the network must reach (the floor), and Bacalhau
 # v0.3's rate, for comparison.
@@ -129,6 +130,9 @@ async def run_scenario(
 
 
 async def main(jobs: int, in_flight: int) -> None:
+    floor = await echo_floor.measure()
+    echo = floor["rate16"]
+    print(f"floor: echo 1.4 KB {echo:.0f} calls/s with 16 in flight (bench/echo_floor.py)")
     print(
         f"devstack: 1 requester + 1 verifier + 3 compute nodes (separate processes); "
         f"{jobs} noop jobs per scenario, {in_flight} submissions in flight\n"
@@ -175,6 +179,11 @@ async def main(jobs: int, in_flight: int) -> None:
     )
     wasm = results[3]["rate"]
     print(f"WASM jobs end to end: {wasm:.1f}/s, {wasm / WASM_GOAL:.2f}x the goal ({WASM_GOAL}/s)")
+    c3 = results[1]["rate"]
+    print("against the floor measured in this run (targets: 0.20, 0.10 and 0.9):")
+    print(f"  noop, concurrency 1:           {c1 / echo:.3f} x the echo rate")
+    print(f"  deterministic, concurrency 3:  {c3 / echo:.3f} x the echo rate")
+    print(f"  WASM hello, concurrency 1:     {wasm / c1:.2f} x the noop concurrency-1 rate")
     print("(RPCs/job include the compute nodes' registrations and heartbeats spread over the run)")
 
 
