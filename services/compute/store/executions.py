@@ -3,7 +3,8 @@
 Reads are served from memory: every active execution is held in memory (loaded at open), and the most
 recent ended ones in a bounded cache; anything older is read from the database. Writes update memory at
 once (so compare-and-set sees them immediately) and queue the row; a background task commits the queue
-in ONE transaction per batch (every `batch_interval` seconds, sooner when `batch_size` rows wait) on a
+in ONE transaction per batch (under load every `batch_interval` seconds, sooner when `batch_size` rows
+wait; an idle store writes a lone change at once) on a
 writer thread, so the event loop never waits for the disk. Several updates of one execution within a
 batch become one row write; every transition is appended to the history table. `flush` waits until
 everything queued so far is committed; `close` flushes.
@@ -174,6 +175,10 @@ def _connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connectio
     return connection
 
 
+# See SQLiteExecutionStore._last_batch_size.
+BUSY_BATCH = 8
+
+
 class SQLiteExecutionStore:
     """The `ExecutionStore` of a compute node, in one SQLite file."""
 
@@ -202,6 +207,9 @@ class SQLiteExecutionStore:
         self._writer: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute-store")
         self._wake = asyncio.Event()
+        # The changes the last batch held: the flusher lingers for a batch only after a batch of at least
+        # BUSY_BATCH of them (the node is busy: batching pays); a lone change is written at once.
+        self._last_batch_size = 0
         self._flusher: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         self._closed = False
@@ -357,11 +365,12 @@ class SQLiteExecutionStore:
     async def _flush_loop(self) -> None:
         while True:
             await self._wake.wait()
-            if self._pending() < self.batch_size:
+            if self._last_batch_size >= BUSY_BATCH and self._pending() < self.batch_size:
                 await asyncio.sleep(self.batch_interval)
             self._wake.clear()
             try:
                 async with self._flush_lock:
+                    self._last_batch_size = self._pending()
                     await self._write_batch()
             except asyncio.CancelledError:
                 raise

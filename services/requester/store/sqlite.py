@@ -126,6 +126,11 @@ class _Batch:
         self.size += newer.size
 
 
+# The writer lingers for a batch only after a commit of at least this many writes (the store is busy:
+# batching pays); a lone job's few writes per step are committed at once.
+BUSY_BATCH = 8
+
+
 class RequesterStore:
     def __init__(self, path: Path, *, flush_interval: float = 0.004, max_batch: int = 5000) -> None:
         self.path = Path(path)
@@ -134,6 +139,7 @@ class RequesterStore:
         self._batch = _Batch()
         self._generation = 0  # bumped by every queued write
         self._committed = 0  # the generation the database holds
+        self._last_batch_size = 0  # the writes the last commit held (see BUSY_BATCH)
         self._executor: ThreadPoolExecutor | None = None
         self._writer_db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -222,8 +228,9 @@ class RequesterStore:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._closing and self._batch.size < self.max_batch:
-                # Let the batch fill for a few milliseconds: one transaction for all of it.
+            busy = self._last_batch_size >= BUSY_BATCH
+            if busy and not self._closing and self._batch.size < self.max_batch:
+                # Under load, let the batch fill for a few milliseconds: one transaction for all of it.
                 await asyncio.sleep(self.flush_interval)
             batch, self._batch = self._batch, _Batch()
             generation = self._generation
@@ -248,6 +255,7 @@ class RequesterStore:
                 self._last_error = None
                 self.commits += 1
                 self.rows_written += batch.size
+            self._last_batch_size = batch.size
             self._committed = generation
             self._run_after_commit()
             if self._closing and not self._batch.size:
