@@ -1,0 +1,141 @@
+"""The requester's view of compute node liveness: registration (and what a restarted node must redo),
+heartbeats, one exact liveness timer per node (a node silent for node_timeout loses its executions, which
+are replaced), and offering bidding shards to nodes that appear or have room again (`_busy_nodes`).
+
+A mixin of `Requester` (`lifecycle.py`): the state it uses is set by the orchestrator, declared below.
+"""
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.node_ids import check_node_id
+from bacalhau_grpc.requester.domain.nodes import NodeRegistry
+from bacalhau_grpc.requester.domain.ports import JobStore
+from bacalhau_grpc.requester.domain.records import JobRecord
+from bacalhau_grpc.requester.domain.shard_fsm import ShardFSM, Transition
+
+# The lifecycle's logger: these records kept their logger name when this part moved out of lifecycle.py.
+log = logging.getLogger("bacalhau_grpc.requester.domain.lifecycle")
+
+
+class NodeLiveness:
+    """Compute nodes coming, heartbeating and going (mixed into `Requester`)."""
+
+    # Set by `Requester.__init__`.
+    node_id: str
+    store: JobStore
+    nodes: NodeRegistry
+    _clock: Callable[[], float]
+    _rng: random.Random
+    _active: dict[str, JobRecord]
+    _bidding: dict[tuple[str, int], None]
+    _busy_nodes: set[str]
+    _node_timers: dict[str, asyncio.TimerHandle]
+    _draining: bool
+    _loop: asyncio.AbstractEventLoop | None
+
+    if TYPE_CHECKING:
+
+        def _apply(
+            self, record: JobRecord, shard: ShardFSM, transition: Transition
+        ) -> None: ...  # lifecycle.py
+
+    async def register_node(self, info: pb.NodeInfo) -> None:
+        check_node_id(info.node_id, field="node.node_id")
+        if not info.address:
+            raise InvalidArgumentError(
+                "the node's compute service address (host:port) is required", field="node.address"
+            )
+        now = self._clock()
+        stored = pb.NodeInfo()
+        stored.CopyFrom(info)
+        self.nodes.register(stored, now)
+        self.store.put_node(stored, now)
+        self._watch_node(info.node_id)
+        log.info(
+            "compute node %s registered at %s", info.node_id, info.address, extra={"node_id": self.node_id}
+        )
+        self._resume_node(info.node_id)
+        self._offer_to(info.node_id)
+
+    def _resume_node(self, node_id: str) -> None:
+        """A node (re)registered: repeat what it must still do for the active shards (see
+        `ShardFSM.resume_node`); a restarted node may have lost its last updates."""
+        for record in list(self._active.values()):
+            for shard in record.shards:
+                if shard.is_terminal or shard.execution(node_id) is None:
+                    continue
+                transition = shard.resume_node(node_id)
+                if transition.actions:
+                    self._apply(record, shard, transition)
+
+    async def heartbeat(self, node_id: str, available: pb.ResourceUsageData | None = None) -> None:
+        check_node_id(node_id, field="node_id")
+        was_live = self.nodes.heartbeat(node_id, available, self._clock())
+        self._watch_node(node_id)
+        if not was_live or node_id in self._busy_nodes:
+            self._busy_nodes.discard(node_id)
+            self._offer_to(node_id)
+
+    def _watch_node(self, node_id: str) -> None:
+        """Arm the node's liveness timer (once; it re-arms itself while the node keeps heartbeating)."""
+        entry = self.nodes.get(node_id)
+        if self._draining or entry is None or node_id in self._node_timers:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        expires = entry.last_seen + self.nodes.node_timeout
+        when = loop.time() + max(expires - self._clock(), 0.0) + 0.01
+        self._node_timers[node_id] = loop.call_at(when, self._check_node, node_id)
+
+    def _check_node(self, node_id: str) -> None:
+        """The node's timeout ran out: re-arm if it was heard from meanwhile, else replace its executions."""
+        self._node_timers.pop(node_id, None)
+        entry = self.nodes.get(node_id)
+        now = self._clock()
+        if entry is None or self._draining:
+            return
+        if self.nodes.is_live(node_id, now):
+            self._watch_node(node_id)
+            return
+        reason = (
+            f"node {node_id} stopped sending heartbeats (silent for {now - entry.last_seen:.1f}s, "
+            f"node timeout {self.nodes.node_timeout:g}s)"
+        )
+        log.warning("%s", reason, extra={"node_id": self.node_id})
+        for record in list(self._active.values()):
+            for shard in record.shards:
+                if shard.is_terminal or shard.execution(node_id) is None:
+                    continue
+                transition = shard.on_node_lost(node_id, reason, now)
+                if transition.actions:
+                    self._refill(shard, transition, now)
+                    self._apply(record, shard, transition)
+
+    def _refill(self, shard: ShardFSM, transition: Transition, now: float) -> None:
+        """After a bid was lost (refused, failed, its node gone): ask other live nodes to fill the slot."""
+        if shard.is_bidding and transition.denied is None:
+            transition.actions += shard.refill(self.nodes.live_node_ids(now), now, self._rng).actions
+
+    def _offer_to(self, node_id: str) -> None:
+        """Offer every bidding shard to a node that (re)appeared or has room again (`offer_again`)."""
+        for job_id, shard_index in list(self._bidding):
+            record = self._active.get(job_id)
+            if record is None:
+                continue
+            shard = record.shards[shard_index]
+            transition = shard.offer_again(node_id, self._rng)
+            if transition.actions:
+                self._apply(record, shard, transition)
+
+    def live_node_count(self) -> int:
+        return len(self.nodes.live_node_ids(self._clock()))
+
+    def live_node_addresses(self) -> list[str]:
+        """Where the live compute nodes listen (e.g. to fetch content they hold)."""
+        addresses = (self.nodes.address(node_id) for node_id in self.nodes.live_node_ids(self._clock()))
+        return [address for address in addresses if address]
