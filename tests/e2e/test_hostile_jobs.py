@@ -35,7 +35,7 @@ from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from tests.e2e.cli_support import COMMAND, RunningDevstack, clean_env, job_id_of, run_cli
 from tests.integration.common_testing import grpcurl_path
-from tests.wasm.hostile import TABLE_GROW, THREE_MEMORIES
+from tests.wasm.hostile import PYTHON_LINKS, TABLE_GROW, THREE_MEMORIES
 
 WASM = Path(__file__).resolve().parent.parent / "wasm"
 WAIT = ("--wait-timeout-secs", "120")
@@ -258,20 +258,6 @@ def test_links_hard_links_and_a_fifo_from_a_docker_job_never_reach_get(devstack,
     assert proposed.startswith("left out of the results (links and special files are never kept): ")
     dropped = proposed.split(": ", 1)[1].split(", ")
     assert dropped == [f"outputs/{name}" for name in ("a", "environ", "fifo", "hard", "passwd", "x")]
-
-
-PYTHON_LINKS = """\
-import os
-open("/outputs/ok.txt", "w").write("ok")
-made = []
-for target, name in (("ok.txt", "/outputs/rel"), ("/etc", "/outputs/etc"), ("..", "/outputs/up")):
-    try:
-        os.symlink(target, name)
-        made.append(name)
-    except OSError as exc:
-        print("refused", name, exc)
-print("made", " ".join(made))
-"""
 
 
 def test_links_a_python_job_makes_under_wasi_never_reach_get(devstack, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from bacalhau_grpc.common.content.archive import make_tar_gz
 from bacalhau_grpc.common.model import pb
 from tests.integration.network import E, Network, of_type
+from tests.wasm.hostile import PYTHON_LINKS
 
 P = pb.Publisher
 
@@ -179,19 +180,6 @@ async def test_links_hard_links_and_fifos_never_leave_a_docker_job(network, dock
         assert "outputs/ok.txt" not in proposed.status
 
 
-SYMLINKS_PROGRAM = b"""import os
-open("/outputs/ok.txt", "w").write("ok")
-made = []
-for target, name in (("ok.txt", "/outputs/rel"), ("/etc", "/outputs/etc"), ("..", "/outputs/up")):
-    try:
-        os.symlink(target, name)
-        made.append(name)
-    except OSError as exc:
-        print("refused", name, exc)
-print("made", " ".join(made))
-"""
-
-
 async def test_links_made_under_wasi_never_leave_a_python_job(network, tmp_path):
     """WASI (wasmtime) lets a guest make a relative symbolic link inside its preopened outputs (one to
     an absolute path like /etc is refused, EPERM): it is left out of the results too, and the
@@ -204,7 +192,7 @@ async def test_links_made_under_wasi_never_leave_a_python_job(network, tmp_path)
     job.spec.language.deterministic = True
     job.spec.language.program_path = "main.py"
     job.spec.timeout = 120
-    submitted = await network.submit(job, context=make_tar_gz({"main.py": SYMLINKS_PROGRAM}))
+    submitted = await network.submit(job, context=make_tar_gz({"main.py": PYTHON_LINKS.encode()}))
     events = await network.wait_for_end(submitted.id, timeout=120)
     (proposed,) = of_type(events, E.JOB_EVENT_TYPE_RESULTS_PROPOSED)
     stdout = proposed.run_output.stdout

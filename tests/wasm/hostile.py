@@ -1,5 +1,5 @@
-"""WebAssembly modules (WAT) that try the WASM sandbox's limits, shared by the executor's tests and the
-end-to-end tests."""
+"""Programs that try the WASM sandbox, shared by the executor's tests and the end-to-end tests: WebAssembly
+modules (WAT) past its limits, and a Python program (run on CPython for WASI) making links in its outputs."""
 
 # Grows each of its three memories by 300 pages (18.75 MiB), then each by 100 more (25 MiB each, 75 MiB
 # in all); exits with the number of grows that succeeded.
@@ -24,4 +24,18 @@ TABLE_GROW = """
   (table 1 funcref)
   (func (export "_start")
     (call $exit (i32.eq (table.grow (ref.null func) (i32.const 1000000)) (i32.const -1)))))
+"""
+
+# Makes a relative link, a link to /etc and a link to the parent in /outputs; prints what WASI allowed.
+PYTHON_LINKS = """\
+import os
+open("/outputs/ok.txt", "w").write("ok")
+made = []
+for target, name in (("ok.txt", "/outputs/rel"), ("/etc", "/outputs/etc"), ("..", "/outputs/up")):
+    try:
+        os.symlink(target, name)
+        made.append(name)
+    except OSError as exc:
+        print("refused", name, exc)
+print("made", " ".join(made))
 """
