@@ -149,6 +149,10 @@ class Requester(JobQueries, NodeLiveness, NodeReports, EffectDispatch):
         self._bidding: dict[tuple[str, int], None] = {}
         # Nodes some bidding shard holds as busy (refused for want of room): offered again on a heartbeat.
         self._busy_nodes: set[str] = set()
+        # When each busy node was last offered its shards again (loop time), and the re-offers put off to
+        # keep them REOFFER_GAP apart (`NodeLiveness.heartbeat`).
+        self._reoffered_at: dict[str, float] = {}
+        self._reoffer_timers: dict[str, asyncio.TimerHandle] = {}
         self._timers: dict[tuple[str, int], tuple[float, asyncio.TimerHandle]] = {}
         # One liveness timer per known node, due when its node_timeout runs out without a heartbeat.
         self._node_timers: dict[str, asyncio.TimerHandle] = {}
@@ -209,9 +213,10 @@ class Requester(JobQueries, NodeLiveness, NodeReports, EffectDispatch):
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        for handle in self._node_timers.values():
+        for handle in [*self._node_timers.values(), *self._reoffer_timers.values()]:
             handle.cancel()
         self._node_timers.clear()
+        self._reoffer_timers.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self._tasks and (remaining := deadline - loop.time()) > 0:

@@ -21,6 +21,8 @@ from bacalhau_grpc.requester.domain.shard_fsm import ShardFSM, Transition
 
 # The lifecycle's logger: these records kept their logger name when this part moved out of lifecycle.py.
 log = logging.getLogger("bacalhau_grpc.requester.domain.lifecycle")
+# The least time between two offers of its shards to a busy node (seconds).
+REOFFER_GAP = 0.1
 
 
 class NodeLiveness:
@@ -35,6 +37,8 @@ class NodeLiveness:
     _active: dict[str, JobRecord]
     _bidding: dict[tuple[str, int], None]
     _busy_nodes: set[str]
+    _reoffered_at: dict[str, float]
+    _reoffer_timers: dict[str, asyncio.TimerHandle]
     _node_timers: dict[str, asyncio.TimerHandle]
     _draining: bool
     _loop: asyncio.AbstractEventLoop | None
@@ -78,9 +82,29 @@ class NodeLiveness:
         check_node_id(node_id, field="node_id")
         was_live = self.nodes.heartbeat(node_id, available, self._clock())
         self._watch_node(node_id)
-        if not was_live or node_id in self._busy_nodes:
-            self._busy_nodes.discard(node_id)
+        if not was_live:
             self._offer_to(node_id)
+        elif node_id in self._busy_nodes:
+            self._reoffer_busy(node_id)
+
+    def _reoffer_busy(self, node_id: str) -> None:
+        """Offer a busy node its shards again, at most once every REOFFER_GAP seconds (a node that heartbeats
+        in a tight loop costs one pass over the bidding shards per gap, not one per heartbeat); a heartbeat
+        that comes sooner puts the offer off to the end of the gap."""
+        loop = self._loop or asyncio.get_running_loop()
+        wait = self._reoffered_at.get(node_id, float("-inf")) + REOFFER_GAP - loop.time()
+        if wait > 0:
+            if node_id not in self._reoffer_timers and not self._draining:
+                self._reoffer_timers[node_id] = loop.call_later(wait, self._reoffer_due, node_id)
+            return
+        self._reoffered_at[node_id] = loop.time()
+        self._busy_nodes.discard(node_id)
+        self._offer_to(node_id)
+
+    def _reoffer_due(self, node_id: str) -> None:
+        self._reoffer_timers.pop(node_id, None)
+        if node_id in self._busy_nodes and self.nodes.is_live(node_id, self._clock()):
+            self._reoffer_busy(node_id)
 
     def _watch_node(self, node_id: str) -> None:
         """Arm the node's liveness timer (once; it re-arms itself while the node keeps heartbeating)."""

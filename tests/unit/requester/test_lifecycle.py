@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import random
+import time
 
 import pytest
 
@@ -16,6 +17,7 @@ from bacalhau_grpc.common.errors import (
 )
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.lifecycle import Requester
+from bacalhau_grpc.requester.domain.liveness import REOFFER_GAP
 from bacalhau_grpc.requester.domain.shard_fsm import ExecState, Phase
 from bacalhau_grpc.requester.store.sqlite import RequesterStore
 from tests.unit.requester.fakes import UNREACHABLE, FakeCompute, FakeVerifier, eventually
@@ -450,6 +452,28 @@ async def test_a_busy_node_is_asked_again_on_its_next_heartbeat_and_a_refusing_o
     await eventually(lambda: r.shard(job.id).phase == Phase.WAITING_FOR_RESULTS, what="n1's second answer")
     assert [address for name, address, _ in compute.calls if name == "ask_for_bid"].count("addr-n2") == 1
     assert compute.executions("ask_for_bid") == [job.id] * 3
+
+
+async def test_a_busy_node_heartbeating_in_a_tight_loop_is_offered_its_shards_once_per_gap(harness):
+    """A node that always answers busy and floods heartbeats costs one pass over the bidding shards per
+    REOFFER_GAP, not one per heartbeat; the offer put off is still made at the end of the gap."""
+    r, compute = harness.requester, harness.compute
+    compute.answers["addr-n1"] = ("busy", "not enough capacity available")
+    await r.register_node(node("n1"))
+    job = await r.submit(payload())
+    await eventually(lambda: r.shard(job.id).busy == ["n1"], what="the first busy refusal")
+    await r.heartbeat("n1")  # offered again at once: asked a second time
+    await eventually(lambda: r.shard(job.id).busy == ["n1"], what="the second busy refusal")
+    began = time.monotonic()
+    for _ in range(100):  # each heartbeat comes once the node has refused again (when it was asked)
+        await r.heartbeat("n1")
+        await eventually(lambda: r.shard(job.id).busy == ["n1"], what="a busy refusal")
+    gaps = (time.monotonic() - began) / REOFFER_GAP
+    asks = len(compute.executions("ask_for_bid"))
+    assert asks <= 3 + gaps < 100, (asks, gaps)  # one ask per heartbeat would be 102
+    await eventually(
+        lambda: len(compute.executions("ask_for_bid")) > asks, what="the offer put off to the gap"
+    )
 
 
 async def test_a_restarting_node_is_told_its_bid_was_accepted_once_it_answers_again(harness):
