@@ -127,7 +127,7 @@ fuzz: $(STAMP)
 CHAOS_JOBS ?= 10000
 CHAOS_SOAK ?= 0
 chaos: $(STAMP)
-	$(PY) bench/chaos.py --jobs $(CHAOS_JOBS) --kills 2 --soak-minutes $(CHAOS_SOAK)
+	$(PY) -m bench.chaos --jobs $(CHAOS_JOBS) --kills 2 --soak-minutes $(CHAOS_SOAK)
 
 demo: $(STAMP)
 	$(PY) -m bacalhau_grpc.cli.demo
@@ -137,7 +137,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_network
 	$(PY) bench/bench_docker.py
 	$(PY) bench/bench_wasm.py
-	$(PY) bench/bench_sharding.py
+	$(PY) -m bench.bench_sharding
 	$(PY) -m bench.bench_latency
 
 clean:

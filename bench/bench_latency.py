@@ -16,44 +16,26 @@ import random
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import grpc
 
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
-from bacalhau_grpc.devstack import Devstack, Node
+from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bench import echo_floor
+from bench.bench_network import bench_job
+from bench.measure import p99, rss
 
 LONE_JOBS = 100
 QUERIES = 300
 
 
-def noop_job() -> pb.Job:
-    job = pb.Job(api_version="V1beta1")
-    job.spec.engine = pb.Engine.ENGINE_NOOP
-    job.spec.verifier = pb.Verifier.VERIFIER_NOOP
-    job.spec.publisher = pb.Publisher.PUBLISHER_NOOP
-    job.deal.concurrency = 1
-    return job
-
-
-def p99(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
-def rss(node: Node) -> int:
-    text = Path(f"/proc/{node.pid}/status").read_text()
-    return next(int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("VmRSS:"))
-
-
 async def lone_jobs(stub: rgrpc.RequesterServiceStub, key: ClientKey) -> list[float]:
     """Submit → ResultsPublished seen on the job's event stream, one job at a time (seconds)."""
-    request = key.signed_submit_request(noop_job())
+    request = key.signed_submit_request(bench_job(1, pb.Verifier.VERIFIER_NOOP))
     times = []
     for _ in range(LONE_JOBS):
         began = time.perf_counter()
@@ -69,7 +51,7 @@ async def store_jobs(
     stub: rgrpc.RequesterServiceStub, key: ClientKey, count: int, in_flight: int = 64
 ) -> None:
     """Submit `count` noop jobs, then wait until the last one submitted has published."""
-    request = key.signed_submit_request(noop_job())
+    request = key.signed_submit_request(bench_job(1, pb.Verifier.VERIFIER_NOOP))
     queue = iter(range(count))
     last = [""]
 
@@ -142,9 +124,9 @@ async def main(stored: int) -> None:
             )
             assert stack.requester is not None
             await store_jobs(stub, key, stored // 10)
-            rss_tenth = rss(stack.requester)
+            rss_tenth = rss(stack.requester.pid)
             await store_jobs(stub, key, stored - stored // 10)
-            rss_all = rss(stack.requester)
+            rss_all = rss(stack.requester.pid)
             listed = await stub.ListJobs(rpb.ListJobsRequest(page_size=1000), timeout=30)
             figures = await queries(stub, key, [job.id for job in listed.jobs])
             await channel.close()

@@ -26,6 +26,7 @@ from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bench import echo_floor
+from bench.measure import p99
 
 # Noop jobs/s at concurrency 1: the goal, the least the network must reach (the floor), and Bacalhau
 # v0.3's rate, for comparison.
@@ -124,7 +125,7 @@ async def run_scenario(
         "rate": jobs / (max(ends.values()) - start),
         "submit_rate": jobs / (submitted - start),
         "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "p99": p99(latencies) * 1000,
         "rpcs": (served - own_calls) / jobs,
     }
 

@@ -2,7 +2,7 @@
 verifier and 3 compute nodes as separate processes): the time from submission to every shard completed,
 and the overhead per shard. The files are uploaded first as a job context (kept by the requester under
 their CID) and named as the sharded job's IPFS input. Goal: <= 20 s.
-Run with `make bench` (or `python bench/bench_sharding.py --files 2000`).
+Run with `make bench` (or `python -m bench.bench_sharding --files 2000`).
 """
 
 import argparse
@@ -19,19 +19,11 @@ from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bench.bench_network import bench_job
 
 GOAL_SECONDS = 20.0
 # Concurrency 1: a shard ends with its one publication, or with an error.
 ENDING_EVENTS = {pb.JobEventType.JOB_EVENT_TYPE_RESULTS_PUBLISHED, pb.JobEventType.JOB_EVENT_TYPE_ERROR}
-
-
-def noop_job() -> pb.Job:
-    job = pb.Job(api_version="V1beta1")
-    job.spec.engine = pb.Engine.ENGINE_NOOP
-    job.spec.verifier = pb.Verifier.VERIFIER_NOOP
-    job.spec.publisher = pb.Publisher.PUBLISHER_NOOP
-    job.deal.concurrency = 1
-    return job
 
 
 async def run(files: int, deadline: float) -> dict:
@@ -45,8 +37,12 @@ async def run(files: int, deadline: float) -> dict:
             ) as channel,
         ):
             stub = rgrpc.RequesterServiceStub(channel)
-            upload = (await stub.SubmitJob(key.signed_submit_request(noop_job(), archive), timeout=60)).job
-            job = noop_job()
+            upload = (
+                await stub.SubmitJob(
+                    key.signed_submit_request(bench_job(1, pb.Verifier.VERIFIER_NOOP), archive), timeout=60
+                )
+            ).job
+            job = bench_job(1, pb.Verifier.VERIFIER_NOOP)
             job.spec.inputs.append(
                 pb.StorageSpec(
                     storage_source=pb.StorageSourceType.STORAGE_SOURCE_TYPE_IPFS,

@@ -23,7 +23,7 @@ as "unacknowledged jobs" from the requester's own list).
 `--soak-minutes M` runs the soak instead: steady load at 70 % of the peak measured in a first 20 s, for
 M minutes, printing per minute the p50/p99 of submit-to-end latency and each service's RSS.
 
-Run with `make chaos` (10,000 jobs) or `python bench/chaos.py --jobs 500`; the exit status is 1 when any
+Run with `make chaos` (10,000 jobs) or `python -m bench.chaos --jobs 500`; the exit status is 1 when any
 job was lost or duplicated, or an event was duplicated or missing.
 """
 
@@ -38,7 +38,6 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import grpc
 
@@ -48,6 +47,8 @@ from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.devstack import Devstack, Node
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
+from bench.bench_network import bench_job
+from bench.measure import p99, rss
 
 E = pb.JobEventType
 POLL_SECONDS = 0.25
@@ -79,16 +80,9 @@ RETRYABLE = {
 
 
 def job(index: int) -> pb.Job:
-    spec = pb.Job(api_version="V1beta1")
-    spec.spec.engine = pb.Engine.ENGINE_NOOP
-    spec.spec.publisher = pb.Publisher.PUBLISHER_NOOP
     if index % 2:
-        spec.spec.verifier = pb.Verifier.VERIFIER_DETERMINISTIC
-        spec.deal.concurrency = 2
-    else:
-        spec.spec.verifier = pb.Verifier.VERIFIER_NOOP
-        spec.deal.concurrency = 1
-    return spec
+        return bench_job(2, pb.Verifier.VERIFIER_DETERMINISTIC)
+    return bench_job(1, pb.Verifier.VERIFIER_NOOP)
 
 
 @dataclasses.dataclass
@@ -366,28 +360,19 @@ async def soak(minutes: float, in_flight: int, data_dir: str) -> None:
             await asyncio.sleep(1.0 / target)
             if time.time() >= next_minute:
                 window = [s for t, s in load.latencies if next_minute - 60 <= t < next_minute]
-                rss = {name: _rss(node) for name, node in nodes.items()}
+                rss_now = {name: rss(node.pid) for name, node in nodes.items()}
                 if window:
-                    window.sort()
-                    p99 = window[min(len(window) - 1, int(len(window) * 0.99))]
                     print(
                         f"  minute {int((next_minute - 60 - warmup_end) // 60) + 1:3d}: {len(window)} jobs, "
-                        f"p50 {statistics.median(window) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; RSS MiB "
-                        + ", ".join(f"{n} {r / 2**20:.0f}" for n, r in rss.items())
+                        f"p50 {statistics.median(window) * 1000:.0f} ms, "
+                        f"p99 {p99(window) * 1000:.0f} ms; RSS MiB "
+                        + ", ".join(f"{n} {r / 2**20:.0f}" for n, r in rss_now.items())
                     )
                 next_minute += 60
         await asyncio.gather(*load.tasks, return_exceptions=True)
     finally:
         await load.close()
         await stack.stop()
-
-
-def _rss(node: Node) -> int:
-    try:
-        text = Path(f"/proc/{node.pid}/status").read_text()
-    except (OSError, TypeError):
-        return 0
-    return next((int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("VmRSS:")), 0)
 
 
 def main() -> int:
