@@ -354,16 +354,18 @@ async def soak(minutes: float, in_flight: int, data_dir: str) -> None:
         print(f"peak {peak:.1f} jobs/s over 20 s; soaking at {target:.1f} jobs/s for {minutes:g} min")
         stop = time.monotonic() + minutes * 60
         next_minute = time.time() + 60
+        minute = 0
         while time.monotonic() < stop:
             load.start(index, stop + 60)
             index += 1
             await asyncio.sleep(1.0 / target)
             if time.time() >= next_minute:
+                minute += 1
                 window = [s for t, s in load.latencies if next_minute - 60 <= t < next_minute]
                 rss_now = {name: rss(node.pid) for name, node in nodes.items()}
                 if window:
                     print(
-                        f"  minute {int((next_minute - 60 - warmup_end) // 60) + 1:3d}: {len(window)} jobs, "
+                        f"  minute {minute:3d}: {len(window)} jobs, "
                         f"p50 {statistics.median(window) * 1000:.0f} ms, "
                         f"p99 {p99(window) * 1000:.0f} ms; RSS MiB "
                         + ", ".join(f"{n} {r / 2**20:.0f}" for n, r in rss_now.items())

@@ -1,11 +1,11 @@
 """Coalescing many small calls to one peer into few batch calls, without delaying a lone call.
 
-`Coalescer.submit(key, item)` sends `item` at once while fewer than `max_in_flight` batches for `key`
-are out; otherwise it waits with every other item submitted meanwhile for the same key, and they leave
-together as the next batch (at most `max_items` items of at most `max_bytes` in all). An idle peer
-sees one call per item; a busy one sees a few large calls instead of thousands of small ones. This is
-how the requester, its compute nodes and its verifier keep up with a job of 10,000 shards: one unary
-gRPC call costs about as much as handling a hundred items in a batch.
+`Coalescer.submit(key, item)` (or `submit_many(key, items)`) sends `item` at once while fewer than
+`max_in_flight` batches for `key` are out; otherwise it waits with every other item submitted meanwhile
+for the same key, and they leave together as the next batch (at most `max_items` items of at most
+`max_bytes` in all). An idle peer sees one call per item; a busy one sees a few large calls instead of
+thousands of small ones. This is how the requester, its compute nodes and its verifier keep up with a
+job of 10,000 shards: one unary gRPC call costs about as much as handling a hundred items in a batch.
 
 A batch call runs in the context of the call that started it (its trace, when tracing is on).
 
@@ -59,12 +59,24 @@ class Coalescer(Generic[K, I, R]):
 
     async def submit(self, key: K, item: I) -> R:
         """The item's result; raises its error (or the failed batch call's)."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        (result,) = await self.submit_many(key, [item])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def submit_many(self, key: K, items: Sequence[I]) -> list[R | BaseException]:
+        """Each item's result or error, in order; the items leave together (as far as the limits allow)
+        with any others waiting for the same key."""
+        loop = asyncio.get_running_loop()
         lane = self._lanes.setdefault(key, _Lane())
-        lane.waiting.append((item, future))
-        if lane.in_flight < self.max_in_flight:
+        futures: list[asyncio.Future[Any]] = []
+        for item in items:
+            future = loop.create_future()
+            lane.waiting.append((item, future))
+            futures.append(future)
+        while lane.waiting and lane.in_flight < self.max_in_flight:
             self._start(key, lane)
-        return await future
+        return list(await asyncio.gather(*futures, return_exceptions=True))
 
     def _start(self, key: K, lane: _Lane[I]) -> None:
         batch = self._take(lane)

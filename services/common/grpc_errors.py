@@ -267,12 +267,19 @@ async def outcome_of(action: Callable[[], Any], *, logger: logging.Logger, what:
         result = action()
         if inspect.isawaitable(result):
             await result
-    except BacalhauError as exc:
-        return outcome_pb2.Outcome(code=code_for(exc).name, message=truncate(str(exc)))
-    except Exception:
-        logger.exception("unexpected error in %s", what)
-        return outcome_pb2.Outcome(code=grpc.StatusCode.INTERNAL.name, message=INTERNAL_MESSAGE)
+    except Exception as exc:
+        return outcome_for(exc, logger=logger, what=what)
     return outcome_pb2.Outcome()
+
+
+def outcome_for(error: Exception | None, *, logger: logging.Logger, what: str) -> outcome_pb2.Outcome:
+    """The Outcome of one batch item that ended with `error` (None: it succeeded); see `outcome_of`."""
+    if error is None:
+        return outcome_pb2.Outcome()
+    if isinstance(error, BacalhauError):
+        return outcome_pb2.Outcome(code=code_for(error).name, message=truncate(str(error)))
+    logger.error("unexpected error in %s", what, exc_info=error)
+    return outcome_pb2.Outcome(code=grpc.StatusCode.INTERNAL.name, message=INTERNAL_MESSAGE)
 
 
 def error_from_outcome(outcome: outcome_pb2.Outcome) -> BacalhauError | None:

@@ -5,12 +5,14 @@ user's jobs."""
 import asyncio
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bacalhau_grpc.common.content.archive import make_tar_gz
+from bacalhau_grpc.common.errors import ResourceExhaustedError
 from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.sdk import Client
 from bacalhau_grpc.sdk import sdk_types as m
@@ -48,10 +50,18 @@ def sdk(devstack) -> Client:
 
 
 async def _submit_many(devstack, count: int) -> list[str]:
+    deadline = time.monotonic() + 300
     async with sdk(devstack) as client:
         ids = []
         for _ in range(count):  # one after another: their creation times are in this order
-            ids.append((await client.submit(noop())).id)
+            while True:
+                try:
+                    ids.append((await client.submit(noop())).id)
+                    break
+                except ResourceExhaustedError:  # 64 jobs of this client still running: wait for one
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
         return ids
 
 

@@ -12,6 +12,7 @@ from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
 from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.requester.clients.compute import GrpcComputeClient
+from bacalhau_grpc.requester.domain.shard_fsm import NotifyBidAccepted
 from tests.batch_fakes import BatchedCompute
 
 ASKS = 1000
@@ -58,9 +59,11 @@ async def test_many_asks_at_once_go_out_in_a_few_batches_with_every_answer_in_pl
     client = GrpcComputeClient(call_timeout=30)
     try:
         job = pb.Job(id="job-1")
-        answers = await asyncio.wait_for(
-            asyncio.gather(*(client.ask_for_bid(address, job, i) for i in range(ASKS))), 30
+        # Each ask on its own, as a requester busy with many jobs makes them.
+        batches = await asyncio.wait_for(
+            asyncio.gather(*(client.ask_for_bids(address, [(job, i)]) for i in range(ASKS))), 30
         )
+        answers = [answer for (answer,) in batches]
     finally:
         await client.close()
         await server.stop(0)
@@ -70,16 +73,14 @@ async def test_many_asks_at_once_go_out_in_a_few_batches_with_every_answer_in_pl
     assert node.peak <= DEFAULT_MAX_IN_FLIGHT
 
 
-async def test_a_lone_update_goes_at_once_and_one_failed_item_fails_only_its_caller():
+async def test_one_failed_update_fails_only_its_item():
     node = CountingNode()
     server, address = await _serve(node)
     client = GrpcComputeClient(call_timeout=30)
     try:
-        results = await asyncio.gather(
-            client.bid_accepted(address, "e-1"),
-            client.bid_accepted(address, "e-lost"),
-            client.bid_accepted(address, "e-2"),
-            return_exceptions=True,
+        results = await client.update_executions(
+            address,
+            [NotifyBidAccepted("n", "e-1"), NotifyBidAccepted("n", "e-lost"), NotifyBidAccepted("n", "e-2")],
         )
     finally:
         await client.close()

@@ -3,14 +3,12 @@ decode, one domain call, encode. Who may call it is decided before a method runs
 a compute certificate, speaking only for the node ID in it; the domain refuses reports about executions the
 node does not hold."""
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 import grpc
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
-from bacalhau_grpc.common.grpc_errors import outcome_of
+from bacalhau_grpc.common.grpc_errors import outcome_for
 
 # The service's own file (it holds no messages, so its _pb2_grpc does not import it): loaded here so that
 # server reflection finds RequesterNodeService (`grpcurl describe`).
@@ -18,6 +16,13 @@ from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2  # noqa: F4
 from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2_grpc as rngrpc
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.requester.domain.lifecycle import Requester
+from bacalhau_grpc.requester.domain.reports import (
+    CancelComplete,
+    ComputeFailure,
+    PublishComplete,
+    Report,
+    RunComplete,
+)
 
 SERVICE_NAME = "bacalhau.requester.v1.RequesterNodeService"
 log = logging.getLogger(__name__)
@@ -45,92 +50,94 @@ class RequesterNodeServicer(rngrpc.RequesterNodeServiceServicer):
     async def OnRunComplete(
         self, request: rpb.OnRunCompleteRequest, context: grpc.aio.ServicerContext
     ) -> rpb.OnRunCompleteResponse:
-        await self._run_complete(request)
+        await self.requester.report(_run_complete(request))
         return rpb.OnRunCompleteResponse()
 
     async def OnPublishComplete(
         self, request: rpb.OnPublishCompleteRequest, context: grpc.aio.ServicerContext
     ) -> rpb.OnPublishCompleteResponse:
-        await self._publish_complete(request)
+        await self.requester.report(_publish_complete(request))
         return rpb.OnPublishCompleteResponse()
 
     async def OnComputeFailure(
         self, request: rpb.OnComputeFailureRequest, context: grpc.aio.ServicerContext
     ) -> rpb.OnComputeFailureResponse:
-        await self._compute_failure(request)
+        await self.requester.report(_compute_failure(request))
         return rpb.OnComputeFailureResponse()
 
     async def OnCancelComplete(
         self, request: rpb.OnCancelCompleteRequest, context: grpc.aio.ServicerContext
     ) -> rpb.OnCancelCompleteResponse:
-        await self._cancel_complete(request)
+        await self.requester.report(_cancel_complete(request))
         return rpb.OnCancelCompleteResponse()
 
     async def ReportExecutions(
         self, request: rpb.ReportExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> rpb.ReportExecutionsResponse:
-        # Taken together: each report is applied in order up to its wait for the store, and the reports
-        # share one commit instead of waiting for one each.
-        outcomes = await asyncio.gather(
-            *(
-                outcome_of(self._reporter(report), logger=log, what="ReportExecutions")
-                for report in request.reports
-            )
-        )
+        # Taken together: one domain step for the reports in order, one commit for all of them.
+        decoded = [_decode(report) for report in request.reports]
+        taken = await self.requester.reports([r for r in decoded if not isinstance(r, Exception)])
+        results = iter(taken)
+        outcomes = [
+            outcome_for(r if isinstance(r, Exception) else next(results), logger=log, what="ReportExecutions")
+            for r in decoded
+        ]
         return rpb.ReportExecutionsResponse(outcomes=outcomes)
 
-    def _reporter(self, report: rpb.ExecutionReport) -> Callable[[], Awaitable[None]]:
-        kind = report.WhichOneof("report")
-        if kind == "run_complete":
-            return lambda: self._run_complete(report.run_complete)
-        if kind == "publish_complete":
-            return lambda: self._publish_complete(report.publish_complete)
-        if kind == "compute_failure":
-            return lambda: self._compute_failure(report.compute_failure)
-        if kind == "cancel_complete":
-            return lambda: self._cancel_complete(report.cancel_complete)
-        return _invalid_report
 
-    async def _run_complete(self, request: rpb.OnRunCompleteRequest) -> None:
-        await self.requester.on_run_complete(
-            job_id=request.job_id,
-            shard_index=request.shard_index,
-            node_id=request.node_id,
-            execution_id=request.execution_id,
-            verification_proposal=request.verification_proposal,
-            run_output=request.run_output if request.HasField("run_output") else None,
-            status=request.status,
-        )
-
-    async def _publish_complete(self, request: rpb.OnPublishCompleteRequest) -> None:
-        await self.requester.on_publish_complete(
-            job_id=request.job_id,
-            shard_index=request.shard_index,
-            node_id=request.node_id,
-            execution_id=request.execution_id,
-            published_result=request.published_result if request.HasField("published_result") else None,
-            status=request.status,
-        )
-
-    async def _compute_failure(self, request: rpb.OnComputeFailureRequest) -> None:
-        await self.requester.on_compute_failure(
-            job_id=request.job_id,
-            shard_index=request.shard_index,
-            node_id=request.node_id,
-            execution_id=request.execution_id,
-            error=request.error,
-        )
-
-    async def _cancel_complete(self, request: rpb.OnCancelCompleteRequest) -> None:
-        await self.requester.on_cancel_complete(
-            job_id=request.job_id,
-            shard_index=request.shard_index,
-            node_id=request.node_id,
-            execution_id=request.execution_id,
-        )
+def _decode(report: rpb.ExecutionReport) -> Report | Exception:
+    match report.WhichOneof("report"):
+        case "run_complete":
+            return _run_complete(report.run_complete)
+        case "publish_complete":
+            return _publish_complete(report.publish_complete)
+        case "compute_failure":
+            return _compute_failure(report.compute_failure)
+        case "cancel_complete":
+            return _cancel_complete(report.cancel_complete)
+        case _:
+            return InvalidArgumentError(
+                "an execution report names no report (run_complete, publish_complete, …)", field="report"
+            )
 
 
-async def _invalid_report() -> None:
-    raise InvalidArgumentError(
-        "an execution report names no report (run_complete, publish_complete, …)", field="report"
+def _run_complete(request: rpb.OnRunCompleteRequest) -> RunComplete:
+    return RunComplete(
+        job_id=request.job_id,
+        shard_index=request.shard_index,
+        node_id=request.node_id,
+        execution_id=request.execution_id,
+        verification_proposal=request.verification_proposal,
+        run_output=request.run_output if request.HasField("run_output") else None,
+        status=request.status,
+    )
+
+
+def _publish_complete(request: rpb.OnPublishCompleteRequest) -> PublishComplete:
+    return PublishComplete(
+        job_id=request.job_id,
+        shard_index=request.shard_index,
+        node_id=request.node_id,
+        execution_id=request.execution_id,
+        published_result=request.published_result if request.HasField("published_result") else None,
+        status=request.status,
+    )
+
+
+def _compute_failure(request: rpb.OnComputeFailureRequest) -> ComputeFailure:
+    return ComputeFailure(
+        job_id=request.job_id,
+        shard_index=request.shard_index,
+        node_id=request.node_id,
+        execution_id=request.execution_id,
+        error=request.error,
+    )
+
+
+def _cancel_complete(request: rpb.OnCancelCompleteRequest) -> CancelComplete:
+    return CancelComplete(
+        job_id=request.job_id,
+        shard_index=request.shard_index,
+        node_id=request.node_id,
+        execution_id=request.execution_id,
     )

@@ -1,30 +1,29 @@
 """The domain's ComputePort over gRPC: one cached channel per compute node address."""
 
-import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import grpc
 
 from bacalhau_grpc.common.batching import Coalescer
 from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel, stream
-from bacalhau_grpc.common.errors import DeadlineExceededError, UnavailableError
 from bacalhau_grpc.common.grpc_errors import RemoteError, error_from_outcome
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
 from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
-from bacalhau_grpc.requester.domain.ports import BidAnswer
-
-# BidAccepted and ResultAccepted are idempotent on the node: a call that may not have arrived (the node was
-# unreachable or did not answer in time) is tried this many times in all, with a short back-off, before
-# the node counts as lost and the shard replaces it.
-ATTEMPTS = 3
-RETRY_DELAY = 0.2
+from bacalhau_grpc.requester.domain.ports import BidAnswer, ExecutionUpdate
+from bacalhau_grpc.requester.domain.shard_fsm import (
+    CancelExecution,
+    NotifyBidAccepted,
+    NotifyBidRejected,
+    NotifyResultAccepted,
+    NotifyResultRejected,
+)
 
 
 class GrpcComputeClient:
-    """Calls compute nodes; every call has a deadline and failures raise typed BacalhauErrors.
+    """Calls compute nodes; every call has a deadline and failed items get typed BacalhauErrors.
 
     Calls to one node are coalesced (`common.batching`): asks go out as AskForBids and the other calls
     as UpdateExecutions, one at a time while the node keeps up and in batches when many are due at once
@@ -70,47 +69,32 @@ class GrpcComputeClient:
         response = await call(self._stub(address).UpdateExecutions, request, timeout=self.call_timeout)
         return [error_from_outcome(outcome) for outcome in response.outcomes]
 
-    async def ask_for_bid(self, address: str, job: pb.Job, shard_index: int) -> BidAnswer:
-        ask = cpb.AskForBidRequest(shard_index=shard_index)
-        ask.job.CopyFrom(job)
-        response = await self._asks.submit(address, ask)
-        return BidAnswer(
-            accepted=response.accepted,
-            execution_id=response.execution_id,
-            reason=response.reason,
-            node_id=response.node_id,
-            busy=response.busy,
-        )
+    async def ask_for_bids(
+        self, address: str, asks: Sequence[tuple[pb.Job, int]]
+    ) -> list[BidAnswer | BaseException]:
+        requests = []
+        for job, shard_index in asks:
+            ask = cpb.AskForBidRequest(shard_index=shard_index)
+            ask.job.CopyFrom(job)
+            requests.append(ask)
+        return [
+            result
+            if isinstance(result, BaseException)
+            else BidAnswer(
+                accepted=result.accepted,
+                execution_id=result.execution_id,
+                reason=result.reason,
+                node_id=result.node_id,
+                busy=result.busy,
+            )
+            for result in await self._asks.submit_many(address, requests)
+        ]
 
-    async def _update(self, address: str, update: cpb.ExecutionUpdate, *, attempts: int = 1) -> None:
-        for attempt in range(1, attempts + 1):
-            try:
-                await self._updates.submit(address, update)
-                return
-            except (UnavailableError, DeadlineExceededError):
-                if attempt == attempts:
-                    raise
-                await asyncio.sleep(RETRY_DELAY * attempt)
-
-    async def bid_accepted(self, address: str, execution_id: str) -> None:
-        accepted = cpb.BidAcceptedRequest(execution_id=execution_id)
-        await self._update(address, cpb.ExecutionUpdate(bid_accepted=accepted), attempts=ATTEMPTS)
-
-    async def bid_rejected(self, address: str, execution_id: str, reason: str) -> None:
-        rejected = cpb.BidRejectedRequest(execution_id=execution_id, reason=reason)
-        await self._update(address, cpb.ExecutionUpdate(bid_rejected=rejected))
-
-    async def result_accepted(self, address: str, execution_id: str) -> None:
-        accepted = cpb.ResultAcceptedRequest(execution_id=execution_id)
-        await self._update(address, cpb.ExecutionUpdate(result_accepted=accepted), attempts=ATTEMPTS)
-
-    async def result_rejected(self, address: str, execution_id: str, reason: str) -> None:
-        rejected = cpb.ResultRejectedRequest(execution_id=execution_id, reason=reason)
-        await self._update(address, cpb.ExecutionUpdate(result_rejected=rejected))
-
-    async def cancel_execution(self, address: str, execution_id: str, reason: str) -> None:
-        cancel = cpb.CancelExecutionRequest(execution_id=execution_id, reason=reason)
-        await self._update(address, cpb.ExecutionUpdate(cancel_execution=cancel))
+    async def update_executions(
+        self, address: str, updates: Sequence[ExecutionUpdate]
+    ) -> list[BaseException | None]:
+        results = await self._updates.submit_many(address, [_update_message(u) for u in updates])
+        return [result if isinstance(result, BaseException) else None for result in results]
 
     async def stream_logs(
         self, address: str, execution_id: str, follow: bool
@@ -127,6 +111,24 @@ class GrpcComputeClient:
         channels, self._channels = self._channels, {}
         for channel, _ in channels.values():
             await channel.close()
+
+
+def _update_message(update: ExecutionUpdate) -> cpb.ExecutionUpdate:
+    match update:
+        case NotifyBidAccepted():
+            return cpb.ExecutionUpdate(bid_accepted=cpb.BidAcceptedRequest(execution_id=update.execution_id))
+        case NotifyBidRejected():
+            rejected = cpb.BidRejectedRequest(execution_id=update.execution_id, reason=update.reason)
+            return cpb.ExecutionUpdate(bid_rejected=rejected)
+        case NotifyResultAccepted():
+            accepted = cpb.ResultAcceptedRequest(execution_id=update.execution_id)
+            return cpb.ExecutionUpdate(result_accepted=accepted)
+        case NotifyResultRejected():
+            result = cpb.ResultRejectedRequest(execution_id=update.execution_id, reason=update.reason)
+            return cpb.ExecutionUpdate(result_rejected=result)
+        case CancelExecution():
+            cancel = cpb.CancelExecutionRequest(execution_id=update.execution_id, reason=update.reason)
+            return cpb.ExecutionUpdate(cancel_execution=cancel)
 
 
 def _bytes(message: Any) -> int:

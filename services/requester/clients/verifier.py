@@ -6,10 +6,10 @@ import grpc
 
 from bacalhau_grpc.common.batching import Coalescer
 from bacalhau_grpc.common.channels import DEFAULT_TIMEOUT, call, open_channel
-from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2 as vpb
 from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
-from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, Verdict
+from bacalhau_grpc.requester.domain.ports import VerifyRequest
+from bacalhau_grpc.requester.domain.shard_fsm import Verdict
 
 
 class GrpcVerifierClient:
@@ -37,21 +37,28 @@ class GrpcVerifierClient:
             self._stub = vgrpc.VerifierServiceStub(self._channel)
         return self._stub
 
-    async def verify(self, job: pb.Job, shard_index: int, proposals: Sequence[ProposalData]) -> list[Verdict]:
-        request = vpb.VerifyRequest(shard_index=shard_index)
-        request.job.CopyFrom(job)
-        for proposal in proposals:
-            item = request.executions.add(
-                execution_id=proposal.execution_id,
-                node_id=proposal.node_id,
-                verification_proposal=proposal.proposal,
-            )
-            if proposal.run_output is not None:
-                item.run_output.CopyFrom(proposal.run_output)
-        response = await self._requests.submit(None, request)
+    async def verify_shards(self, requests: Sequence[VerifyRequest]) -> list[list[Verdict] | BaseException]:
+        messages = []
+        for job, shard_index, proposals in requests:
+            request = vpb.VerifyRequest(shard_index=shard_index)
+            request.job.CopyFrom(job)
+            for proposal in proposals:
+                item = request.executions.add(
+                    execution_id=proposal.execution_id,
+                    node_id=proposal.node_id,
+                    verification_proposal=proposal.proposal,
+                )
+                if proposal.run_output is not None:
+                    item.run_output.CopyFrom(proposal.run_output)
+            messages.append(request)
         return [
-            Verdict(execution_id=v.execution_id, node_id=v.node_id, accepted=v.accepted, reason=v.reason)
-            for v in response.verdicts
+            result
+            if isinstance(result, BaseException)
+            else [
+                Verdict(execution_id=v.execution_id, node_id=v.node_id, accepted=v.accepted, reason=v.reason)
+                for v in result.verdicts
+            ]
+            for result in await self._requests.submit_many(None, messages)
         ]
 
     async def _send(self, _: None, requests: list[vpb.VerifyRequest]) -> list[vpb.VerifyResponse]:

@@ -1,17 +1,24 @@
-"""Effect dispatch: the calls a shard's transition asks for (AskForBid, BidAccepted, Verify, ...) run
-as tasks through the ports, each only once the state that asked for it is committed (write-ahead), with
-retries while a node restarts or the verifier is away; their outcomes come back as new inputs of the
-shard's machine (`_after_call`).
+"""Effect dispatch: the calls shards' transitions ask for (AskForBid, BidAccepted, Verify, ...) wait in an
+outbox until the state that asked for them is committed (write-ahead), then leave in batches: one batch
+per peer and kind (asks, execution updates, verifications), each one port call, and their outcomes come
+back in one step as new inputs of the shards' machines (`_after_call`). No task per shard or call: one
+per batch.
+
+A call to a node that cannot be reached while the node is taken for alive is tried again with back-off
+(BidAccepted and ResultAccepted, while the execution still waits for them; Verify while the shard
+verifies within its deadline): it goes back to the outbox when its back-off ends.
 
 A mixin of `Requester` (`lifecycle.py`): the state it uses is set by the orchestrator, declared below.
 """
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, assert_never
 
 from bacalhau_grpc.common.errors import (
     BacalhauError,
@@ -19,16 +26,52 @@ from bacalhau_grpc.common.errors import (
     NotFoundError,
     UnavailableError,
 )
-from bacalhau_grpc.requester.domain import shard_fsm as fsm_mod
 from bacalhau_grpc.requester.domain.nodes import NodeRegistry
-from bacalhau_grpc.requester.domain.ports import ComputePort, JobStore, VerifierPort
+from bacalhau_grpc.requester.domain.ports import ComputePort, ExecutionUpdate, JobStore, VerifierPort
 from bacalhau_grpc.requester.domain.records import JobRecord
-from bacalhau_grpc.requester.domain.shard_fsm import Phase, ShardFSM, Transition
+from bacalhau_grpc.requester.domain.shard_fsm import (
+    AskForBid,
+    CancelExecution,
+    ExecState,
+    NotifyBidAccepted,
+    NotifyBidRejected,
+    NotifyResultAccepted,
+    NotifyResultRejected,
+    Phase,
+    ShardFSM,
+    Transition,
+    Verify,
+)
 
 # The lifecycle's logger: these records kept their logger name when this part moved out of lifecycle.py.
 log = logging.getLogger("bacalhau_grpc.requester.domain.lifecycle")
 
 SpanFactory = Callable[..., contextlib.AbstractContextManager[Any]]
+
+# What a shard's transition asks of the world outside.
+Call = AskForBid | Verify | ExecutionUpdate
+
+# Calls to a node retried while it is unreachable but alive, with the execution state that waits for each.
+_RETRIED = {
+    NotifyBidAccepted: ExecState.ACCEPTED,
+    NotifyResultAccepted: ExecState.RESULT_ACCEPTED,
+}
+
+
+@dataclass
+class Outgoing:
+    """A call waiting to go out (or to be tried again after `backoff` seconds), with the context it was
+    asked for in (its trace: the batch call runs in the context of its last call)."""
+
+    job_id: str
+    shard_index: int
+    call: Call
+    backoff: float = 0.0
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+
+
+# A batch: all its calls go to one peer through one port call.
+BatchKey = tuple[str, str]  # ("ask" | "update" | "verify", node ID or "" for the verifier)
 
 
 class EffectDispatch:
@@ -46,6 +89,9 @@ class EffectDispatch:
     _rng: random.Random
     _span: SpanFactory
     _tasks: set[asyncio.Task[Any]]
+    _outbox: list[Outgoing]
+    _outbox_waits: bool
+    _retry_timers: set[asyncio.TimerHandle]
     _stopping: bool
     _draining: bool
 
@@ -59,17 +105,86 @@ class EffectDispatch:
             self, record: JobRecord, shard: ShardFSM, transition: Transition
         ) -> None: ...  # lifecycle.py
 
-    def _dispatch(self, job_id: str, shard_index: int, action: Any) -> None:
+    # -- the outbox ------------------------------------------------------------------------------
+
+    def _send(self, calls: Sequence[Outgoing]) -> None:
+        """Queue calls; they leave once everything queued to the store so far is committed."""
         if self._stopping:
-            log.warning(
-                "requester stopping: %s not sent",
-                type(action).__name__,
-                extra={"job_id": job_id, "node_id": self.node_id},
-            )
+            for outgoing in calls:
+                log.warning(
+                    "requester stopping: %s not sent",
+                    type(outgoing.call).__name__,
+                    extra={"job_id": outgoing.job_id, "node_id": self.node_id},
+                )
             return
-        task = asyncio.get_running_loop().create_task(self._perform(job_id, shard_index, action))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._outbox.extend(calls)
+        if not self._outbox_waits:
+            self._outbox_waits = True
+            self.store.when_committed(self._flush_outbox)
+
+    def _flush_outbox(self) -> None:
+        """The outbox's state is committed: send its calls, one batch per peer and kind."""
+        self._outbox_waits = False
+        outgoing, self._outbox = self._outbox, []
+        if self._stopping:
+            self._send(outgoing)  # logs them
+            return
+        batches: dict[BatchKey, list[Outgoing]] = {}
+        for item in outgoing:
+            batches.setdefault(_batch_key(item.call), []).append(item)
+        loop = asyncio.get_running_loop()
+        for key, batch in batches.items():
+            task = loop.create_task(self._perform(key, batch), context=batch[-1].context)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _perform(self, key: BatchKey, batch: list[Outgoing]) -> None:
+        try:
+            with contextlib.ExitStack() as spans:
+                # One span per call, each in its job's trace; the task runs in the context the batch's last
+                # call was asked for in (so a span whose job's trace is not that one links it), and the
+                # batch call runs in the last span.
+                for item in batch:
+                    spans.enter_context(
+                        self._span(
+                            f"requester.{type(item.call).__name__}",
+                            job_id=item.job_id,
+                            node_id=self.node_id,
+                            shard_index=item.shard_index,
+                        )
+                    )
+                results = await self._call(key, batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, BacalhauError):
+                log.exception("%s calls to %s failed", key[0], key[1] or "the verifier")
+            results = [exc] * len(batch)
+        now = self._clock()
+        for item, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException) and self._retry(item, result):
+                continue
+            self._after_call(item, result, now)
+
+    async def _call(self, key: BatchKey, batch: list[Outgoing]) -> Sequence[Any]:
+        """One port call for the batch: one result (a value or an error) per call."""
+        kind, node_id = key
+        if kind == "verify":
+            requests = []
+            for item in batch:
+                record = self._lookup(item.job_id)
+                assert isinstance(item.call, Verify)
+                requests.append((record.job if record else None, item.shard_index, item.call.proposals))
+            return await self._with_jobs(requests, self.verifier.verify_shards)
+        address = self._address(node_id)
+        if kind == "ask":
+            asks = []
+            for item in batch:
+                record = self._lookup(item.job_id)
+                asks.append((record.job if record else None, item.shard_index))
+            return await self._with_jobs(asks, lambda found: self.compute.ask_for_bids(address, found))
+        updates: list[ExecutionUpdate] = [item.call for item in batch]  # type: ignore[misc]
+        return await self.compute.update_executions(address, updates)
 
     def _address(self, node_id: str) -> str:
         address = self.nodes.address(node_id)
@@ -77,67 +192,74 @@ class EffectDispatch:
             raise UnavailableError(f"node {node_id} is not registered with this requester")
         return address
 
-    async def _perform(self, job_id: str, shard_index: int, action: Any) -> None:
-        node_id = getattr(action, "node_id", "")
-        name = type(action).__name__
-        try:
-            # Write-ahead: the state that asked for this call (and its events) is committed before the
-            # call can have an effect elsewhere, so a restart re-derives exactly the calls that may have
-            # been lost (`ShardFSM.resume`) and never loses an event whose effect was seen.
-            await self._durable()
-            with self._span(
-                f"requester.{name}", job_id=job_id, node_id=self.node_id, shard_index=shard_index
-            ):
-                outcome = await self._call_retrying(job_id, shard_index, action)
-        except asyncio.CancelledError:
-            raise
-        except _Abandoned:
-            return
-        except Exception as exc:
-            error = str(exc) or type(exc).__name__
-            if not isinstance(exc, BacalhauError):
-                log.exception(
-                    "%s to %s failed", name, node_id, extra={"job_id": job_id, "node_id": self.node_id}
-                )
-            outcome = ("failed", error)
-        self._after_call(job_id, shard_index, action, outcome)
+    @staticmethod
+    async def _with_jobs(requests: list[Any], send: Callable[[list[Any]], Any]) -> list[Any]:
+        """`send` the requests whose job was found (the first field); NotFoundError for the others."""
+        found = [r for r in requests if r[0] is not None]
+        answers = iter(await send(found) if found else [])
+        return [next(answers) if r[0] is not None else NotFoundError("the job is gone") for r in requests]
 
-    async def _call_retrying(self, job_id: str, shard_index: int, action: Any) -> tuple[str, Any]:
-        """`_call`; telling a node its bid or its results were accepted is retried with back-off while the
-        node cannot be reached but is still taken for alive (it may be restarting: it comes back with its
-        node ID, perhaps at a new address) and its execution still waits for the call. Without this a
-        compute node's restart would fail the executions it was being told about."""
-        delay = self.retry_backoff_start
-        while True:
-            try:
-                return await self._call(job_id, shard_index, action)
-            except (UnavailableError, DeadlineExceededError) as exc:
-                if type(action) not in _RETRIED or not self._still_waits(job_id, shard_index, action):
-                    raise
-                if self._draining:  # stopping: the next start tells the node again (`ShardFSM.resume`)
-                    raise _Abandoned from exc
-                log.info(
-                    "%s to node %s failed (%s); retrying in %.1fs",
-                    type(action).__name__,
-                    action.node_id,
-                    exc,
-                    delay,
-                    extra={"job_id": job_id, "node_id": self.node_id},
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_backoff_max)
+    # -- retries ---------------------------------------------------------------------------------
 
-    def _still_waits(self, job_id: str, shard_index: int, action: Any) -> bool:
-        """The node is taken for alive and its execution is still in the state that asked for `action`."""
-        record = self._lookup(job_id)
-        if record is None or not self.nodes.is_live(action.node_id, self._clock()):
+    def _retry(self, item: Outgoing, error: BaseException) -> bool:
+        """Whether the failed call goes out again after a back-off (see the module's docstring); a call
+        given up because the requester stops is dropped (the next start redoes it: `ShardFSM.resume`)."""
+        if not isinstance(error, UnavailableError | DeadlineExceededError):
             return False
-        execution = record.shards[shard_index].execution(action.node_id)
-        wanted = _RETRIED[type(action)]
+        if isinstance(item.call, Verify):
+            shard = self._shard(item)
+            if shard is None or shard.phase != Phase.VERIFYING_RESULTS:
+                return False
+            if self._draining:
+                return True  # left verifying: the next start sends Verify again
+            deadline = shard.execution_deadline
+            delay = item.backoff or self.retry_backoff_start
+            if deadline is not None and self._clock() + delay >= deadline:
+                return False
+            what = "verifier unreachable"
+        else:
+            if type(item.call) not in _RETRIED or not self._still_waits(item):
+                return False
+            if self._draining:
+                return True
+            delay = item.backoff or self.retry_backoff_start
+            what = f"{type(item.call).__name__} to node {item.call.node_id} failed"
+        log.info(
+            "%s (%s); retrying in %.1fs",
+            what,
+            error,
+            delay,
+            extra={"job_id": item.job_id, "node_id": self.node_id},
+        )
+        item.backoff = min(delay * 2, self.retry_backoff_max)
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def again() -> None:
+            if handle is not None:
+                self._retry_timers.discard(handle)
+            self._send([item])
+
+        handle = loop.call_later(delay, again)
+        self._retry_timers.add(handle)
+        return True
+
+    def _shard(self, item: Outgoing) -> ShardFSM | None:
+        record = self._lookup(item.job_id)
+        return None if record is None else record.shards[item.shard_index]
+
+    def _still_waits(self, item: Outgoing) -> bool:
+        """The node is taken for alive and its execution is still in the state that asked for the call."""
+        call = item.call
+        assert isinstance(call, NotifyBidAccepted | NotifyResultAccepted)
+        shard = self._shard(item)
+        if shard is None or not self.nodes.is_live(call.node_id, self._clock()):
+            return False
+        execution = shard.execution(call.node_id)
         return (
             execution is not None
-            and execution.execution_id == action.execution_id
-            and execution.state == wanted
+            and execution.execution_id == call.execution_id
+            and execution.state == _RETRIED[type(call)]
         )
 
     async def _durable(self) -> None:
@@ -146,109 +268,71 @@ class EffectDispatch:
             return
         try:
             await self.store.flush()
-        except RuntimeError as exc:  # the store is closing: the call goes out all the same
+        except RuntimeError as exc:  # the store is closing: what waits for it goes on all the same
             log.warning("%s", exc, extra={"node_id": self.node_id})
 
-    async def _verify(self, job_id: str, shard_index: int, action: fsm_mod.Verify) -> list[Any]:
-        """Verify, retried with back-off while the verifier cannot be reached (it may be restarting) and
-        the shard still waits for the verdicts within its execution deadline."""
-        delay = self.retry_backoff_start
-        while True:
-            record = self._lookup(job_id)
-            if record is None:
-                raise NotFoundError(f"job {job_id} not found")
-            try:
-                return await self.verifier.verify(record.job, shard_index, action.proposals)
-            except (UnavailableError, DeadlineExceededError) as exc:
-                shard = record.shards[shard_index]
-                deadline = shard.execution_deadline
-                if self._draining and shard.phase == Phase.VERIFYING_RESULTS:
-                    # Stopping: leave the shard verifying; the next start sends Verify again.
-                    raise _Abandoned from exc
-                if shard.phase != Phase.VERIFYING_RESULTS:
-                    raise
-                if deadline is not None and self._clock() + delay >= deadline:
-                    raise
-                log.info(
-                    "verifier unreachable (%s); retrying in %.1fs",
-                    exc,
-                    delay,
-                    extra={"job_id": job_id, "node_id": self.node_id},
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_backoff_max)
+    # -- outcomes --------------------------------------------------------------------------------
 
-    async def _call(self, job_id: str, shard_index: int, action: Any) -> tuple[str, Any]:
-        if isinstance(action, fsm_mod.Verify):
-            return ("ok", await self._verify(job_id, shard_index, action))
-        address = self._address(action.node_id)
-        if isinstance(action, fsm_mod.AskForBid):
-            record = self._lookup(job_id)
-            if record is None:
-                raise NotFoundError(f"job {job_id} not found")
-            return ("ok", await self.compute.ask_for_bid(address, record.job, shard_index))
-        if isinstance(action, fsm_mod.NotifyBidAccepted):
-            await self.compute.bid_accepted(address, action.execution_id)
-        elif isinstance(action, fsm_mod.NotifyBidRejected):
-            await self.compute.bid_rejected(address, action.execution_id, action.reason)
-        elif isinstance(action, fsm_mod.NotifyResultAccepted):
-            await self.compute.result_accepted(address, action.execution_id)
-        elif isinstance(action, fsm_mod.NotifyResultRejected):
-            await self.compute.result_rejected(address, action.execution_id, action.reason)
-        elif isinstance(action, fsm_mod.CancelExecution):
-            await self.compute.cancel_execution(address, action.execution_id, action.reason)
-        else:  # pragma: no cover - every action kind is listed above
-            raise TypeError(f"unknown action {action!r}")
-        return ("ok", None)
-
-    def _after_call(self, job_id: str, shard_index: int, action: Any, outcome: tuple[str, Any]) -> None:
+    def _after_call(self, item: Outgoing, result: Any, now: float) -> None:
         """Feed a call's outcome back into its shard's machine (looked up again: it may be reloaded)."""
-        kind, value = outcome
-        record = self._lookup(job_id)
-        if record is None:
+        shard = self._shard(item)
+        if shard is None:
             return
-        shard = record.shards[shard_index]
-        now = self._clock()
-        node_id = getattr(action, "node_id", "")
-        failed = kind == "failed"
-        if isinstance(action, fsm_mod.AskForBid):
-            if failed:
-                transition = shard.on_ask_failed(node_id, value, now)
-            elif value.accepted and value.execution_id:
-                transition = shard.on_bid(node_id, value.execution_id, now, self._rng)
-            elif value.accepted:
-                transition = shard.on_ask_failed(node_id, "the node bid without an execution ID", now)
-            else:
-                transition = shard.on_bid_declined(node_id, value.reason, now, busy=value.busy)
-            # A refusal or failure leaves a bid short: ask another live node.
-            self._refill(shard, transition, now)
-        elif isinstance(action, fsm_mod.Verify):
-            transition = shard.on_verify_failed(value, now) if failed else shard.on_verified(value, now)
-        elif failed and isinstance(action, fsm_mod.NotifyBidAccepted):
-            transition = shard.on_bid_accept_failed(node_id, action.execution_id, value, now)
-            self._refill(shard, transition, now)
-        elif failed and isinstance(action, fsm_mod.NotifyResultAccepted):
-            transition = shard.on_result_accept_failed(node_id, action.execution_id, value, now)
-            self._refill(shard, transition, now)
-        else:
-            if failed:
-                log.warning(
-                    "%s to node %s failed: %s",
-                    type(action).__name__,
-                    node_id,
-                    value,
-                    extra={"job_id": job_id, "node_id": self.node_id},
-                )
-            return
+        record = self._lookup(item.job_id)
+        assert record is not None
+        failed = isinstance(result, BaseException)
+        error = (str(result) or type(result).__name__) if failed else ""
+        call = item.call
+        match call:
+            case AskForBid(node_id=node_id):
+                if failed:
+                    transition = shard.on_ask_failed(node_id, error, now)
+                elif result.accepted and result.execution_id:
+                    transition = shard.on_bid(node_id, result.execution_id, now, self._rng)
+                elif result.accepted:
+                    transition = shard.on_ask_failed(node_id, "the node bid without an execution ID", now)
+                else:
+                    transition = shard.on_bid_declined(node_id, result.reason, now, busy=result.busy)
+                # A refusal or failure leaves a bid short: ask another live node.
+                self._refill(shard, transition, now)
+            case Verify():
+                transition = shard.on_verify_failed(error, now) if failed else shard.on_verified(result, now)
+            case NotifyBidAccepted() if failed:
+                transition = shard.on_bid_accept_failed(call.node_id, call.execution_id, error, now)
+                self._refill(shard, transition, now)
+            case NotifyResultAccepted() if failed:
+                transition = shard.on_result_accept_failed(call.node_id, call.execution_id, error, now)
+                self._refill(shard, transition, now)
+            case (
+                NotifyBidAccepted()
+                | NotifyResultAccepted()
+                | NotifyBidRejected()
+                | NotifyResultRejected()
+                | CancelExecution()
+            ):
+                if failed:
+                    log.warning(
+                        "%s to node %s failed: %s",
+                        type(call).__name__,
+                        call.node_id,
+                        error,
+                        extra={"job_id": item.job_id, "node_id": self.node_id},
+                    )
+                return
+            case _:
+                assert_never(call)
         self._apply(record, shard, transition)
 
 
-# Calls to a node retried while it is unreachable but alive, with the execution state that waits for each.
-_RETRIED = {
-    fsm_mod.NotifyBidAccepted: fsm_mod.ExecState.ACCEPTED,
-    fsm_mod.NotifyResultAccepted: fsm_mod.ExecState.RESULT_ACCEPTED,
-}
-
-
-class _Abandoned(Exception):
-    """A call given up because the requester stops: its shard keeps waiting and `resume` redoes it."""
+def _batch_key(call: Call) -> BatchKey:
+    match call:
+        case Verify():
+            return ("verify", "")
+        case AskForBid():
+            return ("ask", call.node_id)
+        case NotifyBidAccepted() | NotifyBidRejected() | NotifyResultAccepted() | NotifyResultRejected():
+            return ("update", call.node_id)
+        case CancelExecution():
+            return ("update", call.node_id)
+        case _:
+            assert_never(call)

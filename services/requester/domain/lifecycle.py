@@ -1,10 +1,11 @@
 """The requester domain service: jobs from submission to published results.
 
 It owns every job it accepted: their events (the projection keeps each job's state rows), one
-`ShardFSM` per shard, the compute nodes that registered, and an exact timer per shard deadline
-(`loop.call_at`, no ticker). Transitions are synchronous and run on the event loop; the calls they ask
-for (AskForBid, BidAccepted, Verify, ...) run as tasks through the ports, and their outcomes come back
-as new inputs of the shard's machine.
+`ShardFSM` per shard, the compute nodes that registered, and every shard's deadline in one heap
+(`deadlines.py`) with one exact loop timer for the earliest (no ticker; the shards due together time out
+in one step). Transitions are synchronous and run on the event loop; the calls they ask for (AskForBid,
+BidAccepted, Verify, ...) go out through the ports once committed, and their outcomes come back as new
+inputs of the shard's machine.
 
 Active jobs (a shard still running) live in memory; finished ones stay in a small cache and are read
 back from the store on demand. Every change is queued to the store (batched commits), and `start()`
@@ -24,6 +25,7 @@ holds `JobRecord`, the in-memory job they share.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -43,7 +45,8 @@ from bacalhau_grpc.common.model import pb, sharding, version
 from bacalhau_grpc.common.telemetry import no_span
 from bacalhau_grpc.requester.domain import events as ev
 from bacalhau_grpc.requester.domain import shard_fsm as fsm_mod
-from bacalhau_grpc.requester.domain.dispatch import EffectDispatch, SpanFactory
+from bacalhau_grpc.requester.domain.deadlines import DeadlineHeap
+from bacalhau_grpc.requester.domain.dispatch import EffectDispatch, Outgoing, SpanFactory
 from bacalhau_grpc.requester.domain.fair_share import ClientCounts
 from bacalhau_grpc.requester.domain.liveness import NodeLiveness
 from bacalhau_grpc.requester.domain.nodes import NodeRegistry
@@ -153,9 +156,16 @@ class Requester(JobQueries, NodeLiveness, NodeReports, EffectDispatch):
         # keep them REOFFER_GAP apart (`NodeLiveness.heartbeat`).
         self._reoffered_at: dict[str, float] = {}
         self._reoffer_timers: dict[str, asyncio.TimerHandle] = {}
-        self._timers: dict[tuple[str, int], tuple[float, asyncio.TimerHandle]] = {}
+        # Every unfinished shard's next deadline, and the one loop timer armed for the earliest of them.
+        self._deadlines: DeadlineHeap[tuple[str, int]] = DeadlineHeap()
+        self._deadline_timer: tuple[float, asyncio.TimerHandle] | None = None
         # One liveness timer per known node, due when its node_timeout runs out without a heartbeat.
         self._node_timers: dict[str, asyncio.TimerHandle] = {}
+        # Calls waiting for the store to commit the state that asked for them, and calls waiting to be
+        # tried again (dispatch.py); the tasks of the batches in flight.
+        self._outbox: list[Outgoing] = []
+        self._outbox_waits = False
+        self._retry_timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False  # no new calls
         self._draining = False  # no deadlines armed
@@ -210,18 +220,29 @@ class Requester(JobQueries, NodeLiveness, NodeReports, EffectDispatch):
         Call after the server stopped, so no new work comes in while the calls drain."""
         self.close_watches()
         self._draining = True
-        for _, handle in self._timers.values():
+        if self._deadline_timer is not None:
+            self._deadline_timer[1].cancel()
+            self._deadline_timer = None
+        self._deadlines.clear()
+        for handle in [*self._node_timers.values(), *self._reoffer_timers.values(), *self._retry_timers]:
             handle.cancel()
-        self._timers.clear()
-        for handle in [*self._node_timers.values(), *self._reoffer_timers.values()]:
-            handle.cancel()
+        self._retry_timers.clear()
         self._node_timers.clear()
         self._reoffer_timers.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while self._tasks and (remaining := deadline - loop.time()) > 0:
-            await asyncio.wait(set(self._tasks), timeout=remaining)
+        while (self._tasks or self._outbox) and (remaining := deadline - loop.time()) > 0:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=remaining)
+                continue
+            with contextlib.suppress(TimeoutError):  # calls waiting for a commit leave after it
+                await asyncio.wait_for(self._durable(), remaining)
+            if not self._tasks:
+                break  # the store cannot commit what they wait for: they are not sent
         self._stopping = True
+        if self._outbox:
+            outbox, self._outbox = self._outbox, []
+            self._send(outbox)  # logs each as not sent
         pending = set(self._tasks)
         for task in pending:
             task.cancel()
@@ -359,14 +380,18 @@ class Requester(JobQueries, NodeLiveness, NodeReports, EffectDispatch):
 
     def _apply(self, record: JobRecord, shard: ShardFSM, transition: Transition) -> None:
         """Record the transition's events, start its calls, persist the machine, re-arm its deadline."""
+        calls: list[Outgoing] = []
         for action in transition.actions:
-            if isinstance(action, fsm_mod.RecordEvent):
-                self._record_event(record, action.event)
-            elif isinstance(action, fsm_mod.RecordLocalEvent):
-                self._record_local_event(record, action.event)
-            else:
-                self._dispatch(record.id, shard.shard_index, action)
+            match action:
+                case fsm_mod.RecordEvent():
+                    self._record_event(record, action.event)
+                case fsm_mod.RecordLocalEvent():
+                    self._record_local_event(record, action.event)
+                case _:
+                    calls.append(Outgoing(record.id, shard.shard_index, action))
         self.store.put_fsm(record.id, shard.shard_index, shard)
+        if calls:
+            self._send(calls)  # they leave once the state above is committed
         record.written = self.store.generation
         key = (record.id, shard.shard_index)
         if shard.is_bidding:
@@ -402,43 +427,44 @@ class Requester(JobQueries, NodeLiveness, NodeReports, EffectDispatch):
         record.written = self.store.generation
 
     def _arm(self, job_id: str, shard: ShardFSM) -> None:
-        key = (job_id, shard.shard_index)
-        deadline = None if self._draining else shard.next_deadline()
-        armed = self._timers.get(key)
+        """Keep the shard's next deadline in the heap, and the loop timer armed for the earliest."""
+        self._deadlines.set((job_id, shard.shard_index), None if self._draining else shard.next_deadline())
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        earliest = self._deadlines.earliest()
+        armed = self._deadline_timer
         if armed is not None:
-            if armed[0] == deadline:
-                return
+            if earliest is not None and armed[0] <= earliest:
+                return  # due no later than needed: it fires, handles what is due, and re-arms
             armed[1].cancel()
-            del self._timers[key]
-        if deadline is None:
+            self._deadline_timer = None
+        if earliest is None:
             return
         loop = self._loop or asyncio.get_running_loop()
-        when = loop.time() + max(deadline - self._clock(), 0.0)
-        self._timers[key] = (
-            deadline,
-            loop.call_at(when, self._on_deadline, job_id, shard.shard_index, deadline),
-        )
+        when = loop.time() + max(earliest - self._clock(), 0.0)
+        self._deadline_timer = (earliest, loop.call_at(when, self._on_deadlines, earliest))
 
-    def _on_deadline(self, job_id: str, shard_index: int, deadline: float) -> None:
-        key = (job_id, shard_index)
-        armed = self._timers.get(key)
-        if armed is not None and armed[0] == deadline:
-            del self._timers[key]
-        record = self._lookup(job_id)
-        if record is None:
-            return
-        shard = record.shards[shard_index]
-        # The loop's clock and the wall clock may disagree by a hair: the deadline is due now.
-        now = max(self._clock(), deadline)
-        transition = shard.on_timeout(now)
-        if transition.actions:
-            log.info(
-                "shard %s: %s",
-                shard.shard_id,
-                shard.status,
-                extra={"job_id": job_id, "node_id": self.node_id},
-            )
-        self._apply(record, shard, transition)
+    def _on_deadlines(self, armed_for: float) -> None:
+        """The earliest deadline came: every shard whose deadline is due times out, in one step."""
+        self._deadline_timer = None
+        # The loop's clock and the wall clock may disagree by a hair: what the timer was armed for is due.
+        now = max(self._clock(), armed_for)
+        for (job_id, shard_index), deadline in self._deadlines.pop_due(now):
+            record = self._lookup(job_id)
+            if record is None:
+                continue
+            shard = record.shards[shard_index]
+            transition = shard.on_timeout(max(now, deadline))
+            if transition.actions:
+                log.info(
+                    "shard %s: %s",
+                    shard.shard_id,
+                    shard.status,
+                    extra={"job_id": job_id, "node_id": self.node_id},
+                )
+            self._apply(record, shard, transition)
+        self._arm_timer()
 
     # ------------------------------------------------------------------------------------------
     # introspection (tests, benchmarks)
@@ -456,7 +482,8 @@ class Requester(JobQueries, NodeLiveness, NodeReports, EffectDispatch):
 
     @property
     def armed_timers(self) -> int:
-        return len(self._timers)
+        """Shards with a deadline armed."""
+        return len(self._deadlines)
 
     @property
     def tasks_in_flight(self) -> int:

@@ -2,16 +2,25 @@
 (implemented in clients/ over gRPC) and the job store (implemented in store/sqlite.py), with the records
 the store keeps and reads back.
 
-Every call of ComputePort and VerifierPort raises a BacalhauError (UnavailableError,
-DeadlineExceededError, ...) when it fails.
+ComputePort and VerifierPort take batches and give one result per item: a failed item's result is a
+BacalhauError (UnavailableError, DeadlineExceededError, ...).
 """
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, ShardFSM, Verdict
+from bacalhau_grpc.requester.domain.shard_fsm import (
+    CancelExecution,
+    NotifyBidAccepted,
+    NotifyBidRejected,
+    NotifyResultAccepted,
+    NotifyResultRejected,
+    ProposalData,
+    ShardFSM,
+    Verdict,
+)
 
 
 @dataclass(frozen=True)
@@ -24,20 +33,27 @@ class BidAnswer:
     busy: bool = False
 
 
+# What the requester tells a node about one of its executions (UpdateExecutions).
+ExecutionUpdate = (
+    NotifyBidAccepted | NotifyBidRejected | NotifyResultAccepted | NotifyResultRejected | CancelExecution
+)
+
+
 class ComputePort(Protocol):
-    """Calls to one compute node, addressed by its `host:port`."""
+    """Calls to one compute node, addressed by its `host:port`, a batch at a time: one result per item,
+    in order (a value, or the item's error; when the whole call fails, each item gets its error)."""
 
-    async def ask_for_bid(self, address: str, job: pb.Job, shard_index: int) -> BidAnswer: ...
+    async def ask_for_bids(
+        self, address: str, asks: Sequence[tuple[pb.Job, int]]
+    ) -> list[BidAnswer | BaseException]:
+        """Ask the node to bid on each (job, shard index)."""
+        ...
 
-    async def bid_accepted(self, address: str, execution_id: str) -> None: ...
-
-    async def bid_rejected(self, address: str, execution_id: str, reason: str) -> None: ...
-
-    async def result_accepted(self, address: str, execution_id: str) -> None: ...
-
-    async def result_rejected(self, address: str, execution_id: str, reason: str) -> None: ...
-
-    async def cancel_execution(self, address: str, execution_id: str, reason: str) -> None: ...
+    async def update_executions(
+        self, address: str, updates: Sequence[ExecutionUpdate]
+    ) -> list[BaseException | None]:
+        """Tell the node what became of its executions (bids and results accepted or rejected, cancels)."""
+        ...
 
     def stream_logs(
         self, address: str, execution_id: str, follow: bool
@@ -49,10 +65,14 @@ class ComputePort(Protocol):
     async def close(self) -> None: ...
 
 
+# One shard's results to verify: the job, the shard's index and the proposals of its executions.
+VerifyRequest = tuple[pb.Job, int, Sequence[ProposalData]]
+
+
 class VerifierPort(Protocol):
-    async def verify(
-        self, job: pb.Job, shard_index: int, proposals: Sequence[ProposalData]
-    ) -> list[Verdict]: ...
+    async def verify_shards(self, requests: Sequence[VerifyRequest]) -> list[list[Verdict] | BaseException]:
+        """The verdicts on each shard's proposals (one result per request, in order)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -101,6 +121,10 @@ class JobStore(Protocol):
         ...
 
     async def flush(self) -> None: ...
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once every write queued so far is committed (or the store stopped)."""
+        ...
 
     # queued writes
     def add_job(self, job: pb.Job) -> None:

@@ -1,6 +1,7 @@
 """Stand-ins for the requester's ports (compute nodes and the verifier) in domain tests, and a poller."""
 
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -9,7 +10,8 @@ from typing import Any
 
 from bacalhau_grpc.common.errors import UnavailableError
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.requester.domain.ports import BidAnswer
+from bacalhau_grpc.requester.domain import shard_fsm as f
+from bacalhau_grpc.requester.domain.ports import BidAnswer, ExecutionUpdate, VerifyRequest
 from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, Verdict
 
 
@@ -19,6 +21,8 @@ class FakeCompute:
 
     answers: dict[str, Any] = field(default_factory=dict)
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    # One (port method, address, items) per batch call.
+    batches: list[tuple[str, str, int]] = field(default_factory=list)
     fail: dict[str, Exception] = field(default_factory=dict)  # method name -> error
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -30,7 +34,13 @@ class FakeCompute:
         if name in self.fail:
             raise self.fail[name]
 
-    async def ask_for_bid(self, address: str, job: pb.Job, shard_index: int) -> BidAnswer:
+    async def ask_for_bids(
+        self, address: str, asks: Sequence[tuple[pb.Job, int]]
+    ) -> list[BidAnswer | BaseException]:
+        self.batches.append(("ask_for_bids", address, len(asks)))
+        return [_result_of(functools.partial(self._ask, address, job)) for job, _ in asks]
+
+    def _ask(self, address: str, job: pb.Job) -> BidAnswer:
         self._record("ask_for_bid", address, job.id)
         answer = self.answers.get(address, "bid")
         if isinstance(answer, Exception):
@@ -40,20 +50,15 @@ class FakeCompute:
         # ("decline", reason) or ("busy", reason): a refusal, the second for want of capacity.
         return BidAnswer(False, reason=answer[1], busy=answer[0] == "busy")
 
-    async def bid_accepted(self, address: str, execution_id: str) -> None:
-        self._record("bid_accepted", address, execution_id)
-
-    async def bid_rejected(self, address: str, execution_id: str, reason: str) -> None:
-        self._record("bid_rejected", address, execution_id)
-
-    async def result_accepted(self, address: str, execution_id: str) -> None:
-        self._record("result_accepted", address, execution_id)
-
-    async def result_rejected(self, address: str, execution_id: str, reason: str) -> None:
-        self._record("result_rejected", address, execution_id)
-
-    async def cancel_execution(self, address: str, execution_id: str, reason: str) -> None:
-        self._record("cancel_execution", address, execution_id)
+    async def update_executions(
+        self, address: str, updates: Sequence[ExecutionUpdate]
+    ) -> list[BaseException | None]:
+        self.batches.append(("update_executions", address, len(updates)))
+        results = [
+            _result_of(functools.partial(self._record, _UPDATE_NAMES[type(u)], address, u.execution_id))
+            for u in updates
+        ]
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     async def close(self) -> None:
         pass
@@ -67,7 +72,10 @@ class FakeVerifier:
     error: Exception | None = None
     requests: list[tuple[str, int, Sequence[ProposalData]]] = field(default_factory=list)
 
-    async def verify(self, job: pb.Job, shard_index: int, proposals: Sequence[ProposalData]) -> list[Verdict]:
+    async def verify_shards(self, requests: Sequence[VerifyRequest]) -> list[list[Verdict] | BaseException]:
+        return [_result_of(functools.partial(self._verify, *request)) for request in requests]
+
+    def _verify(self, job: pb.Job, shard_index: int, proposals: Sequence[ProposalData]) -> list[Verdict]:
         self.requests.append((job.id, shard_index, proposals))
         if self.error is not None:
             raise self.error
@@ -81,6 +89,23 @@ class FakeVerifier:
 
 
 UNREACHABLE = UnavailableError("connection refused")
+
+# The name each update is recorded under (that of the single call it stands for).
+_UPDATE_NAMES = {
+    f.NotifyBidAccepted: "bid_accepted",
+    f.NotifyBidRejected: "bid_rejected",
+    f.NotifyResultAccepted: "result_accepted",
+    f.NotifyResultRejected: "result_rejected",
+    f.CancelExecution: "cancel_execution",
+}
+
+
+def _result_of(item: Callable[[], Any]) -> Any:
+    """One batch item's result: its value, or the exception it raised."""
+    try:
+        return item()
+    except Exception as exc:
+        return exc
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:

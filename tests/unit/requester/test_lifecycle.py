@@ -628,13 +628,13 @@ async def test_a_restart_keeps_jobs_and_rearms_deadlines(harness):
 async def test_a_verification_interrupted_by_a_restart_is_redone(harness):
     r, compute = harness.requester, harness.compute
     gate = asyncio.Event()
-    original = harness.verifier.verify
+    original = harness.verifier.verify_shards
 
     async def slow_verify(*args):
         await gate.wait()
         return await original(*args)
 
-    harness.verifier.verify = slow_verify
+    harness.verifier.verify_shards = slow_verify
     await r.register_node(node("n1"))
     job = await r.submit(payload())
     (execution,) = await eventually(lambda: compute.executions("bid_accepted"), what="BidAccepted")
@@ -644,7 +644,7 @@ async def test_a_verification_interrupted_by_a_restart_is_redone(harness):
         await r.stop(0.01)  # the verification in flight is cut off
     await harness.store.close()
     harness.requester = None
-    harness.verifier.verify = original
+    harness.verifier.verify_shards = original
     r = await harness.start()
     await eventually(lambda: r.shard(job.id).phase == Phase.WAITING_TO_PUBLISH, what="verification redone")
 

@@ -104,13 +104,13 @@ class CheckingCompute(FakeCompute):
         self.harness = None
         self.seen: dict[str, list[int]] = {}
 
-    async def bid_accepted(self, address, execution_id):
-        self.seen["bid_accepted"] = stored_events(self.harness, self.job_id)
-        await super().bid_accepted(address, execution_id)
-
-    async def result_accepted(self, address, execution_id):
-        self.seen["result_accepted"] = stored_events(self.harness, self.job_id)
-        await super().result_accepted(address, execution_id)
+    async def update_executions(self, address, updates):
+        for update in updates:
+            if isinstance(update, f.NotifyBidAccepted):
+                self.seen["bid_accepted"] = stored_events(self.harness, self.job_id)
+            elif isinstance(update, f.NotifyResultAccepted):
+                self.seen["result_accepted"] = stored_events(self.harness, self.job_id)
+        return await super().update_executions(address, updates)
 
 
 @pytest.fixture
@@ -224,10 +224,16 @@ class ForgetfulCompute(FakeCompute):
 
     forgot = False
 
-    async def bid_accepted(self, address, execution_id):
-        await super().bid_accepted(address, execution_id)
-        if self.forgot and address == "addr-n1":
-            raise NotFoundError(f"execution {execution_id} not found")
+    async def update_executions(self, address, updates):
+        results = await super().update_executions(address, updates)
+        if not (self.forgot and address == "addr-n1"):
+            return results
+        return [
+            NotFoundError(f"execution {u.execution_id} not found")
+            if isinstance(u, f.NotifyBidAccepted)
+            else r
+            for u, r in zip(updates, results, strict=True)
+        ]
 
 
 async def test_a_node_that_registers_again_is_told_again_and_replaced_if_it_lost_the_execution(tmp_path):
