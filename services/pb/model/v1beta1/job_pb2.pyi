@@ -61,11 +61,13 @@ class JobWithInfo(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., job_state: _Optional[_Union[_job_state_pb2.JobState, _Mapping]] = ..., job_events: _Optional[_Iterable[_Union[_job_event_pb2.JobEvent, _Mapping]]] = ..., job_local_events: _Optional[_Iterable[_Union[_job_event_pb2.JobLocalEvent, _Mapping]]] = ...) -> None: ...
 
 class JobCreatePayload(_message.Message):
-    __slots__ = ("client_id", "job", "context")
+    __slots__ = ("client_id", "job", "context", "submission_id")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     job: Job
     context: bytes
-    def __init__(self, client_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., context: _Optional[bytes] = ...) -> None: ...
+    submission_id: str
+    def __init__(self, client_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., context: _Optional[bytes] = ..., submission_id: _Optional[str] = ...) -> None: ...

@@ -781,6 +781,14 @@ class JobCreatePayload(betterproto2.Message):
     An optional tar archive of files mounted for the job, such as its code.
     """
 
+    submission_id: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    An extension of this implementation: a client-chosen ID of this submission
+    (1-128 letters, digits, '.', '_' or '-'). A second submission by the same
+    client with the same ID returns the first job instead of making another;
+    with another payload it is refused (ALREADY_EXISTS). Empty: no such check.
+    """
+
 
 default_message_pool.register_message("bacalhau.model.v1beta1", "JobCreatePayload", JobCreatePayload)
 
