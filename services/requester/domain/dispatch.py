@@ -5,8 +5,10 @@ back in one step as new inputs of the shards' machines (`_after_call`). No task 
 per batch.
 
 A call to a node that cannot be reached while the node is taken for alive is tried again with back-off
-(BidAccepted and ResultAccepted, while the execution still waits for them; Verify while the shard
-verifies within its deadline): it goes back to the outbox when its back-off ends.
+(BidAccepted, ResultAccepted and CancelExecution, while the execution is still in the state that asked
+for them; Verify while the shard verifies within its deadline): it goes back to the outbox when its
+back-off ends. A node that registers again is told at once what it is still owed (`ShardFSM.resume_node`);
+one silent past its node timeout is lost, and its executions with it (`NodeLiveness`).
 
 A mixin of `Requester` (`lifecycle.py`): the state it uses is set by the orchestrator, declared below.
 """
@@ -51,10 +53,12 @@ SpanFactory = Callable[..., contextlib.AbstractContextManager[Any]]
 # What a shard's transition asks of the world outside.
 Call = AskForBid | Verify | ExecutionUpdate
 
-# Calls to a node retried while it is unreachable but alive, with the execution state that waits for each.
+# Calls to a node retried while it is unreachable but alive (it may be restarting), with the execution
+# state that waits for each: work it must do (run, publish) and work it must stop (a cancelled execution).
 _RETRIED = {
     NotifyBidAccepted: ExecState.ACCEPTED,
     NotifyResultAccepted: ExecState.RESULT_ACCEPTED,
+    CancelExecution: ExecState.CANCELLED,
 }
 
 
@@ -251,7 +255,7 @@ class EffectDispatch:
     def _still_waits(self, item: Outgoing) -> bool:
         """The node is taken for alive and its execution is still in the state that asked for the call."""
         call = item.call
-        assert isinstance(call, NotifyBidAccepted | NotifyResultAccepted)
+        assert isinstance(call, NotifyBidAccepted | NotifyResultAccepted | CancelExecution)
         shard = self._shard(item)
         if shard is None or not self.nodes.is_live(call.node_id, self._clock()):
             return False

@@ -511,6 +511,22 @@ async def test_cancel_by_the_owner_cancels_every_execution(harness):
     assert len((await r.get_job(job.id)).job_events) == len(info.job_events)
 
 
+async def test_a_cancel_is_retried_while_the_node_cannot_be_reached_and_is_still_alive(harness):
+    r, compute = harness.requester, harness.compute
+    await r.register_node(node("n1"))
+    job = await r.submit(payload())
+    (execution,) = await eventually(lambda: compute.executions("bid_accepted"), what="BidAccepted")
+    compute.fail["cancel_execution"] = UNREACHABLE
+    await r.cancel_job(job.id, client_id="client-1")
+    await eventually(lambda: len(compute.executions("cancel_execution")) >= 3, what="Cancel retried")
+    del compute.fail["cancel_execution"]
+    calls = len(compute.executions("cancel_execution"))
+    await eventually(
+        lambda: len(compute.executions("cancel_execution")) == calls + 1, what="the cancel that got through"
+    )
+    assert set(compute.executions("cancel_execution")) == {execution}
+
+
 async def test_cancel_is_checked(harness):
     r, compute = harness.requester, harness.compute
     await r.register_node(node("n1"))
