@@ -130,6 +130,11 @@ async def run_scenario(
     }
 
 
+# The ratios measured the same way before the requester worked in batches (467/s, 242/s and 306/s against
+# an echo of 4,679 calls/s on that machine).
+BEFORE = {"noop": 0.10, "det": 0.05, "wasm": 0.65}
+
+
 async def main(jobs: int, in_flight: int) -> None:
     floor = await echo_floor.measure()
     echo = floor["rate16"]
@@ -181,10 +186,10 @@ async def main(jobs: int, in_flight: int) -> None:
     wasm = results[3]["rate"]
     print(f"WASM jobs end to end: {wasm:.1f}/s, {wasm / WASM_GOAL:.2f}x the goal ({WASM_GOAL}/s)")
     c3 = results[1]["rate"]
-    print("against the floor measured in this run (targets: 0.20, 0.10 and 0.9):")
-    print(f"  noop, concurrency 1:           {c1 / echo:.3f} x the echo rate")
-    print(f"  deterministic, concurrency 3:  {c3 / echo:.3f} x the echo rate")
-    print(f"  WASM hello, concurrency 1:     {wasm / c1:.2f} x the noop concurrency-1 rate")
+    print("against the floor measured in this run (target; the figure before the batched requester):")
+    print(f"  noop, concurrency 1:           {c1 / echo:.3f} x the echo rate (0.20; {BEFORE['noop']})")
+    print(f"  deterministic, concurrency 3:  {c3 / echo:.3f} x the echo rate (0.10; {BEFORE['det']})")
+    print(f"  WASM hello, concurrency 1:     {wasm / c1:.2f} x the noop c1 rate (0.9; {BEFORE['wasm']})")
     print("(RPCs/job include the compute nodes' registrations and heartbeats spread over the run)")
 
 

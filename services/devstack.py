@@ -103,6 +103,9 @@ class Node:
     stopping: bool = field(default=False, repr=False)
     # Where the current process's output starts in the log (a restarted node appends to it).
     log_offset: int = field(default=0, repr=False)
+    # Environment variables of this node's process only, over the devstack's (read at each start, so a
+    # test may change them before `Devstack.restart`).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int | None:
@@ -146,6 +149,7 @@ class Devstack:
         stop_grace: float = STOP_GRACE,
         log_level: str = "INFO",
         env: dict[str, str] | None = None,
+        requester_env: dict[str, str] | None = None,
         python: str = sys.executable,
         insecure: bool = False,
     ) -> None:
@@ -159,6 +163,8 @@ class Devstack:
         self.stop_grace = stop_grace
         self.log_level = log_level
         self.env = env
+        # Extra environment of the requester's process only (e.g. test failpoints): `Node.env`.
+        self.requester_env = dict(requester_env or {})
         self.python = python
         self.insecure = insecure
         # True when the devstack made its data dir (a temporary one): stop() then removes it.
@@ -310,6 +316,7 @@ class Devstack:
                 ],
                 data_dir=requester_dir,
             )
+            self.requester.env = dict(self.requester_env)
             await self._launch_and_wait([self.requester])
             self.computes = []
             for i in range(self.nodes):
@@ -395,7 +402,7 @@ class Devstack:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
-                    env=env,
+                    env={**env, **node.env} if node.env else env,
                     pass_fds=(self._pipe_read,),
                     start_new_session=True,  # Ctrl+C in a terminal reaches the devstack only
                 )

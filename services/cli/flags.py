@@ -1,5 +1,6 @@
-"""What the client commands share: their error type, the requester API flags, Go-style boolean flags,
-cobra's reading of words that start with "-", and a help layout that keeps examples as written."""
+"""What the client commands share: their error type, the requester API flags (address, TLS, retries),
+Go-style boolean flags, cobra's reading of words that start with "-", and a help layout that keeps examples
+as written."""
 
 import argparse
 import os
@@ -7,8 +8,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from bacalhau_grpc.common.errors import InvalidArgumentError
-from bacalhau_grpc.sdk.client import DEFAULT_API_HOST, DEFAULT_API_PORT, Client
+from bacalhau_grpc.common.errors import DeadlineExceededError, InvalidArgumentError
+from bacalhau_grpc.sdk.client import (
+    DEFAULT_API_HOST,
+    DEFAULT_API_PORT,
+    DEFAULT_RETRY_TIMEOUT,
+    Client,
+    OnRetry,
+)
 from bacalhau_grpc.sdk.client import api_address as sdk_address
 from bacalhau_grpc.sdk.tls import ENV_CA_CERT, ENV_CLIENT_CERT, ENV_CLIENT_KEY, ClientTls, client_tls
 
@@ -131,6 +138,26 @@ def add_api_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--client-key", metavar="FILE", help=f"the key of --client-cert (PEM; env {ENV_CLIENT_KEY})"
     )
+    group.add_argument(
+        "--retry-timeout",
+        metavar="SECONDS",
+        type=retry_seconds,
+        default=DEFAULT_RETRY_TIMEOUT,
+        help="while the requester cannot be reached or does not answer in time, retry each call with "
+        f"back-off for up to this many seconds (default {DEFAULT_RETRY_TIMEOUT:g}; 0: fail at once); reads, "
+        "cancel and submissions (which carry a submission ID) are retried, other errors fail at once",
+    )
+
+
+def retry_seconds(text: str) -> float:
+    """`--retry-timeout`: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (no retries) or more seconds, got {text}")
+    return value
 
 
 def api_address(args: argparse.Namespace, environ: Any = os.environ) -> str:
@@ -157,5 +184,36 @@ def api_tls(args: argparse.Namespace, environ: Any = os.environ) -> ClientTls | 
 
 
 def api_client(args: argparse.Namespace, *, timeout: float, environ: Any = os.environ) -> Client:
-    """The SDK client of the requester the API flags (and the environment) name."""
-    return Client(api_address(args, environ), timeout=timeout, tls=api_tls(args, environ) or False)
+    """The SDK client of the requester the API flags (and the environment) name, retrying for up to
+    --retry-timeout seconds; on a terminal it says on stderr what it is waiting for."""
+    address = api_address(args, environ)
+    retry_timeout = getattr(args, "retry_timeout", DEFAULT_RETRY_TIMEOUT)
+    return Client(
+        address,
+        timeout=timeout,
+        tls=api_tls(args, environ) or False,
+        retry_timeout=retry_timeout,
+        on_retry=retry_printer(address, retry_timeout) if sys.stderr.isatty() else None,
+    )
+
+
+def retry_printer(address: str, retry_timeout: float, out: Any = None) -> OnRetry:
+    """An `on_retry` that prints one line per retry (to `out`, default stderr): `waiting for the requester
+    at HOST:PORT (unavailable: Connection refused); retrying in 0.8s (up to 30s)`."""
+
+    def show(method: str, error: Exception, delay: float) -> None:
+        print(retry_line(address, error, delay, retry_timeout), file=out or sys.stderr, flush=True)
+
+    return show
+
+
+def retry_line(address: str, error: Exception, delay: float, retry_timeout: float) -> str:
+    """What the CLI says before it retries a call: the requester, why (briefly), when and for how long."""
+    kind = "no answer in time" if isinstance(error, DeadlineExceededError) else "unavailable"
+    details = str(error).removeprefix(f"cannot reach the requester at {address}: ")
+    # gRPC's details end with the cause ("...: Failed to connect to remote host: Connection refused").
+    reason = details.rsplit(": ", 1)[-1].strip() or type(error).__name__
+    return (
+        f"waiting for the requester at {address} ({kind}: {reason}); "
+        f"retrying in {delay:.1f}s (up to {retry_timeout:g}s)"
+    )

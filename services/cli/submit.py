@@ -98,18 +98,18 @@ def _text(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def check_job(job: pb.Job, context: bytes = b"") -> None:
+def check_job(job: pb.Job, context: bytes = b"", submission_id: str = "") -> None:
     """The requester's submission rules, run locally: InvalidArgumentError listing every problem."""
     # the requester's pure domain rules (no transport), imported only when a job is checked
     from bacalhau_grpc.requester.domain.validation import validate_submission
 
-    validate_submission(pb.JobCreatePayload(job=job, context=context))
+    validate_submission(pb.JobCreatePayload(job=job, context=context, submission_id=submission_id))
 
 
-def verify(job: pb.Job, context: bytes = b"") -> None:
+def verify(job: pb.Job, context: bytes = b"", submission_id: str = "") -> None:
     """`check_job` before anything is sent; VerifyError lists every problem, each naming its field."""
     try:
-        check_job(job, context)
+        check_job(job, context, submission_id)
     except InvalidArgumentError as err:
         raise VerifyError(problems_text(err)) from None
 
@@ -132,15 +132,20 @@ async def _submit(args: argparse.Namespace, submission: Submission, session: _Se
     if args.dry_run:
         print(dry_run_text(job, submission.dry_run_note), end="")
         return 0
+    submission_id = getattr(args, "submission_id", None) or ""
     if not getattr(args, "skip_syntax_checking", False):
-        verify(job, submission.context)
+        verify(job, submission.context, submission_id)
     wait, quiet = args.wait, args.id_only
     if args.download and not wait:
         raise CommandError("--download needs --wait: the results can only be fetched once the job ended")
     async with flags.api_client(args, timeout=args.gettimeout) as client:
         if submission.notice and wait and not quiet:
             print(submission.notice, flush=True)
-        submitted = await client.submit(to_sdk(job, sdk_types.Job), context=submission.context)
+        submitted = await client.submit(
+            to_sdk(job, sdk_types.Job),
+            context=submission.context,
+            submission_id=submission_id or None,
+        )
         job_id = session.job_id = submitted.id
         if not wait or quiet:
             print(job_id, flush=True)

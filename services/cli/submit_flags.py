@@ -4,9 +4,9 @@ their values become in the job (Bacalhau v0.3's flags, defaults and parse errors
 * the deal (`--concurrency`, `--confidence`, `--min-bids`, `--timeout`), the engine, verifier and
   publisher choices, the volumes (`-i`, `-u`, `-v`, `-o`), `-e` and labels;
 * the runtime and download flags (`--wait`, `--id-only`, `--node-details`, `--wait-timeout-secs`,
-  `-g/--gettimeout`, `--download`, `--output-dir`, `--download-timeout-secs`, `--dry-run`), which
-  `cli.submit` acts on. Boolean flags take Go's forms too: `--wait=false`, `--wait=0`, and also
-  `--no-wait`;
+  `-g/--gettimeout`, `--submission-id`, `--download`, `--output-dir`, `--download-timeout-secs`,
+  `--dry-run`), which `cli.submit` acts on. Boolean flags take Go's forms too: `--wait=false`,
+  `--wait=0`, and also `--no-wait`;
 * their values as job parts: storage specs ("invalid input volume: %s", ...), environment variables,
   labels (unsafe ones dropped with a warning), the deal, the enum choices, DO_NOT_TRACK.
 
@@ -173,6 +173,13 @@ def add_runtime_flags(parser: argparse.ArgumentParser, *, skip_syntax_checking: 
         "node-details",
         default=False,
         help="show every node's state, exit code, stdout and stderr heads and result CID",
+    )
+    group.add_argument(
+        "--submission-id",
+        metavar="ID",
+        help="the submission's ID (default: a new random one): the requester answers a submission it has "
+        "already seen from you with the job it created then, so a script that runs this command again "
+        "after a failure with the same ID does not create a second job",
     )
     group.add_argument(
         "-g",

@@ -12,7 +12,9 @@ from pathlib import Path
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.files import write_atomically
 
-NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# The shape of an ID that becomes a name (a node ID; a submission's client-chosen ID has the same one).
+ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+NODE_ID_PATTERN = ID_PATTERN
 FILE_NAME = "node_id"
 
 

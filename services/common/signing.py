@@ -186,12 +186,18 @@ class ClientKey:
             (SIGNATURE_METADATA, signature),
         ]
 
-    def signed_submit_request(self, job: pb.Job, context: bytes = b"") -> rpb.SubmitJobRequest:
-        """A SubmitJobRequest for `job` by this client: the payload serialized once, signed as sent."""
+    def signed_submit_request(
+        self, job: pb.Job, context: bytes = b"", submission_id: str = ""
+    ) -> rpb.SubmitJobRequest:
+        """A SubmitJobRequest for `job` by this client: the payload serialized once, signed as sent.
+        `submission_id`: the payload's client-chosen SubmissionID (a retry with the same one gets the
+        same job back; "" for none)."""
         owned = pb.Job()
         owned.CopyFrom(job)
         owned.client_id = self.client_id
-        payload = pb.JobCreatePayload(client_id=self.client_id, job=owned, context=context)
+        payload = pb.JobCreatePayload(
+            client_id=self.client_id, job=owned, context=context, submission_id=submission_id
+        )
         data = payload.SerializeToString()
         return rpb.SubmitJobRequest(
             signed_payload=data, signature=self.sign(data), client_public_key=self.public_key_bytes

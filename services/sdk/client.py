@@ -34,6 +34,17 @@ whatever the environment says. An operator's `client` certificate (`client_cert`
 works on the requester's node port (mutual TLS), where the certificate is the identity. A TLS client at
 a plaintext port, a plaintext one at a TLS port, a requester certificate from another CA or for another
 host name fail the first call at once with an `UnavailableError` saying so (`sdk.tls`).
+
+Retries: a call that fails because the requester cannot be reached (UNAVAILABLE) or did not answer in
+time (DEADLINE_EXCEEDED) is tried again with full-jitter exponential back-off (pauses drawn from 0 to
+0.1 s, 0.2 s, ... at most 2 s; `common.retrying`) until `retry_timeout` seconds (default 30; 0: no
+retries) have passed since its first attempt, then the last error is raised. Only calls that may safely
+run twice are retried: the reads (get, list, events, results, version, and the start of a log or event
+stream, before anything was received), cancel (cancelling a cancelled job changes nothing) and
+submissions, which always carry a submission ID (a fresh one per `submit`, or yours: `submission_id=`),
+so a submission the requester received before the answer was lost is not created twice. Other errors
+(not found, invalid, a TLS mismatch, ...) fail at once. `on_retry(method, error, delay)` is called before
+each pause, e.g. to show what the client is waiting for; the SDK itself prints nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,8 +62,14 @@ import grpc
 import bacalhau_grpc.sdk.types.bacalhau.model.v1beta1 as sdk_types
 import bacalhau_grpc.sdk.types.bacalhau.requester.v1 as sdk_requester
 from bacalhau_grpc.common import channels
-from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError, UnavailableError
+from bacalhau_grpc.common.errors import (
+    BacalhauError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    UnavailableError,
+)
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.retrying import DEFAULT_BACKOFF, Backoff, RetryBudget
 from bacalhau_grpc.common.signing import ClientKey, default_directory
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
@@ -63,8 +81,26 @@ DEFAULT_API_PORT = 1234
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_DOWNLOAD_TIMEOUT = 300.0
 LIST_PAGE_SIZE = 100
-# How often a followed stream (events, logs) reconnects after losing the requester, with back-off.
-STREAM_RETRIES = 5
+# How long a call is retried while the requester cannot be reached or does not answer in time (seconds).
+DEFAULT_RETRY_TIMEOUT = 30.0
+# The calls that may run twice with the same outcome, so are retried: reads, and cancelling (a cancelled
+# job stays cancelled). SubmitJob is retried when its payload carries a submission ID (the SDK always
+# sets one): the requester then answers a repeat with the job the first one created.
+RETRIED_METHODS = frozenset(
+    {
+        "GetJob",
+        "ListJobs",
+        "ListJobEvents",
+        "GetJobResults",
+        "GetVersion",
+        "CancelJob",
+        "WatchJobEvents",
+        "StreamJobLogs",
+    }
+)
+
+# `on_retry(method, error, delay)`: called before each pause between two attempts of a call.
+OnRetry = Callable[[str, Exception, float], None]
 
 SORT_BY = {"created_at": rpb.JOB_SORT_BY_CREATED_AT, "id": rpb.JOB_SORT_BY_ID}
 SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
@@ -112,6 +148,9 @@ class Client:
 
     TLS (`sdk.tls.client_tls`): `tls` True / False / None (TLS when a CA certificate is given, by argument
     or BACALHAU_TLS_CA_CERT) or a `ClientTls`; `ca_cert`, `client_cert`, `client_key` are paths or PEM.
+
+    Retries (see the module's documentation): `retry_timeout` seconds at most per call (0: none), and
+    `on_retry(method, error, delay)` called before each pause.
     """
 
     def __init__(
@@ -124,13 +163,26 @@ class Client:
         ca_cert: PemSource | None = None,
         client_cert: PemSource | None = None,
         client_key: PemSource | None = None,
+        retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
+        on_retry: OnRetry | None = None,
     ) -> None:
+        if retry_timeout < 0:
+            raise InvalidArgumentError(
+                f"retry_timeout must be 0 (no retries) or more seconds, got {retry_timeout:g}",
+                field="retry_timeout",
+            )
         self.address = address or default_address()
         self.timeout = timeout
+        self.retry_timeout = retry_timeout
+        self.on_retry = on_retry
+        self.backoff: Backoff = DEFAULT_BACKOFF
         self.tls = tls if isinstance(tls, ClientTls) else client_tls(tls, ca_cert, client_cert, client_key)
         self._key = key
         self._channel: grpc.aio.Channel | None = None
         self._stub: rgrpc.RequesterServiceStub | None = None
+        # True once a call over the current channel got an answer: the transport works, so a connection
+        # closed later is the requester going away, not a TLS mismatch.
+        self._reached = False
 
     async def __aenter__(self) -> Client:
         return self
@@ -140,6 +192,7 @@ class Client:
 
     async def close(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None
+        self._reached = False
         if channel is not None:
             await channel.close()
 
@@ -157,11 +210,20 @@ class Client:
 
     # -- jobs ----------------------------------------------------------------------------------------
 
-    async def submit(self, job: sdk_types.Job, *, context: bytes = b"") -> sdk_types.Job:
+    async def submit(
+        self, job: sdk_types.Job, *, context: bytes = b"", submission_id: str | None = None
+    ) -> sdk_types.Job:
         """Submits a job (signed with `key`) and returns it as the requester created it (ID, ClientID,
         ExecutionPlan, ...). `context`: a tar or tar.gz archive (at most 10 MiB unpacked) the job gets
-        at /job, e.g. the WebAssembly module or Python program it runs."""
-        request = self.key.signed_submit_request(to_pb(job, pb.Job), context)
+        at /job, e.g. the WebAssembly module or Python program it runs.
+
+        The submission carries `submission_id` (default: a fresh random one), inside the signed payload:
+        the requester answers the same submission sent again by this client with the job it created the
+        first time, so the call is retried safely (`retry_timeout`). Give your own ID to make retries of
+        your own (another process, a re-run script) idempotent too; the same ID with another job is
+        refused (AlreadyExistsError)."""
+        submission_id = submission_id or uuid.uuid4().hex
+        request = self.key.signed_submit_request(to_pb(job, pb.Job), context, submission_id)
         response = await self._call("SubmitJob", request)
         return to_sdk(response.job, sdk_types.Job)
 
@@ -221,7 +283,8 @@ class Client:
         self, job_id: str, *, follow: bool = False, after: int = 0
     ) -> AsyncGenerator[sdk_types.JobEvent, None]:
         """The job's events in order (after the `after`-th); with `follow`, then new ones as they happen
-        until the job ends (reconnecting from the last one seen if the connection drops)."""
+        until the job ends (when the connection drops, reconnecting from the last one seen, for up to
+        `retry_timeout` seconds without a new event)."""
         async for _, event in self._events(job_id, follow=follow, after=after):
             yield to_sdk(event, sdk_types.JobEvent)
 
@@ -240,19 +303,21 @@ class Client:
                 if not response.next_page_token:
                     return
                 request.page_token = response.next_page_token
-        sequence, failures = after, 0
+        # WatchJobEvents resumes after a sequence number: a stream that drops after some events is opened
+        # again after the last one seen (`_stream` retries its start, with back-off, within the budget).
+        sequence = after
         while True:
             watch = rpb.WatchJobEventsRequest(job_id=job_id, after_sequence=sequence)
+            received = False
             try:
                 async for item in self._stream("WatchJobEvents", watch):
-                    sequence, failures = max(sequence, item.sequence), 0
+                    received = True
+                    sequence = max(sequence, item.sequence)
                     yield item.sequence, item.event
                 return
-            except UnavailableError as err:
-                if failures >= STREAM_RETRIES or isinstance(err, TransportMismatchError):
+            except (UnavailableError, DeadlineExceededError) as err:
+                if not received or not self._retryable(err) or self.retry_timeout <= 0:
                     raise
-                failures += 1
-                await asyncio.sleep(min(0.2 * 2**failures, 2.0))  # back-off before reconnecting
 
     async def logs(
         self, job_id: str, *, shard_index: int | None = None, node_id: str = "", follow: bool = False
@@ -319,23 +384,95 @@ class Client:
         """The metadata that signs this call (each call is signed anew: a signature is good once)."""
         return self.key.call_metadata(f"/{SERVICE_NAME}/{name}", request)
 
+    def _retried(self, name: str, request: Any) -> bool:
+        """Whether a failed call of this method may be sent again: it is in RETRIED_METHODS, or it is a
+        submission whose signed payload carries a submission ID."""
+        if name in RETRIED_METHODS:
+            return True
+        if name == "SubmitJob":
+            return bool(submission_id_of(request))
+        return False
+
+    @staticmethod
+    def _retryable(error: Exception) -> bool:
+        """The requester could not be reached or did not answer in time, and nothing says that trying
+        again cannot help (a TLS mismatch)."""
+        if isinstance(error, TransportMismatchError):
+            return False
+        return isinstance(error, UnavailableError | DeadlineExceededError)
+
+    def _budget(self, name: str, request: Any) -> RetryBudget | None:
+        """The retries of one call (None: it is not retried)."""
+        if self.retry_timeout <= 0 or not self._retried(name, request):
+            return None
+        return self.backoff.budget(self.retry_timeout)
+
+    async def _pause(self, name: str, error: BacalhauError, budget: RetryBudget | None) -> None:
+        """After a failed attempt: returns once it is time for the next one, or raises `error` when the
+        call is not retried, the error is not worth another attempt or the budget is spent."""
+        if budget is None or not self._retryable(error):
+            raise error from None
+        delay = budget.next_delay()
+        if delay is None:
+            raise error from None
+        if self.on_retry is not None:
+            self.on_retry(name, error, delay)
+        await asyncio.sleep(delay)
+
     async def _call(self, name: str, request: Any) -> Any:
         method = self._method(name)
-        try:
-            return await channels.call(
-                method, request, timeout=self.timeout, metadata=self._signed(name, request)
-            )
-        except UnavailableError as err:
-            raise self._unreachable(err) from None
+        budget = self._budget(name, request)
+        while True:
+            try:
+                # Signed anew on each attempt: the requester accepts a signed call once.
+                response = await channels.call(
+                    method, request, timeout=self.timeout, metadata=self._signed(name, request)
+                )
+            except (UnavailableError, DeadlineExceededError) as err:
+                error = self._unreachable(err) if isinstance(err, UnavailableError) else err
+                await self._pause(name, error, budget)
+                method = self._method(name)
+                continue
+            self._reached = True
+            return response
 
     async def _stream(self, name: str, request: Any) -> AsyncGenerator[Any, None]:
-        method = self._method(name)
-        try:
-            async for item in channels.stream(method, request, metadata=self._signed(name, request)):
-                yield item
-        except UnavailableError as err:
-            raise self._unreachable(err) from None
+        """The stream's messages. Its start is retried as a call is; once a message was received, a
+        failure is raised (the caller decides whether it can resume: `_events` does)."""
+        budget = self._budget(name, request)
+        while True:
+            received = False
+            method = self._method(name)
+            try:
+                async for item in channels.stream(method, request, metadata=self._signed(name, request)):
+                    received = self._reached = True
+                    yield item
+                return
+            except (UnavailableError, DeadlineExceededError) as err:
+                error = self._unreachable(err) if isinstance(err, UnavailableError) else err
+                if received:
+                    raise error from None
+                await self._pause(name, error, budget)
 
     def _unreachable(self, err: BacalhauError) -> UnavailableError:
-        """The requester is unreachable, or speaks another transport (TLS or not, another CA): say which."""
-        return connection_problem(err, self.address, self.tls)
+        """The requester is unreachable, or speaks another transport (TLS or not, another CA): say which.
+
+        A connection closed or reset after this client reached the requester over the same channel is the
+        requester going away (a crash, a restart), not a disagreement about TLS: it may be retried."""
+        problem = connection_problem(err, self.address, self.tls)
+        if isinstance(problem, TransportMismatchError) and self._reached:
+            details = str(err)
+            lowered = details.lower()
+            if "socket closed" in lowered or "connection reset" in lowered:
+                return UnavailableError(f"cannot reach the requester at {self.address}: {details}")
+        return problem
+
+
+def submission_id_of(request: Any) -> str:
+    """The submission ID inside a SubmitJobRequest's signed payload ("" when it has none)."""
+    payload = pb.JobCreatePayload()
+    try:
+        payload.ParseFromString(request.signed_payload)
+    except Exception:  # not ours to judge here: the requester refuses it
+        return ""
+    return str(payload.submission_id)

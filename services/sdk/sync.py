@@ -7,7 +7,8 @@ is there; the streaming ones (`list`, `events`, `logs`) return plain iterators.
             print(event.event_name)
 
 The client runs its own event loop in a background thread, so it also works inside a program that has
-one (e.g. a notebook) — call it from any thread but the loop's own.
+one (e.g. a notebook) — call it from any thread but the loop's own. `on_retry` (see `Client`) is called on
+that loop's thread.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import bacalhau_grpc.sdk.types.bacalhau.requester.v1 as sdk_requester
 from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.sdk.client import (
     DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_RETRY_TIMEOUT,
     DEFAULT_TIMEOUT,
     LIST_PAGE_SIZE,
     Client,
+    OnRetry,
 )
 from bacalhau_grpc.sdk.download import Progress
 from bacalhau_grpc.sdk.tls import ClientTls, PemSource
@@ -48,21 +51,31 @@ class SyncClient:
         ca_cert: PemSource | None = None,
         client_cert: PemSource | None = None,
         client_key: PemSource | None = None,
+        retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
+        on_retry: OnRetry | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bacalhau-sdk", daemon=True)
         self._thread.start()
-        self._client: Client = self._run(
-            _make(
-                address,
-                key=key,
-                timeout=timeout,
-                tls=tls,
-                ca_cert=ca_cert,
-                client_cert=client_cert,
-                client_key=client_key,
+        try:
+            self._client: Client = self._run(
+                _make(
+                    address,
+                    key=key,
+                    timeout=timeout,
+                    tls=tls,
+                    ca_cert=ca_cert,
+                    client_cert=client_cert,
+                    client_key=client_key,
+                    retry_timeout=retry_timeout,
+                    on_retry=on_retry,
+                )
             )
-        )
+        except BaseException:  # e.g. bad TLS arguments: leave no thread behind
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+            raise
 
     def __enter__(self) -> SyncClient:
         return self
@@ -83,12 +96,18 @@ class SyncClient:
         return self._client.address
 
     @property
+    def retry_timeout(self) -> float:
+        return self._client.retry_timeout
+
+    @property
     def client_id(self) -> str:
         return self._client.client_id
 
-    def submit(self, job: sdk_types.Job, *, context: bytes = b"") -> sdk_types.Job:
+    def submit(
+        self, job: sdk_types.Job, *, context: bytes = b"", submission_id: str | None = None
+    ) -> sdk_types.Job:
         """`Client.submit`, blocking."""
-        return self._run(self._client.submit(job, context=context))
+        return self._run(self._client.submit(job, context=context, submission_id=submission_id))
 
     def get(self, job_id: str) -> sdk_types.JobWithInfo:
         """`Client.get`, blocking."""

@@ -23,6 +23,9 @@ GO_ENUM_BY_TYPE = {
 }
 # The seed elides StorageSpec.Name's tag ("132-byte string literal not displayed"); Go's is "Name".
 ELIDED_TAGS = {"StorageSpec": {1: "Name"}}
+# Fields this implementation adds after a type's seed fields (as enums.BEYOND_SEED adds enum values): the
+# client-chosen submission ID that makes a retried submission idempotent, inside the signed payload.
+BEYOND_SEED_FIELDS = {"JobCreatePayload": ["SubmissionID"]}
 
 
 def upper_snake(camel: str) -> str:
@@ -73,6 +76,7 @@ def test_every_seed_field_exists_with_its_json_name_in_order(go_type):
     expected = seed.struct_json_tags(go_type)
     for position, tag in ELIDED_TAGS.get(go_type, {}).items():
         expected.insert(position, tag)
+    expected += BEYOND_SEED_FIELDS.get(go_type, [])
     fields = MESSAGES[go_type].fields
     assert [f.json_name for f in fields] == expected
 

@@ -226,7 +226,7 @@ def test_unknown_job_and_unreachable_requester_are_clear_errors(devstack, tmp_pa
     missing = run_cli("describe", "ffffffff-not-a-job", env=devstack.env)
     assert missing.returncode == 1
     assert missing.stderr == "Error: job ffffffff-not-a-job not found\n"
-    nowhere = run_cli("list", "--api-port", "1", "--timeout", "2", env=devstack.env)
+    nowhere = run_cli("list", "--api-port", "1", "--timeout", "2", "--retry-timeout", "0", env=devstack.env)
     assert nowhere.returncode == 1
     assert nowhere.stderr.startswith("Error: cannot reach the requester at 127.0.0.1:1")
     no_file = run_cli("create", str(tmp_path / "nope.yaml"), env=devstack.env)

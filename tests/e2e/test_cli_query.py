@@ -177,6 +177,8 @@ def test_version_of_client_and_server(devstack):
     assert document["clientVersion"]["gitversion"] == client_line.removeprefix("Client Version: ")
     alone = run_cli("version", "--client", "--api-port", "1", env=devstack.env)
     assert alone.returncode == 0 and "Server Version" not in alone.stdout
-    unreachable = run_cli("version", "--api-port", "1", "--timeout", "2", env=devstack.env)
+    unreachable = run_cli(
+        "version", "--api-port", "1", "--timeout", "2", "--retry-timeout", "0", env=devstack.env
+    )
     assert unreachable.returncode == 1
     assert unreachable.stderr.startswith("Error: cannot reach the requester at 127.0.0.1:1")

@@ -172,7 +172,10 @@ def test_a_job_that_does_not_complete_exits_1_with_the_reason(devstack):
         (("-w", "work"), "Error: workdir must be an absolute path. Passed in: work"),
         (("-c", "0"), "Error verifying job: Deal.Concurrency: concurrency must be >= 1 (it is 0)"),
         (("-i", "not-a-cid"), "Error verifying job: Spec.inputs[0].CID: "),
-        (("--api-port", "1", "-g", "3"), "Error: cannot reach the requester at 127.0.0.1:1"),
+        (
+            ("--api-port", "1", "-g", "3", "--retry-timeout", "0"),
+            "Error: cannot reach the requester at 127.0.0.1:1",
+        ),
         # without the CLI's checks, the requester refuses it with the same rule
         (
             ("-c", "0", "--skip-syntax-checking"),

@@ -127,7 +127,7 @@ async def test_version_and_clear_errors(client, network):
     assert version.git_version and version.major is not None
     with pytest.raises(NotFoundError, match="job no-such-job not found"):
         await client.get("no-such-job")
-    async with Client("127.0.0.1:1", timeout=2) as nowhere:
+    async with Client("127.0.0.1:1", timeout=2, retry_timeout=0) as nowhere:
         with pytest.raises(UnavailableError, match=r"cannot reach the requester at 127\.0\.0\.1:1"):
             await nowhere.version()
 

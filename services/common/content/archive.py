@@ -6,6 +6,7 @@ more than `max_bytes` of file data or `max_files` entries in all; files get plai
 3.11.2). Every refusal is an `ArchiveError` saying what was wrong.
 """
 
+import gzip
 import io
 import os
 import tarfile
@@ -103,9 +104,13 @@ def chunks(f: IO[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
 
 
 def make_tar_gz(files: dict[str, bytes]) -> bytes:
-    """A tar.gz holding `files` (relative name → content): how a client ships a job's context."""
+    """A tar.gz holding `files` (relative name → content): how a client ships a job's context. The same
+    files give the same bytes (no time in the gzip header), so a resubmission has the same payload."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as packed,
+        tarfile.open(fileobj=packed, mode="w") as archive,
+    ):
         for name, data in sorted(files.items()):
             info = tarfile.TarInfo(name)
             info.size = len(data)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from bacalhau_grpc.common import failpoints
 from bacalhau_grpc.common.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -282,6 +283,7 @@ class ComputeNode:
 
     def result_accepted(self, execution_id: str) -> None:
         """Publishes the execution's results in the background; repeated calls do nothing."""
+        failpoints.hit("compute-result-accepted")
         execution = self._get(execution_id)
         if execution.state == S.WAITING_VERIFICATION:
             self._update(

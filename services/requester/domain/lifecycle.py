@@ -18,10 +18,11 @@ the other side, and the repeated reports they bring back change nothing here: no
 twice. A compute node that registers again (it restarted) is told again what it must still do for its
 active executions (`ShardFSM.resume_node`); Verify is retried with back-off while the verifier is away.
 
-The orchestrator is this module; its parts are mixins of `Requester`, one module each: `queries.py` (finding,
-reading, listing and following jobs), `liveness.py` (node registration, heartbeats and timeouts),
-`reports.py` (the nodes' callbacks) and `dispatch.py` (running the calls transitions ask for). `records.py`
-holds `JobRecord`, the in-memory job they share.
+The orchestrator is this module; its parts are mixins of `Requester`, one module each: `submitting.py`
+(submission, with idempotent submission IDs kept by `submissions.py`), `queries.py` (finding, reading,
+listing and following jobs), `liveness.py` (node registration, heartbeats and timeouts), `reports.py` (the
+nodes' reports) and `dispatch.py` (the calls transitions ask for). `records.py` holds `JobRecord`, the
+in-memory job they share.
 """
 
 import asyncio
@@ -30,20 +31,17 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from bacalhau_grpc.common.content.archive import ArchiveError
 from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.errors import (
     FailedPreconditionError,
-    InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
 )
 from bacalhau_grpc.common.model import pb, sharding, version
 from bacalhau_grpc.common.telemetry import no_span
-from bacalhau_grpc.requester.domain import events as ev
 from bacalhau_grpc.requester.domain import shard_fsm as fsm_mod
 from bacalhau_grpc.requester.domain.deadlines import DeadlineHeap
 from bacalhau_grpc.requester.domain.dispatch import EffectDispatch, Outgoing, SpanFactory
@@ -56,11 +54,11 @@ from bacalhau_grpc.requester.domain.queries import JobQueries
 from bacalhau_grpc.requester.domain.records import JobRecord  # also imported from here (logs.py)
 from bacalhau_grpc.requester.domain.reports import NodeReports
 from bacalhau_grpc.requester.domain.shard_fsm import Phase, ShardFSM, Transition
+from bacalhau_grpc.requester.domain.submissions import Submissions
+from bacalhau_grpc.requester.domain.submitting import InputListing, JobSubmission
 from bacalhau_grpc.requester.domain.validation import (
     DEFAULT_LIMITS,
     SubmissionLimits,
-    build_job,
-    validate_submission,
 )
 from bacalhau_grpc.requester.domain.visibility import PUBLIC, changer, check_visibility
 
@@ -69,17 +67,13 @@ log = logging.getLogger(__name__)
 # How many finished jobs stay in memory for quick reads (older ones are read from the store).
 RECENT_JOBS = 256
 
-# The entries of an IPFS input's content in walk order (see `common.content.listing`), for sharding;
-# NotFoundError when the content cannot be listed here.
-InputListing = Callable[[pb.StorageSpec], Awaitable[sharding.Listing]]
-
 
 async def _single_item(volume: pb.StorageSpec) -> sharding.Listing:
     """The input as one item (a requester that cannot look inside content)."""
     return [("", False)]
 
 
-class Requester(JobQueries, NodeLiveness, NodeReports, EffectDispatch):
+class Requester(JobSubmission, JobQueries, NodeLiveness, NodeReports, EffectDispatch):
     def __init__(
         self,
         *,
@@ -147,6 +141,8 @@ class Requester(JobQueries, NodeLiveness, NodeReports, EffectDispatch):
         self._span = span
         self._recent_limit = recent_jobs
         self._active: dict[str, JobRecord] = {}
+        # Client-chosen submission IDs in progress or not yet committed (domain/submissions.py).
+        self._submissions = Submissions(store)
         self._recent: OrderedDict[str, JobRecord] = OrderedDict()
         # Shards still taking bids, in creation order: offered to each node that (re)appears.
         self._bidding: dict[tuple[str, int], None] = {}
@@ -253,93 +249,6 @@ class Requester(JobQueries, NodeLiveness, NodeReports, EffectDispatch):
     # ------------------------------------------------------------------------------------------
     # submission and cancellation
     # ------------------------------------------------------------------------------------------
-
-    async def submit(self, payload: pb.JobCreatePayload) -> pb.Job:
-        validate_submission(payload, self.limits)
-        # The job's owner (as build_job sets it): a client at its limit is refused before any work.
-        client_id = payload.client_id or payload.job.client_id
-        self._client_jobs.check(client_id)
-        total_shards = await self._shards_total(payload.job.spec)
-        context_cid = await self._store_context(payload.context) if payload.context else ""
-        while len(self._active) >= self.max_active_jobs:  # back-pressure: wait for a job to end
-            await self._job_ended.wait()
-            self._client_jobs.check(client_id)  # its other submissions may have been let in meanwhile
-        now = self._clock()
-        job = build_job(
-            payload,
-            requester_node_id=self.node_id,
-            default_job_timeout=self.default_job_timeout,
-            now=now,
-            context_cid=context_cid,
-            total_shards=total_shards,
-        )
-        # Checked again with no await until the job counts: concurrent submissions cannot overshoot.
-        self._client_jobs.check(job.client_id)
-        with self._span("requester.SubmitJob", job_id=job.id, node_id=self.node_id):
-            record = JobRecord(job=job)
-            self._active[job.id] = record
-            self._client_jobs.add(job.client_id)
-            self.store.add_job(job)
-            self._record_event(record, ev.created_event(job, now=now))
-            live = self.nodes.live_node_ids(now)
-            for index in range(job.execution_plan.total_shards):
-                shard = ShardFSM.create(
-                    job_id=job.id,
-                    shard_index=index,
-                    requester_node_id=self.node_id,
-                    client_id=job.client_id,
-                    deal=job.deal,
-                    timeout=job.spec.timeout,
-                    negotiation_timeout=self.negotiation_timeout,
-                    now=now,
-                )
-                record.shards.append(shard)
-                self._apply(record, shard, shard.offer(live, self._rng))
-        self.submitted += 1
-        log.debug("job submitted", extra={"job_id": job.id, "node_id": self.node_id})
-        await self._durable()  # the client gets the job's ID once a restart cannot lose the job
-        result = pb.Job()
-        result.CopyFrom(job)
-        self._fill_state(result, record)
-        return result
-
-    async def _shards_total(self, spec: pb.Spec) -> int:
-        """ExecutionPlan.ShardsTotal: 1 without a glob pattern, else the number of batches of matching
-        atoms (InvalidArgumentError when none matches or an IPFS input cannot be listed here)."""
-        if not spec.sharding.glob_pattern:
-            return 1
-        listings: list[sharding.Listing | None] = []
-        for index, volume in enumerate(spec.inputs):
-            if not sharding.needs_listing(volume):
-                listings.append(None)
-                continue
-            try:
-                listings.append(await self.listing(volume))
-            except NotFoundError as exc:
-                raise InvalidArgumentError(
-                    f"cannot shard input Spec.inputs[{index}]: {exc}", field=f"Spec.inputs[{index}].CID"
-                ) from None
-        # Off the event loop: 10,000 atoms take tens of milliseconds.
-        shards = len(await asyncio.to_thread(sharding.plan, spec, listings))
-        if shards > self.limits.max_shards:
-            raise InvalidArgumentError(
-                f"the job's inputs make {shards} shards, more than the {self.limits.max_shards} a job may "
-                "have (use a larger --sharding-batch-size or a narrower --sharding-glob-pattern)",
-                field="Spec.Sharding",
-            )
-        return shards
-
-    async def _store_context(self, archive: bytes) -> str:
-        """Keeps an uploaded context (tar or tar.gz, at most 10 MiB unpacked) in the content store.
-        Returns its CID."""
-        if self.content is None:
-            raise InvalidArgumentError("this requester keeps no uploaded contexts", field="Context")
-        try:
-            return await asyncio.to_thread(self.content.add_archive, archive)
-        except ArchiveError as exc:
-            raise InvalidArgumentError(
-                f"the context archive cannot be used: {exc}", field="Context"
-            ) from None
 
     async def cancel_job(self, job_id: str, *, client_id: str | None = None, reason: str = "") -> pb.Job:
         """Cancel the job for the client that submitted it (`client_id`: the caller's verified ClientID;

@@ -88,6 +88,15 @@ class StoredJob:
     fsms: dict[int, dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """What a client-chosen submission ID made: the job, and the digest of the payload that made it
+    (`domain/submissions.py`, `submission_digest`)."""
+
+    job_id: str
+    digest: str
+
+
 @dataclass
 class JobQuery:
     client_id: str = ""
@@ -131,6 +140,11 @@ class JobStore(Protocol):
         """A new job (without state or events); its annotations become its tags."""
         ...
 
+    def add_submission(self, client_id: str, submission_id: str, record: SubmissionRecord) -> None:
+        """The client's submission ID and what it made (queued right after its job's `add_job`, so both
+        are committed in one transaction)."""
+        ...
+
     def add_event(self, job_id: str, seq: int, event: pb.JobEvent) -> None: ...
 
     def add_local_event(self, job_id: str, seq: int, event: pb.JobLocalEvent) -> None: ...
@@ -145,6 +159,10 @@ class JobStore(Protocol):
 
     # reads (committed data)
     def load_job(self, job_id: str) -> StoredJob | None: ...
+
+    def find_submission(self, client_id: str, submission_id: str) -> SubmissionRecord | None:
+        """What the client's submission with this ID made (committed data), or None."""
+        ...
 
     def active_job_ids(self) -> list[str]:
         """Jobs with a shard whose state machine has not ended."""

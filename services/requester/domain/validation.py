@@ -17,6 +17,10 @@ from google.protobuf.message import Message
 from bacalhau_grpc.common.content.store import MAX_CONTEXT_BYTES, check_cid
 from bacalhau_grpc.common.errors import InvalidArgumentError, invalid_argument
 from bacalhau_grpc.common.model import checks, enums, jobs, pb, resources, sharding
+from bacalhau_grpc.common.node_ids import ID_PATTERN
+
+# The field a bad client-chosen submission ID is blamed on (Go-style JSON names, as the others).
+SUBMISSION_ID_FIELD = "JobCreatePayload.SubmissionID"
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,18 @@ def validate_submission(payload: pb.JobCreatePayload, limits: SubmissionLimits =
 def submission_problems(
     payload: pb.JobCreatePayload, limits: SubmissionLimits = DEFAULT_LIMITS
 ) -> list[InvalidArgumentError]:
-    """Every problem of a submission (its size first, then the spec's, then the deal's): the checks
-    `validate` runs locally and the requester runs at submission, so both give the same verdict on every
-    job (with the requester's default limits)."""
+    """Every problem of a submission (a bad submission ID first, then the job's size, the spec's and the
+    deal's): the checks `validate` runs locally and the requester runs at submission, so both give the
+    same verdict on every job (with the requester's default limits)."""
+    problems = []
+    if payload.submission_id:
+        problem = submission_id_problem(payload.submission_id)
+        if problem is not None:
+            problems.append(InvalidArgumentError(problem, field=SUBMISSION_ID_FIELD))
+    return problems + _job_problems(payload, limits)
+
+
+def _job_problems(payload: pb.JobCreatePayload, limits: SubmissionLimits) -> list[InvalidArgumentError]:
     if not payload.HasField("job"):
         return [InvalidArgumentError("the submission carries no job", field="Job")]
     job = payload.job
@@ -120,6 +133,20 @@ def submission_problems(
             "Context",
         )
     return found.problems
+
+
+def submission_id_problem(submission_id: str) -> str | None:
+    """What is wrong with a client-chosen submission ID (`JobCreatePayload.SubmissionID`), or None. It has
+    the shape of a node ID (`common.node_ids`): 1 to 128 letters, digits, '.', '_' and '-'."""
+    if ID_PATTERN.fullmatch(submission_id):
+        return None
+    shown = repr(submission_id)
+    if len(shown) > 140:
+        shown = f"{shown[:100]}... ({len(submission_id)} characters)"
+    return (
+        f"bad submission ID {shown}: a submission ID is 1 to 128 characters of letters, digits, '.', '_' "
+        "and '-'"
+    )
 
 
 def _deal_problems(deal: pb.Deal, found: "_Problems") -> None:

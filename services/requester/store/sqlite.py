@@ -26,7 +26,7 @@ from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.requester.domain.ports import JobQuery, StoredJob
+from bacalhau_grpc.requester.domain.ports import JobQuery, StoredJob, SubmissionRecord
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,15 @@ CREATE TABLE IF NOT EXISTS shard_fsm (
     PRIMARY KEY (job_id, shard_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS shard_fsm_active ON shard_fsm (active) WHERE active = 1;
+-- Client-chosen submission IDs (domain/submissions.py): created on open like every table, so a database
+-- made before it existed gains it without a schema version change; kept as long as the job.
+CREATE TABLE IF NOT EXISTS submissions (
+    client_id TEXT NOT NULL,
+    submission_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (client_id, submission_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY,
     info BLOB NOT NULL,
@@ -92,6 +101,8 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSI
 class _Batch:
     jobs: list[tuple[str, str, int, bytes]] = field(default_factory=list)
     tags: list[tuple[str, str]] = field(default_factory=list)
+    # (client_id, submission_id, job_id, digest): written in the transaction of their job.
+    submissions: list[tuple[str, str, str, str]] = field(default_factory=list)
     events: list[tuple[str, int, bytes]] = field(default_factory=list)
     local_events: list[tuple[str, int, bytes]] = field(default_factory=list)
     rows: dict[tuple[str, str, int], bytes] = field(default_factory=dict)
@@ -118,6 +129,7 @@ class _Batch:
         """This (older, failed) batch followed by `newer`, merged into this one."""
         self.jobs += newer.jobs
         self.tags += newer.tags
+        self.submissions += newer.submissions
         self.events += newer.events
         self.local_events += newer.local_events
         self.rows.update(newer.rows)
@@ -274,6 +286,12 @@ class RequesterStore:
                 )
             if batch.tags:
                 db.executemany("INSERT OR IGNORE INTO job_tags (job_id, tag) VALUES (?, ?)", batch.tags)
+            if batch.submissions:
+                db.executemany(
+                    "INSERT OR REPLACE INTO submissions (client_id, submission_id, job_id, digest) "
+                    "VALUES (?, ?, ?, ?)",
+                    batch.submissions,
+                )
             if batch.events:
                 db.executemany(
                     "INSERT OR REPLACE INTO events (job_id, seq, event) VALUES (?, ?, ?)", batch.events
@@ -348,6 +366,12 @@ class RequesterStore:
         self._batch.tags.extend((job.id, tag) for tag in tags)
         self._queued(1 + len(tags))
 
+    def add_submission(self, client_id: str, submission_id: str, record: SubmissionRecord) -> None:
+        """A client's submission ID and what it made; queue it right after its job (`add_job`, with no
+        await between) and both are committed in the same transaction."""
+        self._batch.submissions.append((client_id, submission_id, record.job_id, record.digest))
+        self._queued()
+
     def add_event(self, job_id: str, seq: int, event: pb.JobEvent) -> None:
         self._batch.events.append((job_id, seq, event.SerializeToString()))
         self._queued()
@@ -413,6 +437,14 @@ class RequesterStore:
             )
         }
         return StoredJob(job, events, local_events, rows, fsms)
+
+    def find_submission(self, client_id: str, submission_id: str) -> SubmissionRecord | None:
+        """What the client's submission with this ID made (committed data), or None."""
+        row = self._db.execute(
+            "SELECT job_id, digest FROM submissions WHERE client_id = ? AND submission_id = ?",
+            (client_id, submission_id),
+        ).fetchone()
+        return None if row is None else SubmissionRecord(job_id=row[0], digest=row[1])
 
     def active_job_ids(self) -> list[str]:
         """Jobs with a shard whose state machine has not ended."""

@@ -1,15 +1,17 @@
 """The SQLite store on a real file: batched writes, reopen, the same jobs, events, rows and machines."""
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 
 import pytest
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.page_tokens import decode_token, encode_token
-from bacalhau_grpc.requester.domain.ports import JobQuery
-from bacalhau_grpc.requester.store.sqlite import RequesterStore
+from bacalhau_grpc.requester.domain.ports import JobQuery, SubmissionRecord
+from bacalhau_grpc.requester.store.sqlite import SCHEMA_VERSION, RequesterStore
 
 
 def make_job(job_id: str, created_us: int, client: str = "c1", tags=()) -> pb.Job:
@@ -213,5 +215,46 @@ async def test_schema_survives_json_state(tmp_path):
         assert store._db.execute("SELECT data FROM shard_fsm").fetchone()[0] == json.dumps(
             data, separators=(",", ":")
         )
+    finally:
+        await store.close()
+
+
+async def test_a_submission_record_is_committed_with_its_job_and_read_back(tmp_path):
+    path = tmp_path / "requester.db"
+    store = await open_store(path)
+    store.add_job(make_job("job-1", 1_000))
+    store.add_submission("c1", "sub-1", SubmissionRecord(job_id="job-1", digest="ab" * 32))
+    commits = store.commits
+    await store.flush()
+    assert store.commits == commits + 1  # one transaction: the job and its submission record
+    await store.close()
+
+    store = await open_store(path)
+    try:
+        assert store.find_submission("c1", "sub-1") == SubmissionRecord(job_id="job-1", digest="ab" * 32)
+        assert store.find_submission("c2", "sub-1") is None
+        assert store.find_submission("c1", "sub-2") is None
+    finally:
+        await store.close()
+
+
+async def test_a_database_made_before_submission_ids_gains_their_table_on_open(tmp_path):
+    path = tmp_path / "requester.db"
+    store = await open_store(path)
+    store.add_job(make_job("job-1", 1_000))
+    await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as a requester before submission IDs left it
+        db.execute("DROP TABLE submissions")
+        db.commit()
+
+    store = await open_store(path)
+    try:
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+        assert store.load_job("job-1") is not None
+        assert store.find_submission("c1", "sub-1") is None
+        store.add_job(make_job("job-2", 2_000))
+        store.add_submission("c1", "sub-1", SubmissionRecord(job_id="job-2", digest="cd" * 32))
+        await store.flush()
+        assert store.find_submission("c1", "sub-1") == SubmissionRecord(job_id="job-2", digest="cd" * 32)
     finally:
         await store.close()
