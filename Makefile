@@ -137,7 +137,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_network
 	$(PY) bench/bench_docker.py
 	$(PY) bench/bench_wasm.py
-	$(PY) -m bench.bench_sharding
+	$(PY) -m bench.bench_sharding --files 10000
 	$(PY) -m bench.bench_latency
 
 clean:

@@ -61,6 +61,7 @@ async def run_scenario(
     *,
     insecure: bool = False,
 ) -> dict:
+    """The scenario on a devstack of its own; with "rpcs", the RPCs its nodes served per job."""
     with tempfile.TemporaryDirectory(prefix="bench-") as data_dir:
         # One client drives the whole network here: its per-client share (64 jobs in progress by default)
         # is lifted to the requester's total, so the figures are the network's, not one client's share.
@@ -72,39 +73,8 @@ async def run_scenario(
             requester_flags=["--max-active-jobs-per-client=256"],
         )
         await devstack.start()
-        own_calls = 0
         try:
-            channel = channels.open_channel(
-                devstack.requester_address, credentials=devstack.channel_credentials()
-            )
-            stub = rgrpc.RequesterServiceStub(channel)
-            job = bench_job(concurrency, verifier, engine)
-            # Signed once, sent `jobs` times (the context is stored once: it has one CID).
-            request = ClientKey.generate().signed_submit_request(job, context)
-            ids: list[str] = []
-            queue = iter(range(jobs))
-
-            async def submitter():
-                for _ in queue:
-                    ids.append((await stub.SubmitJob(request, timeout=30)).job.id)
-
-            start = time.time()
-            await asyncio.gather(*(submitter() for _ in range(in_flight)))
-            submitted = time.time()
-            events_by_job = {}
-            for job_id in ids:  # the jobs finish on their own; this reads their events afterwards
-                while True:
-                    reply = await stub.ListJobEvents(rpb.ListJobEventsRequest(job_id=job_id), timeout=30)
-                    own_calls += 1
-                    kinds = {e.event_name for e in reply.events}
-                    published = sum(
-                        e.event_name == pb.JobEventType.JOB_EVENT_TYPE_RESULTS_PUBLISHED for e in reply.events
-                    )
-                    if published >= concurrency or pb.JobEventType.JOB_EVENT_TYPE_ERROR in kinds:
-                        events_by_job[job_id] = list(reply.events)
-                        break
-                    await asyncio.sleep(0.05)
-            await channel.close()
+            result = await drive(devstack, name, jobs, in_flight, concurrency, verifier, engine, context)
         finally:
             await devstack.stop()
         served = sum(
@@ -112,6 +82,54 @@ async def run_scenario(
             for log in Path(data_dir, "logs").glob("*.log")
             for m in re.findall(r"(\d+) RPCs served", log.read_text())
         )
+    result["rpcs"] = (served - result.pop("own_calls")) / jobs
+    return result
+
+
+async def drive(
+    devstack: Devstack,
+    name: str,
+    jobs: int,
+    in_flight: int,
+    concurrency: int,
+    verifier: int,
+    engine: int = pb.Engine.ENGINE_NOOP,
+    context: bytes = b"",
+) -> dict:
+    """Submit `jobs` jobs, `in_flight` at a time, to a running devstack; read their events once they ended.
+    Returns the scenario's figures, with "own_calls": the calls this made to read the events."""
+    own_calls = 0
+    channel = channels.open_channel(devstack.requester_address, credentials=devstack.channel_credentials())
+    try:
+        stub = rgrpc.RequesterServiceStub(channel)
+        job = bench_job(concurrency, verifier, engine)
+        # Signed once, sent `jobs` times (the context is stored once: it has one CID).
+        request = ClientKey.generate().signed_submit_request(job, context)
+        ids: list[str] = []
+        queue = iter(range(jobs))
+
+        async def submitter():
+            for _ in queue:
+                ids.append((await stub.SubmitJob(request, timeout=30)).job.id)
+
+        start = time.time()
+        await asyncio.gather(*(submitter() for _ in range(in_flight)))
+        submitted = time.time()
+        events_by_job = {}
+        for job_id in ids:  # the jobs finish on their own; this reads their events afterwards
+            while True:
+                reply = await stub.ListJobEvents(rpb.ListJobEventsRequest(job_id=job_id), timeout=30)
+                own_calls += 1
+                kinds = {e.event_name for e in reply.events}
+                published = sum(
+                    e.event_name == pb.JobEventType.JOB_EVENT_TYPE_RESULTS_PUBLISHED for e in reply.events
+                )
+                if published >= concurrency or pb.JobEventType.JOB_EVENT_TYPE_ERROR in kinds:
+                    events_by_job[job_id] = list(reply.events)
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await channel.close()
     ends = {j: max(seconds(e.event_time) for e in evs) for j, evs in events_by_job.items()}
     latencies = sorted(ends[j] - seconds(evs[0].event_time) for j, evs in events_by_job.items())
     errors = sum(
@@ -126,7 +144,7 @@ async def run_scenario(
         "submit_rate": jobs / (submitted - start),
         "p50": statistics.median(latencies) * 1000,
         "p99": p99(latencies) * 1000,
-        "rpcs": (served - own_calls) / jobs,
+        "own_calls": own_calls,
     }
 
 
