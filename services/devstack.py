@@ -54,6 +54,10 @@ from bacalhau_grpc.sdk.tls import ClientTls
 LISTENING = re.compile(r"^(requester|compute|verifier) (\S+) listening on (\S+)\s*$", re.MULTILINE)
 # The requester's second line with TLS: where compute nodes and operators reach its node protocol.
 NODE_PROTOCOL = re.compile(r"^requester (\S+) node protocol on (\S+)\s*$", re.MULTILINE)
+# With metrics on (`serve --metrics-port`): where the node serves Prometheus' /metrics.
+METRICS_ENDPOINT = re.compile(
+    r"^(requester|compute|verifier) (\S+) metrics on http://(\S+)/metrics\s*$", re.MULTILINE
+)
 TLS_DIR = "tls"
 OPERATOR = "operator"  # the operator's client certificate: client-operator.pem
 # What a compute node logs (at INFO) once the requester took its registration.
@@ -77,6 +81,8 @@ PER_NODE_SETTINGS = (
     "tls_key",
     "tls_ca",
     "insecure",
+    "metrics_port",
+    "log_format",
 )
 # What each node type's generated IDs look like (the devstack chooses them, to issue their certificates).
 NODE_ID_PREFIX = {"verifier": "verifier", "requester": "requester", "compute": "node"}
@@ -106,6 +112,8 @@ class Node:
     # Environment variables of this node's process only, over the devstack's (read at each start, so a
     # test may change them before `Devstack.restart`).
     env: dict[str, str] = field(default_factory=dict)
+    # host:port of the node's Prometheus /metrics endpoint (a devstack with metrics=True); else "".
+    metrics_address: str = ""
 
     @property
     def pid(self) -> int | None:
@@ -152,6 +160,8 @@ class Devstack:
         requester_env: dict[str, str] | None = None,
         python: str = sys.executable,
         insecure: bool = False,
+        metrics: bool = False,
+        log_format: str | None = None,
     ) -> None:
         self.nodes = nodes
         self.bad_actors = bad_actors
@@ -167,6 +177,11 @@ class Devstack:
         self.requester_env = dict(requester_env or {})
         self.python = python
         self.insecure = insecure
+        # Every node serves Prometheus metrics on a free port of its own (`Node.metrics_address`).
+        self.metrics = metrics
+        # Every node's log format (serve --log-format: text or json); None: BACALHAU_LOG_FORMAT of the
+        # devstack's environment, else serve's default (text).
+        self.log_format = log_format
         # True when the devstack made its data dir (a temporary one): stop() then removes it.
         self.remove_data_dir = False
         self.verifier: Node | None = None
@@ -370,10 +385,16 @@ class Devstack:
             *("--host", "127.0.0.1", "--port", "0", "--log-level", self.log_level),
             *("--stop-when-fd-closes", str(self._pipe_read)),
             *("--node-id", node_id),
+            *(("--metrics-port", "0") if self.metrics else ()),
+            *(("--log-format", log_format) if (log_format := self._log_format()) else ()),
             *transport,
             *args,
         ]
         return Node(name, node_type, command, self.data_dir / "logs" / f"{name}.log", node_id=node_id)
+
+    def _log_format(self) -> str:
+        environ = os.environ if self.env is None else self.env
+        return self.log_format or environ.get("BACALHAU_LOG_FORMAT", "")
 
     def _make_ca(self) -> None:
         """The devstack's CA (kept when its folder has one: the certificates it issued stay good) and the
@@ -415,8 +436,11 @@ class Devstack:
         while True:
             match = _listening_line(node)
             node_line = _node_protocol_line(node) if node.node_type == "requester" and self.secure else match
-            if match is not None and node_line is not None:
+            metrics_line = _metrics_line(node) if self.metrics else match
+            if match is not None and node_line is not None and metrics_line is not None:
                 node.node_id, node.address = match.group(2), match.group(3)
+                if self.metrics:
+                    node.metrics_address = metrics_line.group(3)
                 node.node_address = node_line.group(node_line.lastindex or 0)
                 return
             if node.process.returncode is not None:
@@ -547,6 +571,10 @@ def _listening_line(node: Node) -> re.Match[str] | None:
         if match.group(1) == node.node_type:
             return match
     return None
+
+
+def _metrics_line(node: Node) -> re.Match[str] | None:
+    return METRICS_ENDPOINT.search(node.current_log())
 
 
 def _with_flag(args: list[str], flag: str, value: str) -> list[str]:

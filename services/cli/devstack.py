@@ -17,6 +17,7 @@ import sys
 
 from bacalhau_grpc.cli import flags, serve
 from bacalhau_grpc.cli.extras import require_node_extra
+from bacalhau_grpc.common.logs import LOG_FORMATS
 from bacalhau_grpc.devstack import PER_NODE_SETTINGS, STARTUP_TIMEOUT, Devstack, DevstackError, Node
 
 DEVSTACK_EXAMPLES = """\
@@ -89,6 +90,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="the nodes' log level"
     )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="the nodes' log format: text, or json (one JSON object per line) [env BACALHAU_LOG_FORMAT; "
+        "default text]",
+    )
+    flags.add_bool_flag(
+        parser,
+        "metrics",
+        default=False,
+        help="every node serves Prometheus metrics on a free port of its own (serve --metrics-port 0); "
+        "the addresses are listed once the devstack is ready",
+    )
     compute = parser.add_argument_group(
         "compute node settings", "serve's compute node flags, given to every compute node"
     )
@@ -111,6 +125,8 @@ async def _run(args) -> int:
         startup_timeout=args.startup_timeout,
         log_level=args.log_level,
         insecure=args.insecure,
+        metrics=args.metrics,
+        log_format=args.log_format,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -230,6 +246,10 @@ def _print_ready(stack: Devstack) -> None:
             "As the operator (client certificate), on the node port:",
             f"  grpcurl -cacert {ca} {operator} {node_api} list",
         ]
+    if stack.metrics:
+        lines += ["", "Metrics (Prometheus):"]
+        for node in stack.all_nodes:
+            lines.append(f"  {node.name:<11} http://{node.metrics_address}/metrics")
     lines += [
         f"Logs: {stack.data_dir / 'logs'}",
         "Devstack is ready! Press Ctrl+C to stop it.",

@@ -15,6 +15,8 @@ NODE_MODULES = {
     "opentelemetry.sdk": "opentelemetry-sdk",
     "opentelemetry.exporter.otlp.proto.grpc": "opentelemetry-exporter-otlp-proto-grpc",
     "opentelemetry.instrumentation.grpc": "opentelemetry-instrumentation-grpc",
+    "opentelemetry.exporter.prometheus": "opentelemetry-exporter-prometheus",
+    "prometheus_client": "prometheus-client",
 }
 
 

@@ -1,5 +1,6 @@
 """`bacalhau-grpc`: run nodes (serve, devstack), submit jobs (docker run, wasm run, run python, create,
-validate) and look at them (list, describe, events, logs, cancel, get, version, id, sign-job)."""
+validate) and look at them (list, describe, events, logs, wait, cancel, get, version, id, sign-job) and at the
+compute nodes (node list, node describe)."""
 
 import argparse
 import os
@@ -14,7 +15,7 @@ SERVING_COMMANDS = ("serve", "devstack")
 if len(sys.argv) < 2 or sys.argv[1] not in SERVING_COMMANDS:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from bacalhau_grpc.cli import certs, create, devstack, query, serve, sign, validate  # noqa: E402
+from bacalhau_grpc.cli import certs, create, devstack, nodes, query, serve, sign, validate  # noqa: E402
 from bacalhau_grpc.cli import run as run_commands  # noqa: E402
 from bacalhau_grpc.common.errors import BacalhauError  # noqa: E402
 from bacalhau_grpc.common.model.version import build_version_info  # noqa: E402
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_parser(commands)
 
     query.add_parsers(commands)
+    nodes.add_parser(commands)
     return parser
 
 

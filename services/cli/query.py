@@ -1,4 +1,4 @@
-"""Looking at jobs, on the SDK: `list`, `describe`, `events`, `logs`, `cancel`, `get`, `version`."""
+"""Looking at jobs, on the SDK: `list`, `describe`, `events`, `logs`, `wait`, `cancel`, `get`, `version`."""
 
 import argparse
 import asyncio
@@ -9,12 +9,17 @@ from typing import Literal
 
 import yaml
 
-from bacalhau_grpc.cli import flags, output
-from bacalhau_grpc.common.model import jobfile, pb, serialization, version
-from bacalhau_grpc.sdk import Client, sdk_types
+from bacalhau_grpc.cli import flags, follow, output
+from bacalhau_grpc.common.model import enums, jobfile, pb, serialization, version
+from bacalhau_grpc.sdk import Client, WaitTimeoutError, sdk_types
 from bacalhau_grpc.sdk.client import to_pb
 
 FORMATS = ("table", "json", "yaml")
+STREAM_FORMATS = ("text", "json", "yaml")
+# The states `list --state` takes: a job's summary state, as the STATE column shows it.
+STATE_NAMES = {"pending": 0} | {
+    enums.JOB_STATE_TYPE.name(value).lower(): value for value in pb.JobStateType.values() if value
+}
 
 
 def add_parsers(commands) -> None:
@@ -22,6 +27,7 @@ def add_parsers(commands) -> None:
     _add_describe(commands)
     _add_events(commands)
     _add_logs(commands)
+    _add_wait(commands)
     _add_cancel(commands)
     _add_get(commands)
     _add_version(commands)
@@ -38,6 +44,11 @@ def _add_timeout_flag(parser: argparse.ArgumentParser) -> None:
 
 def _client(args: argparse.Namespace) -> Client:
     return flags.api_client(args, timeout=args.timeout)
+
+
+# For the other query commands (`cli.nodes`).
+add_timeout_flag = _add_timeout_flag
+api_client = _client
 
 
 async def _get_job(client: Client, job_id: str) -> sdk_types.Job:
@@ -58,7 +69,8 @@ def _add_list(commands) -> None:
         description="List your jobs (or everyone's with --all), newest first: the table shows the time, the "
         "short ID, what runs, the state, how many results were verified and where the result is published.",
         epilog="examples:\n  bacalhau-grpc list -n 50\n  bacalhau-grpc list --id-filter 3f2a --output yaml\n"
-        "  bacalhau-grpc list --all --sort-by id --no-reverse --include-tag demo",
+        "  bacalhau-grpc list --all --sort-by id --no-reverse --include-tag demo\n"
+        "  bacalhau-grpc list --all --state Error --state Cancelled",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--id-filter", default="", help="only jobs whose ID starts with this")
@@ -77,6 +89,15 @@ def _add_list(commands) -> None:
     parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="(default table)")
     parser.add_argument("--include-tag", action="append", default=[], help="only jobs with this annotation")
     parser.add_argument("--exclude-tag", action="append", default=[], help="no job with this annotation")
+    parser.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        type=_state,
+        metavar="STATE",
+        help="only jobs in this state, as the STATE column shows it (repeatable; the requester filters): "
+        + ", ".join(_state_label(value) for value in sorted(set(STATE_NAMES.values()))),
+    )
     parser.add_argument("--all", action="store_true", help="jobs of every client, not only yours")
     parser.add_argument("--client-id", help="whose jobs to list (default: yours, see `bacalhau-grpc id`)")
     parser.add_argument("--hide-header", action="store_true", help="no header row")
@@ -100,6 +121,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
                 sort_by=args.sort_by,
                 reverse=args.reverse,
                 limit=args.number,
+                states=[sdk_types.JobStateType(state) for state in args.state],
             )
         ]
     if args.output == "table":
@@ -166,6 +188,14 @@ def _add_events(commands) -> None:
     parser.add_argument(
         "--follow", "-f", action="store_true", help="keep printing new events until the job ends"
     )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=STREAM_FORMATS,
+        default="text",
+        help="text: one line per event (default); json: one JSON object per event and line (JSON Lines); "
+        "yaml: one YAML document per event",
+    )
     flags.add_api_flags(parser)
     _add_timeout_flag(parser)
     parser.set_defaults(
@@ -179,8 +209,19 @@ async def cmd_events(args: argparse.Namespace) -> int:
         if args.follow:  # the stream needs the full ID
             job_id = (await _get_job(client, args.id)).id
         async for event in client.events(job_id, follow=args.follow):
-            print(output.event_line(to_pb(event, pb.JobEvent)), flush=True)
+            message = to_pb(event, pb.JobEvent)
+            if args.output == "text":
+                print(output.event_line(message), flush=True)
+            else:
+                print(stream_item(jobfile.message_to_dict(message), args.output), flush=True)
     return 0
+
+
+def stream_item(data: object, fmt: str) -> str:
+    """One item of a streamed listing (`events`, `logs`): a JSON line, or a YAML document."""
+    if fmt == "json":
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return "---\n" + serialization.yaml_marshal_with_max(data, max_objects=None).decode("utf-8").rstrip("\n")
 
 
 # -------------------------------------------------------------------------------------------------- logs
@@ -203,6 +244,15 @@ def _add_logs(commands) -> None:
     )
     parser.add_argument("--shard", type=int, help="only this shard's executions")
     parser.add_argument("--node", default="", help="only executions on this node (its ID or a prefix)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=STREAM_FORMATS,
+        default="text",
+        help="text: the output as written (default); json: one JSON object per piece of output and line "
+        "(ExecutionID, NodeID, ShardIndex, Stream stdout/stderr, Data as text), on stdout; yaml: one YAML "
+        "document per piece",
+    )
     flags.add_api_flags(parser)
     _add_timeout_flag(parser)
     parser.set_defaults(
@@ -218,6 +268,16 @@ async def cmd_logs(args: argparse.Namespace) -> int:
         total_shards = job.execution_plan.total_shards if job.execution_plan is not None else 0
         several = concurrency > 1 or (total_shards or 1) > 1
         async for piece in client.logs(job.id, shard_index=args.shard, node_id=args.node, follow=args.follow):
+            if args.output != "text":
+                item = {
+                    "ExecutionID": piece.execution_id,
+                    "NodeID": piece.node_id,
+                    "ShardIndex": piece.shard_index,
+                    "Stream": "stderr" if piece.stderr else "stdout",
+                    "Data": piece.data.decode("utf-8", errors="replace"),
+                }
+                print(stream_item(item, args.output), flush=True)
+                continue
             out = sys.stderr.buffer if piece.stderr else sys.stdout.buffer
             data = piece.data
             if several:
@@ -226,6 +286,53 @@ async def cmd_logs(args: argparse.Namespace) -> int:
             out.write(data)
             out.flush()
     return 0
+
+
+# -------------------------------------------------------------------------------------------------- wait
+
+
+def _add_wait(commands) -> None:
+    parser = commands.add_parser(
+        "wait",
+        help="wait until a job ends",
+        description="Wait until every shard of a job has ended (whoever submitted it), then print its state "
+        "and its results per node. Exits 0 when the job completed, 1 when it ended in Error or was cancelled "
+        "(with the reason on stderr), 2 when --timeout ran out first (the job goes on).",
+        epilog="examples:\n  bacalhau-grpc wait 3f2a1b9c\n  bacalhau-grpc wait 3f2a1b9c --timeout 600",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("id", help="the job's ID or a unique prefix of it")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="the most seconds to wait (default: until the job ends)",
+    )
+    parser.add_argument(
+        "--call-timeout", type=float, default=10.0, help="seconds to wait for each call to the requester (10)"
+    )
+    flags.add_api_flags(parser)
+    parser.set_defaults(
+        handler=run_async(cmd_wait), interrupted="Waiting canceled (the job is still running)."
+    )
+
+
+WAIT_TIMED_OUT = 2
+
+
+async def cmd_wait(args: argparse.Namespace) -> int:
+    async with flags.api_client(args, timeout=args.call_timeout) as client:
+        try:
+            info = to_pb(await client.wait(args.id, timeout=args.timeout), pb.JobWithInfo)
+        except WaitTimeoutError as err:
+            print(f"Error: {err} (--timeout {args.timeout:g})", file=sys.stderr, flush=True)
+            return WAIT_TIMED_OUT
+    state = output.state_name(output.job_state(info.job_state if info.job_state.nodes else info.job.state))
+    print(f"Job {info.job.id} {state}")
+    print("\n".join(follow.results_by_node(info, details=False)))
+    end = follow.job_outcome(info)
+    return 0 if end.completed else follow.fail(f"Error: {end.reason}")
 
 
 # ------------------------------------------------------------------------------------------------ cancel
@@ -351,6 +458,25 @@ async def cmd_version(args: argparse.Namespace) -> int:
     else:
         print(yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False).rstrip("\n"))
     return 0
+
+
+def _state(text: str) -> int:
+    value = STATE_NAMES.get(text.strip().lower())
+    if value is None:
+        names = ", ".join(_state_label(v) for v in sorted(set(STATE_NAMES.values())))
+        raise argparse.ArgumentTypeError(f"unknown job state {text!r}: use one of {names}")
+    return value
+
+
+def _state_label(value: int) -> str:
+    return output.state_name(value)
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -42,6 +42,8 @@ FIELD_HELP = {
     "client certificates); 0 picks a free one",
     "health_port": "a plaintext port serving gRPC health alone, for probes that cannot speak TLS "
     "(Kubernetes'); -1: none, 0: a free one",
+    "metrics_port": "the port of the Prometheus /metrics endpoint (HTTP, on --host); -1: none, 0: a free one",
+    "log_format": "how log lines are written: text, or json (one JSON object per line)",
     "max_shards_per_job": "the most shards (ExecutionPlan.ShardsTotal) one job may have",
     "max_inputs_per_job": "the most inputs one job may have (contexts and import modules included)",
     "max_outputs_per_job": "the most outputs one job may have",
@@ -175,6 +177,9 @@ examples:
   bacalhau-grpc serve --node-type compute --requester-address 127.0.0.1:1234 --data-dir /srv/compute \\
       --limit-total-cpu 2 --limit-total-memory 4Gb --job-selection-probe-http http://127.0.0.1:8080/ok
 
+  # Prometheus metrics on http://127.0.0.1:9100/metrics and JSON log lines
+  bacalhau-grpc serve --node-type verifier --port 1236 --metrics-port 9100 --log-format json
+
   # v0.3's --api-port is --port; settings also come from the environment
   BACALHAU_VERIFIER_ADDRESS=127.0.0.1:1236 bacalhau-grpc serve --node-type requester --api-port 1234
 
@@ -291,6 +296,9 @@ async def run(
     running = await app.start(settings)
     try:
         print(f"{node_type} {running.node_id} listening on {running.address}", flush=True)
+        metrics_address = getattr(running, "metrics_address", "")
+        if metrics_address:
+            print(f"{node_type} {running.node_id} metrics on http://{metrics_address}/metrics", flush=True)
         node_address = getattr(running, "node_address", running.address)
         if node_address != running.address:
             print(f"{node_type} {running.node_id} node protocol on {node_address}", flush=True)
@@ -324,6 +332,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     require_node_extra("serve")
     setup_logging(args.log_level)
     settings = build_settings(args)
+    # Again in the chosen format (--log-format, BACALHAU_LOG_FORMAT or the --config file).
+    setup_logging(args.log_level, log_format=settings.log_format)
     try:
         check_transport_settings(settings, args.node_type)  # before anything starts: a clear refusal
     except InvalidArgumentError as err:

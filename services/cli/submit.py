@@ -29,7 +29,7 @@ from bacalhau_grpc.cli import flags, follow, query
 from bacalhau_grpc.cli.flags import CommandError
 from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError
 from bacalhau_grpc.common.model import jobfile, jobs, pb
-from bacalhau_grpc.sdk import sdk_types
+from bacalhau_grpc.sdk import WaitTimeoutError, sdk_types
 from bacalhau_grpc.sdk.client import to_pb, to_sdk
 
 PROG = "bacalhau-grpc"
@@ -160,17 +160,15 @@ async def _submit(args: argparse.Namespace, submission: Submission, session: _Se
         total = submitted.execution_plan.total_shards if submitted.execution_plan else 1
         printer = follow.Printer(quiet=quiet, total_shards=total)
         try:
-            async with asyncio.timeout(args.wait_timeout_secs or None):
-                async for event in client.events(job_id, follow=True):
-                    printer.event(event)
-        except TimeoutError:
+            ended = await client.wait(job_id, timeout=args.wait_timeout_secs or None, on_event=printer.event)
+        except WaitTimeoutError:
             printer.close()
             raise CommandError(
                 f"job {job_id} did not end within {args.wait_timeout_secs:g} s (--wait-timeout-secs); it "
                 f"is still running: `{PROG} describe {job_id}` shows where it is"
             ) from None
         printer.close()
-        info = to_pb(await client.get(job_id), pb.JobWithInfo)
+        info = to_pb(ended, pb.JobWithInfo)
         end = follow.job_outcome(info)
         if not quiet:
             print("\n".join(follow.results_by_node(info, details=args.node_details)))

@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -394,6 +395,104 @@ class RunningServer:
         return not timed_out
 
 
+# ------------------------------------------------------------------------------- RPC duration metric
+
+
+def _status_name(context: Any, failed: BaseException | None) -> str:
+    """The name of the status code a call ended with (OK when none was set and it did not fail)."""
+    code = None
+    with contextlib.suppress(Exception):
+        code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):
+        for status in grpc.StatusCode:
+            if status.value[0] == code:
+                return status.name
+    if failed is None:
+        return "OK"
+    if isinstance(failed, asyncio.CancelledError):
+        return "CANCELLED"
+    return "UNKNOWN"
+
+
+class _RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Times every served call into `rpc.server.duration` (telemetry.record_rpc) with its method and
+    status code; health and reflection calls are not measured. (OpenTelemetry's gRPC instrumentation
+    records spans only.)"""
+
+    def __init__(self, node_id: str) -> None:
+        self._node_id = node_id
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if isinstance(method, bytes):
+            method = method.decode()
+        if handler is None or method.lstrip("/").startswith(telemetry.UNTRACED_SERVICE_PREFIXES):
+            return handler
+        node_id = self._node_id
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.response_streaming:
+            behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
+
+            if inspect.isasyncgenfunction(behavior):
+
+                async def streaming(request: Any, context: Any) -> Any:
+                    start, failed = time.perf_counter(), None
+                    try:
+                        async for response in behavior(request, context):
+                            yield response
+                    except BaseException as exc:
+                        failed = exc
+                        raise
+                    finally:
+                        seconds = time.perf_counter() - start
+                        telemetry.record_rpc(method, _status_name(context, failed), seconds, node_id)
+
+            else:  # a coroutine writing with context.write
+
+                async def streaming(request: Any, context: Any) -> Any:  # type: ignore[misc]
+                    start, failed = time.perf_counter(), None
+                    try:
+                        await behavior(request, context)
+                    except BaseException as exc:
+                        failed = exc
+                        raise
+                    finally:
+                        seconds = time.perf_counter() - start
+                        telemetry.record_rpc(method, _status_name(context, failed), seconds, node_id)
+
+            if handler.request_streaming:
+                return grpc.stream_stream_rpc_method_handler(streaming, **kwargs)
+            return grpc.unary_stream_rpc_method_handler(streaming, **kwargs)
+
+        behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
+
+        async def unary(request: Any, context: Any) -> Any:
+            start, failed = time.perf_counter(), None
+            try:
+                return await behavior(request, context)
+            except BaseException as exc:
+                failed = exc
+                raise
+            finally:
+                telemetry.record_rpc(
+                    method, _status_name(context, failed), time.perf_counter() - start, node_id
+                )
+
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
+        return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
+
+
 async def start_server(
     *,
     component: str,
@@ -414,6 +513,8 @@ async def start_server(
     """
     stats = _Stats()
     interceptors = telemetry.server_interceptors()
+    if telemetry.metrics_enabled():
+        interceptors.append(_RpcMetricsInterceptor(node_id))
     server = grpc.aio.server(
         interceptors=interceptors or None,
         options=server_options(max_message_bytes),

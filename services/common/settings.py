@@ -45,6 +45,21 @@ def setting_error(setting: str, message: str) -> InvalidArgumentError:
     )
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def check_observability(settings: Any) -> None:
+    """The checks of the observability settings every node has: `metrics_port` (-1: none, 0: a free one)
+    and `log_format` (text or json)."""
+    port = settings.metrics_port
+    if isinstance(port, bool) or not isinstance(port, int) or not -1 <= port <= 65535:
+        raise setting_error("metrics_port", f"{port!r} is not a TCP port (-1 for none, 0 to 65535)")
+    if settings.log_format not in LOG_FORMATS:
+        raise setting_error(
+            "log_format", f"{settings.log_format!r} is not a log format ({' or '.join(LOG_FORMATS)})"
+        )
+
+
 class Settings:
     """The loading every node's settings dataclass shares (it inherits this)."""
 

@@ -29,10 +29,17 @@ from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE
 from bacalhau_grpc.common.content.service import ContentServiceServicer
 from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.ipfs import IpfsClient
+from bacalhau_grpc.common.metrics import NO_METRICS, Metrics
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.model.version import build_version_info
 from bacalhau_grpc.common.server import RunningNode, ServiceBinding, start_server
-from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
+from bacalhau_grpc.common.telemetry import (
+    JobTraces,
+    OtelMetrics,
+    node_metrics,
+    setup_metrics,
+    setup_telemetry,
+)
 from bacalhau_grpc.common.transport import transport_of
 from bacalhau_grpc.compute.api.access import COMPUTE_POLICY, CONTENT_POLICY
 from bacalhau_grpc.compute.api.servicer import SERVICE_NAME, ComputeServiceServicer
@@ -205,6 +212,9 @@ class RunningCompute(RunningNode):
     client: RequesterClient
     servicer: ComputeServiceServicer
     volumes: Volumes
+    # The metrics port (`telemetry.OtelMetrics` when metrics are on) and the /metrics endpoint, if any.
+    metrics: Metrics = NO_METRICS
+    metrics_address: str = ""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
 
@@ -223,6 +233,8 @@ class RunningCompute(RunningNode):
         await close_executors(list(self.node.all_executors))
         await self.client.close()
         await self.store.close()
+        if isinstance(self.metrics, OtelMetrics):
+            self.metrics.close()
 
 
 async def start(settings: ComputeSettings) -> RunningCompute:
@@ -231,9 +243,11 @@ async def start(settings: ComputeSettings) -> RunningCompute:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     node_id = node_ids.resolve_node_id(settings.data_dir, settings.node_id, new_node_id())
     setup_telemetry(COMPONENT, node_id)
+    metrics_address = setup_metrics(COMPONENT, node_id, port=settings.metrics_port, host=settings.host)
+    metrics = node_metrics(node_id)
 
     limits = await resolve_node_limits(settings)
-    store = SQLiteExecutionStore(settings.db_path)
+    store = SQLiteExecutionStore(settings.db_path, metrics=metrics)
     await store.open()
     # The node's spans and its callbacks to the requester join the trace of their job.
     traces = JobTraces()
@@ -269,6 +283,7 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         work_root=settings.executions_dir,
         version=build_version_info().git_version,
         span=traces.span,
+        metrics=metrics,
     )
     node.load()
     servicer = ComputeServiceServicer(node)
@@ -301,6 +316,8 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         await store.close()
         await close_executors(executors)
         raise
+    if isinstance(metrics, OtelMetrics):
+        observe_compute(metrics, node)
     servicer.rpc_count = lambda: server.rpc_count
     node.address = settings.advertise_address or server.address
     running = RunningCompute(
@@ -312,13 +329,56 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         client=client,
         servicer=servicer,
         volumes=volumes,
+        metrics=metrics,
+        metrics_address=metrics_address,
     )
     running._tasks.append(
-        asyncio.create_task(client.run(node.node_info, node.available_capacity, node.room_freed))
+        asyncio.create_task(
+            client.run(node.node_info, node.available_capacity, node.room_freed, node.execution_load)
+        )
     )
     running._tasks.append(asyncio.create_task(_recover_when_registered(node, client)))
     running._tasks.append(asyncio.create_task(prepare_python(executors)))
     return running
+
+
+# The capacity gauges: (resource, unit, its amount in a ResourceUsageData).
+CAPACITY_RESOURCES = (
+    ("cpu", "{cpu}", lambda usage: usage.cpu),
+    ("memory", "By", lambda usage: usage.memory),
+    ("disk", "By", lambda usage: usage.disk),
+    ("gpu", "{gpu}", lambda usage: usage.gpu),
+)
+
+
+def observe_compute(metrics: OtelMetrics, node: ComputeNode) -> None:
+    """The compute node's gauges, read from its capacity tracker at each collection."""
+    tracker = node.tracker
+    metrics.observe(
+        "bacalhau.executions.running",
+        "{execution}",
+        "Executions running (holding capacity)",
+        lambda: [(tracker.running_count(), {})],
+    )
+    metrics.observe(
+        "bacalhau.executions.queued",
+        "{execution}",
+        "Executions waiting for capacity to run",
+        lambda: [(tracker.queue_length(), {})],
+    )
+    for resource, unit, amount in CAPACITY_RESOURCES:
+        metrics.observe(
+            f"bacalhau.capacity.{resource}.limit",
+            unit,
+            f"The {resource} the node gives to jobs in total",
+            lambda amount=amount: [(amount(tracker.total), {})],  # type: ignore[misc]
+        )
+        metrics.observe(
+            f"bacalhau.capacity.{resource}.usage",
+            unit,
+            f"The {resource} running executions hold",
+            lambda amount=amount: [(amount(tracker.running), {})],  # type: ignore[misc]
+        )
 
 
 async def _recover_when_registered(node: ComputeNode, client: RequesterClient) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs.client import parse_api_address
 from bacalhau_grpc.common.model import resources as res
-from bacalhau_grpc.common.settings import Settings
+from bacalhau_grpc.common.settings import Settings, check_observability
 
 UNSEALED_PLACEHOLDER = "{{.CID}}"
 DEFAULT_DATA_DIR = Path.home() / ".bacalhau-grpc" / "compute"
@@ -35,6 +35,10 @@ class ComputeSettings(Settings):
     # A plaintext port serving gRPC health alone, for probes that cannot speak TLS (Kubernetes'); -1:
     # none, 0: a free one.
     health_port: int = -1
+    # The port of the Prometheus `/metrics` endpoint (HTTP, plaintext, on `host`); -1: none, 0: a free one.
+    metrics_port: int = -1
+    # How log lines are written: text (one line per record) or json (one JSON object per line).
+    log_format: str = "text"
     # The requester's host:port (required): with TLS, its node port.
     requester_address: str = ""
     # TLS: this node's certificate and key and the cluster CA (PEM files; `bacalhau-grpc certs`). With
@@ -137,6 +141,7 @@ class ComputeSettings(Settings):
             raise InvalidArgumentError(
                 f"{self.health_port} is not a port number (-1 for none, 0-65535)", field="health_port"
             )
+        check_observability(self)
         for name in ("noop_delay", "min_job_timeout", "max_job_timeout"):
             _non_negative(name, getattr(self, name))
         _positive("call_timeout", self.call_timeout)

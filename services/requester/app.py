@@ -18,8 +18,15 @@ from bacalhau_grpc.common.content.service import SERVICE_NAME as CONTENT_SERVICE
 from bacalhau_grpc.common.content.service import ContentServiceServicer
 from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.ipfs import IpfsClient
+from bacalhau_grpc.common.metrics import NO_METRICS, Metrics
 from bacalhau_grpc.common.server import RunningNode, RunningServer, ServiceBinding, start_server
-from bacalhau_grpc.common.telemetry import JobTraces, setup_telemetry
+from bacalhau_grpc.common.telemetry import (
+    JobTraces,
+    OtelMetrics,
+    node_metrics,
+    setup_metrics,
+    setup_telemetry,
+)
 from bacalhau_grpc.common.transport import Transport, transport_of
 from bacalhau_grpc.pb.content.v1 import content_service_pb2_grpc as cgrpc
 from bacalhau_grpc.pb.requester.v1 import requester_node_service_pb2_grpc as rngrpc
@@ -59,6 +66,9 @@ class RunningRequester(RunningNode):
     settings: RequesterSettings
     # The IPFS daemon's client sharded jobs' inputs are listed with (settings.ipfs_connect), if any.
     ipfs: IpfsClient | None = None
+    # The metrics port (`telemetry.OtelMetrics` when metrics are on) and the /metrics endpoint, if any.
+    metrics: Metrics = NO_METRICS
+    metrics_address: str = ""
 
     @property
     def node_address(self) -> str:
@@ -81,6 +91,8 @@ class RunningRequester(RunningNode):
             try:
                 await self.store.close()
             finally:
+                if isinstance(self.metrics, OtelMetrics):
+                    self.metrics.close()
                 await self.compute.close()
                 await self.verifier.close()
                 if self.ipfs is not None:
@@ -147,7 +159,9 @@ async def start(settings: RequesterSettings) -> RunningRequester:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     node_id = resolve_node_id(settings)
     setup_telemetry(COMPONENT, node_id)
-    store = RequesterStore(settings.db_path)
+    metrics_address = setup_metrics(COMPONENT, node_id, port=settings.metrics_port, host=settings.host)
+    metrics = node_metrics(node_id)
+    store = RequesterStore(settings.db_path, metrics=metrics)
     await store.open()
     content = ContentStore(settings.data_dir / "content")
     transport = transport_of(settings)
@@ -177,7 +191,10 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         # ipfs_connect) from the IPFS daemon.
         listing=input_listing(content, ipfs),
         job_visibility=settings.job_visibility,
+        metrics=metrics,
     )
+    if isinstance(metrics, OtelMetrics):
+        observe_requester(metrics, requester)
     hub = ContentHub(content, requester.live_node_addresses, credentials=credentials)
     servers: list[RunningServer] = []
     try:
@@ -197,6 +214,8 @@ async def start(settings: RequesterSettings) -> RunningRequester:
                 )
             )
     except BaseException:
+        if isinstance(metrics, OtelMetrics):
+            metrics.close()
         for server in servers:
             await server.stop(0)
         await requester.stop(0)
@@ -216,4 +235,19 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         verifier=verifier,
         settings=settings,
         ipfs=ipfs,
+        metrics=metrics,
+        metrics_address=metrics_address,
+    )
+
+
+def observe_requester(metrics: OtelMetrics, requester: Requester) -> None:
+    """The requester's gauges, read from its state at each collection."""
+    metrics.observe(
+        "bacalhau.jobs.active", "{job}", "Jobs in progress (not ended)", lambda: [(requester.active_jobs, {})]
+    )
+    metrics.observe(
+        "bacalhau.submissions.waiting",
+        "{submission}",
+        "Submissions waiting for room (max_active_jobs jobs in progress)",
+        lambda: [(requester.waiting_submissions, {})],
     )

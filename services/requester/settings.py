@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs.client import parse_api_address
-from bacalhau_grpc.common.settings import Settings
+from bacalhau_grpc.common.settings import Settings, check_observability
 from bacalhau_grpc.common.settings import setting_error as _invalid
 from bacalhau_grpc.requester.domain.validation import SubmissionLimits
 from bacalhau_grpc.requester.domain.visibility import JOB_VISIBILITIES, PUBLIC
@@ -32,6 +32,10 @@ class RequesterSettings(Settings):
     # A plaintext port serving gRPC health alone, for probes that cannot speak TLS (Kubernetes'); -1:
     # none, 0: a free one.
     health_port: int = -1
+    # The port of the Prometheus `/metrics` endpoint (HTTP, plaintext, on `host`); -1: none, 0: a free one.
+    metrics_port: int = -1
+    # How log lines are written: text (one line per record) or json (one JSON object per line).
+    log_format: str = "text"
     # TLS: this node's certificate and key and the cluster CA (PEM files; `bacalhau-grpc certs`). With
     # them the node protocol is mutual TLS; without them the node serves only with insecure set.
     tls_cert: str = ""
@@ -97,6 +101,7 @@ class RequesterSettings(Settings):
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         if not self.host:
             raise _invalid("host", "must not be empty")
+        check_observability(self)
         for name in ("port", "node_port", "health_port"):
             value = getattr(self, name)
             lowest = -1 if name == "health_port" else 0

@@ -2,8 +2,17 @@
 with Bacalhau's types as betterproto2 dataclasses (`sdk_types`). See `bacalhau_grpc.sdk.client`."""
 
 import bacalhau_grpc.sdk.types.bacalhau.model.v1beta1 as sdk_types
-from bacalhau_grpc.sdk.client import Client, api_address, default_address
+from bacalhau_grpc.sdk.client import Client, WaitTimeoutError, api_address, default_address
 from bacalhau_grpc.sdk.sync import SyncClient
 from bacalhau_grpc.sdk.tls import ClientTls, client_tls
 
-__all__ = ["Client", "ClientTls", "SyncClient", "api_address", "client_tls", "default_address", "sdk_types"]
+__all__ = [
+    "Client",
+    "ClientTls",
+    "SyncClient",
+    "WaitTimeoutError",
+    "api_address",
+    "client_tls",
+    "default_address",
+    "sdk_types",
+]

@@ -96,6 +96,8 @@ RETRIED_METHODS = frozenset(
         "CancelJob",
         "WatchJobEvents",
         "StreamJobLogs",
+        "ListNodes",
+        "GetNode",
     }
 )
 
@@ -104,6 +106,18 @@ OnRetry = Callable[[str, Exception, float], None]
 
 SORT_BY = {"created_at": rpb.JOB_SORT_BY_CREATED_AT, "id": rpb.JOB_SORT_BY_ID}
 SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
+# `wait` hands each event it sees to this callback (e.g. to show progress).
+OnEvent = Callable[[sdk_types.JobEvent], None]
+
+
+class WaitTimeoutError(DeadlineExceededError):
+    """`Client.wait` gave up: the job did not end within `timeout` seconds (it goes on running)."""
+
+    def __init__(self, job_id: str, timeout: float) -> None:
+        super().__init__(f"job {job_id} did not end within {timeout:g} s; it is still running")
+        self.job_id = job_id
+        self.timeout = timeout
+
 
 M = TypeVar("M")
 
@@ -244,9 +258,12 @@ class Client:
         reverse: bool = True,
         limit: int | None = None,
         page_size: int = LIST_PAGE_SIZE,
+        states: Iterable[sdk_types.JobStateType] = (),
     ) -> AsyncGenerator[sdk_types.Job, None]:
         """Jobs, newest first (`sort_by` "created_at" or "id", `reverse=False` for ascending), page by
-        page: this client's own unless `all_clients` (or another `client_id`); at most `limit`."""
+        page: this client's own unless `all_clients` (or another `client_id`); at most `limit`.
+        `states`: only jobs in one of them (the requester filters; a job's state is its summary state,
+        the highest of its rows' states, `JobStateType.UNSPECIFIED` while it has none: Pending)."""
         if sort_by not in SORT_BY:
             raise InvalidArgumentError(f"sort_by must be one of {', '.join(SORT_BY)}", field="sort_by")
         if limit is not None and limit <= 0:
@@ -259,6 +276,8 @@ class Client:
             sort_by=SORT_BY[sort_by],
             sort_reverse=reverse,
             page_size=min(page_size, limit) if limit else page_size,
+            # The stub wants the enum wrapper type; protobuf takes any ints for enum fields.
+            states=[int(state) for state in states],  # type: ignore[misc]
         )
         seen = 0
         while True:
@@ -271,6 +290,51 @@ class Client:
             if not response.next_page_token:
                 return
             request.page_token = response.next_page_token
+
+    async def wait(
+        self, job_id: str, *, timeout: float | None = None, on_event: OnEvent | None = None
+    ) -> sdk_types.JobWithInfo:
+        """Waits until every shard of the job has ended (following its events, WatchJobEvents, resumed
+        after a dropped connection as `events` does) and returns the job as it ended, with its state and
+        events. The job may have ended Completed, Error or Cancelled: the caller judges (every row's state
+        is in `job_state`). `on_event` is called with each event seen (those so far, then new ones).
+        `timeout`: the most seconds to wait (None: no limit); past it WaitTimeoutError (a
+        DeadlineExceededError) is raised and the job goes on."""
+        if timeout is not None and timeout <= 0:
+            raise InvalidArgumentError(
+                f"timeout must be more than 0 seconds, got {timeout:g}", field="timeout"
+            )
+        job = (await self.get(job_id)).job
+        full_id = job.id if job is not None and job.id else job_id  # the stream wants the full ID
+        try:
+            async with asyncio.timeout(timeout):
+                async for _, event in self._events(full_id, follow=True, after=0):
+                    if on_event is not None:
+                        on_event(to_sdk(event, sdk_types.JobEvent))
+        except TimeoutError:
+            raise WaitTimeoutError(full_id, timeout or 0.0) from None
+        return await self.get(full_id)
+
+    # -- nodes ---------------------------------------------------------------------------------------
+
+    async def nodes(self, *, page_size: int = LIST_PAGE_SIZE) -> AsyncGenerator[sdk_requester.Node, None]:
+        """The compute nodes registered with the requester, live or lost, by node ID: each with its
+        address, engines, verifiers, publishers, capacity (total and free), running and queued
+        executions, last heartbeat and state."""
+        request = rpb.ListNodesRequest(page_size=page_size)
+        while True:
+            response = await self._call("ListNodes", request)
+            for node in response.nodes:
+                yield to_sdk(node, sdk_requester.Node)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def node(self, node_id: str) -> sdk_requester.Node:
+        """One registered compute node; `node_id` may be a unique prefix of its ID (NotFoundError when
+        no node has it)."""
+        response = await self._call("GetNode", rpb.GetNodeRequest(node_id=node_id))
+        return to_sdk(response.node, sdk_requester.Node)
 
     async def cancel(self, job_id: str, *, reason: str = "") -> sdk_types.Job:
         """Cancels a job this client submitted: its running executions are stopped; it ends Cancelled.

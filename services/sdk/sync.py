@@ -30,6 +30,7 @@ from bacalhau_grpc.sdk.client import (
     DEFAULT_TIMEOUT,
     LIST_PAGE_SIZE,
     Client,
+    OnEvent,
     OnRetry,
 )
 from bacalhau_grpc.sdk.download import Progress
@@ -125,6 +126,7 @@ class SyncClient:
         reverse: bool = True,
         limit: int | None = None,
         page_size: int = LIST_PAGE_SIZE,
+        states: Iterable[sdk_types.JobStateType] = (),
     ) -> Iterator[sdk_types.Job]:
         """`Client.list` as a plain iterator."""
         return self._iterate(
@@ -138,8 +140,23 @@ class SyncClient:
                 reverse=reverse,
                 limit=limit,
                 page_size=page_size,
+                states=states,
             )
         )
+
+    def wait(
+        self, job_id: str, *, timeout: float | None = None, on_event: OnEvent | None = None
+    ) -> sdk_types.JobWithInfo:
+        """`Client.wait`, blocking (`on_event` is called on the client's loop thread)."""
+        return self._run(self._client.wait(job_id, timeout=timeout, on_event=on_event))
+
+    def nodes(self, *, page_size: int = LIST_PAGE_SIZE) -> Iterator[sdk_requester.Node]:
+        """`Client.nodes` as a plain iterator."""
+        return self._iterate(self._client.nodes(page_size=page_size))
+
+    def node(self, node_id: str) -> sdk_requester.Node:
+        """`Client.node`, blocking."""
+        return self._run(self._client.node(node_id))
 
     def cancel(self, job_id: str, *, reason: str = "") -> sdk_types.Job:
         """`Client.cancel`, blocking."""

@@ -1,12 +1,13 @@
 """The verifier process: wires the servicer into a gRPC server (the CLI's `serve --node-type verifier`)."""
 
 import secrets
+from dataclasses import dataclass
 
 from bacalhau_grpc.common import node_ids
 from bacalhau_grpc.common.access import guarded
 from bacalhau_grpc.common.authz import Policy
 from bacalhau_grpc.common.server import RunningNode, ServiceBinding, start_server
-from bacalhau_grpc.common.telemetry import setup_telemetry
+from bacalhau_grpc.common.telemetry import setup_metrics, setup_telemetry
 from bacalhau_grpc.common.transport import transport_of
 from bacalhau_grpc.pb.verifier.v1 import verifier_service_pb2_grpc as vgrpc
 from bacalhau_grpc.verifier.api.servicer import VerifierServicer
@@ -26,14 +27,19 @@ def new_node_id() -> str:
     return f"verifier-{secrets.token_hex(6)}"
 
 
+@dataclass
 class RunningVerifier(RunningNode):
-    """The verifier: its server is all it has."""
+    """The verifier: its server is all it has (and its metrics endpoint's host:port, if any)."""
+
+    metrics_address: str = ""
 
 
 async def start(settings: VerifierSettings) -> RunningVerifier:
     """Start the verifier's gRPC server (tracing is set up first, once per process, when configured)."""
     node_id = node_ids.check_node_id(settings.node_id) if settings.node_id else new_node_id()
     setup_telemetry(COMPONENT, node_id)
+    # Its metrics are the served RPCs' durations (`rpc.server.duration`).
+    metrics_address = setup_metrics(COMPONENT, node_id, port=settings.metrics_port, host=settings.host)
     servicer = VerifierServicer(node_id)
     transport = transport_of(settings)
     access = guarded(SERVICE_NAME, POLICY, transport)
@@ -48,4 +54,4 @@ async def start(settings: VerifierSettings) -> RunningVerifier:
         credentials=transport.server_credentials(require_client_auth=True),
         health_port=None if settings.health_port < 0 else settings.health_port,
     )
-    return RunningVerifier(node_id=node_id, server=server)
+    return RunningVerifier(node_id=node_id, server=server, metrics_address=metrics_address)

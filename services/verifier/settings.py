@@ -3,7 +3,7 @@
 
 from dataclasses import dataclass
 
-from bacalhau_grpc.common.settings import Settings
+from bacalhau_grpc.common.settings import Settings, check_observability
 from bacalhau_grpc.common.settings import setting_error as _invalid
 
 
@@ -16,6 +16,10 @@ class VerifierSettings(Settings):
     # A plaintext port serving gRPC health alone, for probes that cannot speak TLS (Kubernetes'); -1:
     # none, 0: a free one.
     health_port: int = -1
+    # The port of the Prometheus `/metrics` endpoint (HTTP, plaintext, on `host`); -1: none, 0: a free one.
+    metrics_port: int = -1
+    # How log lines are written: text (one line per record) or json (one JSON object per line).
+    log_format: str = "text"
     # The verifier's node ID; generated at each start when empty ("verifier-" + 12 hex characters).
     node_id: str = ""
     # TLS: this node's certificate and key and the cluster CA (PEM files; `bacalhau-grpc certs`). With
@@ -35,3 +39,4 @@ class VerifierSettings(Settings):
         health = self.health_port
         if isinstance(health, bool) or not isinstance(health, int) or not -1 <= health <= 65535:
             raise _invalid("health_port", f"{health!r} is not a TCP port (-1 for none, 0 to 65535)")
+        check_observability(self)

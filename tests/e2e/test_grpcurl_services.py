@@ -61,6 +61,8 @@ METHODS = {
         "GetJobResults",
         "StreamJobLogs",
         "GetVersion",
+        "ListNodes",
+        "GetNode",
     },
     REQUESTER_NODE: {
         "RegisterNode",

@@ -67,6 +67,8 @@ CLIENT_RPCS = {
     REQUESTER + "GetJobResults": (rpb.GetJobResultsRequest, rpb.GetJobResultsResponse, False),
     REQUESTER + "StreamJobLogs": (rpb.StreamJobLogsRequest, rpb.StreamJobLogsResponse, True),
     REQUESTER + "GetVersion": (rpb.GetVersionRequest, rpb.GetVersionResponse, False),
+    REQUESTER + "ListNodes": (rpb.ListNodesRequest, rpb.ListNodesResponse, False),
+    REQUESTER + "GetNode": (rpb.GetNodeRequest, rpb.GetNodeResponse, False),
 }
 NODE_RPCS = {
     NODE + method.name: (

@@ -198,7 +198,61 @@ TLS files (or --insecure): (dict "ctx" $ "component" "requester" "port" 1234 "he
 - {{ .healthPort | quote }}
 - --log-level
 - {{ .ctx.Values.logLevel | quote }}
+- --log-format
+- {{ .ctx.Values.logFormat | quote }}
+{{- if .ctx.Values.metrics.enabled }}
+- --metrics-port
+- {{ .ctx.Values.metrics.port | quote }}
+{{- end }}
 {{ include "bacalhau-grpc.tlsFlags" . | trim }}
+{{- end }}
+
+{{/*
+Prometheus' scrape annotations of a pod when metrics are on (metrics.enabled): the plaintext HTTP port
+every node serves /metrics on.
+*/}}
+{{- define "bacalhau-grpc.metricsPodAnnotations" -}}
+{{- if .Values.metrics.enabled }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
+{{/* A node container's metrics port when metrics are on. */}}
+{{- define "bacalhau-grpc.metricsContainerPort" -}}
+{{- if .Values.metrics.enabled }}
+- name: metrics
+  containerPort: {{ .Values.metrics.port }}
+  protocol: TCP
+{{- end }}
+{{- end }}
+
+{{/* A Service's metrics port when metrics are on (what a ServiceMonitor scrapes). */}}
+{{- define "bacalhau-grpc.metricsServicePort" -}}
+{{- if .Values.metrics.enabled }}
+- name: metrics
+  port: {{ .Values.metrics.port }}
+  targetPort: metrics
+  protocol: TCP
+  appProtocol: http
+{{- end }}
+{{- end }}
+
+{{/*
+The NetworkPolicy ingress rule of a pod's metrics port when metrics are on: from networkPolicy.metricsFrom
+(the Prometheus pods), or from anywhere when it is empty.
+*/}}
+{{- define "bacalhau-grpc.metricsIngress" -}}
+{{- if .Values.metrics.enabled }}
+- {{- with .Values.networkPolicy.metricsFrom }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    - port: {{ .Values.metrics.port }}
+      protocol: TCP
+{{- end }}
 {{- end }}
 
 {{/* The pod's scheduling fields: (dict "values" .Values.requester). */}}

@@ -123,9 +123,11 @@ class RequesterClient:
         node_info: Callable[[], pb.NodeInfo],
         available_capacity: Callable[[], pb.ResourceUsageData],
         wake: asyncio.Event | None = None,
+        load: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         """Registers, then heartbeats until cancelled (re-registering whenever the requester asks);
-        setting `wake` sends the next heartbeat early."""
+        setting `wake` sends the next heartbeat early. `load()`: (running, queued) executions, which
+        the heartbeats carry."""
         await self.register(node_info())
         wake = wake or asyncio.Event()
         while True:
@@ -134,6 +136,8 @@ class RequesterClient:
                 await asyncio.wait_for(wake.wait(), max(self.heartbeat_interval - MIN_HEARTBEAT_GAP, 0.0))
             wake.clear()
             request = rpb.HeartbeatRequest(node_id=self.node_id, available_capacity=available_capacity())
+            if load is not None:
+                request.running_executions, request.queued_executions = load()
             try:
                 await self._call(self._stub.Heartbeat, request, "Heartbeat")
                 self.heartbeats += 1

@@ -106,6 +106,8 @@ class BidDecision:
     usage: pb.ResourceUsageData | None = None
     # Refused only for want of free capacity now (a `transient` strategy): asking again later may win.
     busy: bool = False
+    # Which check refused (its class name, e.g. "AvailableCapacity"): the metrics' bounded reason label.
+    refused_by: str = ""
 
 
 class BidStrategy(Protocol):
@@ -345,16 +347,17 @@ class Bidder:
         request = BidRequest(job, shard_index)
         refusal = await _first_refusal(self.pre, request)
         if refusal is not None:
-            return BidDecision(False, refusal[0])
+            return BidDecision(False, refusal[0], refused_by=type(refusal[1]).__name__)
         try:
             usage = job_usage(job.spec)
         except InvalidArgumentError as exc:
-            return BidDecision(False, str(exc))
+            return BidDecision(False, str(exc), refused_by="InvalidResources")
         request = BidRequest(job, shard_index, usage)
         refusal = await _first_refusal([*self.usage, *self.external], request)
         if refusal is not None:
             reason, strategy = refusal
-            return BidDecision(False, reason, usage, busy=getattr(strategy, "transient", False))
+            busy = getattr(strategy, "transient", False)
+            return BidDecision(False, reason, usage, busy=busy, refused_by=type(strategy).__name__)
         return BidDecision(True, "", usage)
 
 

@@ -217,6 +217,10 @@ class CapacityTracker:
     def queue_length(self) -> int:
         return len(self._waiting)
 
+    def running_count(self) -> int:
+        """How many executions hold capacity now."""
+        return len(self._held)
+
     def try_reserve(self, execution_id: str, usage: pb.ResourceUsageData) -> bool:
         """Holds `usage` for the execution if it may start now: it fits, and the queue's head (if any)
         may still be overtaken. True when it does (or already holds)."""

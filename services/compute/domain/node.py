@@ -29,7 +29,9 @@ import asyncio
 import dataclasses
 import logging
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from bacalhau_grpc.common.errors import (
     InvalidArgumentError,
     ResourceExhaustedError,
 )
+from bacalhau_grpc.common.metrics import NO_METRICS, Metrics
 from bacalhau_grpc.common.model import enums, jobs, pb
 from bacalhau_grpc.common.telemetry import no_span
 from bacalhau_grpc.compute.domain.bidding import (
@@ -129,8 +132,11 @@ class ComputeNode:
         span: SpanFactory = no_span,
         volumes: VolumesPort | None = None,
         work_root: Path | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.node_id = node_id
+        # Bids and run durations (common/metrics.py; the app reads the gauges).
+        self.metrics = metrics
         self.address = address
         self.version = version
         self.store = store
@@ -237,6 +243,7 @@ class ComputeNode:
             decision = await self.bidder.decide(job, shard_index)
             if not decision.accepted:
                 self.bids_refused += 1
+                self.metrics.bid("refused", decision.refused_by)
                 log.debug(
                     "refused to bid on %s:%d: %s",
                     job.id,
@@ -251,6 +258,7 @@ class ComputeNode:
             self.store.create(execution)
             self._by_shard[execution.shard_id] = execution.id
             self.bids_accepted += 1
+            self.metrics.bid("bid")
             return BidResult(True, execution.id)
 
     def bid_accepted(self, execution_id: str) -> None:
@@ -351,6 +359,10 @@ class ComputeNode:
     def available_capacity(self) -> pb.ResourceUsageData:
         return self.tracker.available()
 
+    def execution_load(self) -> tuple[int, int]:
+        """(running, queued): executions holding capacity and waiting for it, for the heartbeat."""
+        return self.tracker.running_count(), self.tracker.queue_length()
+
     def _capacity_freed(self) -> None:
         if self._room_wanted:
             self._room_wanted = False
@@ -385,8 +397,11 @@ class ComputeNode:
             if executor is None:
                 raise ExecutorError(f"executor {enums.ENGINE.name(execution.job.spec.engine)} not installed")
             await self.tracker.reserve(execution.id, execution.usage)
+            started: float | None = None
+            outcome = "failed"
             try:
                 self._update(execution, S.RUNNING, expected=S.BID_ACCEPTED)
+                started = time.monotonic()
                 with self._span(
                     "compute.run", job_id=job_id, node_id=self.node_id, shard_index=execution.shard_index
                 ):
@@ -395,8 +410,14 @@ class ComputeNode:
                     if result.result_dir is not None:  # noop runs have none: no thread hop
                         result = await asyncio.to_thread(without_links, result)
                 proposal = self.proposer.propose(execution, result)
+                outcome = "completed"
             finally:
                 self.tracker.release(execution.id)
+                if started is not None:  # it ran: completed, failed or cancelled (by the requester, a stop)
+                    if isinstance(sys.exc_info()[1], asyncio.CancelledError):
+                        outcome = "cancelled"
+                    engine = enums.ENGINE.name(execution.job.spec.engine)
+                    self.metrics.execution_ended(engine, time.monotonic() - started, outcome)
         except asyncio.CancelledError:
             raise
         except FailedPreconditionError as exc:  # someone else moved it on (a cancellation)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bacalhau_grpc.common.errors import AlreadyExistsError, NotFoundError
+from bacalhau_grpc.common.metrics import NO_METRICS, Metrics
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import (
     ACTIVE_STATES,
@@ -189,8 +190,11 @@ class SQLiteExecutionStore:
         batch_interval: float = 0.005,
         batch_size: int = 500,
         ended_cache_size: int = 10_000,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.path = Path(path)
+        # Each batch's commit latency (`bacalhau.store.commit.duration`).
+        self.metrics = metrics
         self.batch_interval = batch_interval
         self.batch_size = batch_size
         self.ended_cache_size = ended_cache_size
@@ -421,5 +425,6 @@ class SQLiteExecutionStore:
             if history:
                 self._writer.executemany(_HISTORY, history)
         elapsed = time.perf_counter() - started
+        self.metrics.store_commit("compute", elapsed)
         if elapsed > 0.5:
             log.warning("writing %d execution rows took %.3fs", len(inserts) + len(updates), elapsed)

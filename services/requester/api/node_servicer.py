@@ -44,7 +44,12 @@ class RequesterNodeServicer(rngrpc.RequesterNodeServiceServicer):
         self, request: rpb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> rpb.HeartbeatResponse:
         available = request.available_capacity if request.HasField("available_capacity") else None
-        await self.requester.heartbeat(request.node_id, available)
+        await self.requester.heartbeat(
+            request.node_id,
+            available,
+            running=request.running_executions,
+            queued=request.queued_executions,
+        )
         return rpb.HeartbeatResponse()
 
     async def OnRunComplete(

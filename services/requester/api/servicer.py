@@ -20,6 +20,7 @@ from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bacalhau_grpc.requester.domain.lifecycle import Requester
 from bacalhau_grpc.requester.domain.logs import job_logs
+from bacalhau_grpc.requester.domain.nodes import NodeView
 
 SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
             reverse=request.sort_reverse,
             page_size=request.page_size,
             page_token=request.page_token,
+            states=request.states,
             caller=current_caller().client_id,
         )
         return rpb.ListJobsResponse(jobs=jobs, next_page_token=next_token)
@@ -144,3 +146,32 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
         self, request: rpb.GetVersionRequest, context: grpc.aio.ServicerContext
     ) -> rpb.GetVersionResponse:
         return rpb.GetVersionResponse(version=self.requester.get_version())
+
+    async def ListNodes(
+        self, request: rpb.ListNodesRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ListNodesResponse:
+        views, next_token = await self.requester.list_nodes(
+            page_size=request.page_size, page_token=request.page_token, caller=current_caller().client_id
+        )
+        return rpb.ListNodesResponse(nodes=[_node(view) for view in views], next_page_token=next_token)
+
+    async def GetNode(
+        self, request: rpb.GetNodeRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.GetNodeResponse:
+        view = await self.requester.get_node(request.node_id, caller=current_caller().client_id)
+        return rpb.GetNodeResponse(node=_node(view))
+
+
+def _node(view: NodeView) -> rpb.Node:
+    entry = view.entry
+    node = rpb.Node(
+        info=entry.info,
+        role=rpb.NODE_ROLE_COMPUTE,
+        state=rpb.NODE_STATE_LIVE if view.live else rpb.NODE_STATE_LOST,
+        running_executions=entry.running,
+        queued_executions=entry.queued,
+    )
+    if entry.available is not None:
+        node.available_capacity.CopyFrom(entry.available)
+    node.last_heartbeat.FromNanoseconds(int(entry.last_seen * 1e9))
+    return node

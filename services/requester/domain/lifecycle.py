@@ -40,6 +40,7 @@ from bacalhau_grpc.common.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from bacalhau_grpc.common.metrics import NO_METRICS, Metrics
 from bacalhau_grpc.common.model import pb, sharding, version
 from bacalhau_grpc.common.telemetry import no_span
 from bacalhau_grpc.requester.domain import shard_fsm as fsm_mod
@@ -98,7 +99,14 @@ class Requester(JobSubmission, JobQueries, NodeLiveness, NodeReports, EffectDisp
         content: ContentStore | None = None,
         listing: InputListing = _single_item,
         job_visibility: str = PUBLIC,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
+        # Jobs submitted and ended, shard transitions (common/metrics.py; the app reads the gauges).
+        self.metrics = metrics
+        # Submissions waiting for room (max_active_jobs reached).
+        self.waiting_submissions = 0
+        # The phase each active shard was last seen in, so each move counts once.
+        self._phases: dict[tuple[str, int], str] = {}
         # Who may read a job: anyone ("public") or its owner only ("owner"); see domain/visibility.py.
         self.job_visibility = check_visibility(job_visibility)
         # Where uploaded job contexts are kept (and served to compute nodes from).
@@ -309,14 +317,33 @@ class Requester(JobSubmission, JobQueries, NodeLiveness, NodeReports, EffectDisp
         else:
             self._bidding.pop(key, None)
         self._arm(record.id, shard)
+        self._count_transition(record, shard, key)
         if record.finished and record.id in self._active:
             del self._active[record.id]
+            self._count_end(record)
             self._client_jobs.remove(record.job.client_id)
             self._job_ended.set()
             self._job_ended = asyncio.Event()
             self._remember(record)
             log.debug("job finished", extra={"job_id": record.id, "node_id": self.node_id})
         record.notify()
+
+    def _count_transition(self, record: JobRecord, shard: ShardFSM, key: tuple[str, int]) -> None:
+        phase = str(shard.phase)
+        if record.id in self._active and self._phases.get(key) != phase:
+            self._phases[key] = phase
+            self.metrics.shard_transition(phase)
+
+    def _count_end(self, record: JobRecord) -> None:
+        phases = set()
+        for shard in record.shards:
+            phases.add(str(shard.phase))
+            self._phases.pop((record.id, shard.shard_index), None)
+        if phases == {Phase.COMPLETED}:
+            state = "Completed"
+        else:
+            state = "Error" if Phase.ERROR in phases else "Cancelled"
+        self.metrics.job_ended(state)
 
     def _record_event(self, record: JobRecord, event: pb.JobEvent) -> None:
         record.events.append(event)

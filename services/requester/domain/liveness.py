@@ -11,18 +11,22 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.errors import InvalidArgumentError, NotFoundError, UnauthenticatedError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.node_ids import check_node_id
-from bacalhau_grpc.requester.domain.nodes import NodeRegistry
+from bacalhau_grpc.requester.domain.nodes import NodeRegistry, NodeView
+from bacalhau_grpc.requester.domain.page_tokens import decode_token, encode_token
 from bacalhau_grpc.requester.domain.ports import JobStore
 from bacalhau_grpc.requester.domain.records import JobRecord
 from bacalhau_grpc.requester.domain.shard_fsm import ShardFSM, Transition
+from bacalhau_grpc.requester.domain.visibility import IDENTITY_HINT, OWNER
 
 # The lifecycle's logger: these records kept their logger name when this part moved out of lifecycle.py.
 log = logging.getLogger("bacalhau_grpc.requester.domain.lifecycle")
 # The least time between two offers of its shards to a busy node (seconds).
 REOFFER_GAP = 0.1
+DEFAULT_NODES_PAGE_SIZE = 100
+MAX_NODES_PAGE_SIZE = 1000
 
 
 class NodeLiveness:
@@ -30,6 +34,7 @@ class NodeLiveness:
 
     # Set by `Requester.__init__`.
     node_id: str
+    job_visibility: str
     store: JobStore
     nodes: NodeRegistry
     _clock: Callable[[], float]
@@ -78,9 +83,16 @@ class NodeLiveness:
                 if transition.actions:
                     self._apply(record, shard, transition)
 
-    async def heartbeat(self, node_id: str, available: pb.ResourceUsageData | None = None) -> None:
+    async def heartbeat(
+        self,
+        node_id: str,
+        available: pb.ResourceUsageData | None = None,
+        *,
+        running: int = 0,
+        queued: int = 0,
+    ) -> None:
         check_node_id(node_id, field="node_id")
-        was_live = self.nodes.heartbeat(node_id, available, self._clock())
+        was_live = self.nodes.heartbeat(node_id, available, self._clock(), running=running, queued=queued)
         self._watch_node(node_id)
         if not was_live:
             self._offer_to(node_id)
@@ -163,3 +175,60 @@ class NodeLiveness:
         """Where the live compute nodes listen (e.g. to fetch content they hold)."""
         addresses = (self.nodes.address(node_id) for node_id in self.nodes.live_node_ids(self._clock()))
         return [address for address in addresses if address]
+
+    # ------------------------------------------------------------------------------------------
+    # reading the nodes (ListNodes, GetNode)
+    # ------------------------------------------------------------------------------------------
+
+    def _check_node_reader(self, caller: str | None) -> None:
+        """Nodes are read as jobs are: by anyone under the public job visibility, by identified callers
+        only (a signed call, or an operator's client certificate) under `owner`. A node's address tells
+        nothing that lets one act as or on the node: its node protocol wants the cluster's certificates."""
+        if self.job_visibility == OWNER and not caller:
+            raise UnauthenticatedError(
+                f"this requester shows its nodes to identified clients only (job visibility {OWNER}): "
+                f"{IDENTITY_HINT}"
+            )
+
+    async def list_nodes(
+        self, *, page_size: int = 0, page_token: str = "", caller: str | None = None
+    ) -> tuple[list[NodeView], str]:
+        """A page of the registered compute nodes (live or lost), by node ID, and the next page's token."""
+        self._check_node_reader(caller)
+        if page_size < 0:
+            raise InvalidArgumentError(
+                f"page_size must be >= 0 (0 means {DEFAULT_NODES_PAGE_SIZE})", field="page_size"
+            )
+        size = min(page_size or DEFAULT_NODES_PAGE_SIZE, MAX_NODES_PAGE_SIZE)
+        after = ""
+        if page_token:
+            token = decode_token(page_token)
+            after = token.get("n", "")
+            if not isinstance(after, str) or not after:
+                raise InvalidArgumentError(
+                    "this page token does not belong to a node listing", field="page_token"
+                )
+        now = self._clock()
+        entries = [entry for entry in self.nodes.entries() if entry.node_id > after]
+        page = entries[:size]
+        next_token = encode_token({"n": page[-1].node_id}) if len(entries) > size else ""
+        return [NodeView(entry, self.nodes.is_live(entry.node_id, now)) for entry in page], next_token
+
+    async def get_node(self, node_id: str, *, caller: str | None = None) -> NodeView:
+        """The registered node with this ID, or the only one whose ID starts with it."""
+        self._check_node_reader(caller)
+        if not node_id:
+            raise InvalidArgumentError("a node ID (or a unique prefix of one) is required", field="node_id")
+        entry = self.nodes.get(node_id)
+        if entry is None:
+            matches = [e for e in self.nodes.entries() if e.node_id.startswith(node_id)]
+            if not matches:
+                raise NotFoundError(f"node {node_id} not found: no compute node with this ID registered")
+            if len(matches) > 1:
+                shown = ", ".join(e.node_id for e in matches[:5]) + (", ..." if len(matches) > 5 else "")
+                raise InvalidArgumentError(
+                    f"node ID prefix {node_id!r} matches more than one node ({shown}): give more of the ID",
+                    field="node_id",
+                )
+            entry = matches[0]
+        return NodeView(entry, self.nodes.is_live(entry.node_id, self._clock()))

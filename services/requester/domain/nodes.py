@@ -11,6 +11,9 @@ class NodeEntry:
     info: pb.NodeInfo
     last_seen: float
     available: pb.ResourceUsageData | None = None
+    # What the node's last heartbeat said about its executions.
+    running: int = 0
+    queued: int = 0
 
     @property
     def node_id(self) -> str:
@@ -19,6 +22,14 @@ class NodeEntry:
     @property
     def address(self) -> str:
         return self.info.address
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node as ListNodes and GetNode show it: its registry entry and whether it is live now."""
+
+    entry: NodeEntry
+    live: bool
 
 
 class NodeRegistry:
@@ -47,7 +58,15 @@ class NodeRegistry:
             entry.info = info
             entry.last_seen = now
 
-    def heartbeat(self, node_id: str, available: pb.ResourceUsageData | None, now: float) -> bool:
+    def heartbeat(
+        self,
+        node_id: str,
+        available: pb.ResourceUsageData | None,
+        now: float,
+        *,
+        running: int = 0,
+        queued: int = 0,
+    ) -> bool:
         """Note a sign of life; returns whether the node was taken for alive before it.
 
         Raises NotFoundError for a node that never registered (it must register again)."""
@@ -58,7 +77,13 @@ class NodeRegistry:
         entry.last_seen = now
         if available is not None:
             entry.available = available
+        entry.running = max(running, 0)
+        entry.queued = max(queued, 0)
         return was_live
+
+    def entries(self) -> list[NodeEntry]:
+        """Every registered node (live or lost), by node ID."""
+        return [self._nodes[node_id] for node_id in sorted(self._nodes)]
 
     def live_node_ids(self, now: float) -> list[str]:
         return [n.node_id for n in self._nodes.values() if now - n.last_seen <= self.node_timeout]

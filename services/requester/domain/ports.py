@@ -108,6 +108,14 @@ class JobQuery:
     page_size: int = 100
     # The key of the last job of the previous page: (created_at_us, id) or (id,).
     after: tuple[Any, ...] | None = None
+    # Only jobs whose summary state (`summary_state`) is one of these, when set.
+    states: Sequence[int] = ()
+
+
+def summary_state(state: pb.JobState) -> int:
+    """A job's summary state, as `bacalhau-grpc list` shows it (Go's `list`): the highest state of its
+    (node, shard) rows; 0 (UNSPECIFIED, shown as Pending) while it has none."""
+    return max((row.state for node in state.nodes.values() for row in node.shards.values()), default=0)
 
 
 class JobStore(Protocol):

@@ -14,7 +14,7 @@ from bacalhau_grpc.common.errors import InvalidArgumentError, NotFoundError, Una
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.fair_share import ClientCounts
 from bacalhau_grpc.requester.domain.page_tokens import decode_token, encode_token
-from bacalhau_grpc.requester.domain.ports import JobQuery, JobStore, StoredJob
+from bacalhau_grpc.requester.domain.ports import JobQuery, JobStore, StoredJob, summary_state
 from bacalhau_grpc.requester.domain.records import JobRecord
 from bacalhau_grpc.requester.domain.shard_fsm import ShardFSM
 from bacalhau_grpc.requester.domain.visibility import reader_scope
@@ -71,11 +71,13 @@ class JobQueries:
         reverse: bool = False,
         page_size: int = 0,
         page_token: str = "",
+        states: Iterable[int] = (),
         caller: str | None = None,
     ) -> tuple[list[pb.Job], str]:
         """A page of jobs, with their state rows and without events, and the token of the next page.
         `client_id` filters by owner; when jobs are visible to their owners only, `caller`'s are listed
-        (another client's ID lists nothing)."""
+        (another client's ID lists nothing). `states`: only jobs whose summary state (`summary_state`,
+        the STATE column of `bacalhau-grpc list`) is one of them."""
         scope = reader_scope(self.job_visibility, caller)
         if scope is not None:
             if client_id and client_id != scope:
@@ -90,6 +92,10 @@ class JobQueries:
                 f"page_size must be >= 0 (0 means {DEFAULT_PAGE_SIZE})", field="page_size"
             )
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        wanted = sorted(set(states))
+        for state in wanted:
+            if state not in pb.JobStateType.values():
+                raise InvalidArgumentError(f"unknown job state {state}", field="states")
         query = JobQuery(
             client_id=client_id,
             id_prefix=id_prefix,
@@ -98,6 +104,7 @@ class JobQueries:
             sort_by=sort_by,
             reverse=reverse,
             page_size=size + 1,
+            states=wanted,
         )
         listing = self._listing_fingerprint(query)
         if page_token:
@@ -121,6 +128,8 @@ class JobQueries:
             if record is not None:  # fresher than the store while writes are queued
                 job.ClearField("state")
                 self._fill_state(job, record)
+                if wanted and summary_state(job.state) not in wanted:
+                    continue  # it moved on since the last commit (the page may come out shorter)
             jobs.append(job)
         return jobs, next_token
 
@@ -134,6 +143,8 @@ class JobQueries:
             query.sort_by,
             "r" if query.reverse else "",
         ]
+        if query.states:  # listings without a state filter keep their tokens
+            parts.append(",".join(str(state) for state in query.states))
         return format(hash_text("\x00".join(parts)), "x")
 
     async def list_job_events(

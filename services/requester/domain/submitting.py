@@ -15,6 +15,7 @@ from bacalhau_grpc.common import failpoints
 from bacalhau_grpc.common.content.archive import ArchiveError
 from bacalhau_grpc.common.content.store import ContentStore
 from bacalhau_grpc.common.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from bacalhau_grpc.common.metrics import Metrics
 from bacalhau_grpc.common.model import pb, sharding
 from bacalhau_grpc.requester.domain import events as ev
 from bacalhau_grpc.requester.domain.dispatch import SpanFactory
@@ -48,6 +49,8 @@ class JobSubmission:
     default_job_timeout: float
     negotiation_timeout: float
     submitted: int
+    metrics: Metrics
+    waiting_submissions: int
     _client_jobs: ClientCounts
     _submissions: Submissions
     _active: dict[str, JobRecord]
@@ -137,7 +140,11 @@ class JobSubmission:
         total_shards = await self._shards_total(payload.job.spec)
         context_cid = await self._store_context(payload.context) if payload.context else ""
         while len(self._active) >= self.max_active_jobs:  # back-pressure: wait for a job to end
-            await self._job_ended.wait()
+            self.waiting_submissions += 1
+            try:
+                await self._job_ended.wait()
+            finally:
+                self.waiting_submissions -= 1
             self._client_jobs.check(client_id)  # its other submissions may have been let in meanwhile
         now = self._clock()
         job = build_job(
@@ -174,6 +181,7 @@ class JobSubmission:
                 record.shards.append(shard)
                 self._apply(record, shard, shard.offer(live, self._rng))
         self.submitted += 1
+        self.metrics.job_submitted()
         log.debug("job submitted", extra={"job_id": job.id, "node_id": self.node_id})
         await self._durable()  # the client gets the job's ID once a restart cannot lose the job
         failpoints.hit("submit-after-commit")  # tests only: die before the client hears of its job

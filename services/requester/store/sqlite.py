@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
+from bacalhau_grpc.common.metrics import NO_METRICS, Metrics
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.requester.domain.ports import JobQuery, StoredJob, SubmissionRecord
+from bacalhau_grpc.requester.domain.ports import JobQuery, StoredJob, SubmissionRecord, summary_state
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ SCHEMA_VERSION = 1
 # The state machine phases that end a shard (kept in sync with domain.shard_fsm.TERMINAL_PHASES; the
 # store imports only the domain's ports).
 TERMINAL_PHASES = ("Completed", "Error", "Cancelled")
+# Jobs read per query while filling a page of jobs filtered by state (`list_jobs`).
+LIST_SCAN_BATCH = 500
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -144,8 +148,17 @@ BUSY_BATCH = 8
 
 
 class RequesterStore:
-    def __init__(self, path: Path, *, flush_interval: float = 0.004, max_batch: int = 5000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        flush_interval: float = 0.004,
+        max_batch: int = 5000,
+        metrics: Metrics = NO_METRICS,
+    ) -> None:
         self.path = Path(path)
+        # Each batch's commit latency (`bacalhau.store.commit.duration`).
+        self.metrics = metrics
         self.flush_interval = flush_interval
         self.max_batch = max_batch
         self._batch = _Batch()
@@ -276,6 +289,13 @@ class RequesterStore:
                 self._wake.set()
 
     def _commit(self, batch: _Batch) -> None:
+        started = time.perf_counter()
+        try:
+            self._commit_batch(batch)
+        finally:
+            self.metrics.store_commit("requester", time.perf_counter() - started)
+
+    def _commit_batch(self, batch: _Batch) -> None:
         db = self._writer_db
         assert db is not None
         with db:  # one transaction
@@ -481,7 +501,27 @@ class RequesterStore:
         ]
 
     def list_jobs(self, query: JobQuery) -> list[tuple[pb.Job, tuple[Any, ...]]]:
-        """One page of jobs (with their state rows, without events), each with its sort key."""
+        """One page of jobs (with their state rows, without events), each with its sort key.
+
+        With `query.states`, only jobs whose summary state is one of them: a job's state is computed from
+        its shard rows (stored as blobs), so the jobs are read in sort order a batch at a time and the
+        matching ones kept until the page is full (each job comes with its sort key, as without a filter,
+        so the next page starts after the last job returned)."""
+        if not query.states:
+            return self._list_jobs_page(query)
+        wanted = set(query.states)
+        batch = max(query.page_size, LIST_SCAN_BATCH)
+        scan = JobQuery(**{**vars(query), "states": (), "page_size": batch})
+        kept: list[tuple[pb.Job, tuple[Any, ...]]] = []
+        while len(kept) < query.page_size:
+            found = self._list_jobs_page(scan)
+            kept += [(job, key) for job, key in found if summary_state(job.state) in wanted]
+            if len(found) < batch:
+                break
+            scan.after = found[-1][1]
+        return kept[: query.page_size]
+
+    def _list_jobs_page(self, query: JobQuery) -> list[tuple[pb.Job, tuple[Any, ...]]]:
         where: list[str] = []
         args: list[Any] = []
         if query.client_id:

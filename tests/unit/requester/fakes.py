@@ -1,8 +1,10 @@
-"""Stand-ins for the requester's ports (compute nodes and the verifier) in domain tests, and a poller."""
+"""Stand-ins for the requester's ports (compute nodes and the verifier) in domain tests, a harness that runs a
+real `Requester` on a real store with them, and a poller."""
 
 import asyncio
 import functools
 import itertools
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -11,8 +13,10 @@ from typing import Any
 from bacalhau_grpc.common.errors import UnavailableError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain import shard_fsm as f
+from bacalhau_grpc.requester.domain.lifecycle import Requester
 from bacalhau_grpc.requester.domain.ports import BidAnswer, ExecutionUpdate, VerifyRequest
 from bacalhau_grpc.requester.domain.shard_fsm import ProposalData, Verdict
+from bacalhau_grpc.requester.store.sqlite import RequesterStore
 
 
 @dataclass
@@ -118,3 +122,41 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.002)
+
+
+class Harness:
+    """A `Requester` on a real SQLite store in `tmp_path`, with `FakeCompute` and `FakeVerifier`; `options`
+    are the requester's."""
+
+    def __init__(self, tmp_path, **options):
+        self.path = tmp_path / "requester.db"
+        self.options = options
+        self.compute = FakeCompute()
+        self.verifier = FakeVerifier()
+        self.requester: Requester | None = None
+        self.store: RequesterStore | None = None
+
+    async def start(self) -> Requester:
+        self.store = RequesterStore(self.path)
+        await self.store.open()
+        options = {"negotiation_timeout": 60.0, "default_job_timeout": 600.0, "rng": random.Random(1)}
+        options.update(self.options)
+        self.requester = Requester(
+            node_id="requester-test",
+            store=self.store,
+            compute=self.compute,
+            verifier=self.verifier,
+            **options,
+        )
+        await self.requester.start()
+        return self.requester
+
+    async def stop(self) -> None:
+        if self.requester is not None:
+            await self.requester.stop(1.0)
+            await self.store.close()
+            self.requester = None
+
+    async def restart(self) -> Requester:
+        await self.stop()
+        return await self.start()

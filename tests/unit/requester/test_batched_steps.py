@@ -3,24 +3,14 @@ together leave as one batch per node, and shards due together time out in one st
 
 import asyncio
 
-import pytest
-
 from bacalhau_grpc.common.errors import FailedPreconditionError, PermissionDeniedError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.reports import PublishComplete, RunComplete
 from bacalhau_grpc.requester.domain.shard_fsm import Phase
-from tests.unit.requester.fakes import eventually
-from tests.unit.requester.test_lifecycle import Harness, node, payload
+from tests.unit.requester.fakes import Harness, eventually
+from tests.unit.requester.test_lifecycle import node, payload
 
 E = pb.JobEventType
-
-
-@pytest.fixture
-async def harness(tmp_path):
-    h = Harness(tmp_path)
-    await h.start()
-    yield h
-    await h.stop()
 
 
 async def test_reports_arriving_together_are_taken_in_order_and_committed_together(harness):

@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import random
 import time
 
 import pytest
@@ -19,55 +18,11 @@ from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.lifecycle import Requester
 from bacalhau_grpc.requester.domain.liveness import REOFFER_GAP
 from bacalhau_grpc.requester.domain.shard_fsm import ExecState, Phase
-from bacalhau_grpc.requester.store.sqlite import RequesterStore
-from tests.unit.requester.fakes import UNREACHABLE, FakeCompute, FakeVerifier, eventually
+from tests.unit.requester.fakes import UNREACHABLE, FakeCompute, Harness, eventually
 
 E = pb.JobEventType
 S = pb.JobStateType
 L = pb.JobLocalEventType
-
-
-class Harness:
-    def __init__(self, tmp_path, **options):
-        self.path = tmp_path / "requester.db"
-        self.options = options
-        self.compute = FakeCompute()
-        self.verifier = FakeVerifier()
-        self.requester: Requester | None = None
-        self.store: RequesterStore | None = None
-
-    async def start(self) -> Requester:
-        self.store = RequesterStore(self.path)
-        await self.store.open()
-        options = {"negotiation_timeout": 60.0, "default_job_timeout": 600.0, "rng": random.Random(1)}
-        options.update(self.options)
-        self.requester = Requester(
-            node_id="requester-test",
-            store=self.store,
-            compute=self.compute,
-            verifier=self.verifier,
-            **options,
-        )
-        await self.requester.start()
-        return self.requester
-
-    async def stop(self) -> None:
-        if self.requester is not None:
-            await self.requester.stop(1.0)
-            await self.store.close()
-            self.requester = None
-
-    async def restart(self) -> Requester:
-        await self.stop()
-        return await self.start()
-
-
-@pytest.fixture
-async def harness(tmp_path):
-    h = Harness(tmp_path)
-    await h.start()
-    yield h
-    await h.stop()
 
 
 def payload(

@@ -4,14 +4,11 @@ state), with no event recorded twice."""
 
 import collections
 
-import pytest
-
 from bacalhau_grpc.common.errors import NotFoundError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain import shard_fsm as f
 from bacalhau_grpc.requester.domain.shard_fsm import ExecState, Phase, ShardFSM, Verdict
-from tests.unit.requester.fakes import UNREACHABLE, FakeCompute, eventually
-from tests.unit.requester.test_lifecycle import Harness
+from tests.unit.requester.fakes import UNREACHABLE, FakeCompute, Harness, eventually
 
 E = pb.JobEventType
 T0 = 1_700_000_000.0
@@ -111,14 +108,6 @@ class CheckingCompute(FakeCompute):
             elif isinstance(update, f.NotifyResultAccepted):
                 self.seen["result_accepted"] = stored_events(self.harness, self.job_id)
         return await super().update_executions(address, updates)
-
-
-@pytest.fixture
-async def harness(tmp_path):
-    h = Harness(tmp_path)
-    await h.start()
-    yield h
-    await h.stop()
 
 
 async def test_state_is_committed_before_calls_and_before_answers(tmp_path):

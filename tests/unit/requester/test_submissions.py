@@ -21,7 +21,8 @@ from bacalhau_grpc.requester.domain.ports import SubmissionRecord
 from bacalhau_grpc.requester.domain.submissions import Submissions, submission_digest
 from bacalhau_grpc.requester.domain.validation import SUBMISSION_ID_FIELD, submission_problems
 from bacalhau_grpc.requester.store.sqlite import RequesterStore
-from tests.unit.requester.test_lifecycle import Harness, payload
+from tests.unit.requester.fakes import Harness
+from tests.unit.requester.test_lifecycle import payload
 
 # A valid CID (the empty folder's): the sharded job's input, listed by the test's `listing`.
 CID = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
@@ -61,14 +62,6 @@ class HeldListing:
 async def job_count(r: Requester, client_id: str = "") -> int:
     jobs, _ = await r.list_jobs(client_id=client_id, page_size=1000)
     return len(jobs)
-
-
-@pytest.fixture
-async def harness(tmp_path):
-    h = Harness(tmp_path)
-    await h.start()
-    yield h
-    await h.stop()
 
 
 async def test_the_same_id_and_payload_returns_the_first_job_and_makes_no_other(harness):

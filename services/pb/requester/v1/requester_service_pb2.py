@@ -27,87 +27,103 @@ from bacalhau_grpc.pb.model.v1beta1 import build_version_pb2 as bacalhau_dot_mod
 from bacalhau_grpc.pb.model.v1beta1 import command_pb2 as bacalhau_dot_model_dot_v1beta1_dot_command__pb2
 from bacalhau_grpc.pb.model.v1beta1 import job_pb2 as bacalhau_dot_model_dot_v1beta1_dot_job__pb2
 from bacalhau_grpc.pb.model.v1beta1 import job_event_pb2 as bacalhau_dot_model_dot_v1beta1_dot_job__event__pb2
+from bacalhau_grpc.pb.model.v1beta1 import job_state_pb2 as bacalhau_dot_model_dot_v1beta1_dot_job__state__pb2
 from bacalhau_grpc.pb.model.v1beta1 import node_info_pb2 as bacalhau_dot_model_dot_v1beta1_dot_node__info__pb2
 from bacalhau_grpc.pb.model.v1beta1 import resource_usage_pb2 as bacalhau_dot_model_dot_v1beta1_dot_resource__usage__pb2
 from bacalhau_grpc.pb.model.v1beta1 import storage_pb2 as bacalhau_dot_model_dot_v1beta1_dot_storage__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-bacalhau/requester/v1/requester_service.proto\x12\x15\x62\x61\x63\x61lhau.requester.v1\x1a\x1f\x62\x61\x63\x61lhau/batch/v1/outcome.proto\x1a*bacalhau/model/v1beta1/build_version.proto\x1a$bacalhau/model/v1beta1/command.proto\x1a bacalhau/model/v1beta1/job.proto\x1a&bacalhau/model/v1beta1/job_event.proto\x1a&bacalhau/model/v1beta1/node_info.proto\x1a+bacalhau/model/v1beta1/resource_usage.proto\x1a$bacalhau/model/v1beta1/storage.proto\x1a\x1egoogle/protobuf/duration.proto\"\x93\x01\n\x10SubmitJobRequest\x12\x39\n\x07payload\x18\x01 \x01(\x0b\x32(.bacalhau.model.v1beta1.JobCreatePayload\x12\x16\n\x0esigned_payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x19\n\x11\x63lient_public_key\x18\x04 \x01(\x0c\"=\n\x11SubmitJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"B\n\x0eGetJobResponse\x12\x30\n\x03job\x18\x01 \x01(\x0b\x32#.bacalhau.model.v1beta1.JobWithInfo\"\xd3\x01\n\x0fListJobsRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x11\n\tid_prefix\x18\x02 \x01(\t\x12\x14\n\x0cinclude_tags\x18\x03 \x03(\t\x12\x14\n\x0c\x65xclude_tags\x18\x04 \x03(\t\x12\x31\n\x07sort_by\x18\x05 \x01(\x0e\x32 .bacalhau.requester.v1.JobSortBy\x12\x14\n\x0csort_reverse\x18\x06 \x01(\x08\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x14ListJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x15ListJobEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .bacalhau.model.v1beta1.JobEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x15WatchJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"[\n\x16WatchJobEventsResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.JobEvent\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"E\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x11\x43\x61ncelJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\"&\n\x14GetJobResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"Q\n\x15GetJobResultsResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.bacalhau.model.v1beta1.PublishedResult\"q\n\x14StreamJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x18\n\x0bshard_index\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x42\x0e\n\x0c_shard_index\"q\n\x15StreamJobLogsResponse\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0e\n\x06stderr\x18\x04 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\x13\n\x11GetVersionRequest\"O\n\x12GetVersionResponse\x12\x39\n\x07version\x18\x01 \x01(\x0b\x32(.bacalhau.model.v1beta1.BuildVersionInfo\"E\n\x13RegisterNodeRequest\x12.\n\x04node\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.NodeInfo\"h\n\x14RegisterNodeResponse\x12\x19\n\x11requester_node_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"j\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x45\n\x12\x61vailable_capacity\x18\x02 \x01(\x0b\x32).bacalhau.model.v1beta1.ResourceUsageData\"\x13\n\x11HeartbeatResponse\"\xcf\x01\n\x14OnRunCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x1d\n\x15verification_proposal\x18\x05 \x01(\x0c\x12<\n\nrun_output\x18\x06 \x01(\x0b\x32(.bacalhau.model.v1beta1.RunCommandResult\x12\x0e\n\x06status\x18\x07 \x01(\t\"\x17\n\x15OnRunCompleteResponse\"\xb5\x01\n\x18OnPublishCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12=\n\x10published_result\x18\x05 \x01(\x0b\x32#.bacalhau.model.v1beta1.StorageSpec\x12\x0e\n\x06status\x18\x06 \x01(\t\"\x1b\n\x19OnPublishCompleteResponse\"t\n\x17OnComputeFailureRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x1a\n\x18OnComputeFailureResponse\"e\n\x17OnCancelCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"\x1a\n\x18OnCancelCompleteResponse\"\xc3\x02\n\x0f\x45xecutionReport\x12\x43\n\x0crun_complete\x18\x01 \x01(\x0b\x32+.bacalhau.requester.v1.OnRunCompleteRequestH\x00\x12K\n\x10publish_complete\x18\x02 \x01(\x0b\x32/.bacalhau.requester.v1.OnPublishCompleteRequestH\x00\x12I\n\x0f\x63ompute_failure\x18\x03 \x01(\x0b\x32..bacalhau.requester.v1.OnComputeFailureRequestH\x00\x12I\n\x0f\x63\x61ncel_complete\x18\x04 \x01(\x0b\x32..bacalhau.requester.v1.OnCancelCompleteRequestH\x00\x42\x08\n\x06report\"R\n\x17ReportExecutionsRequest\x12\x37\n\x07reports\x18\x01 \x03(\x0b\x32&.bacalhau.requester.v1.ExecutionReport\"H\n\x18ReportExecutionsResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.bacalhau.batch.v1.Outcome*X\n\tJobSortBy\x12\x1b\n\x17JOB_SORT_BY_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_SORT_BY_ID\x10\x01\x12\x1a\n\x16JOB_SORT_BY_CREATED_AT\x10\x02\x32\xa0\x07\n\x10RequesterService\x12^\n\tSubmitJob\x12\'.bacalhau.requester.v1.SubmitJobRequest\x1a(.bacalhau.requester.v1.SubmitJobResponse\x12U\n\x06GetJob\x12$.bacalhau.requester.v1.GetJobRequest\x1a%.bacalhau.requester.v1.GetJobResponse\x12[\n\x08ListJobs\x12&.bacalhau.requester.v1.ListJobsRequest\x1a\'.bacalhau.requester.v1.ListJobsResponse\x12j\n\rListJobEvents\x12+.bacalhau.requester.v1.ListJobEventsRequest\x1a,.bacalhau.requester.v1.ListJobEventsResponse\x12o\n\x0eWatchJobEvents\x12,.bacalhau.requester.v1.WatchJobEventsRequest\x1a-.bacalhau.requester.v1.WatchJobEventsResponse0\x01\x12^\n\tCancelJob\x12\'.bacalhau.requester.v1.CancelJobRequest\x1a(.bacalhau.requester.v1.CancelJobResponse\x12j\n\rGetJobResults\x12+.bacalhau.requester.v1.GetJobResultsRequest\x1a,.bacalhau.requester.v1.GetJobResultsResponse\x12l\n\rStreamJobLogs\x12+.bacalhau.requester.v1.StreamJobLogsRequest\x1a,.bacalhau.requester.v1.StreamJobLogsResponse0\x01\x12\x61\n\nGetVersion\x12(.bacalhau.requester.v1.GetVersionRequest\x1a).bacalhau.requester.v1.GetVersionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-bacalhau/requester/v1/requester_service.proto\x12\x15\x62\x61\x63\x61lhau.requester.v1\x1a\x1f\x62\x61\x63\x61lhau/batch/v1/outcome.proto\x1a*bacalhau/model/v1beta1/build_version.proto\x1a$bacalhau/model/v1beta1/command.proto\x1a bacalhau/model/v1beta1/job.proto\x1a&bacalhau/model/v1beta1/job_event.proto\x1a&bacalhau/model/v1beta1/job_state.proto\x1a&bacalhau/model/v1beta1/node_info.proto\x1a+bacalhau/model/v1beta1/resource_usage.proto\x1a$bacalhau/model/v1beta1/storage.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x02\n\x04Node\x12.\n\x04info\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.NodeInfo\x12-\n\x04role\x18\x02 \x01(\x0e\x32\x1f.bacalhau.requester.v1.NodeRole\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .bacalhau.requester.v1.NodeState\x12\x45\n\x12\x61vailable_capacity\x18\x04 \x01(\x0b\x32).bacalhau.model.v1beta1.ResourceUsageData\x12\x1a\n\x12running_executions\x18\x05 \x01(\x05\x12\x19\n\x11queued_executions\x18\x06 \x01(\x05\x12\x32\n\x0elast_heartbeat\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\x10SubmitJobRequest\x12\x39\n\x07payload\x18\x01 \x01(\x0b\x32(.bacalhau.model.v1beta1.JobCreatePayload\x12\x16\n\x0esigned_payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x19\n\x11\x63lient_public_key\x18\x04 \x01(\x0c\"=\n\x11SubmitJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"B\n\x0eGetJobResponse\x12\x30\n\x03job\x18\x01 \x01(\x0b\x32#.bacalhau.model.v1beta1.JobWithInfo\"\x89\x02\n\x0fListJobsRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x11\n\tid_prefix\x18\x02 \x01(\t\x12\x14\n\x0cinclude_tags\x18\x03 \x03(\t\x12\x14\n\x0c\x65xclude_tags\x18\x04 \x03(\t\x12\x31\n\x07sort_by\x18\x05 \x01(\x0e\x32 .bacalhau.requester.v1.JobSortBy\x12\x14\n\x0csort_reverse\x18\x06 \x01(\x08\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\x12\x34\n\x06states\x18\t \x03(\x0e\x32$.bacalhau.model.v1beta1.JobStateType\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x14ListJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x15ListJobEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .bacalhau.model.v1beta1.JobEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x15WatchJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"[\n\x16WatchJobEventsResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.JobEvent\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"E\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x11\x43\x61ncelJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.bacalhau.model.v1beta1.Job\"&\n\x14GetJobResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"Q\n\x15GetJobResultsResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.bacalhau.model.v1beta1.PublishedResult\"q\n\x14StreamJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x18\n\x0bshard_index\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x42\x0e\n\x0c_shard_index\"q\n\x15StreamJobLogsResponse\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0e\n\x06stderr\x18\x04 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\x13\n\x11GetVersionRequest\"O\n\x12GetVersionResponse\x12\x39\n\x07version\x18\x01 \x01(\x0b\x32(.bacalhau.model.v1beta1.BuildVersionInfo\"9\n\x10ListNodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x11ListNodesResponse\x12*\n\x05nodes\x18\x01 \x03(\x0b\x32\x1b.bacalhau.requester.v1.Node\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"<\n\x0fGetNodeResponse\x12)\n\x04node\x18\x01 \x01(\x0b\x32\x1b.bacalhau.requester.v1.Node\"E\n\x13RegisterNodeRequest\x12.\n\x04node\x18\x01 \x01(\x0b\x32 .bacalhau.model.v1beta1.NodeInfo\"h\n\x14RegisterNodeResponse\x12\x19\n\x11requester_node_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa1\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x45\n\x12\x61vailable_capacity\x18\x02 \x01(\x0b\x32).bacalhau.model.v1beta1.ResourceUsageData\x12\x1a\n\x12running_executions\x18\x03 \x01(\x05\x12\x19\n\x11queued_executions\x18\x04 \x01(\x05\"\x13\n\x11HeartbeatResponse\"\xcf\x01\n\x14OnRunCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x1d\n\x15verification_proposal\x18\x05 \x01(\x0c\x12<\n\nrun_output\x18\x06 \x01(\x0b\x32(.bacalhau.model.v1beta1.RunCommandResult\x12\x0e\n\x06status\x18\x07 \x01(\t\"\x17\n\x15OnRunCompleteResponse\"\xb5\x01\n\x18OnPublishCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12=\n\x10published_result\x18\x05 \x01(\x0b\x32#.bacalhau.model.v1beta1.StorageSpec\x12\x0e\n\x06status\x18\x06 \x01(\t\"\x1b\n\x19OnPublishCompleteResponse\"t\n\x17OnComputeFailureRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x1a\n\x18OnComputeFailureResponse\"e\n\x17OnCancelCompleteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bshard_index\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"\x1a\n\x18OnCancelCompleteResponse\"\xc3\x02\n\x0f\x45xecutionReport\x12\x43\n\x0crun_complete\x18\x01 \x01(\x0b\x32+.bacalhau.requester.v1.OnRunCompleteRequestH\x00\x12K\n\x10publish_complete\x18\x02 \x01(\x0b\x32/.bacalhau.requester.v1.OnPublishCompleteRequestH\x00\x12I\n\x0f\x63ompute_failure\x18\x03 \x01(\x0b\x32..bacalhau.requester.v1.OnComputeFailureRequestH\x00\x12I\n\x0f\x63\x61ncel_complete\x18\x04 \x01(\x0b\x32..bacalhau.requester.v1.OnCancelCompleteRequestH\x00\x42\x08\n\x06report\"R\n\x17ReportExecutionsRequest\x12\x37\n\x07reports\x18\x01 \x03(\x0b\x32&.bacalhau.requester.v1.ExecutionReport\"H\n\x18ReportExecutionsResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.bacalhau.batch.v1.Outcome*X\n\tJobSortBy\x12\x1b\n\x17JOB_SORT_BY_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_SORT_BY_ID\x10\x01\x12\x1a\n\x16JOB_SORT_BY_CREATED_AT\x10\x02*<\n\x08NodeRole\x12\x19\n\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11NODE_ROLE_COMPUTE\x10\x01*Q\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fNODE_STATE_LIVE\x10\x01\x12\x13\n\x0fNODE_STATE_LOST\x10\x02\x32\xda\x08\n\x10RequesterService\x12^\n\tSubmitJob\x12\'.bacalhau.requester.v1.SubmitJobRequest\x1a(.bacalhau.requester.v1.SubmitJobResponse\x12U\n\x06GetJob\x12$.bacalhau.requester.v1.GetJobRequest\x1a%.bacalhau.requester.v1.GetJobResponse\x12[\n\x08ListJobs\x12&.bacalhau.requester.v1.ListJobsRequest\x1a\'.bacalhau.requester.v1.ListJobsResponse\x12j\n\rListJobEvents\x12+.bacalhau.requester.v1.ListJobEventsRequest\x1a,.bacalhau.requester.v1.ListJobEventsResponse\x12o\n\x0eWatchJobEvents\x12,.bacalhau.requester.v1.WatchJobEventsRequest\x1a-.bacalhau.requester.v1.WatchJobEventsResponse0\x01\x12^\n\tCancelJob\x12\'.bacalhau.requester.v1.CancelJobRequest\x1a(.bacalhau.requester.v1.CancelJobResponse\x12j\n\rGetJobResults\x12+.bacalhau.requester.v1.GetJobResultsRequest\x1a,.bacalhau.requester.v1.GetJobResultsResponse\x12l\n\rStreamJobLogs\x12+.bacalhau.requester.v1.StreamJobLogsRequest\x1a,.bacalhau.requester.v1.StreamJobLogsResponse0\x01\x12\x61\n\nGetVersion\x12(.bacalhau.requester.v1.GetVersionRequest\x1a).bacalhau.requester.v1.GetVersionResponse\x12^\n\tListNodes\x12\'.bacalhau.requester.v1.ListNodesRequest\x1a(.bacalhau.requester.v1.ListNodesResponse\x12X\n\x07GetNode\x12%.bacalhau.requester.v1.GetNodeRequest\x1a&.bacalhau.requester.v1.GetNodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bacalhau_grpc.pb.requester.v1.requester_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSORTBY']._serialized_start=3473
-  _globals['_JOBSORTBY']._serialized_end=3561
-  _globals['_SUBMITJOBREQUEST']._serialized_start=417
-  _globals['_SUBMITJOBREQUEST']._serialized_end=564
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=566
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=627
-  _globals['_GETJOBREQUEST']._serialized_start=629
-  _globals['_GETJOBREQUEST']._serialized_end=660
-  _globals['_GETJOBRESPONSE']._serialized_start=662
-  _globals['_GETJOBRESPONSE']._serialized_end=728
-  _globals['_LISTJOBSREQUEST']._serialized_start=731
-  _globals['_LISTJOBSREQUEST']._serialized_end=942
-  _globals['_LISTJOBSRESPONSE']._serialized_start=944
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1030
-  _globals['_LISTJOBEVENTSREQUEST']._serialized_start=1032
-  _globals['_LISTJOBEVENTSREQUEST']._serialized_end=1109
-  _globals['_LISTJOBEVENTSRESPONSE']._serialized_start=1111
-  _globals['_LISTJOBEVENTSRESPONSE']._serialized_end=1209
-  _globals['_WATCHJOBEVENTSREQUEST']._serialized_start=1211
-  _globals['_WATCHJOBEVENTSREQUEST']._serialized_end=1274
-  _globals['_WATCHJOBEVENTSRESPONSE']._serialized_start=1276
-  _globals['_WATCHJOBEVENTSRESPONSE']._serialized_end=1367
-  _globals['_CANCELJOBREQUEST']._serialized_start=1369
-  _globals['_CANCELJOBREQUEST']._serialized_end=1438
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1440
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1501
-  _globals['_GETJOBRESULTSREQUEST']._serialized_start=1503
-  _globals['_GETJOBRESULTSREQUEST']._serialized_end=1541
-  _globals['_GETJOBRESULTSRESPONSE']._serialized_start=1543
-  _globals['_GETJOBRESULTSRESPONSE']._serialized_end=1624
-  _globals['_STREAMJOBLOGSREQUEST']._serialized_start=1626
-  _globals['_STREAMJOBLOGSREQUEST']._serialized_end=1739
-  _globals['_STREAMJOBLOGSRESPONSE']._serialized_start=1741
-  _globals['_STREAMJOBLOGSRESPONSE']._serialized_end=1854
-  _globals['_GETVERSIONREQUEST']._serialized_start=1856
-  _globals['_GETVERSIONREQUEST']._serialized_end=1875
-  _globals['_GETVERSIONRESPONSE']._serialized_start=1877
-  _globals['_GETVERSIONRESPONSE']._serialized_end=1956
-  _globals['_REGISTERNODEREQUEST']._serialized_start=1958
-  _globals['_REGISTERNODEREQUEST']._serialized_end=2027
-  _globals['_REGISTERNODERESPONSE']._serialized_start=2029
-  _globals['_REGISTERNODERESPONSE']._serialized_end=2133
-  _globals['_HEARTBEATREQUEST']._serialized_start=2135
-  _globals['_HEARTBEATREQUEST']._serialized_end=2241
-  _globals['_HEARTBEATRESPONSE']._serialized_start=2243
-  _globals['_HEARTBEATRESPONSE']._serialized_end=2262
-  _globals['_ONRUNCOMPLETEREQUEST']._serialized_start=2265
-  _globals['_ONRUNCOMPLETEREQUEST']._serialized_end=2472
-  _globals['_ONRUNCOMPLETERESPONSE']._serialized_start=2474
-  _globals['_ONRUNCOMPLETERESPONSE']._serialized_end=2497
-  _globals['_ONPUBLISHCOMPLETEREQUEST']._serialized_start=2500
-  _globals['_ONPUBLISHCOMPLETEREQUEST']._serialized_end=2681
-  _globals['_ONPUBLISHCOMPLETERESPONSE']._serialized_start=2683
-  _globals['_ONPUBLISHCOMPLETERESPONSE']._serialized_end=2710
-  _globals['_ONCOMPUTEFAILUREREQUEST']._serialized_start=2712
-  _globals['_ONCOMPUTEFAILUREREQUEST']._serialized_end=2828
-  _globals['_ONCOMPUTEFAILURERESPONSE']._serialized_start=2830
-  _globals['_ONCOMPUTEFAILURERESPONSE']._serialized_end=2856
-  _globals['_ONCANCELCOMPLETEREQUEST']._serialized_start=2858
-  _globals['_ONCANCELCOMPLETEREQUEST']._serialized_end=2959
-  _globals['_ONCANCELCOMPLETERESPONSE']._serialized_start=2961
-  _globals['_ONCANCELCOMPLETERESPONSE']._serialized_end=2987
-  _globals['_EXECUTIONREPORT']._serialized_start=2990
-  _globals['_EXECUTIONREPORT']._serialized_end=3313
-  _globals['_REPORTEXECUTIONSREQUEST']._serialized_start=3315
-  _globals['_REPORTEXECUTIONSREQUEST']._serialized_end=3397
-  _globals['_REPORTEXECUTIONSRESPONSE']._serialized_start=3399
-  _globals['_REPORTEXECUTIONSRESPONSE']._serialized_end=3471
-  _globals['_REQUESTERSERVICE']._serialized_start=3564
-  _globals['_REQUESTERSERVICE']._serialized_end=4492
+  _globals['_JOBSORTBY']._serialized_start=4233
+  _globals['_JOBSORTBY']._serialized_end=4321
+  _globals['_NODEROLE']._serialized_start=4323
+  _globals['_NODEROLE']._serialized_end=4383
+  _globals['_NODESTATE']._serialized_start=4385
+  _globals['_NODESTATE']._serialized_end=4466
+  _globals['_NODE']._serialized_start=490
+  _globals['_NODE']._serialized_end=818
+  _globals['_SUBMITJOBREQUEST']._serialized_start=821
+  _globals['_SUBMITJOBREQUEST']._serialized_end=968
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=970
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=1031
+  _globals['_GETJOBREQUEST']._serialized_start=1033
+  _globals['_GETJOBREQUEST']._serialized_end=1064
+  _globals['_GETJOBRESPONSE']._serialized_start=1066
+  _globals['_GETJOBRESPONSE']._serialized_end=1132
+  _globals['_LISTJOBSREQUEST']._serialized_start=1135
+  _globals['_LISTJOBSREQUEST']._serialized_end=1400
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1402
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1488
+  _globals['_LISTJOBEVENTSREQUEST']._serialized_start=1490
+  _globals['_LISTJOBEVENTSREQUEST']._serialized_end=1567
+  _globals['_LISTJOBEVENTSRESPONSE']._serialized_start=1569
+  _globals['_LISTJOBEVENTSRESPONSE']._serialized_end=1667
+  _globals['_WATCHJOBEVENTSREQUEST']._serialized_start=1669
+  _globals['_WATCHJOBEVENTSREQUEST']._serialized_end=1732
+  _globals['_WATCHJOBEVENTSRESPONSE']._serialized_start=1734
+  _globals['_WATCHJOBEVENTSRESPONSE']._serialized_end=1825
+  _globals['_CANCELJOBREQUEST']._serialized_start=1827
+  _globals['_CANCELJOBREQUEST']._serialized_end=1896
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1898
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1959
+  _globals['_GETJOBRESULTSREQUEST']._serialized_start=1961
+  _globals['_GETJOBRESULTSREQUEST']._serialized_end=1999
+  _globals['_GETJOBRESULTSRESPONSE']._serialized_start=2001
+  _globals['_GETJOBRESULTSRESPONSE']._serialized_end=2082
+  _globals['_STREAMJOBLOGSREQUEST']._serialized_start=2084
+  _globals['_STREAMJOBLOGSREQUEST']._serialized_end=2197
+  _globals['_STREAMJOBLOGSRESPONSE']._serialized_start=2199
+  _globals['_STREAMJOBLOGSRESPONSE']._serialized_end=2312
+  _globals['_GETVERSIONREQUEST']._serialized_start=2314
+  _globals['_GETVERSIONREQUEST']._serialized_end=2333
+  _globals['_GETVERSIONRESPONSE']._serialized_start=2335
+  _globals['_GETVERSIONRESPONSE']._serialized_end=2414
+  _globals['_LISTNODESREQUEST']._serialized_start=2416
+  _globals['_LISTNODESREQUEST']._serialized_end=2473
+  _globals['_LISTNODESRESPONSE']._serialized_start=2475
+  _globals['_LISTNODESRESPONSE']._serialized_end=2563
+  _globals['_GETNODEREQUEST']._serialized_start=2565
+  _globals['_GETNODEREQUEST']._serialized_end=2598
+  _globals['_GETNODERESPONSE']._serialized_start=2600
+  _globals['_GETNODERESPONSE']._serialized_end=2660
+  _globals['_REGISTERNODEREQUEST']._serialized_start=2662
+  _globals['_REGISTERNODEREQUEST']._serialized_end=2731
+  _globals['_REGISTERNODERESPONSE']._serialized_start=2733
+  _globals['_REGISTERNODERESPONSE']._serialized_end=2837
+  _globals['_HEARTBEATREQUEST']._serialized_start=2840
+  _globals['_HEARTBEATREQUEST']._serialized_end=3001
+  _globals['_HEARTBEATRESPONSE']._serialized_start=3003
+  _globals['_HEARTBEATRESPONSE']._serialized_end=3022
+  _globals['_ONRUNCOMPLETEREQUEST']._serialized_start=3025
+  _globals['_ONRUNCOMPLETEREQUEST']._serialized_end=3232
+  _globals['_ONRUNCOMPLETERESPONSE']._serialized_start=3234
+  _globals['_ONRUNCOMPLETERESPONSE']._serialized_end=3257
+  _globals['_ONPUBLISHCOMPLETEREQUEST']._serialized_start=3260
+  _globals['_ONPUBLISHCOMPLETEREQUEST']._serialized_end=3441
+  _globals['_ONPUBLISHCOMPLETERESPONSE']._serialized_start=3443
+  _globals['_ONPUBLISHCOMPLETERESPONSE']._serialized_end=3470
+  _globals['_ONCOMPUTEFAILUREREQUEST']._serialized_start=3472
+  _globals['_ONCOMPUTEFAILUREREQUEST']._serialized_end=3588
+  _globals['_ONCOMPUTEFAILURERESPONSE']._serialized_start=3590
+  _globals['_ONCOMPUTEFAILURERESPONSE']._serialized_end=3616
+  _globals['_ONCANCELCOMPLETEREQUEST']._serialized_start=3618
+  _globals['_ONCANCELCOMPLETEREQUEST']._serialized_end=3719
+  _globals['_ONCANCELCOMPLETERESPONSE']._serialized_start=3721
+  _globals['_ONCANCELCOMPLETERESPONSE']._serialized_end=3747
+  _globals['_EXECUTIONREPORT']._serialized_start=3750
+  _globals['_EXECUTIONREPORT']._serialized_end=4073
+  _globals['_REPORTEXECUTIONSREQUEST']._serialized_start=4075
+  _globals['_REPORTEXECUTIONSREQUEST']._serialized_end=4157
+  _globals['_REPORTEXECUTIONSRESPONSE']._serialized_start=4159
+  _globals['_REPORTEXECUTIONSRESPONSE']._serialized_end=4231
+  _globals['_REQUESTERSERVICE']._serialized_start=4469
+  _globals['_REQUESTERSERVICE']._serialized_end=5583
 # @@protoc_insertion_point(module_scope)

@@ -5,10 +5,12 @@ from bacalhau_grpc.pb.model.v1beta1 import build_version_pb2 as _build_version_p
 from bacalhau_grpc.pb.model.v1beta1 import command_pb2 as _command_pb2
 from bacalhau_grpc.pb.model.v1beta1 import job_pb2 as _job_pb2
 from bacalhau_grpc.pb.model.v1beta1 import job_event_pb2 as _job_event_pb2
+from bacalhau_grpc.pb.model.v1beta1 import job_state_pb2 as _job_state_pb2
 from bacalhau_grpc.pb.model.v1beta1 import node_info_pb2 as _node_info_pb2
 from bacalhau_grpc.pb.model.v1beta1 import resource_usage_pb2 as _resource_usage_pb2
 from bacalhau_grpc.pb.model.v1beta1 import storage_pb2 as _storage_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -23,9 +25,43 @@ class JobSortBy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_SORT_BY_UNSPECIFIED: _ClassVar[JobSortBy]
     JOB_SORT_BY_ID: _ClassVar[JobSortBy]
     JOB_SORT_BY_CREATED_AT: _ClassVar[JobSortBy]
+
+class NodeRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NODE_ROLE_UNSPECIFIED: _ClassVar[NodeRole]
+    NODE_ROLE_COMPUTE: _ClassVar[NodeRole]
+
+class NodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NODE_STATE_UNSPECIFIED: _ClassVar[NodeState]
+    NODE_STATE_LIVE: _ClassVar[NodeState]
+    NODE_STATE_LOST: _ClassVar[NodeState]
 JOB_SORT_BY_UNSPECIFIED: JobSortBy
 JOB_SORT_BY_ID: JobSortBy
 JOB_SORT_BY_CREATED_AT: JobSortBy
+NODE_ROLE_UNSPECIFIED: NodeRole
+NODE_ROLE_COMPUTE: NodeRole
+NODE_STATE_UNSPECIFIED: NodeState
+NODE_STATE_LIVE: NodeState
+NODE_STATE_LOST: NodeState
+
+class Node(_message.Message):
+    __slots__ = ("info", "role", "state", "available_capacity", "running_executions", "queued_executions", "last_heartbeat")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    info: _node_info_pb2.NodeInfo
+    role: NodeRole
+    state: NodeState
+    available_capacity: _resource_usage_pb2.ResourceUsageData
+    running_executions: int
+    queued_executions: int
+    last_heartbeat: _timestamp_pb2.Timestamp
+    def __init__(self, info: _Optional[_Union[_node_info_pb2.NodeInfo, _Mapping]] = ..., role: _Optional[_Union[NodeRole, str]] = ..., state: _Optional[_Union[NodeState, str]] = ..., available_capacity: _Optional[_Union[_resource_usage_pb2.ResourceUsageData, _Mapping]] = ..., running_executions: _Optional[int] = ..., queued_executions: _Optional[int] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("payload", "signed_payload", "signature", "client_public_key")
@@ -58,7 +94,7 @@ class GetJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[_job_pb2.JobWithInfo, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("client_id", "id_prefix", "include_tags", "exclude_tags", "sort_by", "sort_reverse", "page_size", "page_token")
+    __slots__ = ("client_id", "id_prefix", "include_tags", "exclude_tags", "sort_by", "sort_reverse", "page_size", "page_token", "states")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TAGS_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +103,7 @@ class ListJobsRequest(_message.Message):
     SORT_REVERSE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     id_prefix: str
     include_tags: _containers.RepeatedScalarFieldContainer[str]
@@ -75,7 +112,8 @@ class ListJobsRequest(_message.Message):
     sort_reverse: bool
     page_size: int
     page_token: str
-    def __init__(self, client_id: _Optional[str] = ..., id_prefix: _Optional[str] = ..., include_tags: _Optional[_Iterable[str]] = ..., exclude_tags: _Optional[_Iterable[str]] = ..., sort_by: _Optional[_Union[JobSortBy, str]] = ..., sort_reverse: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    states: _containers.RepeatedScalarFieldContainer[_job_state_pb2.JobStateType]
+    def __init__(self, client_id: _Optional[str] = ..., id_prefix: _Optional[str] = ..., include_tags: _Optional[_Iterable[str]] = ..., exclude_tags: _Optional[_Iterable[str]] = ..., sort_by: _Optional[_Union[JobSortBy, str]] = ..., sort_reverse: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_job_state_pb2.JobStateType, str]]] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token")
@@ -183,6 +221,34 @@ class GetVersionResponse(_message.Message):
     version: _build_version_pb2.BuildVersionInfo
     def __init__(self, version: _Optional[_Union[_build_version_pb2.BuildVersionInfo, _Mapping]] = ...) -> None: ...
 
+class ListNodesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes", "next_page_token")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[Node]
+    next_page_token: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetNodeRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class GetNodeResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: Node
+    def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ...) -> None: ...
+
 class RegisterNodeRequest(_message.Message):
     __slots__ = ("node",)
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -198,12 +264,16 @@ class RegisterNodeResponse(_message.Message):
     def __init__(self, requester_node_id: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available_capacity")
+    __slots__ = ("node_id", "available_capacity", "running_executions", "queued_executions")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available_capacity: _resource_usage_pb2.ResourceUsageData
-    def __init__(self, node_id: _Optional[str] = ..., available_capacity: _Optional[_Union[_resource_usage_pb2.ResourceUsageData, _Mapping]] = ...) -> None: ...
+    running_executions: int
+    queued_executions: int
+    def __init__(self, node_id: _Optional[str] = ..., available_capacity: _Optional[_Union[_resource_usage_pb2.ResourceUsageData, _Mapping]] = ..., running_executions: _Optional[int] = ..., queued_executions: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ()

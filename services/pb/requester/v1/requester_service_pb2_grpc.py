@@ -82,6 +82,16 @@ class RequesterServiceStub:
                 request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionRequest.SerializeToString,
                 response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionResponse.FromString,
                 _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/bacalhau.requester.v1.RequesterService/ListNodes',
+                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
+        self.GetNode = channel.unary_unary(
+                '/bacalhau.requester.v1.RequesterService/GetNode',
+                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetNodeRequest.SerializeToString,
+                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetNodeResponse.FromString,
+                _registered_method=True)
 
 
 class RequesterServiceServicer:
@@ -157,6 +167,21 @@ class RequesterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNodes(self, request, context):
+        """Lists the compute nodes registered with the requester, live or lost, a page at a
+        time, ordered by node ID. Readable by whoever may read jobs (see --job-visibility).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNode(self, request, context):
+        """Returns one registered compute node; a unique ID prefix is enough.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RequesterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +229,16 @@ def add_RequesterServiceServicer_to_server(servicer, server):
                     servicer.GetVersion,
                     request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionRequest.FromString,
                     response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionResponse.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListNodesRequest.FromString,
+                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'GetNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNode,
+                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetNodeRequest.FromString,
+                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -452,6 +487,60 @@ class RequesterService:
             '/bacalhau.requester.v1.RequesterService/GetVersion',
             bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionRequest.SerializeToString,
             bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bacalhau.requester.v1.RequesterService/ListNodes',
+            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListNodesRequest.SerializeToString,
+            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bacalhau.requester.v1.RequesterService/GetNode',
+            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetNodeRequest.SerializeToString,
+            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.GetNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,6 +11,8 @@ __all__ = (
     "GetJobResponse",
     "GetJobResultsRequest",
     "GetJobResultsResponse",
+    "GetNodeRequest",
+    "GetNodeResponse",
     "GetVersionRequest",
     "GetVersionResponse",
     "HeartbeatRequest",
@@ -20,6 +22,11 @@ __all__ = (
     "ListJobEventsResponse",
     "ListJobsRequest",
     "ListJobsResponse",
+    "ListNodesRequest",
+    "ListNodesResponse",
+    "Node",
+    "NodeRole",
+    "NodeState",
     "OnCancelCompleteRequest",
     "OnCancelCompleteResponse",
     "OnComputeFailureRequest",
@@ -85,6 +92,74 @@ class JobSortBy(betterproto2.Enum):
             "JOB_SORT_BY_UNSPECIFIED": 0,
             "JOB_SORT_BY_ID": 1,
             "JOB_SORT_BY_CREATED_AT": 2,
+        }
+
+
+class NodeRole(betterproto2.Enum):
+    """
+    The kind of node a Node is.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    COMPUTE = 1
+    """
+    A compute node: it bids on jobs and runs them.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "NODE_ROLE_UNSPECIFIED",
+            1: "NODE_ROLE_COMPUTE",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "NODE_ROLE_UNSPECIFIED": 0,
+            "NODE_ROLE_COMPUTE": 1,
+        }
+
+
+class NodeState(betterproto2.Enum):
+    """
+    Whether the requester hears from a node.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    LIVE = 1
+    """
+    Heard from (registered or heartbeat) within the requester's node timeout.
+    """
+
+    LOST = 2
+    """
+    Silent for longer than the node timeout: it is offered no jobs and its
+    executions were handed to other nodes.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "NODE_STATE_UNSPECIFIED",
+            1: "NODE_STATE_LIVE",
+            2: "NODE_STATE_LOST",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "NODE_STATE_UNSPECIFIED": 0,
+            "NODE_STATE_LIVE": 1,
+            "NODE_STATE_LOST": 2,
         }
 
 
@@ -235,6 +310,36 @@ default_message_pool.register_message("bacalhau.requester.v1", "GetJobResultsRes
 
 
 @dataclass(eq=False, repr=False)
+class GetNodeRequest(betterproto2.Message):
+    """
+    Request of GetNode.
+    """
+
+    node_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The node's ID or a prefix that names one node only.
+    """
+
+
+default_message_pool.register_message("bacalhau.requester.v1", "GetNodeRequest", GetNodeRequest)
+
+
+@dataclass(eq=False, repr=False)
+class GetNodeResponse(betterproto2.Message):
+    """
+    Response of GetNode.
+    """
+
+    node: "Node | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The node.
+    """
+
+
+default_message_pool.register_message("bacalhau.requester.v1", "GetNodeResponse", GetNodeResponse)
+
+
+@dataclass(eq=False, repr=False)
 class GetVersionRequest(betterproto2.Message):
     """
     Request of GetVersion.
@@ -279,6 +384,16 @@ class HeartbeatRequest(betterproto2.Message):
     )
     """
     What the node has free now.
+    """
+
+    running_executions: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+    """
+    How many executions hold capacity on the node now.
+    """
+
+    queued_executions: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """
+    How many executions wait for capacity on the node now.
     """
 
 
@@ -390,6 +505,15 @@ class ListJobsRequest(betterproto2.Message):
     The next_page_token of the previous page, to continue a listing.
     """
 
+    states: "list[__model__v1beta1__.JobStateType]" = betterproto2.field(
+        9, betterproto2.TYPE_ENUM, repeated=True
+    )
+    """
+    Only jobs in one of these states, when set. A job's state is its summary
+    state: the highest state of its (node, shard) rows, Pending (UNSPECIFIED) when
+    it has none yet; it is what `bacalhau-grpc list` shows in its STATE column.
+    """
+
 
 default_message_pool.register_message("bacalhau.requester.v1", "ListJobsRequest", ListJobsRequest)
 
@@ -412,6 +536,99 @@ class ListJobsResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("bacalhau.requester.v1", "ListJobsResponse", ListJobsResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ListNodesRequest(betterproto2.Message):
+    """
+    Request of ListNodes.
+    """
+
+    page_size: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    The most nodes to return; 0 means 100, more than 1000 is cut to 1000.
+    """
+
+    page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The next_page_token of the previous page, to continue a listing.
+    """
+
+
+default_message_pool.register_message("bacalhau.requester.v1", "ListNodesRequest", ListNodesRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListNodesResponse(betterproto2.Message):
+    """
+    Response of ListNodes.
+    """
+
+    nodes: "list[Node]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    One page of nodes, by node ID.
+    """
+
+    next_page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Pass as page_token for the next page; empty on the last page.
+    """
+
+
+default_message_pool.register_message("bacalhau.requester.v1", "ListNodesResponse", ListNodesResponse)
+
+
+@dataclass(eq=False, repr=False)
+class Node(betterproto2.Message):
+    """
+    A node as the requester knows it: what it said when it registered and what its
+    last heartbeat said.
+    """
+
+    info: "__model__v1beta1__.NodeInfo | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The node's ID, address, engines, verifiers, publishers, total and per-job
+    capacity and version, as it registered them.
+    """
+
+    role: "NodeRole" = betterproto2.field(2, betterproto2.TYPE_ENUM, default_factory=lambda: NodeRole(0))
+    """
+    What kind of node it is.
+    """
+
+    state: "NodeState" = betterproto2.field(3, betterproto2.TYPE_ENUM, default_factory=lambda: NodeState(0))
+    """
+    Live or lost.
+    """
+
+    available_capacity: "__model__v1beta1__.ResourceUsageData | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    What the node had free at its last heartbeat; unset before its first one.
+    """
+
+    running_executions: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
+    """
+    How many executions held capacity on the node at its last heartbeat.
+    """
+
+    queued_executions: "int" = betterproto2.field(6, betterproto2.TYPE_INT32)
+    """
+    How many executions waited for capacity on the node at its last heartbeat.
+    """
+
+    last_heartbeat: "datetime.datetime | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When the requester last heard from the node (registration or heartbeat).
+    """
+
+
+default_message_pool.register_message("bacalhau.requester.v1", "Node", Node)
 
 
 @dataclass(eq=False, repr=False)
