@@ -1,6 +1,6 @@
 """`bacalhau-grpc`: run nodes (serve, devstack), submit jobs (docker run, wasm run, run python, create,
 validate) and look at them (list, describe, events, logs, wait, cancel, get, version, id, sign-job) and at the
-compute nodes (node list, node describe)."""
+compute nodes (node list, node describe); `completion` prints the shell completion script."""
 
 import argparse
 import os
@@ -15,7 +15,7 @@ SERVING_COMMANDS = ("serve", "devstack")
 if len(sys.argv) < 2 or sys.argv[1] not in SERVING_COMMANDS:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from bacalhau_grpc.cli import certs, create, devstack, nodes, query, serve, sign, validate  # noqa: E402
+from bacalhau_grpc.cli import certs, completion, create, devstack, nodes, query, serve, sign, validate  # noqa: E402
 from bacalhau_grpc.cli import run as run_commands  # noqa: E402
 from bacalhau_grpc.common.errors import BacalhauError  # noqa: E402
 from bacalhau_grpc.common.model.version import build_version_info  # noqa: E402
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     query.add_parsers(commands)
     nodes.add_parser(commands)
+    completion.add_parser(commands, parser)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Literal
 
 import yaml
 
-from bacalhau_grpc.cli import flags, follow, output
+from bacalhau_grpc.cli import flags, follow, output, progress
 from bacalhau_grpc.common.model import enums, jobfile, pb, serialization, version
 from bacalhau_grpc.sdk import Client, WaitTimeoutError, sdk_types
 from bacalhau_grpc.sdk.client import to_pb
@@ -398,23 +399,15 @@ async def download(
     """`get`'s download with its messages (also `--download` of the submitting commands; `quiet`: none)."""
     if not quiet:
         print(f"Fetching results of job '{job_id}'...", file=sys.stderr, flush=True)
-    progress = _progress_bar() if sys.stderr.isatty() and not quiet else None
-    folder = await client.download(
-        job_id, output_dir or Path(f"job-{job_id[:8]}"), timeout=timeout, progress=progress
-    )
-    if progress is not None:
-        print(file=sys.stderr)
+    shown = progress.bar("Downloading", quiet=quiet)
+    with shown or contextlib.nullcontext():
+        folder = await client.download(
+            job_id, output_dir or Path(f"job-{job_id[:8]}"), timeout=timeout, on_progress=shown
+        )
     if not quiet:
         print(f"Results for job '{job_id}' have been written to...", file=sys.stderr)
         print(folder, flush=True)
     return folder
-
-
-def _progress_bar():
-    def show(received: int) -> None:
-        print(f"\r  downloaded {received / 1024**2:.1f} MiB", end="", file=sys.stderr, flush=True)
-
-    return show
 
 
 # ----------------------------------------------------------------------------------------------- version

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bacalhau_grpc.cli import flags, follow, query
+from bacalhau_grpc.cli import flags, follow, progress, query
 from bacalhau_grpc.cli.flags import CommandError
 from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError
 from bacalhau_grpc.common.model import jobfile, jobs, pb
@@ -141,11 +142,14 @@ async def _submit(args: argparse.Namespace, submission: Submission, session: _Se
     async with flags.api_client(args, timeout=args.gettimeout) as client:
         if submission.notice and wait and not quiet:
             print(submission.notice, flush=True)
-        submitted = await client.submit(
-            to_sdk(job, sdk_types.Job),
-            context=submission.context,
-            submission_id=submission_id or None,
-        )
+        shown = progress.bar("Uploading context", quiet=quiet) if submission.context else None
+        with shown or contextlib.nullcontext():
+            submitted = await client.submit(
+                to_sdk(job, sdk_types.Job),
+                context=submission.context,
+                submission_id=submission_id or None,
+                on_progress=shown,
+            )
         job_id = session.job_id = submitted.id
         if not wait or quiet:
             print(job_id, flush=True)

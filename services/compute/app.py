@@ -49,6 +49,7 @@ from bacalhau_grpc.compute.domain.capacity import Limits, parse_limits, resolve_
 from bacalhau_grpc.compute.domain.node import ComputeNode
 from bacalhau_grpc.compute.domain.ports import Executor, HostCapacity, Publisher
 from bacalhau_grpc.compute.domain.proposals import Proposer
+from bacalhau_grpc.compute.domain.retention import ExecutionRetention
 from bacalhau_grpc.compute.executors.docker import DockerExecutor
 from bacalhau_grpc.compute.executors.noop import NoopExecutor
 from bacalhau_grpc.compute.executors.python_wasm import LanguageExecutor, PythonWasmExecutor
@@ -215,6 +216,8 @@ class RunningCompute(RunningNode):
     # The metrics port (`telemetry.OtelMetrics` when metrics are on) and the /metrics endpoint, if any.
     metrics: Metrics = NO_METRICS
     metrics_address: str = ""
+    # The retention collector (settings.execution_retention, bid_expiry, retention_interval).
+    retention: ExecutionRetention | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
 
@@ -228,6 +231,8 @@ class RunningCompute(RunningNode):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.retention is not None:
+            await self.retention.stop()
         await self.node.stop(grace=min(grace, 1.0))
         await self.volumes.close()
         await close_executors(list(self.node.all_executors))
@@ -331,7 +336,17 @@ async def start(settings: ComputeSettings) -> RunningCompute:
         volumes=volumes,
         metrics=metrics,
         metrics_address=metrics_address,
+        retention=ExecutionRetention(
+            node,
+            store,
+            execution_retention=settings.execution_retention,
+            bid_expiry=settings.bid_expiry,
+            interval=settings.retention_interval,
+            content=content,
+        ),
     )
+    assert running.retention is not None
+    running.retention.start()
     running._tasks.append(
         asyncio.create_task(
             client.run(node.node_info, node.available_capacity, node.room_freed, node.execution_load)

@@ -121,6 +121,15 @@ class ComputeSettings(Settings):
     # server); and a job whose runs would download more than url_download_max_inputs URLs is refused.
     url_download_allow_networks: str = ""
     url_download_max_inputs: int = 100
+    # Retention (seconds; 0 = forever). Ended executions (Completed, Failed, Cancelled) are removed this
+    # long after their last change: their rows and history, any folder left under data_dir/executions,
+    # and the content (published results, fetched contexts) no kept execution needs.
+    execution_retention: float = 7 * 86_400.0
+    # A bid neither accepted nor rejected this long after it was made expires (Cancelled, "bid expired");
+    # keep it equal to the requester's negotiation_timeout (120 s by default). 0: bids never expire.
+    bid_expiry: float = 120.0
+    # How often the retention collector runs (seconds).
+    retention_interval: float = 60.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -164,6 +173,9 @@ class ComputeSettings(Settings):
                 f"{self.over_commit_factor!r} is not a number >= 1", field="over_commit_factor"
             )
         self.bad_actor_shard_indexes  # noqa: B018 - raises InvalidArgumentError naming the setting
+        for name in ("execution_retention", "bid_expiry"):
+            _non_negative(name, getattr(self, name))
+        _positive("retention_interval", self.retention_interval)
         self._validate_job_selection()
         self._validate_storage()
 

@@ -39,6 +39,7 @@ from bacalhau_grpc.requester.clients.compute import GrpcComputeClient
 from bacalhau_grpc.requester.clients.content import ContentHub
 from bacalhau_grpc.requester.clients.verifier import GrpcVerifierClient
 from bacalhau_grpc.requester.domain.lifecycle import Requester
+from bacalhau_grpc.requester.domain.retention import JobRetention
 from bacalhau_grpc.requester.settings import RequesterSettings
 from bacalhau_grpc.requester.store.sqlite import RequesterStore
 
@@ -69,6 +70,8 @@ class RunningRequester(RunningNode):
     # The metrics port (`telemetry.OtelMetrics` when metrics are on) and the /metrics endpoint, if any.
     metrics: Metrics = NO_METRICS
     metrics_address: str = ""
+    # The retention collector (settings.job_retention, node_retention, retention_interval).
+    retention: JobRetention | None = None
 
     @property
     def node_address(self) -> str:
@@ -86,6 +89,8 @@ class RunningRequester(RunningNode):
             self.requester.close_watches()
             for server in {id(s): s for s in (self.server, self.node_server)}.values():
                 await server.stop(grace)
+            if self.retention is not None:
+                await self.retention.stop()
             await self.requester.stop(grace)
         finally:
             try:
@@ -196,9 +201,18 @@ async def start(settings: RequesterSettings) -> RunningRequester:
     if isinstance(metrics, OtelMetrics):
         observe_requester(metrics, requester)
     hub = ContentHub(content, requester.live_node_addresses, credentials=credentials)
+    retention = JobRetention(
+        requester,
+        store,
+        job_retention=settings.job_retention,
+        node_retention=settings.node_retention,
+        interval=settings.retention_interval,
+        content=content,
+    )
     servers: list[RunningServer] = []
     try:
         await requester.start()
+        retention.start()
         for port, bindings, require_client_auth in _listeners(settings, requester, content, hub, transport):
             health = settings.health_port if not servers and settings.health_port >= 0 else None
             servers.append(
@@ -218,6 +232,7 @@ async def start(settings: RequesterSettings) -> RunningRequester:
             metrics.close()
         for server in servers:
             await server.stop(0)
+        await retention.stop()
         await requester.stop(0)
         await store.close()
         await compute.close()
@@ -237,6 +252,7 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         ipfs=ipfs,
         metrics=metrics,
         metrics_address=metrics_address,
+        retention=retention,
     )
 
 

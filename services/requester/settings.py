@@ -96,6 +96,15 @@ class RequesterSettings(Settings):
     max_arguments_per_job: int = 1_000
     max_string_bytes: int = 16_384
     max_job_timeout: float = 86_400.0
+    # Retention (seconds; 0 = forever). Finished jobs (every shard ended) are removed this long after
+    # their last event, with their events, state rows, tags and submission IDs, and the uploaded contexts
+    # and cached content no kept job names; a read of a removed job answers NOT_FOUND saying it expired
+    # (that note is itself kept for another job_retention). Running jobs are never removed.
+    job_retention: float = 7 * 86_400.0
+    # Compute nodes lost (no heartbeat) for this long past node_timeout leave the node table.
+    node_retention: float = 86_400.0
+    # How often the retention collector runs (seconds).
+    retention_interval: float = 60.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -117,6 +126,23 @@ class RequesterSettings(Settings):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise _invalid(name, f"{value!r} is not a number of seconds above 0")
+        for name in ("job_retention", "node_retention"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise _invalid(name, f"{value!r} is not a number of seconds >= 0 (0 keeps forever)")
+        value = self.retention_interval
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise _invalid("retention_interval", f"{value!r} is not a number of seconds above 0")
         if self.node_timeout <= self.heartbeat_interval:
             raise _invalid(
                 "node_timeout",

@@ -73,7 +73,7 @@ from bacalhau_grpc.common.retrying import DEFAULT_BACKOFF, Backoff, RetryBudget
 from bacalhau_grpc.common.signing import ClientKey, default_directory
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
-from bacalhau_grpc.sdk.download import Progress, download_results
+from bacalhau_grpc.sdk.download import OnProgress, Progress, download_results
 from bacalhau_grpc.sdk.tls import ClientTls, PemSource, TransportMismatchError, client_tls, connection_problem
 
 DEFAULT_API_HOST = "127.0.0.1"
@@ -225,7 +225,12 @@ class Client:
     # -- jobs ----------------------------------------------------------------------------------------
 
     async def submit(
-        self, job: sdk_types.Job, *, context: bytes = b"", submission_id: str | None = None
+        self,
+        job: sdk_types.Job,
+        *,
+        context: bytes = b"",
+        submission_id: str | None = None,
+        on_progress: OnProgress | None = None,
     ) -> sdk_types.Job:
         """Submits a job (signed with `key`) and returns it as the requester created it (ID, ClientID,
         ExecutionPlan, ...). `context`: a tar or tar.gz archive (at most 10 MiB unpacked) the job gets
@@ -235,10 +240,17 @@ class Client:
         the requester answers the same submission sent again by this client with the job it created the
         first time, so the call is retried safely (`retry_timeout`). Give your own ID to make retries of
         your own (another process, a re-run script) idempotent too; the same ID with another job is
-        refused (AlreadyExistsError)."""
+        refused (AlreadyExistsError).
+
+        `on_progress(done, total)`, with a context: the submission is one call, so it is called with
+        (0, len(context)) before it is sent and (len(context), len(context)) once the requester took it."""
         submission_id = submission_id or uuid.uuid4().hex
         request = self.key.signed_submit_request(to_pb(job, pb.Job), context, submission_id)
+        if on_progress is not None and context:
+            on_progress(0, len(context))
         response = await self._call("SubmitJob", request)
+        if on_progress is not None and context:
+            on_progress(len(context), len(context))
         return to_sdk(response.job, sdk_types.Job)
 
     async def get(self, job_id: str) -> sdk_types.JobWithInfo:
@@ -407,10 +419,13 @@ class Client:
         *,
         timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
         progress: Progress | None = None,
+        on_progress: OnProgress | None = None,
     ) -> Path:
         """Downloads the job's published results into `output_dir` (made if missing) as Bacalhau lays
         them out: raw/<cid>/, per_shard/<shard>_node_<id8>/, combined_results/. `progress` is called
-        with the bytes received so far. Returns the folder."""
+        with the archive bytes received so far; `on_progress(done, total)` with the bytes of result
+        files received so far and their total size (first (0, total), last (total, total)), e.g. for a
+        progress bar. Returns the folder."""
         folder = Path(output_dir).resolve()
         folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -420,6 +435,7 @@ class Client:
                 folder,
                 timeout=timeout,
                 progress=progress,
+                on_progress=on_progress,
                 metadata=self.key.call_metadata,
             )
         except UnavailableError as err:

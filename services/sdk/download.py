@@ -17,6 +17,7 @@ Archives are unpacked without links or `..` (`archive.unpack`).
 """
 
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -40,8 +41,11 @@ CONCATENATED = ("stdout", "stderr")
 LEFT_OUT = ("exitCode",)
 MAX_DOWNLOAD_BYTES = 100 * 1024**3
 
-# Called with the bytes received so far (for a progress bar).
+# Called with the bytes received so far (the archives' bytes, as they arrive).
 Progress = Callable[[int], None]
+# Called with (done, total): the bytes of result files received so far and the size of all the files to
+# download, first with (0, total) and last with (total, total) (for a bar with a total, rate and ETA).
+OnProgress = Callable[[int, int], None]
 # The metadata of one call to the requester, from its full method name and request (signed calls).
 CallMetadata = Callable[[str, Any], Any]
 
@@ -53,11 +57,13 @@ async def download_results(
     *,
     timeout: float = 300.0,
     progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
     metadata: CallMetadata | None = None,
 ) -> list[pb.PublishedResult]:
     """Downloads every published result of the job into `output_dir`; returns them. NotFoundError("no
     results found") when the job has none (yet). `metadata(method, request)` gives each call to the
-    requester its metadata (the SDK signs them)."""
+    requester its metadata (the SDK signs them). `on_progress(done, total)`: see OnProgress (the sizes
+    come from StatContent, asked only when it is given)."""
     stub = rgrpc.RequesterServiceStub(channel)
 
     async def call(name: str, request: Any) -> Any:
@@ -81,10 +87,30 @@ async def download_results(
             progress(received)
 
     content = cgrpc.ContentServiceStub(channel)
-    for cid in dict.fromkeys(r.data.cid for r in results if r.data.cid):
-        target = safe.check_inside(output_dir / RAW / cid, output_dir / RAW)
-        if not target.exists():
-            await _download(content, cid, target, timeout=timeout, count=count)
+    missing = [
+        cid
+        for cid in dict.fromkeys(r.data.cid for r in results if r.data.cid)
+        if not safe.check_inside(output_dir / RAW / cid, output_dir / RAW).exists()
+    ]
+    total = done = 0
+    if on_progress is not None:
+        for cid in missing:
+            stat = await channels.call(content.StatContent, cpb.StatContentRequest(cid=cid), timeout=timeout)
+            total += stat.size
+        on_progress(0, total)
+
+    def count_file_bytes(size: int) -> None:
+        nonlocal done
+        done += size
+        if on_progress is not None and size:
+            on_progress(min(done, total), total)
+
+    for cid in missing:
+        await _download(
+            content, cid, output_dir / RAW / cid, timeout=timeout, count=count, files=count_file_bytes
+        )
+    if on_progress is not None and done != total:  # the sizes changed meanwhile: end at what was received
+        on_progress(done, done)
     for result, name in zip((r for r in results if r.data.cid), shard_folders, strict=True):
         copy = safe.check_inside(output_dir / PER_SHARD / name, output_dir / PER_SHARD)
         if copy.is_symlink():
@@ -123,16 +149,24 @@ def _copy_tree(source: Path, target: Path) -> None:
 
 
 async def _download(
-    content: cgrpc.ContentServiceStub, cid: str, target: Path, *, timeout: float, count: Progress
+    content: cgrpc.ContentServiceStub,
+    cid: str,
+    target: Path,
+    *,
+    timeout: float,
+    count: Progress,
+    files: Progress,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent.parent) as temp:
         tar_path = Path(temp) / "content.tar"
+        file_bytes = TarFileBytes()
         with tar_path.open("wb") as tar:
             async for piece in channels.stream(
                 content.FetchContent, cpb.FetchContentRequest(cid=cid), timeout=timeout
             ):
                 tar.write(piece.chunk)
                 count(len(piece.chunk))
+                files(file_bytes.feed(piece.chunk))
         unpacked = Path(temp) / "content"
         unpacked.mkdir()
         archive.unpack(tar_path, unpacked, max_bytes=MAX_DOWNLOAD_BYTES)
@@ -141,6 +175,81 @@ async def _download(
             raise ContentError(f"the content received for {cid} has CID {actual}: it was corrupted")
         target.parent.mkdir(parents=True, exist_ok=True)
         unpacked.rename(target)
+
+
+class TarFileBytes:
+    """Counts the bytes of regular files' contents in a tar stream fed piece by piece: headers (ustar, pax,
+    GNU long names), padding and the end blocks are left out, so the sum matches StatContent's size."""
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._skip = 0  # bytes left in the current entry, padding included
+        self._data = 0  # of which file content still to count
+        self._pax: bytearray | None = None  # a pax extended header being read
+        self._pax_size: int | None = None  # its size=, for the next entry
+
+    def feed(self, chunk: bytes) -> int:
+        """The file bytes in `chunk`."""
+        counted, at, view = 0, 0, memoryview(chunk)
+        while at < len(view):
+            if self._skip:
+                n = min(self._skip, len(view) - at)
+                taken = min(n, self._data)
+                counted += taken
+                self._data -= taken
+                if self._pax is not None:
+                    self._pax += view[at : at + n]
+                self._skip -= n
+                at += n
+                if not self._skip and self._pax is not None:
+                    self._pax_size = _pax_size(bytes(self._pax))
+                    self._pax = None
+                continue
+            n = min(tarfile.BLOCKSIZE - len(self._header), len(view) - at)
+            self._header += view[at : at + n]
+            at += n
+            if len(self._header) == tarfile.BLOCKSIZE:
+                self._entry(bytes(self._header))
+                self._header.clear()
+        return counted
+
+    def _entry(self, header: bytes) -> None:
+        if not header.strip(b"\0"):
+            return  # an end block
+        size, kind = _tar_number(header[124:136]), header[156:157]
+        if self._pax_size is not None and kind not in (b"x", b"g"):
+            size, self._pax_size = self._pax_size, None
+        self._skip = -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        self._data = size if kind in tarfile.REGULAR_TYPES else 0
+        if kind == b"x":
+            self._pax = bytearray()
+
+
+def _tar_number(field: bytes) -> int:
+    if field[0] & 0x80:  # GNU base-256
+        return int.from_bytes(field[1:], "big")
+    text = field.replace(b"\0", b" ").strip()
+    return int(text, 8) if text else 0
+
+
+def _pax_size(records: bytes) -> int | None:
+    """The size= of pax extended header records ("<length> <key>=<value>\\n" each), if any."""
+    at = 0
+    while at < len(records):
+        space = records.find(b" ", at)
+        if space < 0:
+            break
+        try:
+            length = int(records[at:space])
+        except ValueError:
+            break
+        if length <= 0:
+            break
+        key, _, value = records[space + 1 : at + length - 1].partition(b"=")
+        if key == b"size":
+            return int(value)
+        at += length
+    return None
 
 
 def combine(folders: list[Path], combined: Path, outputs: list[str]) -> None:

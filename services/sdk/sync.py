@@ -33,7 +33,7 @@ from bacalhau_grpc.sdk.client import (
     OnEvent,
     OnRetry,
 )
-from bacalhau_grpc.sdk.download import Progress
+from bacalhau_grpc.sdk.download import OnProgress, Progress
 from bacalhau_grpc.sdk.tls import ClientTls, PemSource
 
 T = TypeVar("T")
@@ -105,10 +105,17 @@ class SyncClient:
         return self._client.client_id
 
     def submit(
-        self, job: sdk_types.Job, *, context: bytes = b"", submission_id: str | None = None
+        self,
+        job: sdk_types.Job,
+        *,
+        context: bytes = b"",
+        submission_id: str | None = None,
+        on_progress: OnProgress | None = None,
     ) -> sdk_types.Job:
         """`Client.submit`, blocking."""
-        return self._run(self._client.submit(job, context=context, submission_id=submission_id))
+        return self._run(
+            self._client.submit(job, context=context, submission_id=submission_id, on_progress=on_progress)
+        )
 
     def get(self, job_id: str) -> sdk_types.JobWithInfo:
         """`Client.get`, blocking."""
@@ -185,9 +192,15 @@ class SyncClient:
         *,
         timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
         progress: Progress | None = None,
+        on_progress: OnProgress | None = None,
     ) -> Path:
-        """`Client.download`, blocking (`progress` is called on the client's loop thread)."""
-        return self._run(self._client.download(job_id, output_dir, timeout=timeout, progress=progress))
+        """`Client.download`, blocking (`progress` and `on_progress` are called on the client's loop
+        thread)."""
+        return self._run(
+            self._client.download(
+                job_id, output_dir, timeout=timeout, progress=progress, on_progress=on_progress
+            )
+        )
 
     def version(self) -> sdk_types.BuildVersionInfo:
         """`Client.version`, blocking."""

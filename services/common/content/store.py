@@ -8,6 +8,7 @@ content added here has the CID a real IPFS node gives the same files. Adding is 
 fetched from another node is checked against its CID before it is kept (`import_archive`).
 """
 
+import contextlib
 import hashlib
 import os
 import re
@@ -89,6 +90,8 @@ class ContentStore:
         known = self._archives.get(digest)
         if known is not None and self.has(known):
             self._archives.move_to_end(digest)
+            with contextlib.suppress(OSError):  # added again: young again for `remove_unreferenced`
+                os.utime(self.root / known)
             return known
         staging = self._new_staging()
         try:
@@ -152,6 +155,29 @@ class ContentStore:
         """A temporary file on the store's disk, removed when closed (for archives being received)."""
         return tempfile.NamedTemporaryFile(dir=self._staging, suffix=".tar")
 
+    def remove_unreferenced(self, referenced: set[str], older_than: float) -> list[str]:
+        """Remove the content no longer needed (retention): every entry whose CID is not in `referenced`
+        and that was added before `older_than` (epoch seconds, its modification time). Each is first
+        moved aside (at once out of view), then deleted. Returns the CIDs removed."""
+        removed = []
+        for entry in sorted(self.root.iterdir()):
+            cid = entry.name
+            if not _CID.fullmatch(cid) or cid in referenced:
+                continue
+            try:
+                if entry.lstat().st_mtime >= older_than:
+                    continue
+                aside = self._staging / f"removed-{uuid.uuid4().hex}"
+                entry.rename(aside)
+            except OSError:
+                continue  # gone meanwhile
+            if aside.is_dir() and not aside.is_symlink():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                aside.unlink(missing_ok=True)
+            removed.append(cid)
+        return removed
+
     def _new_staging(self) -> Path:
         path = self._staging / uuid.uuid4().hex
         path.mkdir()
@@ -165,6 +191,8 @@ class ContentStore:
             except OSError:
                 if not target.exists():  # another add of the same content won the race otherwise
                     raise
+        with contextlib.suppress(OSError):  # kept now: its age (`remove_unreferenced`) starts now
+            os.utime(target, follow_symlinks=False)
         return cid
 
 

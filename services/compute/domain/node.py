@@ -113,6 +113,10 @@ class BidResult:
     busy: bool = False
 
 
+# The status of an execution whose bid expired (`expire_bids`) starts with this.
+BID_EXPIRED = "bid expired"
+
+
 class ComputeNode:
     def __init__(
         self,
@@ -278,7 +282,30 @@ class ComputeNode:
             elif execution.state == S.CANCELLED and execution.id not in self._work:
                 self._deliver(self.callbacks.on_cancel_complete, execution)
             return
+        if execution.state == S.CANCELLED and execution.status.startswith(BID_EXPIRED):
+            raise FailedPreconditionError(
+                f"{execution.describe()}: its bid expired ({execution.status}), it can no longer be accepted"
+            )
         raise FailedPreconditionError(f"{execution.describe()}: its bid can no longer be accepted")
+
+    def expire_bids(self, now: float, bid_expiry: float) -> list[Execution]:
+        """Cancel the bids (executions still Created) made more than `bid_expiry` seconds before `now` and
+        neither accepted nor rejected since (retention, `domain/retention.py`): the requester gave up on
+        them after its negotiation timeout. A later BidAccepted for one fails, naming the expiry."""
+        reason = f"{BID_EXPIRED}: neither accepted nor rejected within {bid_expiry:g}s (bid_expiry)"
+        expired = []
+        for execution in self.store.active():
+            if execution.state != S.CREATED or now - execution.created_at <= bid_expiry:
+                continue
+            try:
+                self._update(execution, S.CANCELLED, expected=S.CREATED, reason=reason)
+            except FailedPreconditionError:
+                continue
+            if self.tracker.holding(execution.id):
+                self.tracker.release(execution.id)
+            log.info("execution %s: %s", execution.id, reason, extra=self._extra(execution.job_id))
+            expired.append(execution)
+        return expired
 
     def bid_rejected(self, execution_id: str, reason: str = "") -> None:
         """Cancels the bid's execution."""

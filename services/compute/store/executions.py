@@ -29,6 +29,7 @@ from bacalhau_grpc.common.metrics import NO_METRICS, Metrics
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.compute.domain.executions import (
     ACTIVE_STATES,
+    TERMINAL_STATES,
     Execution,
     ExecutionState,
     Transition,
@@ -321,6 +322,61 @@ class SQLiteExecutionStore:
         """Returns once everything queued before the call is committed."""
         async with self._flush_lock:
             await self._write_batch()
+
+    # -------------------------------------------------------------------------------------------
+    # Retention (domain/retention.py)
+    # -------------------------------------------------------------------------------------------
+
+    async def remove_ended(self, before: float, limit: int) -> list[str]:
+        """Remove up to `limit` ended executions (Completed, Failed, Cancelled) last changed before
+        `before` (epoch seconds), rows and history, in one transaction; returns their IDs."""
+        await self.flush()
+        terminal = ",".join(str(int(state)) for state in sorted(TERMINAL_STATES))
+
+        def work() -> list[tuple[str, int]]:
+            assert self._writer is not None
+            found = [
+                (row[0], row[1])
+                for row in self._writer.execute(
+                    f"SELECT id, state FROM executions WHERE state IN ({terminal})"
+                    " AND updated_at < ? LIMIT ?",
+                    (before, limit),
+                )
+            ]
+            ids = [execution_id for execution_id, _ in found]
+            with self._writer:
+                self._writer.execute("BEGIN")
+                self._writer.executemany(
+                    "DELETE FROM execution_history WHERE execution_id = ?", [(i,) for i in ids]
+                )
+                self._writer.executemany("DELETE FROM executions WHERE id = ?", [(i,) for i in ids])
+            return found
+
+        async with self._flush_lock:
+            removed = await asyncio.get_running_loop().run_in_executor(self._thread, work)
+        for execution_id, state in removed:
+            self._ended.pop(execution_id, None)
+            self._counts[ExecutionState(state)] -= 1
+        return [execution_id for execution_id, _ in removed]
+
+    async def published_cids(self) -> set[str]:
+        """The CIDs the kept executions published their results under."""
+        await self.flush()
+
+        def work() -> set[str]:
+            assert self._writer is not None
+            cids = set()
+            for (blob,) in self._writer.execute(
+                "SELECT published_result FROM executions WHERE published_result IS NOT NULL"
+            ):
+                cid = pb.StorageSpec.FromString(blob).cid
+                if cid:
+                    cids.add(cid)
+            return cids
+
+        async with self._flush_lock:
+            found: set[str] = await asyncio.get_running_loop().run_in_executor(self._thread, work)
+        return found
 
     # -------------------------------------------------------------------------------------------
     # Internals

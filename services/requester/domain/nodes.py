@@ -81,6 +81,10 @@ class NodeRegistry:
         entry.queued = max(queued, 0)
         return was_live
 
+    def remove(self, node_id: str) -> None:
+        """Forget the node (retention: lost for longer than node_retention)."""
+        self._nodes.pop(node_id, None)
+
     def entries(self) -> list[NodeEntry]:
         """Every registered node (live or lost), by node ID."""
         return [self._nodes[node_id] for node_id in sorted(self._nodes)]

@@ -6,7 +6,7 @@ ComputePort and VerifierPort take batches and give one result per item: a failed
 BacalhauError (UnavailableError, DeadlineExceededError, ...).
 """
 
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -187,4 +187,27 @@ class JobStore(Protocol):
     def list_jobs(self, query: JobQuery) -> list[tuple[pb.Job, tuple[Any, ...]]]:
         """One page of jobs (with their state rows, without events), each with its sort key
         (raises InvalidArgumentError for an unknown `sort_by`)."""
+        ...
+
+
+class RetentionStore(Protocol):
+    """What retention (`domain/retention.py`) needs of the job store: each call waits for the writes
+    queued before it and runs as one transaction."""
+
+    async def expire_finished_jobs(
+        self, ended_before: float, now: float, kept_for: float, limit: int
+    ) -> list[str]:
+        """Remove up to `limit` finished jobs whose last event is before `ended_before` (epoch seconds)
+        with everything kept about them, recording each as expired at `now`; expiry records older than
+        `kept_for` seconds are pruned. Returns the IDs removed."""
+        ...
+
+    async def referenced_cids(self) -> set[str]:
+        """The CIDs the kept jobs name (contexts and inputs)."""
+        ...
+
+    async def remove_nodes(self, node_ids: Iterable[str]) -> None: ...
+
+    def expired_job(self, job_id: str) -> tuple[float, float] | None:
+        """(expired at, how long finished jobs were kept then) for a job retention removed, else None."""
         ...

@@ -8,7 +8,7 @@ A mixin of `Requester` (`lifecycle.py`): it reads the orchestrator's job tables 
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bacalhau_grpc.common.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from bacalhau_grpc.common.model import pb
@@ -38,6 +38,9 @@ class JobQueries:
     _client_jobs: ClientCounts
     _followers: ClientCounts
     _watches_closed: bool
+    # The retention collector, when one runs (domain/retention.py; it sets itself here): reads of a job it
+    # removed answer that the job expired.
+    retention: Any = None
 
     if TYPE_CHECKING:
 
@@ -256,7 +259,8 @@ class JobQueries:
         await self.store.flush()
         matches = self.store.find_job_ids(job_id, limit=6, client_id=owner or "")
         if not matches:
-            raise NotFoundError(f"job {job_id} not found")
+            expired = None if self.retention is None else self.retention.expired_message(job_id)
+            raise NotFoundError(expired or f"job {job_id} not found")
         if len(matches) > 1:
             shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
             raise InvalidArgumentError(
@@ -267,6 +271,14 @@ class JobQueries:
         if record is None:  # pragma: no cover - just listed
             raise NotFoundError(f"job {job_id} not found")
         return record
+
+    def forget_job(self, job_id: str) -> None:
+        """Drop a finished job from the in-memory cache (retention removed it from the store)."""
+        self._recent.pop(job_id, None)
+
+    def in_memory_jobs(self) -> list[JobRecord]:
+        """The jobs held in memory: active ones and the recently finished cache."""
+        return [*self._active.values(), *self._recent.values()]
 
     def _remember(self, record: JobRecord) -> None:
         """Keep a finished job in the small in-memory cache; drop the oldest ones already committed."""

@@ -97,8 +97,26 @@ CREATE TABLE IF NOT EXISTS nodes (
     info BLOB NOT NULL,
     registered_at REAL NOT NULL
 ) WITHOUT ROWID;
+-- Jobs removed by retention (domain/retention.py): when, and how long finished jobs were kept then, so a
+-- read of one answers "expired" rather than "not found"; pruned after another retention period.
+CREATE TABLE IF NOT EXISTS expired_jobs (
+    id TEXT PRIMARY KEY,
+    expired_at_us INTEGER NOT NULL,
+    kept_for REAL NOT NULL
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
 """
+
+# The tables holding a job's rows, with the column naming the job (retention removes all of them).
+_JOB_TABLES = (
+    ("jobs", "id"),
+    ("job_tags", "job_id"),
+    ("events", "job_id"),
+    ("local_events", "job_id"),
+    ("shard_rows", "job_id"),
+    ("shard_fsm", "job_id"),
+    ("submissions", "job_id"),
+)
 
 
 @dataclass
@@ -414,6 +432,105 @@ class RequesterStore:
     def put_node(self, info: pb.NodeInfo, registered_at: float) -> None:
         self._batch.nodes[info.node_id] = (info.SerializeToString(), registered_at)
         self._queued()
+
+    # -- retention (domain/retention.py): on the writer's thread, each call one transaction -------
+
+    async def _on_writer(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """`work(writer connection)` on the writer's thread, after everything queued so far is committed."""
+        await self.flush()
+        assert self._executor is not None
+        db = self._writer_db
+        assert db is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, db)
+
+    async def expire_finished_jobs(
+        self, ended_before: float, now: float, kept_for: float, limit: int
+    ) -> list[str]:
+        """Remove up to `limit` jobs whose every shard ended and whose last event (else creation) is
+        before `ended_before` (epoch seconds): their rows, events, shard rows and machines, tags and
+        submission IDs, in one transaction that also records each as expired at `now` (kept for
+        `kept_for` seconds) and prunes the expiry records older than `kept_for`. Returns their IDs."""
+
+        def work(db: sqlite3.Connection) -> list[str]:
+            cutoff_us = int(ended_before * 1_000_000)
+            chosen: list[str] = []
+            after: tuple[int, str] = (-1, "")
+            while len(chosen) < limit:
+                page = db.execute(
+                    "SELECT id, created_at_us FROM jobs j"
+                    " WHERE created_at_us < ? AND (created_at_us, id) > (?, ?)"
+                    " AND EXISTS (SELECT 1 FROM shard_fsm f WHERE f.job_id = j.id)"
+                    " AND NOT EXISTS (SELECT 1 FROM shard_fsm f WHERE f.job_id = j.id AND f.active = 1)"
+                    " ORDER BY created_at_us, id LIMIT ?",
+                    (cutoff_us, *after, LIST_SCAN_BATCH),
+                ).fetchall()
+                for job_id, created_us in page:
+                    last = db.execute(
+                        "SELECT event FROM events WHERE job_id = ? ORDER BY seq DESC LIMIT 1", (job_id,)
+                    ).fetchone()
+                    ended_us = created_us
+                    if last is not None:
+                        event = pb.JobEvent.FromString(last[0])
+                        if event.HasField("event_time"):
+                            ended_us = max(ended_us, event.event_time.ToMicroseconds())
+                    if ended_us < cutoff_us:
+                        chosen.append(job_id)
+                        if len(chosen) >= limit:
+                            break
+                if len(page) < LIST_SCAN_BATCH:
+                    break
+                after = (page[-1][1], page[-1][0])
+            now_us = int(now * 1_000_000)
+            with db:
+                for start in range(0, len(chosen), 500):
+                    chunk = chosen[start : start + 500]
+                    marks = ", ".join("?" * len(chunk))
+                    for table, column in _JOB_TABLES:
+                        db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
+                db.executemany(
+                    "INSERT OR REPLACE INTO expired_jobs (id, expired_at_us, kept_for) VALUES (?, ?, ?)",
+                    [(job_id, now_us, kept_for) for job_id in chosen],
+                )
+                db.execute(
+                    "DELETE FROM expired_jobs WHERE expired_at_us < ?", (now_us - int(kept_for * 1_000_000),)
+                )
+            return chosen
+
+        removed: list[str] = await self._on_writer(work)
+        return removed
+
+    async def referenced_cids(self) -> set[str]:
+        """The CIDs the kept jobs name (their contexts and inputs)."""
+
+        def work(db: sqlite3.Connection) -> set[str]:
+            cids: set[str] = set()
+            for (blob,) in db.execute("SELECT job FROM jobs"):
+                spec = pb.Job.FromString(blob).spec
+                cids.update(v.cid for v in (*spec.contexts, *spec.inputs) if v.cid)
+            return cids
+
+        found: set[str] = await self._on_writer(work)
+        return found
+
+    async def remove_nodes(self, node_ids: Iterable[str]) -> None:
+        """Remove these nodes from the node table (one transaction)."""
+        ids = [(node_id,) for node_id in node_ids]
+        for (node_id,) in ids:
+            self._batch.nodes.pop(node_id, None)
+
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("DELETE FROM nodes WHERE node_id = ?", ids)
+
+        await self._on_writer(work)
+
+    def expired_job(self, job_id: str) -> tuple[float, float] | None:
+        """(when it expired, how long finished jobs were kept then), epoch seconds and seconds, for a job
+        removed by retention; None otherwise."""
+        row = self._db.execute(
+            "SELECT expired_at_us, kept_for FROM expired_jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        return None if row is None else (row[0] / 1_000_000, row[1])
 
     # -- reads (committed data) ------------------------------------------------------------------
 
