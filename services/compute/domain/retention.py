@@ -15,7 +15,6 @@ at construction, so tests drive it without waiting.
 """
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bacalhau_grpc.common.content.store import ContentStore
+from bacalhau_grpc.common.periodic import Periodic
 from bacalhau_grpc.compute.domain.node import ComputeNode
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ class ExecutionRetention:
         self.clock = clock
         self.batch = batch
         self._content_checked = False
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            "compute-retention", interval, self.collect, logger=log, extra={"node_id": self.node.node_id}
+        )
 
     async def collect(self) -> ComputeRetentionReport:
         report = ComputeRetentionReport()
@@ -110,25 +112,10 @@ class ExecutionRetention:
 
     def start(self) -> None:
         """Run `collect()` now and every `interval` seconds until `stop()`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="compute-retention")
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.collect()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("retention pass failed", extra={"node_id": self.node.node_id})
-            await asyncio.sleep(self.interval)
+        self._periodic.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._periodic.stop()
 
 
 def _remove_folders(folders: list[Path]) -> None:

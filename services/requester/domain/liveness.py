@@ -168,6 +168,26 @@ class NodeLiveness:
             if transition.actions:
                 self._apply(record, shard, transition)
 
+    def forget_lost_nodes(self, now: float, lost_for: float) -> list[str]:
+        """Drop the nodes silent for longer than their node timeout plus `lost_for` seconds, whose loss was
+        handled already (their executions replaced), from the registry; returns their IDs (the caller
+        removes them from the store). A forgotten node that comes back registers anew."""
+        registry = self.nodes
+        gone = [
+            entry.node_id
+            for entry in registry.entries()
+            if now - entry.last_seen > registry.node_timeout + lost_for
+            and entry.node_id not in self._node_timers
+        ]
+        for node_id in gone:
+            registry.remove(node_id)
+            self._busy_nodes.discard(node_id)
+            self._reoffered_at.pop(node_id, None)
+            timer = self._reoffer_timers.pop(node_id, None)
+            if timer is not None:
+                timer.cancel()
+        return gone
+
     def live_node_count(self) -> int:
         return len(self.nodes.live_node_ids(self._clock()))
 

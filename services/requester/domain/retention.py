@@ -16,7 +16,6 @@ given at construction, so tests drive it without waiting.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bacalhau_grpc.common.content.store import ContentStore
+from bacalhau_grpc.common.periodic import Periodic
 from bacalhau_grpc.requester.domain.ports import RetentionStore
 
 if TYPE_CHECKING:
@@ -89,7 +89,13 @@ class JobRetention:
         self.removed_nodes = 0
         self.removed_content = 0
         self._content_checked = False
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            "requester-retention",
+            interval,
+            self.collect,
+            logger=log,
+            extra={"node_id": self.requester.node_id},
+        )
         # Reads of an expired job say so (queries.py).
         requester.retention = self
 
@@ -134,23 +140,9 @@ class JobRetention:
         return report
 
     async def _remove_lost_nodes(self, now: float) -> list[str]:
-        requester = self.requester
-        registry = requester.nodes
-        gone = [
-            entry.node_id
-            for entry in registry.entries()
-            if now - entry.last_seen > registry.node_timeout + self.node_retention
-            and entry.node_id not in requester._node_timers  # its loss not yet handled
-        ]
+        gone = self.requester.forget_lost_nodes(now, self.node_retention)
         if not gone:
             return []
-        for node_id in gone:
-            registry.remove(node_id)
-            requester._busy_nodes.discard(node_id)
-            requester._reoffered_at.pop(node_id, None)
-            timer = requester._reoffer_timers.pop(node_id, None)
-            if timer is not None:
-                timer.cancel()
         await self.store.remove_nodes(gone)
         return gone
 
@@ -158,22 +150,7 @@ class JobRetention:
 
     def start(self) -> None:
         """Run `collect()` now and every `interval` seconds until `stop()`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="requester-retention")
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.collect()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("retention pass failed", extra={"node_id": self.requester.node_id})
-            await asyncio.sleep(self.interval)
+        self._periodic.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._periodic.stop()
