@@ -1,7 +1,9 @@
 """What the CLI prints: tables, event lines, job summaries, JSON and YAML documents."""
 
-from collections.abc import Iterable, Sequence
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -177,3 +179,115 @@ def result_lines(info: pb.JobWithInfo) -> list[str]:
             first = row.run_output.stdout.splitlines()[0] if row.run_output.stdout.strip() else ""
             lines.append(f"    stdout: {first}")
     return lines
+
+
+# ------------------------------------------------------------------------------------ streamed documents
+
+
+class Streamed:
+    """A mapping (items: (key, value) pairs) or a list (items: values) of a document that `write_streamed`
+    writes as its items arrive; values may hold further `Streamed` parts."""
+
+    def __init__(self, kind: Literal["map", "list"], items: AsyncIterator[Any]) -> None:
+        self.kind = kind
+        self.items = items
+
+
+class _Lines:
+    """Writes lines, holding back the last one so a JSON comma can still be added to it."""
+
+    def __init__(self, write: Callable[[str], object]) -> None:
+        self._write = write
+        self._pending: str | None = None
+
+    def add(self, line: str) -> None:
+        if self._pending is not None:
+            self._write(self._pending + "\n")
+        self._pending = line
+
+    def append(self, text: str) -> None:
+        self._pending = (self._pending or "") + text
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._write(self._pending + "\n")
+            self._pending = None
+
+
+async def write_streamed(data: Any, fmt: Literal["yaml", "json"], write: Callable[[str], object]) -> None:
+    """Write `data` as `jobfile.dump_job` lays a document out (YAML, or JSON indented by 4), with its
+    `Streamed` parts written item by item as they arrive: a document too big to hold whole."""
+    lines = _Lines(write)
+    await _emit(data, fmt, lines, indent=0, strip=False, hole_prefix=f"zzstreamed{secrets.token_hex(6)}z")
+    lines.close()
+
+
+async def _emit(
+    data: Any, fmt: Literal["yaml", "json"], lines: _Lines, *, indent: int, strip: bool, hole_prefix: str
+) -> None:
+    holes: list[Streamed] = []
+
+    def placeholder(value: Any) -> Any:
+        if isinstance(value, Streamed):
+            holes.append(value)
+            return f"{hole_prefix}{len(holes) - 1}"
+        if isinstance(value, dict):
+            return {key: placeholder(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [placeholder(item) for item in value]
+        return value
+
+    plain = placeholder(data)
+    if fmt == "yaml":
+        text = serialization.yaml_marshal_with_max(plain, max_objects=None).decode("utf-8")
+    else:
+        text = serialization.json_marshal_indent_with_max(plain, max_objects=None).decode("utf-8")
+    rows = text.rstrip("\n").split("\n")
+    if strip:  # a JSON entry or item: without the braces of the one-entry document it was written in
+        rows = rows[1:-1]
+    pad = " " * indent
+    for row in rows:
+        at = row.find(hole_prefix) if holes else -1
+        if at < 0:
+            lines.add(pad + row if row else row)  # a quoted scalar's empty line stays empty
+            continue
+        quoted = fmt == "json"
+        end = at + len(hole_prefix)
+        while end < len(row) and row[end].isdigit():
+            end += 1
+        part = holes[int(row[at + len(hole_prefix) : end])]
+        head = row[: at - 1] if quoted else row[:at].rstrip()
+        tail = row[end + 1 :] if quoted else ""
+        level = indent + len(row) - len(row.lstrip(" "))
+        await _emit_part(part, fmt, lines, pad + head, tail, level, hole_prefix)
+
+
+async def _emit_part(
+    part: Streamed,
+    fmt: Literal["yaml", "json"],
+    lines: _Lines,
+    head: str,
+    tail: str,
+    level: int,
+    hole_prefix: str,
+) -> None:
+    empty = "{}" if part.kind == "map" else "[]"
+    first = True
+    async for item in part.items:
+        entry = {item[0]: item[1]} if part.kind == "map" else [item]
+        if fmt == "yaml":
+            if first:
+                lines.add(head)
+            child = level + 2 if part.kind == "map" else level
+            await _emit(entry, fmt, lines, indent=child, strip=False, hole_prefix=hole_prefix)
+        else:
+            if first:
+                lines.add(head + ("{" if part.kind == "map" else "["))
+            else:
+                lines.append(",")
+            await _emit(entry, fmt, lines, indent=level, strip=True, hole_prefix=hole_prefix)
+        first = False
+    if first:
+        lines.add(f"{head} {empty}{tail}" if fmt == "yaml" else f"{head}{empty}{tail}")
+    elif fmt == "json":
+        lines.add(" " * level + empty[1] + tail)

@@ -5,12 +5,14 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
 import yaml
 
 from bacalhau_grpc.cli import flags, follow, output, progress
+from bacalhau_grpc.common.errors import FailedPreconditionError, LimitExceededError
 from bacalhau_grpc.common.model import enums, jobfile, pb, serialization, version
 from bacalhau_grpc.sdk import Client, WaitTimeoutError, sdk_types
 from bacalhau_grpc.sdk.client import to_pb
@@ -164,14 +166,77 @@ def _add_describe(commands) -> None:
 
 
 async def cmd_describe(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        info = to_pb(await client.get(args.id), pb.JobWithInfo)
-    if not args.include_events:
-        info.ClearField("job_events")
-        info.ClearField("job_local_events")
     fmt: Literal["yaml", "json"] = "json" if args.json else args.output
-    print(jobfile.dump_job(info, format=fmt).rstrip("\n"))
+    async with _client(args) as client:
+        try:
+            info = to_pb(await client.get(args.id, events=args.include_events), pb.JobWithInfo)
+            text = jobfile.dump_job(info, format=fmt)
+        except (FailedPreconditionError, LimitExceededError) as error:
+            # Too big to answer or write whole: the same document, its shard states and events paged.
+            if isinstance(error, LimitExceededError) and error.limit != "MaxSerializedStringOutput":
+                raise
+            await _describe_paged(client, args.id, include_events=args.include_events, fmt=fmt)
+            return 0
+    print(text.rstrip("\n"))
     return 0
+
+
+async def _describe_paged(
+    client: Client, job_id: str, *, include_events: bool, fmt: Literal["yaml", "json"]
+) -> None:
+    """`describe` of a job too big for one GetJob answer (or one document in memory): the job without
+    its shard states (and events, when even that is too big), then its shard states from ListJobShards
+    and its events from ListJobEvents, written as they arrive."""
+    paged_events = False
+    try:
+        head = to_pb(await client.get(job_id, events=include_events, shard_states=False), pb.JobWithInfo)
+    except FailedPreconditionError:
+        if not include_events:
+            raise
+        head = to_pb(await client.get(job_id, events=False, shard_states=False), pb.JobWithInfo)
+        paged_events = True
+    job_id = head.job.id
+    head.job.state.nodes.get_or_create("")  # placeholders: their places in the document
+    head.job_state.nodes.get_or_create("")
+    if paged_events:
+        head.job_events.add()
+    data = jobfile.message_to_dict(head)
+    data["Job"]["JobState"]["Nodes"] = output.Streamed("map", _node_entries(client, job_id))
+    data["JobState"]["Nodes"] = output.Streamed("map", _node_entries(client, job_id))
+    if paged_events:
+        data["JobEvents"] = output.Streamed("list", _event_items(client, job_id))
+        print(
+            "describe: the job's local events (JobLocalEvents) are left out: too many to read with the job",
+            file=sys.stderr,
+        )
+    await output.write_streamed(data, fmt, sys.stdout.write)
+    sys.stdout.flush()
+
+
+async def _node_entries(client: Client, job_id: str) -> AsyncIterator[tuple[str, object]]:
+    """The job's JobState.Nodes entries from ListJobShards pages (ordered by node ID): each node's
+    Shards mapping streamed in turn."""
+    rows = aiter(client.shards(job_id))
+
+    async def following() -> pb.JobShardState | None:
+        row = await anext(rows, None)
+        return None if row is None else to_pb(row, pb.JobShardState)
+
+    current = [await following()]
+
+    async def shards(node_id: str) -> AsyncIterator[tuple[str, object]]:
+        while (row := current[0]) is not None and row.node_id == node_id:
+            yield str(row.shard_index), jobfile.message_to_dict(row)
+            current[0] = await following()
+
+    while current[0] is not None:
+        node_id = current[0].node_id
+        yield node_id, {"Shards": output.Streamed("map", shards(node_id))}
+
+
+async def _event_items(client: Client, job_id: str) -> AsyncIterator[object]:
+    async for event in client.events(job_id):
+        yield jobfile.message_to_dict(to_pb(event, pb.JobEvent))
 
 
 # ------------------------------------------------------------------------------------------------ events

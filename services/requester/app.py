@@ -121,7 +121,9 @@ def _listeners(
     clients = ClientCallAuthenticator()
 
     def client_api(policy: Policy) -> ServiceBinding:
-        servicer = RequesterServicer(requester, allow_unsigned=settings.allow_unsigned)
+        servicer = RequesterServicer(
+            requester, allow_unsigned=settings.allow_unsigned, max_message_bytes=settings.max_message_bytes
+        )
         access = Access(SERVICE_NAME, policy, transport=transport, clients=clients)
         return ServiceBinding(rgrpc.add_RequesterServiceServicer_to_server, servicer, SERVICE_NAME, access)
 
@@ -225,6 +227,7 @@ async def start(settings: RequesterSettings) -> RunningRequester:
                     credentials=transport.server_credentials(require_client_auth=require_client_auth),
                     health_port=health,
                     max_concurrent_rpcs=settings.max_concurrent_rpcs,
+                    max_message_bytes=settings.max_message_bytes,
                 )
             )
     except BaseException:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.ipfs.client import parse_api_address
+from bacalhau_grpc.common.server import DEFAULT_MAX_MESSAGE_BYTES
 from bacalhau_grpc.common.settings import Settings, check_observability
 from bacalhau_grpc.common.settings import setting_error as _invalid
 from bacalhau_grpc.requester.domain.validation import SubmissionLimits
@@ -74,6 +75,9 @@ class RequesterSettings(Settings):
     # RPCs each of the requester's listeners serves at once (every method, health checks included);
     # beyond it gRPC itself answers RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 1000
+    # The largest message the requester's servers send or receive, in bytes (16 MiB). A GetJob answer
+    # over it is refused with FAILED_PRECONDITION (ask without events and shard states, and page them).
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # Accept unsigned submissions (a bare JobCreatePayload): development only. Off, every submission must
     # be signed by its client's key.
     allow_unsigned: bool = False
@@ -152,7 +156,12 @@ class RequesterSettings(Settings):
             )
         if not isinstance(self.max_active_jobs, int) or self.max_active_jobs < 1:
             raise _invalid("max_active_jobs", f"{self.max_active_jobs!r} is not a whole number above 0")
-        for name in ("max_active_jobs_per_client", "max_followers_per_client", "max_concurrent_rpcs"):
+        for name in (
+            "max_active_jobs_per_client",
+            "max_followers_per_client",
+            "max_concurrent_rpcs",
+            "max_message_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise _invalid(name, f"{value!r} is not a whole number above 0")

@@ -91,6 +91,7 @@ RETRIED_METHODS = frozenset(
         "GetJob",
         "ListJobs",
         "ListJobEvents",
+        "ListJobShards",
         "GetJobResults",
         "GetVersion",
         "CancelJob",
@@ -253,10 +254,36 @@ class Client:
             on_progress(len(context), len(context))
         return to_sdk(response.job, sdk_types.Job)
 
-    async def get(self, job_id: str) -> sdk_types.JobWithInfo:
-        """The job with its state and events; `job_id` may be a unique prefix of the ID."""
-        response = await self._call("GetJob", rpb.GetJobRequest(job_id=job_id))
+    async def get(
+        self, job_id: str, *, events: bool = True, shard_states: bool = True
+    ) -> sdk_types.JobWithInfo:
+        """The job with its state and events; `job_id` may be a unique prefix of the ID.
+
+        `events=False` leaves out its events and local events (`events` pages them), `shard_states=False`
+        its state rows per node and shard (`shards` pages them). A job too big to answer whole (over the
+        requester's message size limit) raises the requester's FAILED_PRECONDITION error: ask it without
+        both."""
+        request = rpb.GetJobRequest(
+            job_id=job_id, exclude_events=not events, exclude_shard_states=not shard_states
+        )
+        response = await self._call("GetJob", request)
         return to_sdk(response.job, sdk_types.JobWithInfo)
+
+    async def shards(self, job_id: str) -> AsyncGenerator[sdk_types.JobShardState, None]:
+        """The job's state rows, one per node and shard, ordered by node ID then shard index, read a page
+        at a time (ListJobShards)."""
+        async for row in self._shards(job_id):
+            yield to_sdk(row, sdk_types.JobShardState)
+
+    async def _shards(self, job_id: str) -> AsyncGenerator[pb.JobShardState, None]:
+        request = rpb.ListJobShardsRequest(job_id=job_id)
+        while True:
+            response = await self._call("ListJobShards", request)
+            for row in response.shards:
+                yield row
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
 
     async def list(
         self,
@@ -316,7 +343,7 @@ class Client:
             raise InvalidArgumentError(
                 f"timeout must be more than 0 seconds, got {timeout:g}", field="timeout"
             )
-        job = (await self.get(job_id)).job
+        job = (await self.get(job_id, events=False, shard_states=False)).job
         full_id = job.id if job is not None and job.id else job_id  # the stream wants the full ID
         try:
             async with asyncio.timeout(timeout):

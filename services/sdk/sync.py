@@ -117,9 +117,13 @@ class SyncClient:
             self._client.submit(job, context=context, submission_id=submission_id, on_progress=on_progress)
         )
 
-    def get(self, job_id: str) -> sdk_types.JobWithInfo:
+    def get(self, job_id: str, *, events: bool = True, shard_states: bool = True) -> sdk_types.JobWithInfo:
         """`Client.get`, blocking."""
-        return self._run(self._client.get(job_id))
+        return self._run(self._client.get(job_id, events=events, shard_states=shard_states))
+
+    def shards(self, job_id: str) -> Iterator[sdk_types.JobShardState]:
+        """`Client.shards` as a plain iterator."""
+        return self._iterate(self._client.shards(job_id))
 
     def list(
         self,

@@ -56,6 +56,7 @@ METHODS = {
         "GetJob",
         "ListJobs",
         "ListJobEvents",
+        "ListJobShards",
         "WatchJobEvents",
         "CancelJob",
         "GetJobResults",

@@ -62,6 +62,7 @@ CLIENT_RPCS = {
     REQUESTER + "GetJob": (rpb.GetJobRequest, rpb.GetJobResponse, False),
     REQUESTER + "ListJobs": (rpb.ListJobsRequest, rpb.ListJobsResponse, False),
     REQUESTER + "ListJobEvents": (rpb.ListJobEventsRequest, rpb.ListJobEventsResponse, False),
+    REQUESTER + "ListJobShards": (rpb.ListJobShardsRequest, rpb.ListJobShardsResponse, False),
     REQUESTER + "WatchJobEvents": (rpb.WatchJobEventsRequest, rpb.WatchJobEventsResponse, True),
     REQUESTER + "CancelJob": (rpb.CancelJobRequest, rpb.CancelJobResponse, False),
     REQUESTER + "GetJobResults": (rpb.GetJobResultsRequest, rpb.GetJobResultsResponse, False),

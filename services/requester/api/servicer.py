@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from bacalhau_grpc.common.caller import current_caller
-from bacalhau_grpc.common.errors import InvalidArgumentError, UnauthenticatedError
+from bacalhau_grpc.common.errors import FailedPreconditionError, InvalidArgumentError, UnauthenticatedError
+from bacalhau_grpc.common.server import DEFAULT_MAX_MESSAGE_BYTES
 from bacalhau_grpc.common.signing import verify_submission
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
@@ -32,9 +33,17 @@ _SORT_BY = {
 
 
 class RequesterServicer(rgrpc.RequesterServiceServicer):
-    def __init__(self, requester: Requester, *, allow_unsigned: bool = False) -> None:
+    def __init__(
+        self,
+        requester: Requester,
+        *,
+        allow_unsigned: bool = False,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.requester = requester
         self.allow_unsigned = allow_unsigned
+        # The server's send limit: a GetJob answer above it is refused with a hint, not a transport error.
+        self.max_message_bytes = max_message_bytes
 
     async def SubmitJob(
         self, request: rpb.SubmitJobRequest, context: grpc.aio.ServicerContext
@@ -63,8 +72,31 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
     async def GetJob(
         self, request: rpb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> rpb.GetJobResponse:
-        job = await self.requester.get_job(request.job_id, caller=current_caller().client_id)
-        return rpb.GetJobResponse(job=job)
+        job = await self.requester.get_job(
+            request.job_id,
+            caller=current_caller().client_id,
+            events=not request.exclude_events,
+            shard_states=not request.exclude_shard_states,
+        )
+        response = rpb.GetJobResponse(job=job)
+        size = response.ByteSize()
+        if size > self.max_message_bytes:
+            left_out = [
+                flag
+                for flag, excluded in (
+                    ("exclude_events", request.exclude_events),
+                    ("exclude_shard_states", request.exclude_shard_states),
+                )
+                if not excluded
+            ]
+            raise FailedPreconditionError(
+                f"job {job.job.id} is too big to answer whole ({size} bytes, over the requester's "
+                f"{self.max_message_bytes}-byte message limit): ask GetJob with "
+                f"{' and '.join(left_out) or 'exclude_events and exclude_shard_states'} set, then page its "
+                "events with ListJobEvents and its shard states with ListJobShards "
+                "(`bacalhau-grpc describe` does)"
+            )
+        return response
 
     async def ListJobs(
         self, request: rpb.ListJobsRequest, context: grpc.aio.ServicerContext
@@ -96,6 +128,17 @@ class RequesterServicer(rgrpc.RequesterServiceServicer):
             caller=current_caller().client_id,
         )
         return rpb.ListJobEventsResponse(events=events, next_page_token=next_token)
+
+    async def ListJobShards(
+        self, request: rpb.ListJobShardsRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ListJobShardsResponse:
+        shards, next_token = await self.requester.list_job_shards(
+            request.job_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            caller=current_caller().client_id,
+        )
+        return rpb.ListJobShardsResponse(shards=shards, next_page_token=next_token)
 
     async def WatchJobEvents(
         self, request: rpb.WatchJobEventsRequest, context: grpc.aio.ServicerContext

@@ -5,6 +5,7 @@ events page by page, and following its events (WatchJobEvents).
 A mixin of `Requester` (`lifecycle.py`): it reads the orchestrator's job tables and store, declared below.
 """
 
+import bisect
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
@@ -23,6 +24,8 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 DEFAULT_EVENTS_PAGE_SIZE = 1000
 MAX_EVENTS_PAGE_SIZE = 1000
+DEFAULT_SHARDS_PAGE_SIZE = 1000
+MAX_SHARDS_PAGE_SIZE = 1000
 SORT_KEYS = ("created_at", "id")
 
 
@@ -46,15 +49,28 @@ class JobQueries:
 
         def _address(self, node_id: str) -> str: ...  # dispatch.py
 
-    async def get_job(self, job_id: str, *, caller: str | None = None) -> pb.JobWithInfo:
-        """The job with its state and events, for `caller` (the verified ClientID; None: anonymous)."""
+    async def get_job(
+        self,
+        job_id: str,
+        *,
+        caller: str | None = None,
+        events: bool = True,
+        shard_states: bool = True,
+    ) -> pb.JobWithInfo:
+        """The job with its state and events, for `caller` (the verified ClientID; None: anonymous).
+        `events=False` leaves out its events and local events (`list_job_events` pages them);
+        `shard_states=False` its state rows (`list_job_shards` pages them)."""
         record = await self._readable(job_id, caller)
         info = pb.JobWithInfo()
         info.job.CopyFrom(record.job)
-        self._fill_state(info.job, record)
-        info.job_state.CopyFrom(info.job.state)
-        info.job_events.extend(record.events)
-        info.job_local_events.extend(record.local_events)
+        if shard_states:
+            self._fill_state(info.job, record)
+            info.job_state.CopyFrom(info.job.state)
+        else:
+            info.job.ClearField("state")
+        if events:
+            info.job_events.extend(record.events)
+            info.job_local_events.extend(record.local_events)
         return info
 
     async def job_state(self, job_id: str) -> pb.JobState:
@@ -172,6 +188,55 @@ class JobQueries:
         end = offset + len(page)
         next_token = encode_token({"j": record.id, "o": end}) if end < len(record.events) else ""
         return list(page), next_token
+
+    async def list_job_shards(
+        self, job_id: str, *, page_size: int = 0, page_token: str = "", caller: str | None = None
+    ) -> tuple[list[pb.JobShardState], str]:
+        """A page of the job's state rows, ordered by node ID then shard index, and the next page's token.
+
+        The token holds the last row's (node ID, shard index): a row added since the previous page before
+        that point is not listed; none is listed twice."""
+        record = await self._readable(job_id, caller)
+        if page_size < 0:
+            raise InvalidArgumentError(
+                f"page_size must be >= 0 (0 means {DEFAULT_SHARDS_PAGE_SIZE})", field="page_size"
+            )
+        size = min(page_size or DEFAULT_SHARDS_PAGE_SIZE, MAX_SHARDS_PAGE_SIZE)
+        after: tuple[str, int] | None = None
+        if page_token:
+            token = decode_token(page_token)
+            node, shard = token.get("n"), token.get("s")
+            if (
+                token.get("j") != record.id
+                or not isinstance(node, str)
+                or not isinstance(shard, int)
+                or isinstance(shard, bool)
+            ):
+                raise InvalidArgumentError(
+                    "this page token belongs to another job's shards: pass the same job_id as the first page",
+                    field="page_token",
+                )
+            after = (node, shard)
+        page: list[tuple[str, int, pb.JobShardState]] = []
+        more = False
+        nodes = sorted(record.state.nodes)
+        for node_id in nodes[bisect.bisect_left(nodes, after[0]) if after else 0 :]:
+            shards = record.state.nodes[node_id].shards
+            indexes = sorted(shards)
+            start = bisect.bisect_right(indexes, after[1]) if after and node_id == after[0] else 0
+            for shard_index in indexes[start:]:
+                if len(page) == size:
+                    more = True
+                    break
+                row = pb.JobShardState()
+                row.CopyFrom(shards[shard_index])
+                page.append((node_id, shard_index, row))
+            if more:
+                break
+        next_token = ""
+        if more:
+            next_token = encode_token({"j": record.id, "n": page[-1][0], "s": page[-1][1]})
+        return [row for _, _, row in page], next_token
 
     async def watch_job_events(
         self, job_id: str, *, after_sequence: int = 0, caller: str | None = None

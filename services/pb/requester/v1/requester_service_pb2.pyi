@@ -82,10 +82,14 @@ class SubmitJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "exclude_events", "exclude_shard_states")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_SHARD_STATES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    exclude_events: bool
+    exclude_shard_states: bool
+    def __init__(self, job_id: _Optional[str] = ..., exclude_events: _Optional[bool] = ..., exclude_shard_states: _Optional[bool] = ...) -> None: ...
 
 class GetJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -140,6 +144,24 @@ class ListJobEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[_job_event_pb2.JobEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[_job_event_pb2.JobEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobShardsRequest(_message.Message):
+    __slots__ = ("job_id", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobShardsResponse(_message.Message):
+    __slots__ = ("shards", "next_page_token")
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    shards: _containers.RepeatedCompositeFieldContainer[_job_state_pb2.JobShardState]
+    next_page_token: str
+    def __init__(self, shards: _Optional[_Iterable[_Union[_job_state_pb2.JobShardState, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchJobEventsRequest(_message.Message):
     __slots__ = ("job_id", "after_sequence")

@@ -57,6 +57,11 @@ class RequesterServiceStub:
                 request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobEventsRequest.SerializeToString,
                 response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobEventsResponse.FromString,
                 _registered_method=True)
+        self.ListJobShards = channel.unary_unary(
+                '/bacalhau.requester.v1.RequesterService/ListJobShards',
+                request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobShardsRequest.SerializeToString,
+                response_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobShardsResponse.FromString,
+                _registered_method=True)
         self.WatchJobEvents = channel.unary_stream(
                 '/bacalhau.requester.v1.RequesterService/WatchJobEvents',
                 request_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.WatchJobEventsRequest.SerializeToString,
@@ -108,7 +113,10 @@ class RequesterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Returns one job with its state and events; a unique ID prefix is enough.
+        """Returns one job with its state and events; a unique ID prefix is enough. A job
+        whose whole answer would not fit in the requester's message size limit is
+        FAILED_PRECONDITION: ask with exclude_events and exclude_shard_states, then read
+        the events with ListJobEvents and the shard rows with ListJobShards.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,6 +131,14 @@ class RequesterServiceServicer:
 
     def ListJobEvents(self, request, context):
         """Lists a job's events in order, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobShards(self, request, context):
+        """Lists a job's state rows, one per node and shard, a page at a time: what GetJob
+        leaves out with exclude_shard_states.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,6 +220,11 @@ def add_RequesterServiceServicer_to_server(servicer, server):
                     servicer.ListJobEvents,
                     request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobEventsRequest.FromString,
                     response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobEventsResponse.SerializeToString,
+            ),
+            'ListJobShards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobShards,
+                    request_deserializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobShardsRequest.FromString,
+                    response_serializer=bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobShardsResponse.SerializeToString,
             ),
             'WatchJobEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJobEvents,
@@ -352,6 +373,33 @@ class RequesterService:
             '/bacalhau.requester.v1.RequesterService/ListJobEvents',
             bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobEventsRequest.SerializeToString,
             bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobShards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bacalhau.requester.v1.RequesterService/ListJobShards',
+            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobShardsRequest.SerializeToString,
+            bacalhau_dot_requester_dot_v1_dot_requester__service__pb2.ListJobShardsResponse.FromString,
             options,
             channel_credentials,
             insecure,

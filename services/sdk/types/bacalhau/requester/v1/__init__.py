@@ -20,6 +20,8 @@ __all__ = (
     "JobSortBy",
     "ListJobEventsRequest",
     "ListJobEventsResponse",
+    "ListJobShardsRequest",
+    "ListJobShardsResponse",
     "ListJobsRequest",
     "ListJobsResponse",
     "ListNodesRequest",
@@ -256,6 +258,17 @@ class GetJobRequest(betterproto2.Message):
     The job's ID or a prefix that names one job only.
     """
 
+    exclude_events: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    Leave out the job's events and local events (ListJobEvents pages the events).
+    """
+
+    exclude_shard_states: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    Leave out the job's state rows, one per node and shard, from both job.state and
+    job_state (ListJobShards pages them).
+    """
+
 
 default_message_pool.register_message("bacalhau.requester.v1", "GetJobRequest", GetJobRequest)
 
@@ -457,6 +470,53 @@ class ListJobEventsResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("bacalhau.requester.v1", "ListJobEventsResponse", ListJobEventsResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ListJobShardsRequest(betterproto2.Message):
+    """
+    Request of ListJobShards.
+    """
+
+    job_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The job's ID or a unique prefix.
+    """
+
+    page_size: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """
+    The most rows to return; 0 means 1000, more than 1000 is cut to 1000.
+    """
+
+    page_token: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    The next_page_token of the previous page, to continue a listing.
+    """
+
+
+default_message_pool.register_message("bacalhau.requester.v1", "ListJobShardsRequest", ListJobShardsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListJobShardsResponse(betterproto2.Message):
+    """
+    Response of ListJobShards.
+    """
+
+    shards: "list[__model__v1beta1__.JobShardState]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    One page of the job's state rows, ordered by node ID, then shard index.
+    """
+
+    next_page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Pass as page_token for the next page; empty on the last page.
+    """
+
+
+default_message_pool.register_message("bacalhau.requester.v1", "ListJobShardsResponse", ListJobShardsResponse)
 
 
 @dataclass(eq=False, repr=False)
