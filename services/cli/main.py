@@ -15,7 +15,18 @@ SERVING_COMMANDS = ("serve", "devstack")
 if len(sys.argv) < 2 or sys.argv[1] not in SERVING_COMMANDS:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from bacalhau_grpc.cli import certs, completion, create, devstack, nodes, query, serve, sign, validate  # noqa: E402
+from bacalhau_grpc.cli import (  # noqa: E402
+    certs,
+    completion,
+    create,
+    dashboard,
+    devstack,
+    nodes,
+    query,
+    serve,
+    sign,
+    validate,
+)
 from bacalhau_grpc.cli import run as run_commands  # noqa: E402
 from bacalhau_grpc.common.errors import BacalhauError  # noqa: E402
 from bacalhau_grpc.common.model.version import build_version_info  # noqa: E402
@@ -51,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     query.add_parsers(commands)
     nodes.add_parser(commands)
+    dashboard.add_parser(commands)
     completion.add_parser(commands, parser)
     return parser
 

@@ -1,0 +1,53 @@
+"""`bacalhau-grpc dashboard`: the web dashboard, its own process, a client of the requester over gRPC (the
+CLI's requester flags: address, TLS, the operator's certificate, retries; the CLI's key in $BACALHAU_DIR)."""
+
+import argparse
+import asyncio
+import sys
+
+from bacalhau_grpc.cli import flags
+
+
+def add_parser(commands) -> None:
+    parser = flags.command_parser(
+        commands,
+        "dashboard",
+        help="serve the web dashboard (network, jobs, shards)",
+        description="Serve a web dashboard of the network the requester runs: its compute nodes, its jobs "
+        "(live) and each job's shards, events, logs and results. Read-only unless --allow-cancel. All "
+        "assets are served by this process; it needs nothing from the internet.",
+        epilog="examples:\n  bacalhau-grpc dashboard --port 8080\n"
+        "  bacalhau-grpc dashboard --host 0.0.0.0 --port 8080 --allow-cancel",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="the HTTP port (default 8080; 0: a free one)")
+    parser.add_argument(
+        "--allow-cancel",
+        action="store_true",
+        help="show a cancel button on the jobs the dashboard's key submitted (CSRF-protected)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for each call to the requester (default 10)"
+    )
+    flags.add_api_flags(parser)
+    parser.set_defaults(handler=cmd_dashboard)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise flags.CommandError(f"--port must be 0 to 65535, got {args.port}")
+    return asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from bacalhau_grpc.dashboard import server
+
+    def ready(url: str) -> None:
+        print(f"Dashboard: {url} (requester {flags.api_address(args)})", flush=True)
+        if args.allow_cancel:
+            print("Cancel is enabled for the jobs this dashboard's key owns.", flush=True)
+        sys.stdout.flush()
+
+    async with flags.api_client(args, timeout=args.timeout) as client:
+        await server.serve(client, args.host, args.port, allow_cancel=args.allow_cancel, on_ready=ready)
+    return 0

@@ -1,0 +1,271 @@
+"""The web dashboard in a real browser: `bacalhau-grpc dashboard` (its own process, a TLS client of a devstack's
+requester) driven by headless Chromium through Selenium (Debian's chromium and chromedriver; nothing is
+downloaded). The network page lists the devstack's compute nodes; a job submitted while the jobs page is
+open appears there and reaches Completed without a reload; a sharded job's page shows the shard × node
+grid and the event timeline; an annotation holding `<script>` is shown as text and never runs. Each page
+is saved as a screenshot under tests/artifacts/dashboard/ (ignored by git)."""
+
+import http.server
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cli_support import COMMAND, STDOUT_TEXT, Lines, RunningDevstack, job_id_of, run_cli
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "dashboard"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "docs" / "screenshots"
+UI_WAIT = 60.0
+SCRIPT_ANNOTATION = "<script>window.__pwned=1</script>"
+FILES = {"a.txt": b"alpha\n", "b.txt": b"beta\n", "c.txt": b"gamma\n"}
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
+)
+
+
+class _Files(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = FILES.get(urllib.parse.unquote(self.path).removeprefix("/data/"))
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def files_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    yield lambda name: f"http://{host}:{port}/data/{urllib.parse.quote(name)}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def devstack(tmp_path_factory):
+    """3 compute nodes (no bad actor) that may download URL inputs from 127.0.0.1."""
+    stack = RunningDevstack(
+        tmp_path_factory.mktemp("dash"),
+        ("--nodes", "3", "--noop-stdout", STDOUT_TEXT, "--url-download-allow-networks", "127.0.0.0/8"),
+    )
+    yield stack
+    stack.stop_all()
+
+
+@pytest.fixture(scope="module")
+def dashboard(devstack):
+    """`bacalhau-grpc dashboard --port 0` against the devstack (TLS from its CA); its URL."""
+    process = subprocess.Popen(
+        [*COMMAND, "dashboard", "--port", "0", "--allow-cancel"],
+        env=devstack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = Lines(process.stdout)
+    try:
+        url = lines.wait_for(r"^Dashboard: (http://127\.0\.0\.1:\d+/)", 60).group(1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(arg)
+    import os
+
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager downloads nothing
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_for(predicate, what: str, timeout: float = UI_WAIT):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as err:  # the DOM changes under us while the page refreshes
+            last_error = err
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error!r})")
+
+
+def screenshot(driver, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(int(height), 900), 3000))
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 900)
+    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, DOCS_SCREENSHOTS / f"dashboard-{name}.png")
+    return path
+
+
+def create(devstack, tmp_path, text: str, *extra: str) -> str:
+    path = tmp_path / f"job-{time.monotonic_ns()}.yaml"
+    path.write_text(text)
+    created = run_cli("create", str(path), *extra, env=devstack.env, timeout=180)
+    assert created.returncode == 0, created.stdout + created.stderr
+    return job_id_of(created.stdout)
+
+
+def test_network_page_lists_the_devstacks_compute_nodes(devstack, dashboard, browser):
+    browser.get(dashboard + "network")
+    node_ids = {node_id for node_id, *_ in devstack.computes.values()}
+    assert len(node_ids) == 3
+
+    def listed():
+        rows = browser.find_elements(By.CSS_SELECTOR, "#nodes tbody tr")
+        return {row.get_attribute("data-node-id") for row in rows} == node_ids and rows
+
+    rows = wait_for(listed, "the three compute nodes")
+    for row in rows:
+        cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+        assert cells[1] == "compute" and cells[2] == "live", cells
+        assert "Noop" in cells[3], cells
+        assert re.fullmatch(r"[\d.]+ / [\d.]+", cells[4]), cells
+    assert "3 compute node(s), 3 live" in browser.find_element(By.ID, "summary").text
+    assert browser.title.startswith("Network")
+    screenshot(browser, "network")
+
+
+def test_a_submitted_job_appears_on_the_jobs_page_without_a_reload_and_completes(
+    devstack, dashboard, browser, tmp_path
+):
+    browser.get(dashboard + "jobs")
+    wait_for(lambda: "updated" in browser.find_element(By.ID, "summary").text, "the first listing")
+    browser.execute_script("window.__sameDocument = true")
+    job_id = create(
+        devstack,
+        tmp_path,
+        "Spec:\n  Engine: Noop\n  Timeout: 60\n  Annotations: [dashboard-live]\nDeal:\n  Concurrency: 1\n",
+        "--wait=false",
+    )
+    selector = f'#jobs tbody tr[data-job-id="{job_id}"]'
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, selector), "the new job's row")
+    wait_for(
+        lambda: browser.find_element(By.CSS_SELECTOR, selector + " td.state").text == "Completed",
+        "the job to show Completed",
+    )
+    assert browser.execute_script("return window.__sameDocument") is True  # no reload happened
+    row = browser.find_element(By.CSS_SELECTOR, selector)
+    cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[0] == job_id[:8] and cells[1] == "Noop" and cells[3] == "1/1", cells
+    assert cells[6] == "dashboard-live"
+
+    # the filters: by ID prefix, then by a state the job is not in
+    box = browser.find_element(By.ID, "prefix")
+    box.send_keys(job_id[:8])
+    wait_for(
+        lambda: [r.get_attribute("data-job-id") for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
+        == [job_id],
+        "only the job",
+    )
+    assert f"prefix={job_id[:8]}" in browser.current_url
+    screenshot(browser, "jobs")
+    browser.find_element(By.CSS_SELECTOR, "#state option[value='error']").click()
+    wait_for(lambda: "No jobs match." in browser.find_element(By.ID, "jobs").text, "an empty filtered listing")
+
+
+def test_a_sharded_jobs_page_shows_the_grid_and_the_timeline(devstack, dashboard, browser, files_url, tmp_path):
+    inputs = "".join(
+        f"    - StorageSource: URLDownload\n      URL: {files_url(name)}\n      path: /inputs/{name}\n"
+        for name in FILES
+    )
+    text = (
+        "Spec:\n  Engine: Noop\n  Timeout: 60\n  inputs:\n" + inputs
+        + "  Sharding:\n    GlobPattern: '*.txt'\n    BatchSize: 1\n    GlobPatternBasePath: /inputs\n"
+        "Deal:\n  Concurrency: 2\n"
+    )
+    job_id = create(devstack, tmp_path, text, "--wait-timeout-secs", "120")
+    browser.get(dashboard + "jobs/" + job_id[:8])
+    wait_for(lambda: browser.find_element(By.ID, "job-id").text == job_id, "the full job ID")
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr")) == 3, "three shard rows")
+    cells = wait_for(
+        lambda: [c for c in browser.find_elements(By.CSS_SELECTOR, "#grid td.cell")
+                 if c.get_attribute("data-state") == "Completed"],
+        "completed cells",
+    )
+    assert len(cells) >= 6, len(cells)  # 3 shards × concurrency 2
+    title = cells[0].get_attribute("title")
+    assert re.match(r"node-[0-9a-f]+ · shard \d: Completed", title), title
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#grid thead th")) >= 3  # "Shard" + nodes
+    def timeline():
+        names = [e.get_attribute("data-event") for e in browser.find_elements(By.CSS_SELECTOR, "#timeline li")]
+        return names if names.count("ResultsPublished") >= 6 else None
+
+    events = wait_for(timeline, "the timeline up to six ResultsPublished events")
+    assert "Created" in events and "BidAccepted" in events, events
+    assert "3/3 shard(s) done" in browser.find_element(By.ID, "summary").text
+    wait_for(lambda: STDOUT_TEXT in browser.find_element(By.ID, "logs").text, "the noop stdout in the logs")
+    assert "Download all results" in browser.find_element(By.ID, "results").text
+    # cancel is enabled, but the job has ended: no button
+    assert not browser.find_elements(By.CSS_SELECTOR, "#actions button")
+    screenshot(browser, "job")
+
+
+def test_a_script_annotation_is_shown_as_text(devstack, dashboard, browser, tmp_path):
+    job_id = create(
+        devstack,
+        tmp_path,
+        "Spec:\n  Engine: Noop\n  Timeout: 60\n  Annotations: ['" + SCRIPT_ANNOTATION + "']\n"
+        "Deal:\n  Concurrency: 1\n",
+        "--wait=false",
+    )
+    browser.get(dashboard + "jobs?prefix=" + job_id[:8])
+    cell = wait_for(
+        lambda: browser.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"] td.annotations'),
+        "the job's row",
+    )
+    assert cell.text == SCRIPT_ANNOTATION
+    assert browser.execute_script("return window.__pwned") is None
+    browser.get(dashboard + "jobs/" + job_id)
+    wait_for(lambda: browser.find_element(By.ID, "annotations").text == SCRIPT_ANNOTATION, "the annotation")
+    assert browser.execute_script("return window.__pwned") is None
+    assert not browser.find_elements(By.CSS_SELECTOR, "main script")
+
+
+def test_the_dashboard_is_read_only_and_sends_a_content_security_policy(dashboard):
+    with urllib.request.urlopen(dashboard + "jobs", timeout=10) as response:
+        policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    request = urllib.request.Request(dashboard + "api/jobs/anything/cancel", method="POST", data=b"")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403  # no CSRF token
