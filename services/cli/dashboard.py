@@ -27,7 +27,10 @@ def add_parser(commands) -> None:
         help="show a cancel button on the jobs the dashboard's key submitted (CSRF-protected)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for each call to the requester (default 10)"
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for each call to the requester (default 10)",
     )
     flags.add_api_flags(parser)
     parser.set_defaults(handler=cmd_dashboard)

@@ -48,13 +48,19 @@ SECURITY_HEADERS = {
 STATE_NAMES = {"pending": 0} | {
     enums.JOB_STATE_TYPE.name(value).lower(): value for value in pb.JobStateType.values() if value
 }
-ENDED = {pb.JobStateType.JOB_STATE_TYPE_COMPLETED, pb.JobStateType.JOB_STATE_TYPE_ERROR, pb.JobStateType.JOB_STATE_TYPE_CANCELLED}
+ENDED = {
+    pb.JobStateType.JOB_STATE_TYPE_COMPLETED,
+    pb.JobStateType.JOB_STATE_TYPE_ERROR,
+    pb.JobStateType.JOB_STATE_TYPE_CANCELLED,
+}
 
 CLIENT_KEY = web.AppKey("client", Client)
 OPTIONS_KEY = web.AppKey("options", dict)
 
 
-def make_app(client: Client, *, allow_cancel: bool = False, download_timeout: float = 300.0) -> web.Application:
+def make_app(
+    client: Client, *, allow_cancel: bool = False, download_timeout: float = 300.0
+) -> web.Application:
     """The dashboard as an aiohttp application over `client` (the caller closes the client)."""
     app = web.Application(middlewares=[_security_headers, _errors])
     app[CLIENT_KEY] = client
@@ -214,7 +220,9 @@ def job_row(job: pb.Job) -> dict[str, Any]:
 def shard_counts(job: pb.Job, state: pb.JobState) -> tuple[int, int]:
     """(shards with a row that completed, all the job's shards)."""
     total = max(job.execution_plan.total_shards, 1)
-    done = {row.shard_index for row in output.rows(state) if row.state == pb.JobStateType.JOB_STATE_TYPE_COMPLETED}
+    done = {
+        row.shard_index for row in output.rows(state) if row.state == pb.JobStateType.JOB_STATE_TYPE_COMPLETED
+    }
     return len(done), total
 
 
@@ -330,13 +338,16 @@ async def api_events(request: web.Request) -> web.StreamResponse:
             nodes = message.source_node_id
             if message.target_node_id and message.target_node_id != message.source_node_id:
                 nodes = f"{nodes} -> {message.target_node_id}"
-            yield "job-event", {
-                "Time": output.format_time(message.event_time),
-                "Event": output.event_name(message.event_name),
-                "Nodes": nodes,
-                "Shard": message.shard_index,
-                "Detail": output.event_detail(message),
-            }
+            yield (
+                "job-event",
+                {
+                    "Time": output.format_time(message.event_time),
+                    "Event": output.event_name(message.event_name),
+                    "Nodes": nodes,
+                    "Shard": message.shard_index,
+                    "Detail": output.event_detail(message),
+                },
+            )
 
     return await _sse(request, items())
 
@@ -349,13 +360,16 @@ async def api_logs(request: web.Request) -> web.StreamResponse:
 
     async def items() -> AsyncIterator[tuple[str, Any]]:
         async for piece in client.logs(job_id, follow=True):
-            yield "log", {
-                "Execution": piece.execution_id,
-                "Node": piece.node_id,
-                "Shard": piece.shard_index,
-                "Stream": "stderr" if piece.stderr else "stdout",
-                "Text": bytes(piece.data).decode("utf-8", "replace"),
-            }
+            yield (
+                "log",
+                {
+                    "Execution": piece.execution_id,
+                    "Node": piece.node_id,
+                    "Shard": piece.shard_index,
+                    "Stream": "stderr" if piece.stderr else "stdout",
+                    "Text": bytes(piece.data).decode("utf-8", "replace"),
+                },
+            )
 
     return await _sse(request, items())
 
@@ -370,7 +384,9 @@ async def api_download(request: web.Request) -> web.StreamResponse:
     job_id = job.id if job is not None else request.match_info["job_id"]
     folder = Path(tempfile.mkdtemp(prefix="dashboard-results-"))
     try:
-        await client.download(job_id, folder / "results", timeout=request.app[OPTIONS_KEY]["download_timeout"])
+        await client.download(
+            job_id, folder / "results", timeout=request.app[OPTIONS_KEY]["download_timeout"]
+        )
         archive = folder / "results.tar.gz"
         await asyncio.to_thread(_tar, folder / "results", archive, f"job-{job_id}")
         body = await asyncio.to_thread(archive.read_bytes)
@@ -414,7 +430,9 @@ async def api_cancel(request: web.Request) -> web.Response:
 # -------------------------------------------------------------------------------------------------- run
 
 
-async def serve(client: Client, host: str, port: int, *, allow_cancel: bool, on_ready: Callable[[str], None]) -> None:
+async def serve(
+    client: Client, host: str, port: int, *, allow_cancel: bool, on_ready: Callable[[str], None]
+) -> None:
     """Serves the dashboard until cancelled; `on_ready(url)` once it listens."""
     app = make_app(client, allow_cancel=allow_cancel)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)

@@ -1,14 +1,16 @@
-"""The web dashboard in a real browser: `bacalhau-grpc dashboard` (its own process, a TLS client of a devstack's
-requester) driven by headless Chromium through Selenium (Debian's chromium and chromedriver; nothing is
-downloaded). The network page lists the devstack's compute nodes; a job submitted while the jobs page is
-open appears there and reaches Completed without a reload; a sharded job's page shows the shard × node
+"""The web dashboard in a real browser: `bacalhau-grpc dashboard` (its own process, a TLS client of a
+devstack's requester) driven by headless Chromium through Selenium (Debian's chromium and chromedriver;
+nothing is downloaded). The network page lists the devstack's compute nodes; a job submitted while the jobs page is
+open appears there and reaches Completed without a reload; a sharded job's page shows the shard-by-node
 grid and the event timeline; an annotation holding `<script>` is shown as text and never runs. Each page
 is saved as a screenshot under tests/artifacts/dashboard/ (ignored by git)."""
 
 import http.server
+import io
 import re
 import shutil
 import subprocess
+import tarfile
 import threading
 import time
 import urllib.parse
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bacalhau_grpc.dashboard.server import HIDDEN, hide_env
 from tests.e2e.cli_support import COMMAND, STDOUT_TEXT, Lines, RunningDevstack, run_cli
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -196,22 +199,29 @@ def test_a_submitted_job_appears_on_the_jobs_page_without_a_reload_and_completes
     box.send_keys(job_id[:8])
     wait_for(lambda: f"prefix={job_id[:8]}" in browser.current_url, "the filter in the address")
     wait_for(
-        lambda: [r.get_attribute("data-job-id") for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
-        == [job_id],
+        lambda: (
+            [r.get_attribute("data-job-id") for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
+            == [job_id]
+        ),
         "only the job",
     )
     screenshot(browser, "jobs")
     browser.find_element(By.CSS_SELECTOR, "#state option[value='error']").click()
-    wait_for(lambda: "No jobs match." in browser.find_element(By.ID, "jobs").text, "an empty filtered listing")
+    wait_for(
+        lambda: "No jobs match." in browser.find_element(By.ID, "jobs").text, "an empty filtered listing"
+    )
 
 
-def test_a_sharded_jobs_page_shows_the_grid_and_the_timeline(devstack, dashboard, browser, files_url, tmp_path):
+def test_a_sharded_jobs_page_shows_the_grid_and_the_timeline(
+    devstack, dashboard, browser, files_url, tmp_path
+):
     inputs = "".join(
         f"    - StorageSource: URLDownload\n      URL: {files_url(name)}\n      path: /inputs\n"
         for name in FILES
     )
     text = (
-        "Spec:\n  Engine: Noop\n  Timeout: 60\n  inputs:\n" + inputs
+        "Spec:\n  Engine: Noop\n  Timeout: 60\n  inputs:\n"
+        + inputs
         + "  Sharding:\n    GlobPattern: '*.txt'\n    BatchSize: 1\n    GlobPatternBasePath: /inputs\n"
         "Deal:\n  Concurrency: 2\n"
     )
@@ -220,23 +230,35 @@ def test_a_sharded_jobs_page_shows_the_grid_and_the_timeline(devstack, dashboard
     wait_for(lambda: browser.find_element(By.ID, "job-id").text == job_id, "the full job ID")
     wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr")) == 3, "three shard rows")
     cells = wait_for(
-        lambda: [c for c in browser.find_elements(By.CSS_SELECTOR, "#grid td.cell")
-                 if c.get_attribute("data-state") == "Completed"],
+        lambda: [
+            c
+            for c in browser.find_elements(By.CSS_SELECTOR, "#grid td.cell")
+            if c.get_attribute("data-state") == "Completed"
+        ],
         "completed cells",
     )
-    assert len(cells) >= 6, len(cells)  # 3 shards × concurrency 2
+    assert len(cells) >= 6, len(cells)  # 3 shards, concurrency 2
     title = cells[0].get_attribute("title")
     assert re.match(r"node-[0-9a-f]+ · shard \d: Completed", title), title
     assert len(browser.find_elements(By.CSS_SELECTOR, "#grid thead th")) >= 3  # "Shard" + nodes
+
     def timeline():
-        names = [e.get_attribute("data-event") for e in browser.find_elements(By.CSS_SELECTOR, "#timeline li")]
+        names = [
+            e.get_attribute("data-event") for e in browser.find_elements(By.CSS_SELECTOR, "#timeline li")
+        ]
         return names if names.count("ResultsPublished") >= 6 else None
 
     events = wait_for(timeline, "the timeline up to six ResultsPublished events")
     assert "Created" in events and "BidAccepted" in events, events
     assert "3/3 shard(s) done" in browser.find_element(By.ID, "summary").text
     wait_for(lambda: STDOUT_TEXT in browser.find_element(By.ID, "logs").text, "the noop stdout in the logs")
-    assert "Download all results" in browser.find_element(By.ID, "results").text
+    link = browser.find_element(By.CSS_SELECTOR, "#results a.button").get_attribute("href")
+    with urllib.request.urlopen(link, timeout=120) as response:
+        body = response.read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
+        names = archive.getnames()
+    assert any(name.endswith("combined_results/stdout") for name in names), names
+    assert sum(1 for name in names if re.search(r"per_shard/\d_node_[^/]+$", name)) == 6, names
     # cancel is enabled, but the job has ended: no button
     assert not browser.find_elements(By.CSS_SELECTOR, "#actions button")
     screenshot(browser, "job")
@@ -271,3 +293,15 @@ def test_the_dashboard_is_read_only_and_sends_a_content_security_policy(dashboar
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403  # no CSRF token
+
+
+def test_env_values_are_hidden_names_kept():
+    spec = {
+        "Docker": {"Image": "x", "EnvironmentVariables": ["TOKEN=s3cret", "MODE=fast"]},
+        "Wasm": {"EnvironmentVariables": {"KEY": "value"}},
+        "Annotations": ["a=b"],
+    }
+    hidden = hide_env(spec)
+    assert hidden["Docker"]["EnvironmentVariables"] == [f"TOKEN={HIDDEN}", f"MODE={HIDDEN}"]
+    assert hidden["Wasm"]["EnvironmentVariables"] == {"KEY": HIDDEN}
+    assert hidden["Annotations"] == ["a=b"] and "s3cret" not in repr(hidden)
