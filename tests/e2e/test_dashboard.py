@@ -1,9 +1,10 @@
 """The web dashboard in a real browser: `bacalhau-grpc dashboard` (its own process, a TLS client of a
 devstack's requester) driven by headless Chromium through Selenium (Debian's chromium and chromedriver;
-nothing is downloaded). The network page lists the devstack's compute nodes; a job submitted while the jobs page is
-open appears there and reaches Completed without a reload; a sharded job's page shows the shard-by-node
-grid and the event timeline; an annotation holding `<script>` is shown as text and never runs. Each page
-is saved as a screenshot under tests/artifacts/dashboard/ (ignored by git)."""
+nothing is downloaded). The network page lists the devstack's compute nodes; a job submitted while the
+jobs page is open appears there and reaches Completed without a reload; a sharded job's page shows the
+shard-by-node grid, the event timeline, the logs and a working results download; an annotation holding
+`<script>` is shown as text and never runs. Each page is saved as a screenshot under
+tests/artifacts/dashboard/ (ignored by git) and copied to docs/screenshots/."""
 
 import http.server
 import io
