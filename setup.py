@@ -6,7 +6,5 @@ from setuptools import find_packages, setup
 setup(
     package_dir={"bacalhau_grpc": "services"},
     packages=["bacalhau_grpc"] + [f"bacalhau_grpc.{sub}" for sub in find_packages("services")],
-    package_data={
-        "bacalhau_grpc": ["py.typed", "pb/**/*.pyi", "sdk/types/py.typed", "dashboard/static/*"]
-    },
+    package_data={"bacalhau_grpc": ["py.typed", "pb/**/*.pyi", "sdk/types/py.typed", "dashboard/static/*"]},
 )
