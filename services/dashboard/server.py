@@ -73,6 +73,7 @@ def make_app(
     app.router.add_get("/network", _page("network"))
     app.router.add_get("/jobs", _page("jobs"))
     app.router.add_get("/jobs/{job_id}", _page("job"))
+    app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/config", api_config)
     app.router.add_get("/api/nodes", api_nodes)
     app.router.add_get("/api/jobs", api_jobs)
@@ -124,6 +125,17 @@ def _page(name: str) -> Callable[[web.Request], Any]:
 
 
 # ------------------------------------------------------------------------------------------------- JSON
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the requester answers (its version), 503 naming why when it does not: the probe Kubernetes
+    and the devstack use."""
+    client = request.app[CLIENT_KEY]
+    try:
+        await client.version()
+    except BacalhauError as err:
+        return web.json_response({"ok": False, "error": str(err) or type(err).__name__}, status=503)
+    return web.json_response({"ok": True, "requester": client.address})
 
 
 async def api_config(request: web.Request) -> web.Response:
