@@ -32,6 +32,13 @@ def add_parser(commands) -> None:
         default=10.0,
         help="seconds to wait for each call to the requester (default 10)",
     )
+    parser.add_argument(
+        "--max-live-views",
+        type=int,
+        default=64,
+        help="the most live views (job pages, logs) open at once; each holds one stream on the requester "
+        "(default 64)",
+    )
     flags.add_api_flags(parser)
     parser.set_defaults(handler=cmd_dashboard)
 
@@ -39,6 +46,10 @@ def add_parser(commands) -> None:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise flags.CommandError(f"--port must be 0 to 65535, got {args.port}")
+    if args.max_live_views < 1:
+        raise flags.CommandError(f"--max-live-views must be at least 1, got {args.max_live_views}")
+    if args.timeout <= 0:
+        raise flags.CommandError(f"--timeout must be more than 0 seconds, got {args.timeout:g}")
     return asyncio.run(_serve(args))
 
 
@@ -52,5 +63,12 @@ async def _serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     async with flags.api_client(args, timeout=args.timeout) as client:
-        await server.serve(client, args.host, args.port, allow_cancel=args.allow_cancel, on_ready=ready)
+        await server.serve(
+            client,
+            args.host,
+            args.port,
+            allow_cancel=args.allow_cancel,
+            max_streams=args.max_live_views,
+            on_ready=ready,
+        )
     return 0

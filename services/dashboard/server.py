@@ -17,16 +17,19 @@ import secrets
 import shutil
 import tarfile
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from bacalhau_grpc.cli import output
 from bacalhau_grpc.cli.nodes import node_dict
-from bacalhau_grpc.common.errors import BacalhauError, NotFoundError
+from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError, NotFoundError
 from bacalhau_grpc.common.model import enums, jobfile, pb
+from bacalhau_grpc.dashboard.shard_grid import STATE_NAMES as CELL_STATES
+from bacalhau_grpc.dashboard.shard_grid import ShardGrid
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.sdk import Client, sdk_types
 from bacalhau_grpc.sdk.client import to_pb
@@ -37,6 +40,13 @@ PAGES = {"network": "network.html", "jobs": "jobs.html", "job": "job.html"}
 PAGE_SIZES = (10, 25, 50, 100)
 DEFAULT_PAGE_SIZE = 25
 HIDDEN = "(hidden)"
+# The job page's live view: at most one update every FLUSH_SECONDS, each with at most TIMELINE_LIMIT events;
+# the events read ahead of a slow page are at most BATCH_LIMIT.
+FLUSH_SECONDS = 0.25
+TIMELINE_LIMIT = 500
+BATCH_LIMIT = 10_000
+RESULTS_SHOWN = 100
+T = TypeVar("T")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
@@ -45,13 +55,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 # The states the jobs page filters by: "pending" (no row yet) and every JobStateType.
-STATE_NAMES = {"pending": 0} | {
+FILTER_STATES = {"pending": 0} | {
     enums.JOB_STATE_TYPE.name(value).lower(): value for value in pb.JobStateType.values() if value
-}
-ENDED = {
-    pb.JobStateType.JOB_STATE_TYPE_COMPLETED,
-    pb.JobStateType.JOB_STATE_TYPE_ERROR,
-    pb.JobStateType.JOB_STATE_TYPE_CANCELLED,
 }
 
 CLIENT_KEY = web.AppKey("client", Client)
@@ -59,7 +64,7 @@ OPTIONS_KEY = web.AppKey("options", dict)
 
 
 def make_app(
-    client: Client, *, allow_cancel: bool = False, download_timeout: float = 300.0
+    client: Client, *, allow_cancel: bool = False, download_timeout: float = 300.0, max_streams: int = 64
 ) -> web.Application:
     """The dashboard as an aiohttp application over `client` (the caller closes the client)."""
     app = web.Application(middlewares=[_security_headers, _errors])
@@ -68,6 +73,8 @@ def make_app(
         "allow_cancel": allow_cancel,
         "csrf": secrets.token_urlsafe(32),
         "download_timeout": download_timeout,
+        "max_streams": max_streams,
+        "streams": 0,
     }
     app.router.add_get("/", _root)
     app.router.add_get("/network", _page("network"))
@@ -78,7 +85,8 @@ def make_app(
     app.router.add_get("/api/nodes", api_nodes)
     app.router.add_get("/api/jobs", api_jobs)
     app.router.add_get("/api/jobs/{job_id}", api_job)
-    app.router.add_get("/api/jobs/{job_id}/events", api_events)
+    app.router.add_get("/api/jobs/{job_id}/live", api_live)
+    app.router.add_get("/api/jobs/{job_id}/results", api_results)
     app.router.add_get("/api/jobs/{job_id}/logs", api_logs)
     app.router.add_get("/api/jobs/{job_id}/results.tar.gz", api_download)
     app.router.add_post("/api/jobs/{job_id}/cancel", api_cancel)
@@ -104,8 +112,14 @@ async def _errors(request: web.Request, handler: Callable[..., Any]) -> web.Stre
         return await handler(request)
     except NotFoundError as err:
         return web.json_response({"error": str(err)}, status=404)
+    except InvalidArgumentError as err:
+        return web.json_response({"error": str(err)}, status=400)
     except BacalhauError as err:
         return web.json_response({"error": str(err) or type(err).__name__}, status=502)
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 
 
 # ------------------------------------------------------------------------------------------------ pages
@@ -148,8 +162,9 @@ async def api_config(request: web.Request) -> web.Response:
             "csrf": options["csrf"] if options["allow_cancel"] else "",
             "client_id": client.client_id,
             "requester": client.address,
-            "states": list(STATE_NAMES),
+            "states": list(FILTER_STATES),
             "page_sizes": list(PAGE_SIZES),
+            "cell_states": CELL_STATES,
         },
         headers={"Cache-Control": "no-store"},
     )
@@ -175,43 +190,35 @@ def node_view(node: rpb.Node) -> dict[str, Any]:
 
 async def api_jobs(request: web.Request) -> web.Response:
     """One page of jobs (every client's), newest first unless `sort`/`order` say otherwise, filtered by
-    `state` and an ID `prefix`; `page` counts from 0 (offset paging over the requester's pages)."""
+    `state` and an ID `prefix`: the requester's page (server-side paging), `cursor` being the `next` of
+    the page before (empty for the first)."""
     client = request.app[CLIENT_KEY]
     query = request.query
     state = query.get("state", "").strip().lower()
-    if state and state not in STATE_NAMES:
-        raise web.HTTPBadRequest(text=f"unknown state {state!r}")
+    if state and state not in FILTER_STATES:
+        raise _bad_request(f"unknown state {state!r}: one of {', '.join(FILTER_STATES)}")
     sort = query.get("sort", "created_at")
     if sort not in ("created_at", "id"):
-        raise web.HTTPBadRequest(text="sort must be created_at or id")
+        raise _bad_request(f"unknown sort {sort!r}: created_at or id")
     order = query.get("order", "desc")
-    try:
-        page = max(int(query.get("page", "0")), 0)
-        size = int(query.get("size", str(DEFAULT_PAGE_SIZE)))
-    except ValueError:
-        raise web.HTTPBadRequest(text="page and size must be numbers") from None
-    if size not in PAGE_SIZES:
-        size = DEFAULT_PAGE_SIZE
-    prefix = query.get("prefix", "").strip()[:64]
-    found: list[dict[str, Any]] = []
-    more = False
-    index = 0
-    async for job in client.list(
+    if order not in ("asc", "desc"):
+        raise _bad_request(f"unknown order {order!r}: asc or desc")
+    size_text = query.get("size", str(DEFAULT_PAGE_SIZE))
+    if size_text not in {str(n) for n in PAGE_SIZES}:
+        raise _bad_request(f"page size must be one of {', '.join(map(str, PAGE_SIZES))}")
+    page = await client.list_page(
         all_clients=True,
-        id_prefix=prefix,
+        id_prefix=query.get("prefix", "").strip()[:64],
         sort_by=sort,
-        reverse=order != "asc",
-        limit=(page + 1) * size + 1,
-        page_size=min((page + 1) * size + 1, 1000),
-        states=[sdk_types.JobStateType(STATE_NAMES[state])] if state else (),
-    ):
-        if index >= (page + 1) * size:
-            more = True
-            break
-        if index >= page * size:
-            found.append(job_row(to_pb(job, pb.Job)))
-        index += 1
-    return web.json_response({"jobs": found, "page": page, "size": size, "more": more})
+        reverse=order == "desc",
+        page_size=int(size_text),
+        states=[sdk_types.JobStateType(FILTER_STATES[state])] if state else (),
+        page_token=query.get("cursor", "")[:4096],
+    )
+    return web.json_response(
+        {"jobs": [job_row(to_pb(job, pb.Job)) for job in page.jobs], "next": page.next_page_token},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def job_row(job: pb.Job) -> dict[str, Any]:
@@ -239,59 +246,51 @@ def shard_counts(job: pb.Job, state: pb.JobState) -> tuple[int, int]:
 
 
 async def api_job(request: web.Request) -> web.Response:
+    """The job's overview (no state rows, no events: the live stream carries those): what it runs, its
+    spec and deal with env values hidden, its trace ID, and whether this dashboard may cancel it."""
     client = request.app[CLIENT_KEY]
-    info = to_pb(await client.get(request.match_info["job_id"]), pb.JobWithInfo)
-    job = info.job
-    state = info.job_state if info.job_state.nodes else job.state
-    row = job_row(job)
-    row["State"] = output.state_name(output.job_state(state))
-    row["ShardsDone"], row["ShardsTotal"] = shard_counts(job, state)
-    spec = hide_env(jobfile.message_to_dict(job.spec))
-    deal = jobfile.message_to_dict(job.deal)
-    grid: dict[str, dict[str, dict[str, str]]] = {}
-    for cell in output.rows(state):
-        grid.setdefault(cell.node_id, {})[str(cell.shard_index)] = {
-            "State": output.state_name(cell.state),
-            "Status": cell.status,
-        }
-    results = []
-    for cell in output.rows(state):
-        if cell.state == pb.JobStateType.JOB_STATE_TYPE_COMPLETED and cell.published_result.ListFields():
-            results.append(
-                {
-                    "NodeID": cell.node_id,
-                    "ShardIndex": cell.shard_index,
-                    "Published": output.storage_text(cell.published_result),
-                    "URL": cell.published_result.url,
-                }
-            )
-    options = request.app[OPTIONS_KEY]
-    ended = bool(grid) and all(
-        c.state in ENDED for c in output.rows(state) if c.state != pb.JobStateType.JOB_STATE_TYPE_BIDDING
+    info = to_pb(
+        await client.get(request.match_info["job_id"], events=False, shard_states=False), pb.JobWithInfo
     )
+    job = info.job
+    options = request.app[OPTIONS_KEY]
+    owner = job.client_id == client.client_id
     return web.json_response(
         {
-            "job": row,
-            "spec": spec,
-            "deal": deal,
-            "grid": grid,
-            "shards": row["ShardsTotal"],
-            "results": results,
-            "trace_id": _trace_id(job),
-            "ended": ended,
-            "owner": job.client_id == client.client_id,
-            "can_cancel": options["allow_cancel"] and job.client_id == client.client_id and not ended,
+            "job": job_row(job),
+            "spec": hide_env(jobfile.message_to_dict(job.spec)),
+            "deal": jobfile.message_to_dict(job.deal),
+            "trace_id": _trace_id(info),
+            "owner": owner,
+            "can_cancel": options["allow_cancel"] and owner,
         },
         headers={"Cache-Control": "no-store"},
     )
 
 
-def _trace_id(job: pb.Job) -> str:
+def _trace_id(info: pb.JobWithInfo) -> str:
     """The job's trace ID when the requester recorded one (no field carries it yet: empty)."""
-    for name in ("trace_id",):
-        if name in job.DESCRIPTOR.fields_by_name:
-            return str(getattr(job, name))
+    if "trace_id" in info.DESCRIPTOR.fields_by_name:
+        return str(info.trace_id)
     return ""
+
+
+async def api_results(request: web.Request) -> web.Response:
+    """The job's published results (the first RESULTS_SHOWN), each with its node, shard and where it is."""
+    client = request.app[CLIENT_KEY]
+    found = await client.results(request.match_info["job_id"])
+    shown = []
+    for result in found[:RESULTS_SHOWN]:
+        message = to_pb(result, pb.PublishedResult)
+        shown.append(
+            {
+                "NodeID": message.node_id,
+                "ShardIndex": message.shard_index,
+                "Published": output.storage_text(message.data),
+                "URL": message.data.url,
+            }
+        )
+    return web.json_response({"results": shown, "total": len(found)}, headers={"Cache-Control": "no-store"})
 
 
 def hide_env(data: Any) -> Any:
@@ -321,6 +320,24 @@ def _hidden_values(value: Any) -> Any:
 
 
 async def _sse(request: web.Request, items: AsyncIterator[tuple[str, Any]]) -> web.StreamResponse:
+    """Streams `items` as Server-Sent Events (`event: kind`, `data: JSON`); a requester error
+    ends the stream with a `failure` event naming it. At most `max_streams` at once (each holds one
+    stream on the requester): past that, 503."""
+    options = request.app[OPTIONS_KEY]
+    if options["streams"] >= options["max_streams"]:
+        return web.json_response(
+            {"error": f"too many live views open ({options['max_streams']}); close one and reload"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
+    options["streams"] += 1
+    try:
+        return await _stream_events(request, items)
+    finally:
+        options["streams"] -= 1
+
+
+async def _stream_events(request: web.Request, items: AsyncIterator[tuple[str, Any]]) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
@@ -329,7 +346,6 @@ async def _sse(request: web.Request, items: AsyncIterator[tuple[str, Any]]) -> w
         async for kind, data in items:
             payload = json.dumps(data, separators=(",", ":"))
             await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
-        await response.write(b"event: end\ndata: {}\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except BacalhauError as err:
@@ -338,30 +354,97 @@ async def _sse(request: web.Request, items: AsyncIterator[tuple[str, Any]]) -> w
     return response
 
 
-async def api_events(request: web.Request) -> web.StreamResponse:
-    """The job's events so far, then live ones (WatchJobEvents) until the job ends."""
+async def api_live(request: web.Request) -> web.StreamResponse:
+    """The job page's live view over SSE: first `grid` (every cell, from the job's state rows read page by
+    page), then an `update` at most every FLUSH_SECONDS with the cells that changed, the newest events
+    (at most TIMELINE_LIMIT per update) and the count so far, from the job's events (WatchJobEvents from
+    the first) until the job ends: then `end`. The page never re-reads the whole job."""
     client = request.app[CLIENT_KEY]
-    job = (await client.get(request.match_info["job_id"])).job
-    job_id = job.id if job is not None else request.match_info["job_id"]
+    job = (await client.get(request.match_info["job_id"], events=False, shard_states=False)).job
+    assert job is not None
+    total = job.execution_plan.total_shards if job.execution_plan else 0
+    grid = ShardGrid(total)
+    async for row in client.shards(job.id):
+        grid.put(row.node_id, row.shard_index, int(row.state), row.status)
 
     async def items() -> AsyncIterator[tuple[str, Any]]:
-        async for event in client.events(job_id, follow=True):
-            message = to_pb(event, pb.JobEvent)
-            nodes = message.source_node_id
-            if message.target_node_id and message.target_node_id != message.source_node_id:
-                nodes = f"{nodes} -> {message.target_node_id}"
+        yield "grid", grid.snapshot()
+        count = 0
+        async for batch in _batches(client.events(job.id, follow=True), FLUSH_SECONDS):
+            timeline: deque[dict[str, Any]] = deque(maxlen=TIMELINE_LIMIT)
+            for event in batch:
+                count += 1
+                node = event.target_node_id or event.source_node_id
+                grid.apply(int(event.event_name), node, event.shard_index, event.status)
+                timeline.append({"sequence": count, "event": event})
             yield (
-                "job-event",
+                "update",
                 {
-                    "Time": output.format_time(message.event_time),
-                    "Event": output.event_name(message.event_name),
-                    "Nodes": nodes,
-                    "Shard": message.shard_index,
-                    "Detail": output.event_detail(message),
+                    "grid": grid.changes(),
+                    "events": [_event_item(item["sequence"], item["event"]) for item in timeline],
+                    "event_count": count,
                 },
             )
+        yield "end", {"summary": grid.summary(), "event_count": count}
 
     return await _sse(request, items())
+
+
+async def _batches(items: AsyncIterator[T], seconds: float) -> AsyncIterator[list[T]]:
+    """`items` in lists: whatever arrived, at most one list every `seconds` (the first at once). A reader
+    behind the producer by BATCH_LIMIT items holds it back."""
+    queue: asyncio.Queue[T | _Done] = asyncio.Queue(maxsize=BATCH_LIMIT)
+
+    async def pump() -> None:
+        try:
+            async for item in items:
+                await queue.put(item)
+        finally:
+            await queue.put(_DONE)
+
+    task = asyncio.create_task(pump())
+    try:
+        done = False
+        while not done:
+            batch: list[T] = []
+            first = await queue.get()
+            while True:
+                if isinstance(first, _Done):
+                    done = True
+                    break
+                batch.append(first)
+                if queue.empty():
+                    break
+                first = queue.get_nowait()
+            if batch:
+                yield batch
+            if not done:
+                await asyncio.sleep(seconds)
+        await task  # raises what the producer raised
+    finally:
+        task.cancel()
+
+
+class _Done:
+    """The end of `_batches`' input."""
+
+
+_DONE = _Done()
+
+
+def _event_item(sequence: int, event: sdk_types.JobEvent) -> dict[str, Any]:
+    message = to_pb(event, pb.JobEvent)
+    nodes = message.source_node_id
+    if message.target_node_id and message.target_node_id != message.source_node_id:
+        nodes = f"{nodes} -> {message.target_node_id}"
+    return {
+        "Sequence": sequence,
+        "Time": output.format_time(message.event_time),
+        "Event": output.event_name(message.event_name),
+        "Nodes": nodes,
+        "Shard": message.shard_index,
+        "Detail": output.event_detail(message),
+    }
 
 
 async def api_logs(request: web.Request) -> web.StreamResponse:
@@ -382,6 +465,7 @@ async def api_logs(request: web.Request) -> web.StreamResponse:
                     "Text": bytes(piece.data).decode("utf-8", "replace"),
                 },
             )
+        yield "end", {}
 
     return await _sse(request, items())
 
@@ -443,10 +527,16 @@ async def api_cancel(request: web.Request) -> web.Response:
 
 
 async def serve(
-    client: Client, host: str, port: int, *, allow_cancel: bool, on_ready: Callable[[str], None]
+    client: Client,
+    host: str,
+    port: int,
+    *,
+    allow_cancel: bool,
+    max_streams: int,
+    on_ready: Callable[[str], None],
 ) -> None:
     """Serves the dashboard until cancelled; `on_ready(url)` once it listens."""
-    app = make_app(client, allow_cancel=allow_cancel)
+    app = make_app(client, allow_cancel=allow_cancel, max_streams=max_streams)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

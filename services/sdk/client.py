@@ -54,6 +54,7 @@ import builtins
 import os
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,6 +110,14 @@ SORT_BY = {"created_at": rpb.JOB_SORT_BY_CREATED_AT, "id": rpb.JOB_SORT_BY_ID}
 SERVICE_NAME = "bacalhau.requester.v1.RequesterService"
 # `wait` hands each event it sees to this callback (e.g. to show progress).
 OnEvent = Callable[[sdk_types.JobEvent], None]
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of jobs (`Client.list_page`) and the token of the next (empty on the last page)."""
+
+    jobs: builtins.list[sdk_types.Job]
+    next_page_token: str
 
 
 class WaitTimeoutError(DeadlineExceededError):
@@ -303,10 +312,51 @@ class Client:
         page: this client's own unless `all_clients` (or another `client_id`); at most `limit`.
         `states`: only jobs in one of them (the requester filters; a job's state is its summary state,
         the highest of its rows' states, `JobStateType.UNSPECIFIED` while it has none: Pending)."""
-        if sort_by not in SORT_BY:
-            raise InvalidArgumentError(f"sort_by must be one of {', '.join(SORT_BY)}", field="sort_by")
         if limit is not None and limit <= 0:
             return
+        seen = 0
+        token = ""
+        while True:
+            page = await self.list_page(
+                all_clients=all_clients,
+                client_id=client_id,
+                id_prefix=id_prefix,
+                include_tags=include_tags,
+                exclude_tags=exclude_tags,
+                sort_by=sort_by,
+                reverse=reverse,
+                page_size=min(page_size, limit) if limit else page_size,
+                states=states,
+                page_token=token,
+            )
+            for job in page.jobs:
+                yield job
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    async def list_page(
+        self,
+        *,
+        all_clients: bool = False,
+        client_id: str | None = None,
+        id_prefix: str = "",
+        include_tags: Iterable[str] = (),
+        exclude_tags: Iterable[str] = (),
+        sort_by: str = "created_at",
+        reverse: bool = True,
+        page_size: int = LIST_PAGE_SIZE,
+        states: Iterable[sdk_types.JobStateType] = (),
+        page_token: str = "",
+    ) -> JobPage:
+        """One page of `list` (the same filters and order): at most `page_size` jobs (1 to 1000) and the
+        token of the next page (empty on the last). `page_token` continues from a page's token; the
+        requester refuses a token that is not one of its own with InvalidArgumentError."""
+        if sort_by not in SORT_BY:
+            raise InvalidArgumentError(f"sort_by must be one of {', '.join(SORT_BY)}", field="sort_by")
         request = rpb.ListJobsRequest(
             client_id="" if all_clients else (client_id or self.client_id),
             id_prefix=id_prefix,
@@ -314,21 +364,16 @@ class Client:
             exclude_tags=list(exclude_tags),
             sort_by=SORT_BY[sort_by],
             sort_reverse=reverse,
-            page_size=min(page_size, limit) if limit else page_size,
+            page_size=page_size,
+            page_token=page_token,
             # The stub wants the enum wrapper type; protobuf takes any ints for enum fields.
             states=[int(state) for state in states],  # type: ignore[misc]
         )
-        seen = 0
-        while True:
-            response = await self._call("ListJobs", request)
-            for job in response.jobs:
-                yield to_sdk(job, sdk_types.Job)
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
-            if not response.next_page_token:
-                return
-            request.page_token = response.next_page_token
+        response = await self._call("ListJobs", request)
+        return JobPage(
+            jobs=[to_sdk(job, sdk_types.Job) for job in response.jobs],
+            next_page_token=response.next_page_token,
+        )
 
     async def wait(
         self, job_id: str, *, timeout: float | None = None, on_event: OnEvent | None = None

@@ -30,6 +30,7 @@ from bacalhau_grpc.sdk.client import (
     DEFAULT_TIMEOUT,
     LIST_PAGE_SIZE,
     Client,
+    JobPage,
     OnEvent,
     OnRetry,
 )
@@ -152,6 +153,36 @@ class SyncClient:
                 limit=limit,
                 page_size=page_size,
                 states=states,
+            )
+        )
+
+    def list_page(
+        self,
+        *,
+        all_clients: bool = False,
+        client_id: str | None = None,
+        id_prefix: str = "",
+        include_tags: Iterable[str] = (),
+        exclude_tags: Iterable[str] = (),
+        sort_by: str = "created_at",
+        reverse: bool = True,
+        page_size: int = LIST_PAGE_SIZE,
+        states: Iterable[sdk_types.JobStateType] = (),
+        page_token: str = "",
+    ) -> JobPage:
+        """`Client.list_page`."""
+        return self._run(
+            self._client.list_page(
+                all_clients=all_clients,
+                client_id=client_id,
+                id_prefix=id_prefix,
+                include_tags=include_tags,
+                exclude_tags=exclude_tags,
+                sort_by=sort_by,
+                reverse=reverse,
+                page_size=page_size,
+                states=states,
+                page_token=page_token,
             )
         )
 

@@ -23,10 +23,10 @@ import pytest
 from bacalhau_grpc.dashboard.server import HIDDEN, hide_env
 from tests.e2e.cli_support import COMMAND, STDOUT_TEXT, Lines, RunningDevstack, run_cli
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -36,10 +36,6 @@ UI_WAIT = 60.0
 SCRIPT_ANNOTATION = "<script>window.__pwned=1</script>"
 FILES = {"a.txt": b"alpha\n", "b.txt": b"beta\n", "c.txt": b"gamma\n"}
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
-)
 
 
 class _Files(http.server.BaseHTTPRequestHandler):
@@ -103,6 +99,7 @@ def dashboard(devstack):
 
 @pytest.fixture(scope="module")
 def browser():
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "needs Debian's chromium and chromium-driver: make browser-install"
     options = Options()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
@@ -229,7 +226,7 @@ def test_a_sharded_jobs_page_shows_the_grid_and_the_timeline(
     job_id = create(devstack, tmp_path, text, "--wait-timeout-secs", "120")
     browser.get(dashboard + "jobs/" + job_id[:8])
     wait_for(lambda: browser.find_element(By.ID, "job-id").text == job_id, "the full job ID")
-    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr")) == 3, "three shard rows")
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr.shard-row")) == 3, "three shard rows")
     cells = wait_for(
         lambda: [
             c

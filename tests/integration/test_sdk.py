@@ -105,6 +105,13 @@ async def test_list_pages_filters_and_sorts(client, network, tmp_path):
     assert [job.id async for job in client.list(limit=0)] == []
     with pytest.raises(InvalidArgumentError, match="sort_by"):
         [job async for job in client.list(sort_by="size")]
+    first = await client.list_page(page_size=2)
+    second = await client.list_page(page_size=2, page_token=first.next_page_token)
+    last = await client.list_page(page_size=2, page_token=second.next_page_token)
+    assert [j.id for page in (first, second, last) for j in page.jobs] == ids[::-1]
+    assert first.next_page_token and second.next_page_token and not last.next_page_token
+    with pytest.raises(InvalidArgumentError, match="page token"):
+        await client.list_page(page_token="not-a-token")
 
 
 async def test_cancel_stops_a_running_job_and_only_its_owner_may(client, network, tmp_path):

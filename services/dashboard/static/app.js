@@ -105,9 +105,12 @@
       prefix: params.get("prefix") || "",
       sort: params.get("sort") || "created_at",
       order: params.get("order") || "desc",
-      page: Number(params.get("page") || 0),
       size: Number(params.get("size") || 25),
     };
+    // Server-side paging: the requester's page tokens. cursors[i] opens page i (the first: ""), so the
+    // previous page is the cursor before; a filter or order change starts again from the first page.
+    let cursors = [""];
+    let page = 0;
     const config = await getJSON("/api/config");
     const stateSelect = document.getElementById("state");
     for (const name of config.states) stateSelect.appendChild(el("option", name, { value: name }));
@@ -120,7 +123,7 @@
 
     function syncUrl() {
       const q = new URLSearchParams();
-      for (const [k, v] of Object.entries(view)) if (v !== "" && !(k === "page" && v === 0)) q.set(k, v);
+      for (const [k, v] of Object.entries(view)) if (v !== "") q.set(k, v);
       history.replaceState(null, "", "/jobs?" + q.toString());
     }
 
@@ -139,10 +142,13 @@
       inFlight = true;
       const q = new URLSearchParams({
         state: view.state, prefix: view.prefix, sort: view.sort, order: view.order,
-        page: String(view.page), size: String(view.size),
+        size: String(view.size), cursor: cursors[page],
       });
+      const asked = q.toString();
       try {
-        const data = await getJSON("/api/jobs?" + q.toString());
+        const data = await getJSON("/api/jobs?" + asked);
+        if (asked !== currentQuery()) return; // the view changed while this page was on its way
+        cursors[page + 1] = data.next;
         tbody.replaceChildren();
         for (const job of data.jobs) {
           const row = el("tr", null, { "data-job-id": job.ID });
@@ -161,9 +167,9 @@
           cell(row, "No jobs match.", { colspan: 7, class: "muted" });
           tbody.appendChild(row);
         }
-        document.getElementById("prev").disabled = view.page === 0;
-        document.getElementById("next").disabled = !data.more;
-        document.getElementById("pageno").textContent = "page " + (view.page + 1);
+        document.getElementById("prev").disabled = page === 0;
+        document.getElementById("next").disabled = !data.next;
+        document.getElementById("pageno").textContent = "page " + (page + 1);
         setSummary(data.jobs.length + " job(s) on this page · updated " + new Date().toLocaleTimeString());
       } catch (err) {
         setSummary("Cannot list the jobs: " + err.message, true);
@@ -172,7 +178,14 @@
       }
     }
 
-    function changed() { view.page = 0; syncUrl(); refresh(); }
+    function currentQuery() {
+      return new URLSearchParams({
+        state: view.state, prefix: view.prefix, sort: view.sort, order: view.order,
+        size: String(view.size), cursor: cursors[page],
+      }).toString();
+    }
+
+    function changed() { cursors = [""]; page = 0; syncUrl(); inFlight = false; refresh(); }
     stateSelect.addEventListener("change", () => { view.state = stateSelect.value; changed(); });
     sizeSelect.addEventListener("change", () => { view.size = Number(sizeSelect.value); changed(); });
     let typing;
@@ -189,93 +202,187 @@
         changed();
       });
     }
-    document.getElementById("prev").addEventListener("click", () => { view.page = Math.max(view.page - 1, 0); syncUrl(); refresh(); });
-    document.getElementById("next").addEventListener("click", () => { view.page += 1; syncUrl(); refresh(); });
+    document.getElementById("prev").addEventListener("click", () => { page = Math.max(page - 1, 0); inFlight = false; refresh(); });
+    document.getElementById("next").addEventListener("click", () => {
+      if (!cursors[page + 1]) return;
+      page += 1; inFlight = false; refresh();
+    });
     markSort();
     await refresh();
-    setInterval(refresh, POLL_MS);
+    setInterval(() => { if (!document.hidden) refresh(); }, POLL_MS);
   }
 
   // --------------------------------------------------------------------------------------------- job
+
+  const TIMELINE_MAX = 1000;
+  const LOG_PANES_MAX = 50;
+  const LOG_CHARS_MAX = 65536;
+  const NO_ROW = 255;
+
+  // The shard × node grid: every cell in typed arrays, only the rows in view in the DOM (a 10,000-shard
+  // job is 10,000 rows), redrawn on scroll and when the live view changes cells.
+  function ShardGrid(scroller, table, legend, cellStates) {
+    const head = table.querySelector("thead");
+    const body = table.querySelector("tbody");
+    let nodes = [];
+    let shards = 0;
+    let states = [];   // per node: Uint8Array of state numbers, NO_ROW where the node has no row
+    let statuses = []; // per node: the status text by shard
+    let rowPx = 0;
+    let drawn = null;  // [first, last) rows in the DOM
+    let pending = false;
+
+    function ensure(count) {
+      if (count <= shards) return;
+      for (let n = 0; n < nodes.length; n += 1) {
+        const grown = new Uint8Array(count).fill(NO_ROW);
+        grown.set(states[n]);
+        states[n] = grown;
+      }
+      shards = count;
+    }
+
+    function setNodes(list) {
+      for (let n = nodes.length; n < list.length; n += 1) {
+        states.push(new Uint8Array(shards).fill(NO_ROW));
+        statuses.push([]);
+      }
+      nodes = list.slice();
+      const row = el("tr");
+      row.appendChild(el("th", "Shard", { scope: "col" }));
+      for (const node of nodes) row.appendChild(el("th", short(node, 11), { scope: "col", title: node, class: "mono" }));
+      head.replaceChildren(row);
+      drawn = null;
+    }
+
+    function put(cells) {
+      for (const [n, s, state, status] of cells) {
+        ensure(s + 1);
+        states[n][s] = state;
+        statuses[n][s] = status;
+        if (drawn && s >= drawn[0] && s < drawn[1]) drawn = null;
+      }
+    }
+
+    function legendFor(summary) {
+      legend.replaceChildren();
+      for (const [name, count] of Object.entries(summary.Counts || {})) {
+        legend.appendChild(el("span", name + " " + count.toLocaleString(), { class: "chip " + stateClass(name), "data-state": name }));
+      }
+    }
+
+    function drawRow(shard) {
+      const row = el("tr", null, { class: "shard-row", "data-shard": shard });
+      row.appendChild(el("th", shard, { scope: "row" }));
+      for (let n = 0; n < nodes.length; n += 1) {
+        const code = states[n][shard];
+        if (code === NO_ROW || code === undefined) { row.appendChild(el("td", "", { class: "cell-empty", title: "no row" })); continue; }
+        const name = cellStates[code] || String(code);
+        const status = statuses[n][shard];
+        const title = nodes[n] + " · shard " + shard + ": " + name + (status ? " — " + status : "");
+        row.appendChild(el("td", name.slice(0, 1), {
+          class: "cell " + stateClass(name), title: title, "aria-label": title, "data-state": name,
+        }));
+      }
+      return row;
+    }
+
+    function spacer(px) {
+      const row = el("tr", null, { class: "spacer", "aria-hidden": "true" });
+      row.appendChild(el("td", null, { colspan: nodes.length + 1, style: "height:" + px + "px" }));
+      return row;
+    }
+
+    function draw() {
+      pending = false;
+      if (!rowPx) {
+        body.replaceChildren(drawRow(0));
+        rowPx = body.firstChild.getBoundingClientRect().height || 28;
+      }
+      const view = scroller.clientHeight || 600;
+      const first = Math.max(Math.floor(scroller.scrollTop / rowPx) - 10, 0);
+      const last = Math.min(first + Math.ceil(view / rowPx) + 20, shards);
+      if (drawn && drawn[0] === first && drawn[1] === last) return;
+      const rows = [];
+      if (first > 0) rows.push(spacer(first * rowPx));
+      for (let shard = first; shard < last; shard += 1) rows.push(drawRow(shard));
+      if (last < shards) rows.push(spacer((shards - last) * rowPx));
+      body.replaceChildren(...rows);
+      drawn = [first, last];
+    }
+
+    function schedule() {
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(draw);
+    }
+
+    scroller.addEventListener("scroll", () => { if (drawn && !pending) { pending = true; requestAnimationFrame(draw); } }, { passive: true });
+
+    return {
+      reset(snapshot) {
+        nodes = []; states = []; statuses = []; shards = 0; drawn = null;
+        ensure(snapshot.shards);
+        setNodes(snapshot.nodes);
+        put(snapshot.cells);
+        legendFor(snapshot.summary);
+        table.setAttribute("data-loaded", "true");
+        draw();
+      },
+      update(change) {
+        if (change.nodes) setNodes(change.nodes);
+        put(change.cells);
+        legendFor(change.summary);
+        if (!drawn) schedule();
+      },
+    };
+  }
 
   async function job() {
     const jobId = decodeURIComponent(location.pathname.replace(/^\/jobs\//, ""));
     document.getElementById("job-id").textContent = jobId;
     const config = await getJSON("/api/config");
     let ended = false;
-    let fullId = jobId;
+    let overview = null;
+    let summary = null;
+    const grid = ShardGrid(document.getElementById("grid-scroll"), document.getElementById("grid"),
+      document.getElementById("legend"), config.cell_states);
 
-    async function refresh() {
-      let data;
-      try {
-        data = await getJSON("/api/jobs/" + encodeURIComponent(jobId));
-      } catch (err) {
-        setSummary("Cannot read the job: " + err.message, true);
-        return;
-      }
-      fullId = data.job.ID;
-      document.getElementById("job-id").textContent = data.job.ID;
-      document.title = "Job " + short(data.job.ID, 8) + " · Bacalhau-gRPC dashboard";
-      setSummary(data.job.State + " · " + data.job.ShardsDone + "/" + data.job.ShardsTotal + " shard(s) done");
-      renderOverview(data);
-      renderGrid(data);
-      renderResults(data);
-      renderActions(data);
-      document.getElementById("spec").textContent = JSON.stringify({ Spec: data.spec, Deal: data.deal }, null, 2);
-      ended = data.ended;
+    function showSummary() {
+      if (!summary) return;
+      const text = summary.State + " · " + summary.ShardsDone + "/" + summary.ShardsTotal + " shard(s) done" + (ended ? "" : " · live");
+      setSummary(text);
+      const state = document.getElementById("overview-state");
+      if (state) { state.textContent = summary.State; state.className = "state " + stateClass(summary.State); }
+      const done = document.getElementById("overview-shards");
+      if (done) done.textContent = summary.ShardsDone + "/" + summary.ShardsTotal;
     }
 
     function renderOverview(data) {
       const dl = document.getElementById("overview");
       dl.replaceChildren();
       const items = [
-        ["State", data.job.State],
+        ["State", data.job.State, "overview-state"],
         ["Engine", data.job.Engine],
         ["Runs", data.job.Job],
-        ["Shards done/total", data.job.ShardsDone + "/" + data.job.ShardsTotal],
+        ["Shards done/total", data.job.ShardsDone + "/" + data.job.ShardsTotal, "overview-shards"],
         ["Created", data.job.CreatedAt],
         ["Client", data.job.ClientID],
-        ["Annotations", (data.job.Annotations || []).join(", ") || "-"],
-        ["Trace ID", data.trace_id || "-"],
+        ["Annotations", (data.job.Annotations || []).join(", ") || "-", "annotations"],
+        ["Trace ID", data.trace_id || "- (the requester does not trace)", "trace-id"],
       ];
-      for (const [k, v] of items) {
+      for (const [k, v, id] of items) {
         dl.appendChild(el("dt", k));
-        dl.appendChild(el("dd", v, k === "Annotations" ? { id: "annotations" } : undefined));
+        dl.appendChild(el("dd", v, id ? { id: id } : undefined));
       }
+      document.getElementById("spec").textContent = JSON.stringify({ Spec: data.spec, Deal: data.deal }, null, 2);
     }
 
-    function renderGrid(data) {
-      const table = document.getElementById("grid");
-      const head = table.querySelector("thead");
-      const body = table.querySelector("tbody");
-      const nodes = Object.keys(data.grid).sort();
-      const headRow = el("tr");
-      headRow.appendChild(el("th", "Shard", { scope: "col" }));
-      for (const node of nodes) headRow.appendChild(el("th", short(node, 11), { scope: "col", title: node, class: "mono" }));
-      head.replaceChildren(headRow);
-      body.replaceChildren();
-      const seen = new Set();
-      for (let shard = 0; shard < data.shards; shard += 1) {
-        const row = el("tr");
-        row.appendChild(el("th", shard, { scope: "row" }));
-        for (const node of nodes) {
-          const c = data.grid[node][String(shard)];
-          if (!c) { cell(row, "", { class: "cell-empty", title: "no row" }); continue; }
-          seen.add(c.State);
-          const title = node + " · shard " + shard + ": " + c.State + (c.Status ? " — " + c.Status : "");
-          cell(row, c.State.slice(0, 1), {
-            class: "cell " + stateClass(c.State), title: title, "aria-label": title, "data-state": c.State,
-          });
-        }
-        body.appendChild(row);
-      }
-      const legend = document.getElementById("legend");
-      legend.replaceChildren();
-      for (const s of Array.from(seen).sort()) legend.appendChild(el("span", s, { class: "chip " + stateClass(s) }));
-    }
-
-    function renderResults(data) {
+    async function renderResults() {
       const box = document.getElementById("results");
+      let data;
+      try { data = await getJSON("/api/jobs/" + encodeURIComponent(overview.job.ID) + "/results"); }
+      catch (err) { box.replaceChildren(el("p", "Cannot read the results: " + err.message, { class: "muted" })); return; }
       box.replaceChildren();
       if (!data.results.length) { box.appendChild(el("p", "No published results yet.", { class: "muted" })); return; }
       const list = el("ul");
@@ -285,74 +392,117 @@
         list.appendChild(item);
       }
       box.appendChild(list);
+      if (data.total > data.results.length) box.appendChild(el("p", "… and " + (data.total - data.results.length) + " more.", { class: "muted" }));
       box.appendChild(el("a", "Download all results (.tar.gz)", {
-        href: "/api/jobs/" + encodeURIComponent(data.job.ID) + "/results.tar.gz", class: "button", download: "",
+        href: "/api/jobs/" + encodeURIComponent(overview.job.ID) + "/results.tar.gz", class: "button", download: "",
       }));
     }
 
-    function renderActions(data) {
+    function renderActions() {
       const box = document.getElementById("actions");
       box.replaceChildren();
-      if (!(config.allow_cancel && data.can_cancel)) return;
-      const button = el("button", "Cancel job", { type: "button", class: "danger", "aria-label": "Cancel this job" });
+      if (!(config.allow_cancel && overview && overview.can_cancel) || ended) return;
+      const button = el("button", "Cancel job", { type: "button", class: "danger", id: "cancel", "aria-label": "Cancel this job" });
       button.addEventListener("click", async () => {
-        if (!confirm("Cancel job " + data.job.ID + "?")) return;
+        if (!confirm("Cancel job " + overview.job.ID + "?")) return;
         button.disabled = true;
-        const response = await fetch("/api/jobs/" + encodeURIComponent(data.job.ID) + "/cancel", {
+        const response = await fetch("/api/jobs/" + encodeURIComponent(overview.job.ID) + "/cancel", {
           method: "POST", headers: { "X-CSRF-Token": config.csrf },
         });
-        setSummary(response.ok ? "Cancel requested." : "Cancel refused: " + (await response.text()), !response.ok);
-        refresh();
+        let message = "";
+        if (!response.ok) { try { message = (await response.json()).error; } catch (e) { message = response.statusText; } }
+        setSummary(response.ok ? "Cancel requested." : "Cancel refused: " + message, !response.ok);
+        if (!response.ok) button.disabled = false;
       });
       box.appendChild(button);
     }
 
-    function timeline() {
+    function live() {
       const list = document.getElementById("timeline");
-      const source = new EventSource("/api/jobs/" + encodeURIComponent(jobId) + "/events");
-      source.addEventListener("job-event", (e) => {
-        const ev = JSON.parse(e.data);
-        const item = el("li", null, { class: "event", "data-event": ev.Event });
-        item.appendChild(el("time", ev.Time));
-        item.appendChild(el("strong", " " + ev.Event + " "));
-        item.appendChild(el("span", "shard " + ev.Shard + " · " + (ev.Nodes || "-") + (ev.Detail ? " · " + ev.Detail : "")));
-        list.appendChild(item);
-        refresh();
+      const note = document.getElementById("timeline-note");
+      const source = new EventSource("/api/jobs/" + encodeURIComponent(overview.job.ID) + "/live");
+      source.addEventListener("grid", (e) => {
+        const snapshot = JSON.parse(e.data);
+        list.replaceChildren(); // a reconnect replays the events from the first
+        grid.reset(snapshot);
+        summary = snapshot.summary;
+        showSummary();
       });
-      source.addEventListener("end", () => { source.close(); refresh(); });
-      source.addEventListener("failure", (e) => { source.close(); setSummary("Event stream failed: " + JSON.parse(e.data).error, true); });
-      source.onerror = () => { if (ended) source.close(); };
+      source.addEventListener("update", (e) => {
+        const update = JSON.parse(e.data);
+        if (update.grid) { grid.update(update.grid); summary = update.grid.summary; showSummary(); }
+        for (const ev of update.events) {
+          const item = el("li", null, { class: "event", "data-event": ev.Event, "data-sequence": ev.Sequence });
+          item.appendChild(el("time", ev.Time));
+          item.appendChild(el("strong", " " + ev.Event + " "));
+          item.appendChild(el("span", "shard " + ev.Shard + " · " + (ev.Nodes || "-") + (ev.Detail ? " · " + ev.Detail : "")));
+          list.appendChild(item);
+        }
+        while (list.childElementCount > TIMELINE_MAX) list.removeChild(list.firstElementChild);
+        const shown = list.childElementCount;
+        note.textContent = update.event_count > shown ? "The last " + shown + " of " + update.event_count.toLocaleString() + " events." : "";
+      });
+      source.addEventListener("end", (e) => {
+        source.close();
+        ended = true;
+        summary = JSON.parse(e.data).summary;
+        showSummary();
+        renderActions();
+        renderResults();
+      });
+      source.addEventListener("failure", (e) => { source.close(); setSummary("Live view failed: " + JSON.parse(e.data).error, true); });
+      source.onerror = () => { if (!ended) setSummary("Live view interrupted; reconnecting…", true); };
     }
 
     function logs() {
       const box = document.getElementById("logs");
       const panes = {};
-      const source = new EventSource("/api/jobs/" + encodeURIComponent(jobId) + "/logs");
+      let panesShown = 0;
+      let hidden = 0;
+      const source = new EventSource("/api/jobs/" + encodeURIComponent(overview.job.ID) + "/logs");
       source.addEventListener("log", (e) => {
         const piece = JSON.parse(e.data);
         let pane = panes[piece.Execution];
-        if (!pane) {
+        if (pane === undefined) {
+          if (panesShown >= LOG_PANES_MAX) {
+            panes[piece.Execution] = null;
+            hidden += 1;
+            document.getElementById("logs-note").textContent = "The logs of " + hidden + " more execution(s) are not shown here: bacalhau-grpc logs " + overview.job.ID;
+            return;
+          }
           const details = el("details", null, { open: "" });
           details.appendChild(el("summary", "shard " + piece.Shard + " on " + short(piece.Node, 11) + " (execution " + short(piece.Execution, 8) + ")"));
           pane = el("pre", null, { class: "log", "aria-label": "Log of execution " + piece.Execution });
           details.appendChild(pane);
           box.appendChild(details);
           panes[piece.Execution] = pane;
+          panesShown += 1;
         }
+        if (pane === null) return;
         pane.appendChild(el("span", piece.Text, { class: piece.Stream }));
+        while (pane.textContent.length > LOG_CHARS_MAX && pane.childElementCount > 1) pane.removeChild(pane.firstElementChild);
       });
       source.addEventListener("end", () => {
         source.close();
-        if (!Object.keys(panes).length) box.replaceChildren(el("p", "No output.", { class: "muted" }));
+        if (!panesShown) box.replaceChildren(el("p", "No output.", { class: "muted" }));
       });
       source.addEventListener("failure", (e) => { source.close(); box.appendChild(el("p", "Logs unavailable: " + JSON.parse(e.data).error, { class: "muted" })); });
       source.onerror = () => { if (ended) source.close(); };
     }
 
-    await refresh();
-    timeline();
+    try {
+      overview = await getJSON("/api/jobs/" + encodeURIComponent(jobId));
+    } catch (err) {
+      setSummary("Cannot read the job: " + err.message, true);
+      return;
+    }
+    document.getElementById("job-id").textContent = overview.job.ID;
+    document.title = "Job " + short(overview.job.ID, 8) + " · Bacalhau-gRPC dashboard";
+    renderOverview(overview);
+    renderActions();
+    renderResults();
+    live();
     logs();
-    setInterval(() => { if (!ended) refresh(); }, POLL_MS);
   }
 
   markNav();

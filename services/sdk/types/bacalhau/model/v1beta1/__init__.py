@@ -1247,6 +1247,13 @@ class JobWithInfo(betterproto2.Message):
     The node's private notes about the job.
     """
 
+    trace_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    An extension of this implementation: the OpenTelemetry trace ID of the
+    job's trace (32 hex digits) when the requester traces; empty when tracing
+    is off.
+    """
+
 
 default_message_pool.register_message("bacalhau.model.v1beta1", "JobWithInfo", JobWithInfo)
 
