@@ -197,6 +197,29 @@ class JobTraces:
         """The remembered span context of the job, if any."""
         return self._contexts.get(job_id)
 
+    def trace_ids(self, job_id: str) -> tuple[str, str] | None:
+        """(trace ID, span ID) of the job's remembered context as lowercase hex (32 and 16 digits): the
+        job's trace, and its first span, the parent of the spans started elsewhere; None when unknown."""
+        known = self._contexts.get(job_id)
+        if known is None:
+            return None
+        return trace.format_trace_id(known.trace_id), trace.format_span_id(known.span_id)
+
+    def restore(self, job_id: str, trace_id: str, span_id: str) -> None:
+        """Makes the trace that `trace_ids` gave (e.g. kept in a store across a restart) the job's trace
+        again, so its later spans join it; ignored when the IDs are not valid hex IDs."""
+        try:
+            context = trace.SpanContext(
+                trace_id=int(trace_id, 16),
+                span_id=int(span_id, 16),
+                is_remote=True,
+                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+            )
+        except ValueError:
+            return
+        if len(trace_id) == 32 and len(span_id) == 16:
+            self.remember(job_id, context)
+
     def span(
         self, name: str, *, job_id: str, node_id: str, shard_index: int | None = None
     ) -> contextlib.AbstractContextManager[trace.Span]:

@@ -178,6 +178,8 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         settings.verifier_address, call_timeout=settings.call_timeout, credentials=credentials
     )
     ipfs = IpfsClient(settings.ipfs_connect) if settings.ipfs_connect else None
+    # Every span of a job - and the calls made inside it - in the job's one trace.
+    traces = JobTraces()
     requester = Requester(
         node_id=node_id,
         store=store,
@@ -191,8 +193,9 @@ async def start(settings: RequesterSettings) -> RunningRequester:
         max_active_jobs_per_client=settings.client_job_limit,
         max_followers_per_client=settings.max_followers_per_client,
         limits=settings.submission_limits,
-        # Every span of a job - and the calls made inside it - in the job's one trace.
-        span=JobTraces().span,
+        span=traces.span,
+        # Each job's trace ID is kept with it (GetJob), and restored for active jobs after a restart.
+        traces=traces,
         content=content,
         # Sharded jobs: IPFS inputs are listed from the content the requester holds, then (with
         # ipfs_connect) from the IPFS daemon.

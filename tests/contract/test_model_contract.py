@@ -24,8 +24,9 @@ GO_ENUM_BY_TYPE = {
 # The seed elides StorageSpec.Name's tag ("132-byte string literal not displayed"); Go's is "Name".
 ELIDED_TAGS = {"StorageSpec": {1: "Name"}}
 # Fields this implementation adds after a type's seed fields (as enums.BEYOND_SEED adds enum values): the
-# client-chosen submission ID that makes a retried submission idempotent, inside the signed payload.
-BEYOND_SEED_FIELDS = {"JobCreatePayload": ["SubmissionID"]}
+# client-chosen submission ID that makes a retried submission idempotent, inside the signed payload; the
+# OpenTelemetry trace ID of the job's one trace, answered with the job.
+BEYOND_SEED_FIELDS = {"JobCreatePayload": ["SubmissionID"], "JobWithInfo": ["TraceID"]}
 
 
 def upper_snake(camel: str) -> str:

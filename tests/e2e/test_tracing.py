@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections import defaultdict
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
@@ -25,11 +27,13 @@ from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
+from tests.e2e.cli_support import clean_env, run_cli
 
 NODES = 3
 JOB_END_TIMEOUT = 60.0
 SPANS_TIMEOUT = 20.0
 SERVICE = "bacalhau-grpc-{}"
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")  # an OpenTelemetry trace ID as GetJob answers it
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,31 @@ async def run_job(address: str, job: pb.Job, credentials) -> tuple[str, list[pb.
         request = rpb.WatchJobEventsRequest(job_id=created.job.id)
         events = [item.event async for item in stub.WatchJobEvents(request, timeout=JOB_END_TIMEOUT)]
     return created.job.id, events
+
+
+async def trace_ids(address: str, credentials, job_id: str) -> set[str]:
+    """The job's trace ID as GetJob answers it, with and without each exclusion (a set: one ID, we hope)."""
+    async with grpc.aio.secure_channel(address, credentials) as channel:
+        stub = rgrpc.RequesterServiceStub(channel)
+        found = set()
+        for exclude_events in (False, True):
+            for exclude_shard_states in (False, True):
+                request = rpb.GetJobRequest(
+                    job_id=job_id, exclude_events=exclude_events, exclude_shard_states=exclude_shard_states
+                )
+                found.add((await stub.GetJob(request, timeout=10)).job.trace_id)
+    return found
+
+
+async def describe(stack: Devstack, job_id: str) -> dict:
+    """`bacalhau-grpc describe JOB_ID` (YAML) against the devstack's requester, as data."""
+    host, _, port = stack.requester_address.rpartition(":")
+    env = clean_env(BACALHAU_API_HOST=host, BACALHAU_API_PORT=port, BACALHAU_TLS_CA_CERT=str(stack.ca_cert))
+    done = await asyncio.to_thread(run_cli, "describe", job_id, env=env)
+    assert done.returncode == 0, done.stderr
+    document = yaml.safe_load(done.stdout)
+    assert document["Job"]["ID"] == job_id
+    return document
 
 
 @pytest.fixture
@@ -209,11 +238,14 @@ async def test_one_job_is_one_trace_across_every_service(tmp_path, collector):
         job_id, events = await run_job(stack.requester_address, job, stack.channel_credentials())
         assert published_by(events) == compute_ids
         requester_id, verifier_id = stack.requester.node_id, stack.verifier.node_id
+        answered = await trace_ids(stack.requester_address, stack.channel_credentials(), job_id)
     # The devstack stopped: every node flushed its spans on the way out.
     await wait_for_spans(receiver, job_id, compute_ids)
-    assert_one_trace(
+    trace_id = assert_one_trace(
         receiver, job_id, requester_id=requester_id, verifier_id=verifier_id, compute_ids=compute_ids
     )
+    # GetJob names that trace, so an operator can look it up.
+    assert answered == {trace_id}
 
 
 async def test_a_node_joining_later_works_inside_the_jobs_trace(tmp_path, collector):
@@ -250,6 +282,71 @@ async def test_a_node_joining_later_works_inside_the_jobs_trace(tmp_path, collec
     }
     asks = [s for s in receiver.of_job(job_id) if s.name == "requester.AskForBid"]
     assert any(link[0] in node_calls for s in asks for link in s.links), asks
+
+
+async def test_the_trace_id_survives_a_requester_restart_and_the_job_goes_on_in_its_trace(
+    tmp_path, collector, key_dir
+):
+    """GetJob and `describe` answer the job's trace ID (32 hex digits); the job waits for a third node while
+    the requester restarts; the restarted requester answers the same trace ID, and its work on the job
+    after the restart (asking the new node for a bid, accepting results, verifying) is in the same trace."""
+    receiver, port = collector
+    env = tracing_env(port)
+    async with Devstack(nodes=NODES - 1, data_dir=tmp_path / "stack", env=env) as stack:
+        credentials = stack.channel_credentials()
+        async with grpc.aio.secure_channel(stack.requester_address, credentials) as channel:
+            stub = rgrpc.RequesterServiceStub(channel)
+            request = ClientKey.generate().signed_submit_request(deterministic_noop_job(NODES))
+            job_id = (await stub.SubmitJob(request, timeout=10)).job.id
+        (before,) = await trace_ids(stack.requester_address, credentials, job_id)
+        assert TRACE_ID.match(before), before
+        assert (await describe(stack, job_id))["TraceID"] == before
+
+        # SIGTERM: the requester stops gracefully (exporting its spans), then starts again on its data dir.
+        requester = stack.requester
+        assert requester is not None and requester.process is not None
+        requester.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(requester.process.wait(), 30) == 0
+        await stack.restart(requester)
+        assert await trace_ids(stack.requester_address, credentials, job_id) == {before}
+
+        late = await start_compute_node(tmp_path / "late", stack, env)
+        try:
+            async with grpc.aio.secure_channel(stack.requester_address, credentials) as channel:
+                stub = rgrpc.RequesterServiceStub(channel)
+                watch = rpb.WatchJobEventsRequest(job_id=job_id)
+                events = [item.event async for item in stub.WatchJobEvents(watch, timeout=JOB_END_TIMEOUT)]
+        finally:
+            await stop_process(late)
+        late_id = (tmp_path / "late" / "node_id").read_text().strip()
+        compute_ids = {node.node_id for node in stack.computes} | {late_id}
+        assert published_by(events) == compute_ids
+        assert (await describe(stack, job_id))["TraceID"] == before
+        requester_id, verifier_id = stack.requester.node_id, stack.verifier.node_id
+    await wait_for_spans(receiver, job_id, compute_ids)
+    trace_id = assert_one_trace(
+        receiver, job_id, requester_id=requester_id, verifier_id=verifier_id, compute_ids=compute_ids
+    )
+    assert trace_id == before
+    # Only the restarted requester knew the late node: it asked for that bid inside the job's trace again
+    # (restored from its store), so the late node's work is in the trace, under a requester span of it.
+    late_asks = [
+        s
+        for s in receiver.of_job(job_id)
+        if s.name == "compute.ask_for_bid" and s.attributes["nodeid"] == late_id
+    ]
+    assert late_asks and {s.trace_id.hex() for s in late_asks} == {before}
+
+
+async def test_with_tracing_off_a_job_has_no_trace_id(tmp_path, key_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    async with Devstack(nodes=1, data_dir=tmp_path, env=env) as stack:
+        job = deterministic_noop_job(1)
+        job.spec.verifier = pb.Verifier.VERIFIER_NOOP  # one node: nothing to compare its result with
+        job_id, events = await run_job(stack.requester_address, job, stack.channel_credentials())
+        assert published_by(events) == {stack.computes[0].node_id}
+        assert await trace_ids(stack.requester_address, stack.channel_credentials(), job_id) == {""}
+        assert "TraceID" not in await describe(stack, job_id)
 
 
 async def start_compute_node(data_dir: Path, stack: Devstack, env: dict[str, str]):

@@ -49,7 +49,7 @@ from bacalhau_grpc.requester.domain.dispatch import EffectDispatch, Outgoing, Sp
 from bacalhau_grpc.requester.domain.fair_share import ClientCounts
 from bacalhau_grpc.requester.domain.liveness import NodeLiveness
 from bacalhau_grpc.requester.domain.nodes import NodeRegistry
-from bacalhau_grpc.requester.domain.ports import ComputePort, JobStore, VerifierPort
+from bacalhau_grpc.requester.domain.ports import ComputePort, JobStore, JobTracing, VerifierPort
 from bacalhau_grpc.requester.domain.projection import ProjectionRejected, apply_event
 from bacalhau_grpc.requester.domain.queries import JobQueries
 from bacalhau_grpc.requester.domain.records import JobRecord  # also imported from here (logs.py)
@@ -93,6 +93,7 @@ class Requester(JobSubmission, JobQueries, NodeLiveness, NodeReports, EffectDisp
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         span: SpanFactory = no_span,
+        traces: JobTracing | None = None,
         recent_jobs: int = RECENT_JOBS,
         retry_backoff_start: float = 0.1,
         retry_backoff_max: float = 2.0,
@@ -147,6 +148,9 @@ class Requester(JobSubmission, JobQueries, NodeLiveness, NodeReports, EffectDisp
         self._clock = clock
         self._rng = rng or random.Random()
         self._span = span
+        # The job traces `span` opens its spans in (None: jobs are not traced): each job's trace is kept
+        # with it, answered by GetJob and restored when the requester restarts.
+        self._traces = traces
         self._recent_limit = recent_jobs
         self._active: dict[str, JobRecord] = {}
         # Client-chosen submission IDs in progress or not yet committed (domain/submissions.py).
@@ -196,6 +200,8 @@ class Requester(JobSubmission, JobQueries, NodeLiveness, NodeReports, EffectDisp
             record = self._record_from_store(stored)
             self._active[job_id] = record
             self._client_jobs.add(record.job.client_id)
+            if self._traces is not None and record.trace is not None:
+                self._traces.restore(job_id, *record.trace)  # its later spans join its trace
             reloaded += 1
         live = self.nodes.live_node_ids(now)
         for node_id in live:

@@ -8,7 +8,7 @@ BacalhauError (UnavailableError, DeadlineExceededError, ...).
 
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.shard_fsm import (
@@ -77,6 +77,27 @@ class VerifierPort(Protocol):
     async def close(self) -> None: ...
 
 
+class JobTrace(NamedTuple):
+    """Where a job's one trace is (OpenTelemetry IDs, lowercase hex): the trace ID users see (32 digits)
+    and the span ID (16 digits) of the job's first span, the parent of its spans started elsewhere."""
+
+    trace_id: str
+    span_id: str
+
+
+class JobTracing(Protocol):
+    """The job traces of the requester's span factory (`common.telemetry.JobTraces`): which trace a job
+    is in, and putting a job back in its trace after a restart."""
+
+    def trace_ids(self, job_id: str) -> tuple[str, str] | None:
+        """(trace ID, span ID) of the job's trace once its first span started; None when not traced."""
+        ...
+
+    def restore(self, job_id: str, trace_id: str, span_id: str) -> None:
+        """Makes this the job's trace again: its later spans join it."""
+        ...
+
+
 @dataclass
 class StoredJob:
     """Everything kept about one job."""
@@ -86,6 +107,8 @@ class StoredJob:
     local_events: list[pb.JobLocalEvent]
     rows: list[pb.JobShardState]
     fsms: dict[int, dict[str, Any]]
+    # The job's trace when it was traced at creation (a job stored before trace IDs were kept: None).
+    trace: JobTrace | None = None
 
 
 @dataclass(frozen=True)
@@ -144,8 +167,9 @@ class JobStore(Protocol):
         ...
 
     # queued writes
-    def add_job(self, job: pb.Job) -> None:
-        """A new job (without state or events); its annotations become its tags."""
+    def add_job(self, job: pb.Job, trace: JobTrace | None = None) -> None:
+        """A new job (without state or events); its annotations become its tags; `trace`: the trace it
+        was created in, kept with it."""
         ...
 
     def add_submission(self, client_id: str, submission_id: str, record: SubmissionRecord) -> None:

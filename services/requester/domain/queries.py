@@ -59,7 +59,8 @@ class JobQueries:
     ) -> pb.JobWithInfo:
         """The job with its state and events, for `caller` (the verified ClientID; None: anonymous).
         `events=False` leaves out its events and local events (`list_job_events` pages them);
-        `shard_states=False` its state rows (`list_job_shards` pages them)."""
+        `shard_states=False` its state rows (`list_job_shards` pages them). `trace_id`: the job's trace,
+        when the requester traced its creation (in either case)."""
         record = await self._readable(job_id, caller)
         info = pb.JobWithInfo()
         info.job.CopyFrom(record.job)
@@ -71,6 +72,8 @@ class JobQueries:
         if events:
             info.job_events.extend(record.events)
             info.job_local_events.extend(record.local_events)
+        if record.trace is not None:
+            info.trace_id = record.trace.trace_id
         return info
 
     async def job_state(self, job_id: str) -> pb.JobState:
@@ -359,7 +362,9 @@ class JobQueries:
             del self._recent[job_id]
 
     def _record_from_store(self, stored: StoredJob) -> JobRecord:
-        record = JobRecord(job=stored.job, events=stored.events, local_events=stored.local_events)
+        record = JobRecord(
+            job=stored.job, events=stored.events, local_events=stored.local_events, trace=stored.trace
+        )
         for row in stored.rows:
             record.state.nodes[row.node_id].shards[row.shard_index].CopyFrom(row)
         record.shards = [ShardFSM.from_dict(stored.fsms[i]) for i in sorted(stored.fsms)]

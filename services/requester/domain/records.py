@@ -5,6 +5,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.requester.domain.ports import JobTrace
 from bacalhau_grpc.requester.domain.shard_fsm import ShardFSM
 
 
@@ -18,6 +19,8 @@ class JobRecord:
     local_events: list[pb.JobLocalEvent] = field(default_factory=list)
     shards: list[ShardFSM] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The job's trace, when the requester traced its creation (GetJob's trace_id).
+    trace: JobTrace | None = None
     # The store generation of this job's last queued write.
     written: int = 0
     # Every shard before this index has ended (an ended shard stays ended), so `finished`, asked after

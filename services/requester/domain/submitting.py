@@ -21,7 +21,7 @@ from bacalhau_grpc.requester.domain import events as ev
 from bacalhau_grpc.requester.domain.dispatch import SpanFactory
 from bacalhau_grpc.requester.domain.fair_share import ClientCounts
 from bacalhau_grpc.requester.domain.nodes import NodeRegistry
-from bacalhau_grpc.requester.domain.ports import JobStore, SubmissionRecord
+from bacalhau_grpc.requester.domain.ports import JobStore, JobTrace, JobTracing, SubmissionRecord
 from bacalhau_grpc.requester.domain.records import JobRecord
 from bacalhau_grpc.requester.domain.shard_fsm import ShardFSM, Transition
 from bacalhau_grpc.requester.domain.submissions import SubmissionKey, Submissions, submission_digest
@@ -58,6 +58,7 @@ class JobSubmission:
     _clock: Callable[[], float]
     _rng: random.Random
     _span: SpanFactory
+    _traces: JobTracing | None
 
     if TYPE_CHECKING:
 
@@ -158,10 +159,12 @@ class JobSubmission:
         # Checked again with no await until the job counts: concurrent submissions cannot overshoot.
         self._client_jobs.check(job.client_id)
         with self._span("requester.SubmitJob", job_id=job.id, node_id=self.node_id):
-            record = JobRecord(job=job)
+            # The job's first span started its trace: kept with the job (GetJob answers its ID).
+            ids = None if self._traces is None else self._traces.trace_ids(job.id)
+            record = JobRecord(job=job, trace=None if ids is None else JobTrace(*ids))
             self._active[job.id] = record
             self._client_jobs.add(job.client_id)
-            self.store.add_job(job)
+            self.store.add_job(job, record.trace)
             if submission is not None:  # in the job's batch: a crash leaves both or neither
                 key, digest = submission
                 self._submissions.record(key, SubmissionRecord(job_id=job.id, digest=digest))

@@ -28,7 +28,13 @@ from typing import Any
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.metrics import NO_METRICS, Metrics
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.requester.domain.ports import JobQuery, StoredJob, SubmissionRecord, summary_state
+from bacalhau_grpc.requester.domain.ports import (
+    JobQuery,
+    JobTrace,
+    StoredJob,
+    SubmissionRecord,
+    summary_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,14 @@ CREATE TABLE IF NOT EXISTS submissions (
     digest TEXT NOT NULL,
     PRIMARY KEY (client_id, submission_id)
 ) WITHOUT ROWID;
+-- Each traced job's OpenTelemetry trace (domain/ports.py JobTrace: trace ID, first span's ID), written in
+-- its job's transaction; created on open like every table, so a database made before it existed gains it
+-- without a schema version change, and its jobs (no row here) read back with no trace.
+CREATE TABLE IF NOT EXISTS job_traces (
+    job_id TEXT PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY,
     info BLOB NOT NULL,
@@ -116,6 +130,7 @@ _JOB_TABLES = (
     ("shard_rows", "job_id"),
     ("shard_fsm", "job_id"),
     ("submissions", "job_id"),
+    ("job_traces", "job_id"),
 )
 
 
@@ -125,6 +140,8 @@ class _Batch:
     tags: list[tuple[str, str]] = field(default_factory=list)
     # (client_id, submission_id, job_id, digest): written in the transaction of their job.
     submissions: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # (job_id, trace_id, span_id): written in the transaction of their job.
+    traces: list[tuple[str, str, str]] = field(default_factory=list)
     events: list[tuple[str, int, bytes]] = field(default_factory=list)
     local_events: list[tuple[str, int, bytes]] = field(default_factory=list)
     rows: dict[tuple[str, str, int], bytes] = field(default_factory=dict)
@@ -152,6 +169,7 @@ class _Batch:
         self.jobs += newer.jobs
         self.tags += newer.tags
         self.submissions += newer.submissions
+        self.traces += newer.traces
         self.events += newer.events
         self.local_events += newer.local_events
         self.rows.update(newer.rows)
@@ -330,6 +348,11 @@ class RequesterStore:
                     "VALUES (?, ?, ?, ?)",
                     batch.submissions,
                 )
+            if batch.traces:
+                db.executemany(
+                    "INSERT OR REPLACE INTO job_traces (job_id, trace_id, span_id) VALUES (?, ?, ?)",
+                    batch.traces,
+                )
             if batch.events:
                 db.executemany(
                     "INSERT OR REPLACE INTO events (job_id, seq, event) VALUES (?, ?, ?)", batch.events
@@ -396,13 +419,16 @@ class RequesterStore:
 
     # -- queued writes ---------------------------------------------------------------------------
 
-    def add_job(self, job: pb.Job) -> None:
-        """A new job (without state or events); its annotations become its tags."""
+    def add_job(self, job: pb.Job, trace: JobTrace | None = None) -> None:
+        """A new job (without state or events); its annotations become its tags; `trace`: the trace it was
+        created in (committed in the same transaction)."""
         created = job.created_at.ToMicroseconds()
         self._batch.jobs.append((job.id, job.client_id, created, job.SerializeToString()))
         tags = sorted(set(job.spec.annotations))
         self._batch.tags.extend((job.id, tag) for tag in tags)
-        self._queued(1 + len(tags))
+        if trace is not None:
+            self._batch.traces.append((job.id, trace.trace_id, trace.span_id))
+        self._queued(1 + len(tags) + (trace is not None))
 
     def add_submission(self, client_id: str, submission_id: str, record: SubmissionRecord) -> None:
         """A client's submission ID and what it made; queue it right after its job (`add_job`, with no
@@ -573,7 +599,9 @@ class RequesterStore:
                 "SELECT shard_index, data FROM shard_fsm WHERE job_id = ?", (job_id,)
             )
         }
-        return StoredJob(job, events, local_events, rows, fsms)
+        traced = db.execute("SELECT trace_id, span_id FROM job_traces WHERE job_id = ?", (job_id,)).fetchone()
+        trace = None if traced is None else JobTrace(*traced)
+        return StoredJob(job, events, local_events, rows, fsms, trace)
 
     def find_submission(self, client_id: str, submission_id: str) -> SubmissionRecord | None:
         """What the client's submission with this ID made (committed data), or None."""

@@ -4,13 +4,14 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import time
 
 import pytest
 
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.page_tokens import decode_token, encode_token
-from bacalhau_grpc.requester.domain.ports import JobQuery, SubmissionRecord
+from bacalhau_grpc.requester.domain.ports import JobQuery, JobTrace, SubmissionRecord
 from bacalhau_grpc.requester.store.sqlite import SCHEMA_VERSION, RequesterStore
 
 
@@ -256,5 +257,50 @@ async def test_a_database_made_before_submission_ids_gains_their_table_on_open(t
         store.add_submission("c1", "sub-1", SubmissionRecord(job_id="job-2", digest="cd" * 32))
         await store.flush()
         assert store.find_submission("c1", "sub-1") == SubmissionRecord(job_id="job-2", digest="cd" * 32)
+    finally:
+        await store.close()
+
+
+TRACE = JobTrace(trace_id="4bf92f3577b34da6a3ce929d0e0e4736", span_id="00f067aa0ba902b7")
+
+
+async def test_a_jobs_trace_is_kept_with_it_and_a_job_stored_before_traces_reads_back_without_one(tmp_path):
+    path = tmp_path / "requester.db"
+    store = await open_store(path)
+    store.add_job(make_job("job-old", 1_000))
+    await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as a requester before trace IDs left it
+        db.execute("DROP TABLE job_traces")
+        db.commit()
+
+    store = await open_store(path)
+    try:
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+        old = store.load_job("job-old")
+        assert old is not None and old.trace is None
+        store.add_job(make_job("job-traced", 2_000), TRACE)
+        store.add_job(make_job("job-untraced", 3_000))
+    finally:
+        await store.close()
+
+    store = await open_store(path)
+    try:
+        traced, untraced = store.load_job("job-traced"), store.load_job("job-untraced")
+        assert traced is not None and traced.trace == TRACE
+        assert untraced is not None and untraced.trace is None
+    finally:
+        await store.close()
+
+
+async def test_retention_removes_a_jobs_trace_with_the_job(tmp_path):
+    path = tmp_path / "requester.db"
+    store = await open_store(path)
+    try:
+        store.add_job(make_job("job-1", 1_000), TRACE)
+        store.put_fsm("job-1", 0, ("Completed", {"phase": "Completed"}))
+        now = time.time()
+        assert await store.expire_finished_jobs(now, now, 60.0, 10) == ["job-1"]
+        assert store.load_job("job-1") is None
+        assert store._db.execute("SELECT COUNT(*) FROM job_traces").fetchone() == (0,)
     finally:
         await store.close()

@@ -49,16 +49,18 @@ class JobShard(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., index: _Optional[int] = ...) -> None: ...
 
 class JobWithInfo(_message.Message):
-    __slots__ = ("job", "job_state", "job_events", "job_local_events")
+    __slots__ = ("job", "job_state", "job_events", "job_local_events", "trace_id")
     JOB_FIELD_NUMBER: _ClassVar[int]
     JOB_STATE_FIELD_NUMBER: _ClassVar[int]
     JOB_EVENTS_FIELD_NUMBER: _ClassVar[int]
     JOB_LOCAL_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     job: Job
     job_state: _job_state_pb2.JobState
     job_events: _containers.RepeatedCompositeFieldContainer[_job_event_pb2.JobEvent]
     job_local_events: _containers.RepeatedCompositeFieldContainer[_job_event_pb2.JobLocalEvent]
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., job_state: _Optional[_Union[_job_state_pb2.JobState, _Mapping]] = ..., job_events: _Optional[_Iterable[_Union[_job_event_pb2.JobEvent, _Mapping]]] = ..., job_local_events: _Optional[_Iterable[_Union[_job_event_pb2.JobLocalEvent, _Mapping]]] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., job_state: _Optional[_Union[_job_state_pb2.JobState, _Mapping]] = ..., job_events: _Optional[_Iterable[_Union[_job_event_pb2.JobEvent, _Mapping]]] = ..., job_local_events: _Optional[_Iterable[_Union[_job_event_pb2.JobLocalEvent, _Mapping]]] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class JobCreatePayload(_message.Message):
     __slots__ = ("client_id", "job", "context", "submission_id")
