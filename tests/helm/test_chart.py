@@ -54,6 +54,7 @@ def workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_the_ci_scenarios_are_there():
     assert [s.name for s in SCENARIOS] == [
         "default",
+        "ci/dashboard-values.yaml",
         "ci/insecure-values.yaml",
         "ci/single-compute-values.yaml",
         "ci/three-compute-dind-values.yaml",

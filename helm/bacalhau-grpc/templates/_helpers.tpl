@@ -337,13 +337,15 @@ group: cert-manager.io
 {{- end }}
 
 {{/*
-Where one pod's certificate comes from, (dict "ctx" $ "component" "requester|verifier|compute|test"):
+Where one pod's certificate comes from, (dict "ctx" $ "component" "requester|verifier|compute|test|dashboard";
+the `helm test` pod and the dashboard are clients, with a client certificate as an operator's):
   issue      an init container issues it from the CA's Secret (`bacalhau-grpc certs issue`) into an
              in-memory emptyDir
   secret     a Secret with tls.crt, tls.key and ca.crt (a cert-manager Certificate's, or yours)
   csi        cert-manager's csi-driver, per pod
   podSecret  existingSecret mode's compute Secret: <pod>.crt, <pod>.key and ca.crt
-  caOnly     the `helm test` pod with no client certificate: the CA alone (the requester's ca.crt)
+  caOnly     a client (the `helm test` pod, the dashboard) with no client certificate: the CA alone (the
+             requester's ca.crt)
   none       plaintext
 */}}
 {{- define "bacalhau-grpc.tlsSource" -}}
@@ -371,7 +373,7 @@ Where one pod's certificate comes from, (dict "ctx" $ "component" "requester|ver
 {{- if eq $tls.mode "certManager" }}
 {{- printf "%s-tls" (include "bacalhau-grpc.componentName" .) }}
 {{- else }}
-{{- $key := ternary "client" .component (eq .component "test") }}
+{{- $key := ternary "client" .component (has .component (list "test" "dashboard")) }}
 {{- $what := dict "requester" "the requester's certificate" "verifier" "the verifier's certificate" "compute" "the compute pods' certificates" "client" "a client certificate" }}
 {{- required (printf "tls.existingSecret.%s is required with tls.mode=existingSecret: the Secret holding %s" $key (index $what $key)) (index $tls.existingSecret $key) }}
 {{- end }}
@@ -392,7 +394,7 @@ $(POD_NAME) in a container's args, ${POD_NAME} in the csi-driver's attributes.
 - verifier: its pod (or, with one Certificate for every pod, its Service's) name; reached at its Service;
 - compute: its pod name (its node ID); reached at the pod's own name under the headless Service, the
   name it advertises to the requester;
-- test: the `helm test` pod, a client.
+- test, dashboard: the `helm test` pod and the dashboard's pods, clients.
 */}}
 {{- define "bacalhau-grpc.identity" -}}
 {{- $ctx := .ctx }}
@@ -575,7 +577,7 @@ The init container that issues the pod's certificate from the CA's Secret when t
       csi.cert-manager.io/duration: {{ $ctx.Values.tls.certManager.duration | quote }}
       csi.cert-manager.io/fs-group: {{ $ctx.Values.podSecurityContext.fsGroup | default 10001 | quote }}
 {{- else if eq $source "caOnly" }}
-# The CA's certificate alone (from the requester's Secret): the test pod checks the requester's API.
+# The CA's certificate alone (from the requester's Secret): a client of the requester's API alone.
 - name: tls
   secret:
     secretName: {{ include "bacalhau-grpc.tlsSecretName" (dict "ctx" $ctx "component" "requester") }}
