@@ -9,7 +9,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help install constraints gen gen-check lint docker-engine test-images ipfs-install shells-install test fuzz chaos demo bench clean \
+.PHONY: help install constraints gen gen-check lint docker-engine test-images ipfs-install shells-install browser-install test fuzz chaos demo bench clean \
 	base-image image
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make test-images    build the tests' local Docker image (no registry needed)"
 	@echo "make ipfs-install   install js-ipfs (the tests' real IPFS node) into a cache folder, once"
 	@echo "make shells-install install zsh and fish (the completion tests' shells) from apt, once"
+	@echo "make browser-install install chromium and chromium-driver (the dashboard's browser tests) from apt, once"
 	@echo "make image     build the services' image bacalhau-grpc:<version> and :latest (BASE_IMAGE=... to"
 	@echo "               build on a registry image instead of the local Debian base: make base-image)"
 	@echo "make test       the test suite (pytest; starts the Docker engine and builds the test image)"
@@ -118,7 +119,11 @@ image: docker-engine $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image
 shells-install:
 	scripts/shells-install.sh
 
-test: $(STAMP) test-images ipfs-install shells-install
+# chromium and chromedriver for the dashboard's browser tests (tests/e2e/test_dashboard.py), from apt, once.
+browser-install:
+	scripts/browser-install.sh
+
+test: $(STAMP) test-images ipfs-install shells-install browser-install
 	$(BIN)/pytest -q
 
 # Hypothesis over job files and every public RPC's requests against one real network (tests/fuzz);

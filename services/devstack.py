@@ -20,11 +20,19 @@ As a library (tests, `make demo`, benchmarks):
         channel = open_channel(stack.requester_address, credentials=stack.channel_credentials())
         ...
 
+With `dashboard=True` (on in `bacalhau-grpc devstack`, off by default here) it also runs the web dashboard
+(`bacalhau-grpc dashboard`, `Devstack.dashboard`, its log `<data-dir>/logs/dashboard.log`) on a free port
+of 127.0.0.1 (or `dashboard_port`), a client of the requester: with TLS on the requester's node port as the
+operator (mutual TLS), in plaintext on its one port. It signs with the CLI's key of the devstack's
+environment ($BACALHAU_DIR, else ~/.bacalhau-grpc: `dashboard_key_dir`), so the jobs the user creates with
+the CLI are its own and, with `dashboard_allow_cancel` (the default), it may cancel them.
+`dashboard_url` is its address once `/healthz` answers 200 (the requester answers it).
+
 `restart(node)` starts a node that exited again, on its address with its node ID and data dir
 (`devstack --restart-on-crash` does so whenever one dies). `stop()` (or leaving the `async with`) stops
-the compute nodes, then the requester, then the verifier: SIGTERM, then SIGKILL after a grace period.
-Every child also stops by itself when the devstack process goes away, even if it is killed (each watches a
-pipe whose only writer is the devstack).
+the dashboard, then the compute nodes, then the requester, then the verifier: SIGTERM, then SIGKILL after a
+grace period. Every child also stops by itself when the devstack process goes away, even if it is killed
+(each watches a pipe whose only writer is the devstack).
 """
 
 import asyncio
@@ -32,19 +40,24 @@ import contextlib
 import json
 import os
 import re
+import runpy
 import secrets
+import select
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-from bacalhau_grpc.common import certs, node_ids
+from bacalhau_grpc.common import certs, node_ids, signing
 from bacalhau_grpc.common.channels import call, open_channel
 from bacalhau_grpc.common.errors import BacalhauError
 from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
@@ -58,6 +71,9 @@ NODE_PROTOCOL = re.compile(r"^requester (\S+) node protocol on (\S+)\s*$", re.MU
 METRICS_ENDPOINT = re.compile(
     r"^(requester|compute|verifier) (\S+) metrics on http://(\S+)/metrics\s*$", re.MULTILINE
 )
+# The dashboard's line once it listens (`bacalhau-grpc dashboard`).
+DASHBOARD_LISTENING = re.compile(r"^Dashboard: (http://(\S+?)/) \(requester \S+\)\s*$", re.MULTILINE)
+DASHBOARD = "dashboard"  # its Node's name and node_type
 TLS_DIR = "tls"
 OPERATOR = "operator"  # the operator's client certificate: client-operator.pem
 # What a compute node logs (at INFO) once the requester took its registration.
@@ -162,6 +178,9 @@ class Devstack:
         insecure: bool = False,
         metrics: bool = False,
         log_format: str | None = None,
+        dashboard: bool = False,
+        dashboard_port: int = 0,
+        dashboard_allow_cancel: bool = True,
     ) -> None:
         self.nodes = nodes
         self.bad_actors = bad_actors
@@ -182,11 +201,16 @@ class Devstack:
         # Every node's log format (serve --log-format: text or json); None: BACALHAU_LOG_FORMAT of the
         # devstack's environment, else serve's default (text).
         self.log_format = log_format
+        # The web dashboard as one more child process (`dashboard_url`), on `dashboard_port` (0: a free one).
+        self.dashboard_enabled = dashboard
+        self.dashboard_port = dashboard_port
+        self.dashboard_allow_cancel = dashboard_allow_cancel
         # True when the devstack made its data dir (a temporary one): stop() then removes it.
         self.remove_data_dir = False
         self.verifier: Node | None = None
         self.requester: Node | None = None
         self.computes: list[Node] = []
+        self.dashboard: Node | None = None
         self._pipe_write: int | None = None
         self._pipe_read: int | None = None
         self._stopped = False
@@ -207,6 +231,19 @@ class Devstack:
     @property
     def verifier_address(self) -> str:
         return self._started(self.verifier).address
+
+    @property
+    def dashboard_url(self) -> str:
+        """The web dashboard's URL (`http://127.0.0.1:PORT/`) of a devstack started with `dashboard=True`."""
+        if not self.dashboard_enabled:
+            raise DevstackError("the devstack runs no dashboard (Devstack(dashboard=True) starts one)")
+        return f"http://{self._started(self.dashboard).address}/"
+
+    @property
+    def dashboard_key_dir(self) -> Path:
+        """The CLI key directory the dashboard signs with: the devstack environment's $BACALHAU_DIR, else
+        ~/.bacalhau-grpc (the one `bacalhau-grpc create` uses in the same environment)."""
+        return signing.default_directory(os.environ if self.env is None else self.env).resolve()
 
     # ------------------------------------------------------------------------------------------ TLS
 
@@ -264,7 +301,13 @@ class Devstack:
 
     @property
     def all_nodes(self) -> list[Node]:
+        """The network's nodes: the verifier, the requester and the compute nodes (not the dashboard)."""
         return [n for n in (self.verifier, self.requester, *self.computes) if n is not None]
+
+    @property
+    def processes(self) -> list[Node]:
+        """Every child process: the network's nodes and, when it runs, the dashboard."""
+        return [*self.all_nodes, *((self.dashboard,) if self.dashboard is not None else ())]
 
     def _started(self, node: Node | None) -> Node:
         if node is None or not node.address:
@@ -344,7 +387,10 @@ class Devstack:
                 node = await self._new_node(f"compute-{i}", "compute", args, data_dir=compute_dir)
                 node.bad_actor = bad
                 self.computes.append(node)
-            await self._launch_and_wait(self.computes)
+            # The dashboard (a client of the requester) starts along with the compute nodes.
+            if self.dashboard_enabled:
+                self.dashboard = self._new_dashboard()
+            await self._launch_and_wait([*self.computes, *((self.dashboard,) if self.dashboard else ())])
             await self._wait_until_registered(self.computes)
         except BaseException:
             await self.stop()
@@ -358,6 +404,11 @@ class Devstack:
         if node.running:
             raise DevstackError(f"{node.name} is still running (pid {node.pid})")
         port = node.address.rpartition(":")[2]
+        if node.node_type == DASHBOARD:
+            node.args = _with_flag(node.args, "--port", port)
+            node.stopping = False
+            await self._launch_and_wait([node])
+            return
         node.args = _with_flag(_with_flag(node.args, "--port", port), "--node-id", node.node_id)
         if node.node_address and node.node_address != node.address:
             node.args = _with_flag(node.args, "--node-port", node.node_address.rpartition(":")[2])
@@ -391,6 +442,29 @@ class Devstack:
             *args,
         ]
         return Node(name, node_type, command, self.data_dir / "logs" / f"{name}.log", node_id=node_id)
+
+    def _new_dashboard(self) -> Node:
+        """`bacalhau-grpc dashboard` of this devstack's requester: with TLS on its node port as the operator,
+        with the CLI's key of the devstack's environment; it stops by itself when the devstack goes away."""
+        assert self.data_dir is not None and self._pipe_read is not None
+        if self.secure:
+            api = self.requester_node_address
+            transport = ["--ca-cert", str(self.ca_cert), "--client-cert", str(self.operator_cert)]
+            transport += ["--client-key", str(self.operator_key)]
+        else:
+            api = self.requester_address
+            transport = ["--tls=false"]
+        host, _, port = api.rpartition(":")
+        command = [
+            *("-m", "bacalhau_grpc.devstack", str(self._pipe_read), DASHBOARD),
+            *("--host", "127.0.0.1", "--port", str(self.dashboard_port)),
+            *("--api-host", host, "--api-port", port, *transport),
+            *(("--allow-cancel",) if self.dashboard_allow_cancel else ()),
+        ]
+        node = Node(DASHBOARD, DASHBOARD, command, self.data_dir / "logs" / f"{DASHBOARD}.log")
+        # The CLI's key directory, resolved now: a restarted dashboard keeps signing as the same client.
+        node.env = {signing.DIR_ENV: str(self.dashboard_key_dir)}
+        return node
 
     def _log_format(self) -> str:
         environ = os.environ if self.env is None else self.env
@@ -427,7 +501,38 @@ class Devstack:
                     pass_fds=(self._pipe_read,),
                     start_new_session=True,  # Ctrl+C in a terminal reaches the devstack only
                 )
-        await asyncio.gather(*(self._wait_listening(node) for node in nodes))
+        await asyncio.gather(
+            *(
+                self._wait_dashboard(node) if node.node_type == DASHBOARD else self._wait_listening(node)
+                for node in nodes
+            )
+        )
+
+    async def _wait_dashboard(self, node: Node) -> None:
+        """Poll the dashboard's log for its URL, then its /healthz until it answers 200 (it reaches the
+        requester), until the startup deadline."""
+        assert node.process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        problem = "it did not print its URL"
+        while True:
+            match = DASHBOARD_LISTENING.search(node.current_log())
+            if match is not None:
+                node.address = match.group(2)
+                status, problem = await asyncio.to_thread(_healthz, match.group(1))
+                if status == 200:
+                    return
+            if node.process.returncode is not None:
+                raise DevstackError(
+                    f"{node.name} exited with code {node.process.returncode} before it was ready; "
+                    f"the end of its log ({node.log_path}):\n{node.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise DevstackError(
+                    f"{node.name} was not ready within {self.startup_timeout:g} s: {problem}; "
+                    f"the end of its log ({node.log_path}):\n{node.log_tail()}"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(node.process.wait(), _POLL if match is None else 0.1)
 
     async def _wait_listening(self, node: Node) -> None:
         """Poll the node's log for its "listening on" line until the startup deadline."""
@@ -495,7 +600,7 @@ class Devstack:
 
     async def wait_for_exit(self) -> Node:
         """Wait until a node exits while the devstack is not stopping; return it."""
-        nodes = [n for n in self.all_nodes if n.process is not None]
+        nodes = [n for n in self.processes if n.process is not None]
         if not nodes:
             raise DevstackError("the devstack is not started")
         waits = {asyncio.ensure_future(n.process.wait()): n for n in nodes}  # type: ignore[union-attr]
@@ -507,11 +612,12 @@ class Devstack:
                 task.cancel()
 
     async def stop(self) -> None:
-        """Stop the compute nodes, then the requester, then the verifier: SIGTERM, SIGKILL after the grace."""
+        """Stop the dashboard, then the compute nodes, then the requester, then the verifier: SIGTERM, SIGKILL
+        after the grace."""
         if self._stopped:
             return
         self._stopped = True
-        for group in (self.computes, [self.requester], [self.verifier]):
+        for group in ([self.dashboard], self.computes, [self.requester], [self.verifier]):
             await asyncio.gather(*(self._stop_node(n) for n in group if n is not None))
         for end in (self._pipe_write, self._pipe_read):
             if end is not None:
@@ -533,6 +639,21 @@ class Devstack:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+
+# The devstack's own 127.0.0.1 addresses are never reached through an HTTP proxy of the environment.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _healthz(url: str) -> tuple[int, str]:
+    """GET the dashboard's /healthz: its status (0: no answer) and, unless 200, why."""
+    try:
+        with _NO_PROXY.open(f"{url}healthz", timeout=5) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as err:
+        return err.code, f"/healthz answers {err.code}: {err.read(500).decode(errors='replace')}"
+    except OSError as err:
+        return 0, f"/healthz does not answer: {err}"
 
 
 def _registration(info: cpb.GetNodeInfoResponse) -> bool | None:
@@ -586,3 +707,32 @@ def _with_flag(args: list[str], flag: str, value: str) -> list[str]:
 
 
 # -------------------------------------------------------------------------------------------------- CLI
+
+
+def run_cli_until_fd_closes(argv: Sequence[str]) -> None:
+    """`python -m bacalhau_grpc.devstack FD COMMAND ARGS...`: the CLI's COMMAND (the dashboard) as a devstack
+    child that, like `serve --stop-when-fd-closes`, stops (SIGTERM) when the pipe FD reads end-of-file: its
+    only writer, the devstack, is gone, even if it was killed."""
+    fd = int(argv[0])
+
+    def watch() -> None:
+        # The nodes make the pipe non-blocking (a flag of the pipe, shared by every child): wait with select.
+        while True:
+            try:
+                select.select([fd], [], [])
+                if not os.read(fd, 4096):
+                    break
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="devstack-watch", daemon=True).start()
+    sys.argv = ["bacalhau-grpc", *argv[1:]]
+    # Run by name: this supervisor never imports the CLI (the CLI imports it).
+    runpy.run_module("bacalhau_grpc.cli.main", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    run_cli_until_fd_closes(sys.argv[1:])

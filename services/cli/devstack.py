@@ -2,9 +2,10 @@
 
 The nodes are the devstack supervisor's (`bacalhau_grpc.devstack`, `Devstack`): this module is the
 command, its flags (serve's compute flags among them, given to every compute node) and its printout:
-the nodes, the requester's addresses, the export line and grpcurl commands. With `--restart-on-crash` a
-node that dies is started again on its address with its node ID and data dir; without, the devstack
-stops and shows the end of the dead node's log.
+the nodes, the requester's addresses, the export line, grpcurl commands and the web dashboard's URL (a
+child process like the nodes, on a free port unless --dashboard-port; --no-dashboard: none). With
+`--restart-on-crash` a node that dies is started again on its address with its node ID and data dir;
+without, the devstack stops and shows the end of the dead node's log.
 """
 
 import argparse
@@ -34,6 +35,10 @@ examples:
 
   # the noop executor's output, and one node (the last) that proposes wrong results
   bacalhau-grpc devstack --noop-stdout hello --bad-actors 1
+
+  # the web dashboard on port 8080 (default: a free port; its URL is printed), or no dashboard
+  bacalhau-grpc devstack --dashboard-port 8080
+  bacalhau-grpc devstack --no-dashboard
 
   # testing crash safety: kill -9 any node's pid, the devstack starts it again (same address and data)
   bacalhau-grpc devstack --restart-on-crash --data-dir ./stack
@@ -103,6 +108,31 @@ def add_parser(subparsers) -> None:
         help="every node serves Prometheus metrics on a free port of its own (serve --metrics-port 0); "
         "the addresses are listed once the devstack is ready",
     )
+    dashboard = parser.add_argument_group(
+        "web dashboard", "`bacalhau-grpc dashboard` of the devstack's requester, as the operator"
+    )
+    flags.add_bool_flag(
+        dashboard,
+        "dashboard",
+        default=True,
+        help="run the web dashboard (a child process like the nodes, on 127.0.0.1) and print its URL "
+        "(default: on; --no-dashboard: none)",
+    )
+    dashboard.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="the dashboard's HTTP port (default 0: a free one)",
+    )
+    flags.add_bool_flag(
+        dashboard,
+        "dashboard-allow-cancel",
+        default=True,
+        help="let the dashboard cancel the jobs its key owns: it signs with the CLI's key ($BACALHAU_DIR, "
+        "else ~/.bacalhau-grpc), so those are the jobs you create with the CLI (default: on, a local "
+        "development network; --no-dashboard-allow-cancel: read-only)",
+    )
     compute = parser.add_argument_group(
         "compute node settings", "serve's compute node flags, given to every compute node"
     )
@@ -116,6 +146,8 @@ def cmd_devstack(args) -> int:
 
 
 async def _run(args) -> int:
+    if not 0 <= args.dashboard_port <= 65535:
+        raise flags.CommandError(f"--dashboard-port must be 0 to 65535, got {args.dashboard_port}")
     stack = Devstack(
         args.nodes,
         args.bad_actors,
@@ -127,6 +159,9 @@ async def _run(args) -> int:
         insecure=args.insecure,
         metrics=args.metrics,
         log_format=args.log_format,
+        dashboard=args.dashboard,
+        dashboard_port=args.dashboard_port,
+        dashboard_allow_cancel=args.dashboard_allow_cancel,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -161,10 +196,8 @@ async def _run(args) -> int:
             break
         if restarted.exception() is not None:
             return await _stop_after_crash(stack, node, f"could not restart it: {restarted.exception()}")
-        print(
-            f"{node.name} restarted: {node.node_id} listening on {node.address} again, pid {node.pid}",
-            flush=True,
-        )
+        who = node.node_id or node.name
+        print(f"{node.name} restarted: {who} listening on {node.address} again, pid {node.pid}", flush=True)
     print(f"\nReceived {received[0]}: stopping the devstack ...", flush=True)
     await stack.stop()
     print("Devstack stopped.", flush=True)
@@ -188,7 +221,8 @@ async def _unless_stopped(coroutine, stop: asyncio.Event) -> asyncio.Future | No
 def _exited(node: Node) -> str:
     assert node.process is not None
     code = node.process.returncode
-    return f"{node.name} ({node.node_id}, pid {node.pid}) exited unexpectedly with code {code}"
+    who = f"{node.node_id}, pid {node.pid}" if node.node_id else f"pid {node.pid}"
+    return f"{node.name} ({who}) exited unexpectedly with code {code}"
 
 
 async def _stop_after_crash(stack: Devstack, node: Node, problem: str = "") -> int:
@@ -246,6 +280,16 @@ def _print_ready(stack: Devstack) -> None:
             "As the operator (client certificate), on the node port:",
             f"  grpcurl -cacert {ca} {operator} {node_api} list",
         ]
+    if stack.dashboard is not None:
+        via = "as the operator, on the node port" if stack.secure else "plaintext"
+        lines += ["", f"Dashboard: {stack.dashboard_url} (pid {stack.dashboard.pid}; requester {via})"]
+        if stack.dashboard_allow_cancel:
+            lines.append(
+                f"  It signs with the CLI's key in {stack.dashboard_key_dir}: it can cancel the jobs you "
+                "create with it (--no-dashboard-allow-cancel: read-only)."
+            )
+        else:
+            lines.append("  Read-only (--dashboard-allow-cancel: cancel the jobs the CLI's key owns).")
     if stack.metrics:
         lines += ["", "Metrics (Prometheus):"]
         for node in stack.all_nodes:

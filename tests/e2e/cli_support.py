@@ -112,6 +112,8 @@ def run_cli(*args: str, env: dict[str, str], input: str | None = None, timeout: 
 
 # The table `devstack` prints once it is ready: kind, node ID, address, pid.
 NODE_ROW = re.compile(r"^(verifier|requester|compute)\s+(\S+)\s+(\S+)\s+pid (\d+)", re.M)
+# Its web dashboard's line: the URL and the pid.
+DASHBOARD_LINE = re.compile(r"^Dashboard: (http://\S+/) \(pid (\d+);", re.M)
 DEFAULT_ARGS = ("--nodes", "3", "--bad-actors", "1", "--noop-stdout", STDOUT_TEXT)
 
 
@@ -119,15 +121,19 @@ class RunningDevstack:
     """`bacalhau-grpc devstack ARGS` in a subprocess (3 compute nodes, one a bad actor, by default), once it
     is ready: its API address, `env` for the CLI (with BACALHAU_TLS_CA_CERT unless it runs --insecure), and
     its nodes as printed. With TLS: `ca_cert`, the operator's `operator_cert` / `operator_key` and the
-    requester's `node_address` (its node port)."""
+    requester's `node_address` (its node port).
 
-    def __init__(self, tmp: Path, args: tuple[str, ...] = DEFAULT_ARGS) -> None:
+    Without its web dashboard (--no-dashboard: one process less) unless `dashboard`; with it,
+    `dashboard_url` and `dashboard_pid` as printed."""
+
+    def __init__(self, tmp: Path, args: tuple[str, ...] = DEFAULT_ARGS, *, dashboard: bool = False) -> None:
         self.data_dir = tmp / "devstack"
         self.process = subprocess.Popen(
             [
                 *COMMAND,
                 "devstack",
                 *args,
+                *(() if dashboard else ("--no-dashboard",)),
                 "--data-dir",
                 str(self.data_dir),
                 "--startup-timeout",
@@ -158,6 +164,9 @@ class RunningDevstack:
         tls = {"BACALHAU_TLS_CA_CERT": self.ca_cert} if self.ca_cert else {}
         rows = NODE_ROW.findall(self.output.text())
         self.pids = [int(row[3]) for row in rows]
+        shown = DASHBOARD_LINE.search(text)
+        self.dashboard_url = shown.group(1) if shown else None
+        self.dashboard_pid = int(shown.group(2)) if shown else None
         # compute name ("compute-0") -> (node ID, address, pid), as printed
         self.computes = {
             f"compute-{i}": tuple(row[1:]) for i, row in enumerate(r for r in rows if r[0] == "compute")
@@ -182,7 +191,8 @@ class RunningDevstack:
     def all_pids(self) -> set[int]:
         """Every node process it started, restarted ones included (", pid N" at the end of a line)."""
         restarted = re.findall(r", pid (\d+)$", self.output.text(), re.M)
-        return set(self.pids) | {int(pid) for pid in restarted}
+        dashboard = {self.dashboard_pid} if self.dashboard_pid else set()
+        return set(self.pids) | dashboard | {int(pid) for pid in restarted}
 
     def stop(self, sig: int = signal.SIGINT) -> str:
         if self.process.poll() is None:

@@ -90,6 +90,9 @@ def test_devstack_prints_how_to_reach_it(devstack):
         "requester.log",
         "verifier.log",
     ]
+    # --no-dashboard (the tests' devstacks): no dashboard process, URL or log
+    assert "--no-dashboard" in devstack.process.args
+    assert "Dashboard" not in text and devstack.dashboard_url is None
 
 
 def test_create_and_wait_reaches_the_published_result(devstack, job_file):
@@ -311,7 +314,11 @@ def test_nodes_stop_by_themselves_when_the_devstack_is_killed(tmp_path):
         process.wait(timeout=30)
     pids = [int(pid) for pid in re.findall(r" pid (\d+)", output.text())]
     assert len(pids) == 3
-    wait_until(lambda: all(gone(pid) for pid in pids), 30, "the orphaned nodes to stop")
+    # the web dashboard (on by default) watches the same pipe
+    dashboard = cli_support.DASHBOARD_LINE.search(output.text())
+    assert dashboard, output.text()
+    pids.append(int(dashboard.group(2)))
+    wait_until(lambda: all(gone(pid) for pid in pids), 30, "the orphaned nodes and dashboard to stop")
     assert "compute stopped" in (tmp_path / "logs" / "compute-0.log").read_text()  # gracefully
 
 
