@@ -260,19 +260,12 @@ async def api_job(request: web.Request) -> web.Response:
             "job": job_row(job),
             "spec": hide_env(jobfile.message_to_dict(job.spec)),
             "deal": jobfile.message_to_dict(job.deal),
-            "trace_id": _trace_id(info),
+            "trace_id": info.trace_id,
             "owner": owner,
             "can_cancel": options["allow_cancel"] and owner,
         },
         headers={"Cache-Control": "no-store"},
     )
-
-
-def _trace_id(info: pb.JobWithInfo) -> str:
-    """The job's trace ID when the requester recorded one (no field carries it yet: empty)."""
-    if "trace_id" in info.DESCRIPTOR.fields_by_name:
-        return str(info.trace_id)
-    return ""
 
 
 async def api_results(request: web.Request) -> web.Response:

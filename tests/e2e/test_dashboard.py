@@ -6,8 +6,10 @@ shard-by-node grid, the event timeline, the logs and a working results download;
 `<script>` is shown as text and never runs. Each page is saved as a screenshot under
 tests/artifacts/dashboard/ (ignored by git) and copied to docs/screenshots/."""
 
+import asyncio
 import http.server
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -19,14 +21,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from bacalhau_grpc.dashboard.server import HIDDEN, hide_env
-from tests.e2e.cli_support import COMMAND, STDOUT_TEXT, Lines, RunningDevstack, run_cli
-
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
+from bacalhau_grpc.common.content.archive import make_tar_gz
+from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.dashboard.server import HIDDEN, hide_env
+from bacalhau_grpc.sdk import Client
+from bacalhau_grpc.sdk import sdk_types as m
+from tests.e2e import cli_support
+from tests.e2e.cli_support import COMMAND, STDOUT_TEXT, Lines, RunningDevstack, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -35,12 +41,14 @@ DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "docs" / "scr
 UI_WAIT = 60.0
 SCRIPT_ANNOTATION = "<script>window.__pwned=1</script>"
 FILES = {"a.txt": b"alpha\n", "b.txt": b"beta\n", "c.txt": b"gamma\n"}
-
+WASM = Path(__file__).resolve().parent.parent / "wasm"
+MANY_SHARDS = 120  # more rows than the grid's view holds: only those in view are in the page
 
 
 class _Files(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = FILES.get(urllib.parse.unquote(self.path).removeprefix("/data/"))
+        name = urllib.parse.unquote(self.path).removeprefix("/data/")
+        body = FILES.get(name) or (name.encode() if re.fullmatch(r"many-\d+\.txt", name) else None)
         if body is None:
             self.send_error(404)
             return
@@ -99,7 +107,9 @@ def dashboard(devstack):
 
 @pytest.fixture(scope="module")
 def browser():
-    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "needs Debian's chromium and chromium-driver: make browser-install"
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), (
+        "needs Debian's chromium and chromium-driver: make browser-install"
+    )
     options = Options()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
@@ -226,7 +236,10 @@ def test_a_sharded_jobs_page_shows_the_grid_and_the_timeline(
     job_id = create(devstack, tmp_path, text, "--wait-timeout-secs", "120")
     browser.get(dashboard + "jobs/" + job_id[:8])
     wait_for(lambda: browser.find_element(By.ID, "job-id").text == job_id, "the full job ID")
-    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr.shard-row")) == 3, "three shard rows")
+    wait_for(
+        lambda: len(browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr.shard-row")) == 3,
+        "three shard rows",
+    )
     cells = wait_for(
         lambda: [
             c
@@ -303,3 +316,143 @@ def test_env_values_are_hidden_names_kept():
     assert hidden["Docker"]["EnvironmentVariables"] == [f"TOKEN={HIDDEN}", f"MODE={HIDDEN}"]
     assert hidden["Wasm"]["EnvironmentVariables"] == {"KEY": HIDDEN}
     assert hidden["Annotations"] == ["a=b"] and "s3cret" not in repr(hidden)
+
+
+def sdk(devstack) -> Client:
+    """An SDK client with the CLI's key: the dashboard's key too (both read $BACALHAU_DIR)."""
+    assert cli_support.KEY_DIR is not None
+    key = ClientKey.load_or_create(cli_support.KEY_DIR)
+    return Client(f"{devstack.host}:{devstack.port}", key=key, ca_cert=devstack.ca_cert)
+
+
+def submit_spinning(devstack) -> str:
+    """A WASM job that prints "spinning" then runs until it is cancelled (or its 120 s timeout), once a node
+    accepted it."""
+    job = m.Job(
+        spec=m.Spec(
+            engine=m.Engine.WASM,
+            verifier=m.Verifier.NOOP,
+            publisher=m.Publisher.NOOP,
+            timeout=120,
+            wasm=m.JobSpecWasm(entry_point="_start"),
+            annotations=["dashboard-cancel"],
+        ),
+        deal=m.Deal(concurrency=1),
+    )
+
+    async def start() -> str:
+        async with sdk(devstack) as client:
+            module = make_tar_gz({"spin.wasm": (WASM / "spin.wasm").read_bytes()})
+            submitted = await client.submit(job, context=module)
+            async for event in client.events(submitted.id, follow=True):
+                if event.event_name == m.JobEventType.BID_ACCEPTED:
+                    return submitted.id
+            raise AssertionError("the job ended before it ran")
+
+    return asyncio.run(start())
+
+
+def test_cancel_from_the_job_page_stops_a_running_job(devstack, dashboard, browser):
+    job_id = submit_spinning(devstack)
+    browser.get(dashboard + "jobs/" + job_id)
+    wait_for(lambda: "spinning" in browser.find_element(By.ID, "logs").text, "the running job's output")
+    assert browser.find_element(By.ID, "overview-state").text in ("Waiting", "Running")
+    button = wait_for(lambda: browser.find_element(By.ID, "cancel"), "the cancel button")
+    assert button.get_attribute("aria-label") == "Cancel this job"
+    button.click()
+    alert = browser.switch_to.alert  # "Cancel job ...?"
+    assert job_id in alert.text
+    alert.accept()
+    wait_for(
+        lambda: browser.find_element(By.ID, "overview-state").text == "Cancelled", "the job to show Cancelled"
+    )
+    wait_for(lambda: not browser.find_elements(By.ID, "cancel"), "the button to go once the job ended")
+
+    async def final_states() -> set[str]:
+        async with sdk(devstack) as client:
+            return {row.state.name async for row in client.shards(job_id)}
+
+    assert asyncio.run(final_states()) == {"CANCELLED"}
+    events = [e.get_attribute("data-event") for e in browser.find_elements(By.CSS_SELECTOR, "#timeline li")]
+    assert events[-1] == "BidCancelled", events
+    screenshot(browser, "job-cancelled")
+
+
+def test_the_jobs_page_pages_on_the_server_forward_and_back(devstack, dashboard, browser):
+    async def submit_many() -> list[str]:
+        async with sdk(devstack) as client:
+            job = m.Job(
+                spec=m.Spec(engine=m.Engine.NOOP, verifier=m.Verifier.NOOP, publisher=m.Publisher.NOOP),
+                deal=m.Deal(concurrency=1),
+            )
+            return [(await client.submit(job)).id for _ in range(12)]
+
+    newest_first = asyncio.run(submit_many())[::-1]
+    browser.get(dashboard + "jobs?size=10")
+
+    def listed() -> list[str]:
+        return [
+            r.get_attribute("data-job-id") for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
+        ]
+
+    wait_for(lambda: listed() == newest_first[:10], "the ten newest jobs on page 1")
+    assert browser.find_element(By.ID, "pageno").text == "page 1"
+    assert not browser.find_element(By.ID, "prev").is_enabled()
+    browser.find_element(By.ID, "next").click()
+    wait_for(lambda: listed()[:2] == newest_first[10:], "the next two on page 2")
+    assert browser.find_element(By.ID, "pageno").text == "page 2"
+    assert not set(listed()) & set(newest_first[:10])
+    browser.find_element(By.ID, "prev").click()
+    wait_for(lambda: listed() == newest_first[:10], "page 1 again")
+
+
+def test_a_grid_taller_than_its_view_draws_only_the_rows_in_view(
+    devstack, dashboard, browser, files_url, tmp_path
+):
+    inputs = "".join(
+        f"    - StorageSource: URLDownload\n      URL: {files_url(f'many-{i}.txt')}\n      path: /inputs\n"
+        for i in range(MANY_SHARDS)
+    )
+    text = (
+        "Spec:\n  Engine: Noop\n  Timeout: 120\n  inputs:\n"
+        + inputs
+        + "  Sharding:\n    GlobPattern: '*.txt'\n    BatchSize: 1\n    GlobPatternBasePath: /inputs\n"
+        "Deal:\n  Concurrency: 1\n"
+    )
+    job_id = create(devstack, tmp_path, text, "--wait-timeout-secs", "180")
+    browser.get(dashboard + "jobs/" + job_id)
+    wait_for(
+        lambda: f"{MANY_SHARDS}/{MANY_SHARDS} shard(s) done" in browser.find_element(By.ID, "summary").text,
+        "every shard done",
+    )
+    rows = browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr.shard-row")
+    assert 0 < len(rows) < MANY_SHARDS, len(rows)
+    assert rows[0].get_attribute("data-shard") == "0"
+    legend = browser.find_element(By.CSS_SELECTOR, '#legend [data-state="Completed"]').text
+    assert legend == f"Completed {MANY_SHARDS}"
+    browser.execute_script("const s = document.getElementById('grid-scroll'); s.scrollTop = s.scrollHeight;")
+    last = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, f'#grid tr.shard-row[data-shard="{MANY_SHARDS - 1}"]'),
+        "the last shard's row after scrolling",
+    )
+    cells = last[0].find_elements(By.CSS_SELECTOR, "td.cell")
+    assert [c.get_attribute("data-state") for c in cells] == ["Completed"], cells
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr.shard-row")) < MANY_SHARDS
+
+
+def test_bad_requests_name_what_is_wrong(dashboard):
+    for query, named in (
+        ("state=finished", "unknown state 'finished'"),
+        ("size=7", "page size must be one of 10, 25, 50, 100"),
+        ("sort=size", "unknown sort 'size'"),
+        ("cursor=not-a-token", "not a page token"),
+    ):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(dashboard + "api/jobs?" + query, timeout=10)
+        assert refused.value.code == 400, query
+        assert named in json.load(refused.value)["error"], query
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(dashboard + "api/jobs/no-such-job", timeout=10)
+    assert missing.value.code == 404
+    with urllib.request.urlopen(dashboard + "healthz", timeout=10) as response:
+        assert json.load(response)["ok"] is True

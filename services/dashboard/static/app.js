@@ -289,7 +289,9 @@
 
     function spacer(px) {
       const row = el("tr", null, { class: "spacer", "aria-hidden": "true" });
-      row.appendChild(el("td", null, { colspan: nodes.length + 1, style: "height:" + px + "px" }));
+      const filler = el("td", null, { colspan: nodes.length + 1 });
+      filler.style.height = px + "px"; // CSSOM, not a style attribute: the CSP allows no inline styles
+      row.appendChild(filler);
       return row;
     }
 
