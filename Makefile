@@ -31,7 +31,7 @@ help:
 	@echo "make demo       start a devstack, run one job through its whole lifecycle, stop it"
 	@echo "make chaos      10,000 jobs while each service is SIGKILLed and restarted: lost/duplicated jobs and events,"
 	@echo "               throughput dip and recovery (CHAOS_JOBS=..., CHAOS_SOAK=30 for the 30-minute soak)"
-	@echo "make bench      benchmarks: the model codecs, and noop jobs through a devstack"
+	@echo "make bench      benchmarks: the model codecs, noop jobs through a devstack, the dashboard in Chromium"
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -142,13 +142,14 @@ chaos: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m bacalhau_grpc.cli.demo
 
-bench: $(STAMP)
+bench: $(STAMP) ipfs-install browser-install
 	$(PY) bench/bench_model.py
 	$(PY) -m bench.bench_network
 	$(PY) bench/bench_docker.py
 	$(PY) bench/bench_wasm.py
 	$(PY) -m bench.bench_sharding --files 10000
 	$(PY) -m bench.bench_latency
+	$(PY) -m bench.bench_dashboard --files 10000 --stored 10000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

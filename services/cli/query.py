@@ -216,11 +216,10 @@ async def _describe_paged(
 async def _node_entries(client: Client, job_id: str) -> AsyncIterator[tuple[str, object]]:
     """The job's JobState.Nodes entries from ListJobShards pages (ordered by node ID): each node's
     Shards mapping streamed in turn."""
-    rows = aiter(client.shards(job_id))
+    rows = aiter(client.shard_rows(job_id))
 
     async def following() -> pb.JobShardState | None:
-        row = await anext(rows, None)
-        return None if row is None else to_pb(row, pb.JobShardState)
+        return await anext(rows, None)
 
     current = [await following()]
 

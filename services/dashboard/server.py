@@ -216,7 +216,7 @@ async def api_jobs(request: web.Request) -> web.Response:
         page_token=query.get("cursor", "")[:4096],
     )
     return web.json_response(
-        {"jobs": [job_row(to_pb(job, pb.Job)) for job in page.jobs], "next": page.next_page_token},
+        {"jobs": [job_row(job) for job in page.jobs], "next": page.next_page_token},
         headers={"Cache-Control": "no-store"},
     )
 
@@ -266,6 +266,20 @@ async def api_job(request: web.Request) -> web.Response:
         },
         headers={"Cache-Control": "no-store"},
     )
+
+
+async def _job_info(request: web.Request) -> sdk_types.JobWithInfo:
+    """The job the address names (its ID or a unique prefix), without its state rows and events."""
+    found = await request.app[CLIENT_KEY].get(request.match_info["job_id"], events=False, shard_states=False)
+    if found.job is None:
+        raise NotFoundError(f"job {request.match_info['job_id']} not found")
+    return found
+
+
+async def _job(request: web.Request) -> sdk_types.Job:
+    job = (await _job_info(request)).job
+    assert job is not None
+    return job
 
 
 async def api_results(request: web.Request) -> web.Response:
@@ -349,32 +363,36 @@ async def _stream_events(request: web.Request, items: AsyncIterator[tuple[str, A
 
 async def api_live(request: web.Request) -> web.StreamResponse:
     """The job page's live view over SSE: first `grid` (every cell, from the job's state rows read page by
-    page), then an `update` at most every FLUSH_SECONDS with the cells that changed, the newest events
-    (at most TIMELINE_LIMIT per update) and the count so far, from the job's events (WatchJobEvents from
-    the first) until the job ends: then `end`. The page never re-reads the whole job."""
+    page), then an `update` at most every FLUSH_SECONDS with the cells that changed, the new events (at
+    most TIMELINE_LIMIT per update) and the count so far, until the job ends: then `end`. The events come
+    from WatchJobEvents starting TIMELINE_LIMIT events before the newest the job had when the page
+    opened (so the timeline starts full; those are in the snapshot already and change no cell's state).
+    The page never re-reads the whole job."""
     client = request.app[CLIENT_KEY]
-    job = (await client.get(request.match_info["job_id"], events=False, shard_states=False)).job
+    info = await _job_info(request)
+    job = info.job
     assert job is not None
     total = job.execution_plan.total_shards if job.execution_plan else 0
+    after = max(info.event_count - TIMELINE_LIMIT, 0)
     grid = ShardGrid(total)
-    async for row in client.shards(job.id):
-        grid.put(row.node_id, row.shard_index, int(row.state), row.status)
+    async for row in client.shard_rows(job.id):
+        grid.put(row.node_id, row.shard_index, row.state, row.status)
 
     async def items() -> AsyncIterator[tuple[str, Any]]:
         yield "grid", grid.snapshot()
-        count = 0
-        async for batch in _batches(client.events(job.id, follow=True), FLUSH_SECONDS):
-            timeline: deque[dict[str, Any]] = deque(maxlen=TIMELINE_LIMIT)
+        count = after
+        async for batch in _batches(client.events(job.id, follow=True, after=after), FLUSH_SECONDS):
+            timeline: deque[tuple[int, sdk_types.JobEvent]] = deque(maxlen=TIMELINE_LIMIT)
             for event in batch:
                 count += 1
                 node = event.target_node_id or event.source_node_id
                 grid.apply(int(event.event_name), node, event.shard_index, event.status)
-                timeline.append({"sequence": count, "event": event})
+                timeline.append((count, event))
             yield (
                 "update",
                 {
                     "grid": grid.changes(),
-                    "events": [_event_item(item["sequence"], item["event"]) for item in timeline],
+                    "events": [_event_item(sequence, event) for sequence, event in timeline],
                     "event_count": count,
                 },
             )
@@ -443,11 +461,14 @@ def _event_item(sequence: int, event: sdk_types.JobEvent) -> dict[str, Any]:
 async def api_logs(request: web.Request) -> web.StreamResponse:
     """What the job's executions write, live, each piece naming its execution, node, shard and stream."""
     client = request.app[CLIENT_KEY]
-    job = (await client.get(request.match_info["job_id"])).job
-    job_id = job.id if job is not None else request.match_info["job_id"]
+    shard_text = request.query.get("shard", "")
+    if shard_text and not shard_text.isdigit():
+        raise _bad_request(f"shard must be a shard index (0, 1, ...), not {shard_text[:20]!r}")
+    job = await _job(request)
 
     async def items() -> AsyncIterator[tuple[str, Any]]:
-        async for piece in client.logs(job_id, follow=True):
+        shard = int(shard_text) if shard_text else None
+        async for piece in client.logs(job.id, shard_index=shard, follow=True):
             yield (
                 "log",
                 {
@@ -469,8 +490,7 @@ async def api_logs(request: web.Request) -> web.StreamResponse:
 async def api_download(request: web.Request) -> web.StreamResponse:
     """The job's published results (as `get` lays them out) as one .tar.gz."""
     client = request.app[CLIENT_KEY]
-    job = (await client.get(request.match_info["job_id"])).job
-    job_id = job.id if job is not None else request.match_info["job_id"]
+    job_id = (await _job(request)).id
     folder = Path(tempfile.mkdtemp(prefix="dashboard-results-"))
     try:
         await client.download(
@@ -509,8 +529,8 @@ async def api_cancel(request: web.Request) -> web.Response:
     if origin is not None and origin != f"{request.scheme}://{request.host}":
         raise web.HTTPForbidden(text="cross-origin request refused")
     client = request.app[CLIENT_KEY]
-    job = (await client.get(request.match_info["job_id"])).job
-    if job is None or job.client_id != client.client_id:
+    job = await _job(request)
+    if job.client_id != client.client_id:
         raise web.HTTPForbidden(text="only the job's owner may cancel it")
     await client.cancel(job.id, reason="cancelled from the dashboard")
     return web.json_response({"cancelled": job.id})

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import bacalhau_grpc.sdk.types.bacalhau.model.v1beta1 as sdk_types
 import bacalhau_grpc.sdk.types.bacalhau.requester.v1 as sdk_requester
+from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.sdk.client import (
     DEFAULT_DOWNLOAD_TIMEOUT,
@@ -125,6 +126,10 @@ class SyncClient:
     def shards(self, job_id: str) -> Iterator[sdk_types.JobShardState]:
         """`Client.shards` as a plain iterator."""
         return self._iterate(self._client.shards(job_id))
+
+    def shard_rows(self, job_id: str) -> Iterator[pb.JobShardState]:
+        """`Client.shard_rows` as a plain iterator."""
+        return self._iterate(self._client.shard_rows(job_id))
 
     def list(
         self,

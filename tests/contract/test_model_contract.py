@@ -26,7 +26,7 @@ ELIDED_TAGS = {"StorageSpec": {1: "Name"}}
 # Fields this implementation adds after a type's seed fields (as enums.BEYOND_SEED adds enum values): the
 # client-chosen submission ID that makes a retried submission idempotent, inside the signed payload; the
 # OpenTelemetry trace ID of the job's one trace, answered with the job.
-BEYOND_SEED_FIELDS = {"JobCreatePayload": ["SubmissionID"], "JobWithInfo": ["TraceID"]}
+BEYOND_SEED_FIELDS = {"JobCreatePayload": ["SubmissionID"], "JobWithInfo": ["TraceID", "EventCount"]}
 
 
 def upper_snake(camel: str) -> str:

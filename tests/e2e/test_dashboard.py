@@ -263,6 +263,15 @@ def test_a_sharded_jobs_page_shows_the_grid_and_the_timeline(
     assert "Created" in events and "BidAccepted" in events, events
     assert "3/3 shard(s) done" in browser.find_element(By.ID, "summary").text
     wait_for(lambda: STDOUT_TEXT in browser.find_element(By.ID, "logs").text, "the noop stdout in the logs")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#logs details")) == 6  # every execution's
+    browser.find_element(By.CSS_SELECTOR, '#grid tr.shard-row[data-shard="1"] td.cell').click()
+    wait_for(lambda: browser.find_element(By.ID, "logs-note").text.startswith("Shard 1 "), "shard 1's logs")
+
+    def shard_one_panes():
+        titles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#logs details summary")]
+        return titles if len(titles) == 2 and all(t.startswith("shard 1 on ") for t in titles) else None
+
+    wait_for(shard_one_panes, "the logs of shard 1's two executions only")
     link = browser.find_element(By.CSS_SELECTOR, "#results a.button").get_attribute("href")
     with urllib.request.urlopen(link, timeout=120) as response:
         body = response.read()
@@ -428,6 +437,9 @@ def test_a_grid_taller_than_its_view_draws_only_the_rows_in_view(
     rows = browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr.shard-row")
     assert 0 < len(rows) < MANY_SHARDS, len(rows)
     assert rows[0].get_attribute("data-shard") == "0"
+    note = browser.find_element(By.ID, "logs-note").text
+    assert note == f"{MANY_SHARDS} shards: click a cell of the grid to follow its shard's logs.", note
+    assert not browser.find_elements(By.CSS_SELECTOR, "#logs details")  # none streamed until asked
     legend = browser.find_element(By.CSS_SELECTOR, '#legend [data-state="Completed"]').text
     assert legend == f"Completed {MANY_SHARDS}"
     browser.execute_script("const s = document.getElementById('grid-scroll'); s.scrollTop = s.scrollHeight;")

@@ -87,13 +87,16 @@ async def test_plain_get_job_is_refused_with_the_way_out_and_exclusions_answer(b
         assert not head.job.state.nodes and not head.job_state.nodes
         assert not head.job_events and not head.job_local_events
         assert head.job.execution_plan.total_shards == SHARDS
+        assert head.event_count == len([e async for e in client.events(job_id)])  # counted, not sent
 
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_list_job_shards_pages_give_every_row_once(big):
     stack, key, job_id = big
     async with await _client(stack, key) as client:
-        rows = [to_pb(row, pb.JobShardState) async for row in client.shards(job_id[:8])]
+        rows = [row async for row in client.shard_rows(job_id[:8])]
+        as_sdk = [to_pb(row, pb.JobShardState) async for row in client.shards(job_id[:8])]
+    assert as_sdk == rows  # the same rows, as SDK types
     keys = [(row.node_id, row.shard_index) for row in rows]
     assert len(keys) == len(set(keys)) == SHARDS  # one node: one row per shard
     assert sorted(keys) == keys

@@ -171,6 +171,7 @@
         document.getElementById("next").disabled = !data.next;
         document.getElementById("pageno").textContent = "page " + (page + 1);
         setSummary(data.jobs.length + " job(s) on this page · updated " + new Date().toLocaleTimeString());
+        if (!tbody.dataset.loadedMs) tbody.dataset.loadedMs = String(Math.round(performance.now())); // the bench
       } catch (err) {
         setSummary("Cannot list the jobs: " + err.message, true);
       } finally {
@@ -216,6 +217,7 @@
 
   const TIMELINE_MAX = 1000;
   const LOG_PANES_MAX = 50;
+  const LOG_ALL_SHARDS = 50;
   const LOG_CHARS_MAX = 65536;
   const NO_ROW = 255;
 
@@ -281,7 +283,7 @@
         const status = statuses[n][shard];
         const title = nodes[n] + " · shard " + shard + ": " + name + (status ? " — " + status : "");
         row.appendChild(el("td", name.slice(0, 1), {
-          class: "cell " + stateClass(name), title: title, "aria-label": title, "data-state": name,
+          class: "cell " + stateClass(name), title: title, "aria-label": title + " (show its logs)", "data-state": name, tabindex: "0",
         }));
       }
       return row;
@@ -328,10 +330,12 @@
         setNodes(snapshot.nodes);
         put(snapshot.cells);
         legendFor(snapshot.summary);
-        table.setAttribute("data-loaded", "true");
         draw();
+        table.setAttribute("data-loaded", "true");
+        table.dataset.loadedMs = String(Math.round(performance.now())); // for bench/bench_dashboard.py
       },
       update(change) {
+        table.dataset.updates = String(Number(table.dataset.updates || 0) + 1);
         if (change.nodes) setNodes(change.nodes);
         put(change.cells);
         legendFor(change.summary);
@@ -343,6 +347,8 @@
   async function job() {
     const jobId = decodeURIComponent(location.pathname.replace(/^\/jobs\//, ""));
     document.getElementById("job-id").textContent = jobId;
+    const overviewAsked = getJSON("/api/jobs/" + encodeURIComponent(jobId));
+    overviewAsked.catch(() => {}); // handled below, after the config
     const config = await getJSON("/api/config");
     let ended = false;
     let overview = null;
@@ -429,6 +435,7 @@
         grid.reset(snapshot);
         summary = snapshot.summary;
         showSummary();
+        startRest(snapshot);
       });
       source.addEventListener("update", (e) => {
         const update = JSON.parse(e.data);
@@ -447,6 +454,7 @@
       source.addEventListener("end", (e) => {
         source.close();
         ended = true;
+        document.getElementById("grid").dataset.endedMs = String(Math.round(performance.now()));
         summary = JSON.parse(e.data).summary;
         showSummary();
         renderActions();
@@ -456,12 +464,21 @@
       source.onerror = () => { if (!ended) setSummary("Live view interrupted; reconnecting…", true); };
     }
 
-    function logs() {
+    // Logs: every execution's, live, for a job of at most LOG_ALL_SHARDS shards; for a bigger one, or
+    // after a click on a grid cell, the chosen shard's only.
+    let logSource = null;
+    function logs(shard) {
       const box = document.getElementById("logs");
+      const note = document.getElementById("logs-note");
+      if (logSource) logSource.close();
+      box.replaceChildren();
+      note.textContent = shard === undefined ? "" : "Shard " + shard + " (click another cell of the grid for its shard).";
       const panes = {};
       let panesShown = 0;
       let hidden = 0;
-      const source = new EventSource("/api/jobs/" + encodeURIComponent(overview.job.ID) + "/logs");
+      const query = shard === undefined ? "" : "?shard=" + shard;
+      const source = new EventSource("/api/jobs/" + encodeURIComponent(overview.job.ID) + "/logs" + query);
+      logSource = source;
       source.addEventListener("log", (e) => {
         const piece = JSON.parse(e.data);
         let pane = panes[piece.Execution];
@@ -469,7 +486,7 @@
           if (panesShown >= LOG_PANES_MAX) {
             panes[piece.Execution] = null;
             hidden += 1;
-            document.getElementById("logs-note").textContent = "The logs of " + hidden + " more execution(s) are not shown here: bacalhau-grpc logs " + overview.job.ID;
+            note.textContent = "The logs of " + hidden + " more execution(s) are not shown here: click a cell of the grid for its shard's, or bacalhau-grpc logs " + overview.job.ID;
             return;
           }
           const details = el("details", null, { open: "" });
@@ -492,8 +509,26 @@
       source.onerror = () => { if (ended) source.close(); };
     }
 
+    function chooseShard(target) {
+      const row = target.closest("tr.shard-row");
+      if (row && target.closest("td.cell")) logs(Number(row.dataset.shard));
+    }
+    const gridBody = document.querySelector("#grid tbody");
+    gridBody.addEventListener("click", (e) => chooseShard(e.target));
+    gridBody.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); chooseShard(e.target); } });
+
+    let started = false;
+    function startRest(snapshot) {
+      // After the grid: the results and the logs (a big job's logs and results must not hold it back).
+      if (started) return;
+      started = true;
+      renderResults();
+      if (snapshot.shards <= LOG_ALL_SHARDS) logs();
+      else document.getElementById("logs-note").textContent = snapshot.shards.toLocaleString() + " shards: click a cell of the grid to follow its shard's logs.";
+    }
+
     try {
-      overview = await getJSON("/api/jobs/" + encodeURIComponent(jobId));
+      overview = await overviewAsked;
     } catch (err) {
       setSummary("Cannot read the job: " + err.message, true);
       return;
@@ -502,9 +537,7 @@
     document.title = "Job " + short(overview.job.ID, 8) + " · Bacalhau-gRPC dashboard";
     renderOverview(overview);
     renderActions();
-    renderResults();
     live();
-    logs();
   }
 
   markNav();

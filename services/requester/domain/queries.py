@@ -60,7 +60,7 @@ class JobQueries:
         """The job with its state and events, for `caller` (the verified ClientID; None: anonymous).
         `events=False` leaves out its events and local events (`list_job_events` pages them);
         `shard_states=False` its state rows (`list_job_shards` pages them). `trace_id`: the job's trace,
-        when the requester traced its creation (in either case)."""
+        when the requester traced its creation, and `event_count` (in either case)."""
         record = await self._readable(job_id, caller)
         info = pb.JobWithInfo()
         info.job.CopyFrom(record.job)
@@ -74,6 +74,7 @@ class JobQueries:
             info.job_local_events.extend(record.local_events)
         if record.trace is not None:
             info.trace_id = record.trace.trace_id
+        info.event_count = len(record.events)
         return info
 
     async def job_state(self, job_id: str) -> pb.JobState:

@@ -49,18 +49,20 @@ class JobShard(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., index: _Optional[int] = ...) -> None: ...
 
 class JobWithInfo(_message.Message):
-    __slots__ = ("job", "job_state", "job_events", "job_local_events", "trace_id")
+    __slots__ = ("job", "job_state", "job_events", "job_local_events", "trace_id", "event_count")
     JOB_FIELD_NUMBER: _ClassVar[int]
     JOB_STATE_FIELD_NUMBER: _ClassVar[int]
     JOB_EVENTS_FIELD_NUMBER: _ClassVar[int]
     JOB_LOCAL_EVENTS_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     job: Job
     job_state: _job_state_pb2.JobState
     job_events: _containers.RepeatedCompositeFieldContainer[_job_event_pb2.JobEvent]
     job_local_events: _containers.RepeatedCompositeFieldContainer[_job_event_pb2.JobLocalEvent]
     trace_id: str
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., job_state: _Optional[_Union[_job_state_pb2.JobState, _Mapping]] = ..., job_events: _Optional[_Iterable[_Union[_job_event_pb2.JobEvent, _Mapping]]] = ..., job_local_events: _Optional[_Iterable[_Union[_job_event_pb2.JobLocalEvent, _Mapping]]] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    event_count: int
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., job_state: _Optional[_Union[_job_state_pb2.JobState, _Mapping]] = ..., job_events: _Optional[_Iterable[_Union[_job_event_pb2.JobEvent, _Mapping]]] = ..., job_local_events: _Optional[_Iterable[_Union[_job_event_pb2.JobLocalEvent, _Mapping]]] = ..., trace_id: _Optional[str] = ..., event_count: _Optional[int] = ...) -> None: ...
 
 class JobCreatePayload(_message.Message):
     __slots__ = ("client_id", "job", "context", "submission_id")

@@ -1254,6 +1254,13 @@ class JobWithInfo(betterproto2.Message):
     is off.
     """
 
+    event_count: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
+    """
+    An extension of this implementation: how many events the job has, also
+    when GetJob leaves them out (ListJobEvents pages them; WatchJobEvents'
+    after_sequence can start from the newest).
+    """
+
 
 default_message_pool.register_message("bacalhau.model.v1beta1", "JobWithInfo", JobWithInfo)
 
