@@ -17,6 +17,7 @@ Run with `make bench` (10,000 files, 10,000 stored jobs) or
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import tempfile
@@ -33,7 +34,7 @@ from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.ipfs import IpfsClient
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
-from bacalhau_grpc.dashboard.server import TIMELINE_LIMIT
+from bacalhau_grpc.dashboard.live import TIMELINE_LIMIT
 from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
@@ -117,8 +118,6 @@ def http_times(url: str, count: int) -> list[float]:
 
 
 def deep_cursor(url: str, pages: int) -> str:
-    import json
-
     cursor = ""
     for _ in range(pages - 1):
         with urllib.request.urlopen(f"{url}api/jobs?size=25&cursor={cursor}", timeout=30) as response:

@@ -39,6 +39,15 @@ def add_parser(commands) -> None:
         help="the most live views (job pages, logs) open at once; each holds one stream on the requester "
         "(default 64)",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a host name the dashboard may be reached by (the Host header, without port; repeat for "
+        "more). Default: the loopback names when --host is a loopback address, else any. Set it when "
+        "serving on another address, so a web page of another site cannot reach the dashboard by "
+        "pointing its own name at this address (DNS rebinding)",
+    )
     flags.add_api_flags(parser)
     parser.set_defaults(handler=cmd_dashboard)
 
@@ -69,6 +78,7 @@ async def _serve(args: argparse.Namespace) -> int:
             args.port,
             allow_cancel=args.allow_cancel,
             max_streams=args.max_live_views,
+            allowed_hosts=args.allowed_host,
             on_ready=ready,
         )
     return 0

@@ -1,6 +1,8 @@
 """The dashboard's HTTP server (aiohttp): three pages (network, jobs, job) served as static HTML shells that
-a small vanilla script fills from JSON endpoints, live updates by Server-Sent Events, all of it read
-through one SDK `Client` of the requester (gRPC, with the operator's TLS and key).
+a small vanilla script fills from JSON endpoints, live updates by Server-Sent Events (`live.py`), the
+results (`results.py`), all of it read through one SDK `Client` of the requester (gRPC, with the
+operator's TLS and key). This module: the application, its middleware, the pages, the JSON of nodes, jobs
+and a job's overview, cancel, and `serve`.
 
 Safety: read-only unless `allow_cancel`; env values never leave the server (`hide_env`); pages are
 fixed files (no job or node data is put into HTML on the server), the script builds the DOM with
@@ -11,16 +13,10 @@ script and style and nothing inline. Cancel needs the per-process CSRF token, se
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import secrets
-import shutil
-import tarfile
-import tempfile
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
@@ -28,25 +24,26 @@ from bacalhau_grpc.cli import output
 from bacalhau_grpc.cli.nodes import node_dict
 from bacalhau_grpc.common.errors import BacalhauError, InvalidArgumentError, NotFoundError
 from bacalhau_grpc.common.model import enums, jobfile, pb
+from bacalhau_grpc.dashboard.context import (
+    CLIENT_KEY,
+    LOOPBACK_HOSTS,
+    OPTIONS_KEY,
+    Options,
+    bad_request,
+    job_of,
+)
+from bacalhau_grpc.dashboard.live import api_live, api_logs
+from bacalhau_grpc.dashboard.results import api_download, api_results
 from bacalhau_grpc.dashboard.shard_grid import STATE_NAMES as CELL_STATES
-from bacalhau_grpc.dashboard.shard_grid import ShardGrid
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.sdk import Client, sdk_types
 from bacalhau_grpc.sdk.client import to_pb
 
-LOG = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"network": "network.html", "jobs": "jobs.html", "job": "job.html"}
 PAGE_SIZES = (10, 25, 50, 100)
 DEFAULT_PAGE_SIZE = 25
 HIDDEN = "(hidden)"
-# The job page's live view: at most one update every FLUSH_SECONDS, each with at most TIMELINE_LIMIT events;
-# the events read ahead of a slow page are at most BATCH_LIMIT.
-FLUSH_SECONDS = 0.25
-TIMELINE_LIMIT = 500
-BATCH_LIMIT = 10_000
-RESULTS_SHOWN = 100
-T = TypeVar("T")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
@@ -59,23 +56,26 @@ FILTER_STATES = {"pending": 0} | {
     enums.JOB_STATE_TYPE.name(value).lower(): value for value in pb.JobStateType.values() if value
 }
 
-CLIENT_KEY = web.AppKey("client", Client)
-OPTIONS_KEY = web.AppKey("options", dict)
-
 
 def make_app(
-    client: Client, *, allow_cancel: bool = False, download_timeout: float = 300.0, max_streams: int = 64
+    client: Client,
+    *,
+    allow_cancel: bool = False,
+    download_timeout: float = 300.0,
+    max_streams: int = 64,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> web.Application:
-    """The dashboard as an aiohttp application over `client` (the caller closes the client)."""
-    app = web.Application(middlewares=[_security_headers, _errors])
+    """The dashboard as an aiohttp application over `client` (the caller closes the client).
+    `allowed_hosts`: the host names requests may be addressed to (their Host header; a page of another
+    site that rebinds its DNS name to this address is refused); None: any."""
+    app = web.Application(middlewares=[_security_headers, _allowed_host, _errors])
     app[CLIENT_KEY] = client
-    app[OPTIONS_KEY] = {
-        "allow_cancel": allow_cancel,
-        "csrf": secrets.token_urlsafe(32),
-        "download_timeout": download_timeout,
-        "max_streams": max_streams,
-        "streams": 0,
-    }
+    app[OPTIONS_KEY] = Options(
+        allow_cancel=allow_cancel,
+        download_timeout=download_timeout,
+        max_streams=max_streams,
+        allowed_hosts=None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts),
+    )
     app.router.add_get("/", _root)
     app.router.add_get("/network", _page("network"))
     app.router.add_get("/jobs", _page("jobs"))
@@ -106,6 +106,21 @@ async def _security_headers(request: web.Request, handler: Callable[..., Any]) -
 
 
 @web.middleware
+async def _allowed_host(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+    """Refuses a request addressed to a host name this dashboard does not serve (DNS rebinding)."""
+    allowed = request.app[OPTIONS_KEY].allowed_hosts
+    if allowed is not None and request.path != "/healthz":  # probes ask by address
+        host = (request.host or "").lower()
+        name = host.rpartition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
+        if name not in allowed:
+            return web.json_response(
+                {"error": f"this dashboard does not serve the host {host[:100]!r} (see --allowed-host)"},
+                status=421,
+            )
+    return await handler(request)
+
+
+@web.middleware
 async def _errors(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
     """Requester errors as JSON (404 for a job or node it does not know, 502 otherwise)."""
     try:
@@ -116,10 +131,6 @@ async def _errors(request: web.Request, handler: Callable[..., Any]) -> web.Stre
         return web.json_response({"error": str(err)}, status=400)
     except BacalhauError as err:
         return web.json_response({"error": str(err) or type(err).__name__}, status=502)
-
-
-def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 
 
 # ------------------------------------------------------------------------------------------------ pages
@@ -158,8 +169,8 @@ async def api_config(request: web.Request) -> web.Response:
     client = request.app[CLIENT_KEY]
     return web.json_response(
         {
-            "allow_cancel": options["allow_cancel"],
-            "csrf": options["csrf"] if options["allow_cancel"] else "",
+            "allow_cancel": options.allow_cancel,
+            "csrf": options.csrf if options.allow_cancel else "",
             "client_id": client.client_id,
             "requester": client.address,
             "states": list(FILTER_STATES),
@@ -196,16 +207,16 @@ async def api_jobs(request: web.Request) -> web.Response:
     query = request.query
     state = query.get("state", "").strip().lower()
     if state and state not in FILTER_STATES:
-        raise _bad_request(f"unknown state {state!r}: one of {', '.join(FILTER_STATES)}")
+        raise bad_request(f"unknown state {state!r}: one of {', '.join(FILTER_STATES)}")
     sort = query.get("sort", "created_at")
     if sort not in ("created_at", "id"):
-        raise _bad_request(f"unknown sort {sort!r}: created_at or id")
+        raise bad_request(f"unknown sort {sort!r}: created_at or id")
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
-        raise _bad_request(f"unknown order {order!r}: asc or desc")
+        raise bad_request(f"unknown order {order!r}: asc or desc")
     size_text = query.get("size", str(DEFAULT_PAGE_SIZE))
     if size_text not in {str(n) for n in PAGE_SIZES}:
-        raise _bad_request(f"page size must be one of {', '.join(map(str, PAGE_SIZES))}")
+        raise bad_request(f"page size must be one of {', '.join(map(str, PAGE_SIZES))}")
     page = await client.list_page(
         all_clients=True,
         id_prefix=query.get("prefix", "").strip()[:64],
@@ -262,42 +273,10 @@ async def api_job(request: web.Request) -> web.Response:
             "deal": jobfile.message_to_dict(job.deal),
             "trace_id": info.trace_id,
             "owner": owner,
-            "can_cancel": options["allow_cancel"] and owner,
+            "can_cancel": options.allow_cancel and owner,
         },
         headers={"Cache-Control": "no-store"},
     )
-
-
-async def _job_info(request: web.Request) -> sdk_types.JobWithInfo:
-    """The job the address names (its ID or a unique prefix), without its state rows and events."""
-    found = await request.app[CLIENT_KEY].get(request.match_info["job_id"], events=False, shard_states=False)
-    if found.job is None:
-        raise NotFoundError(f"job {request.match_info['job_id']} not found")
-    return found
-
-
-async def _job(request: web.Request) -> sdk_types.Job:
-    job = (await _job_info(request)).job
-    assert job is not None
-    return job
-
-
-async def api_results(request: web.Request) -> web.Response:
-    """The job's published results (the first RESULTS_SHOWN), each with its node, shard and where it is."""
-    client = request.app[CLIENT_KEY]
-    found = await client.results(request.match_info["job_id"])
-    shown = []
-    for result in found[:RESULTS_SHOWN]:
-        message = to_pb(result, pb.PublishedResult)
-        shown.append(
-            {
-                "NodeID": message.node_id,
-                "ShardIndex": message.shard_index,
-                "Published": output.storage_text(message.data),
-                "URL": message.data.url,
-            }
-        )
-    return web.json_response({"results": shown, "total": len(found)}, headers={"Cache-Control": "no-store"})
 
 
 def hide_env(data: Any) -> Any:
@@ -323,196 +302,6 @@ def _hidden_values(value: Any) -> Any:
     return HIDDEN
 
 
-# ------------------------------------------------------------------------------------------------- SSE
-
-
-async def _sse(request: web.Request, items: AsyncIterator[tuple[str, Any]]) -> web.StreamResponse:
-    """Streams `items` as Server-Sent Events (`event: kind`, `data: JSON`); a requester error
-    ends the stream with a `failure` event naming it. At most `max_streams` at once (each holds one
-    stream on the requester): past that, 503."""
-    options = request.app[OPTIONS_KEY]
-    if options["streams"] >= options["max_streams"]:
-        return web.json_response(
-            {"error": f"too many live views open ({options['max_streams']}); close one and reload"},
-            status=503,
-            headers={"Retry-After": "5"},
-        )
-    options["streams"] += 1
-    try:
-        return await _stream_events(request, items)
-    finally:
-        options["streams"] -= 1
-
-
-async def _stream_events(request: web.Request, items: AsyncIterator[tuple[str, Any]]) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
-    await response.prepare(request)
-    try:
-        async for kind, data in items:
-            payload = json.dumps(data, separators=(",", ":"))
-            await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
-    except BacalhauError as err:
-        payload = json.dumps({"error": str(err) or type(err).__name__})
-        await response.write(f"event: failure\ndata: {payload}\n\n".encode())
-    return response
-
-
-async def api_live(request: web.Request) -> web.StreamResponse:
-    """The job page's live view over SSE: first `grid` (every cell, from the job's state rows read page by
-    page), then an `update` at most every FLUSH_SECONDS with the cells that changed, the new events (at
-    most TIMELINE_LIMIT per update) and the count so far, until the job ends: then `end`. The events come
-    from WatchJobEvents starting TIMELINE_LIMIT events before the newest the job had when the page
-    opened (so the timeline starts full; those are in the snapshot already and change no cell's state).
-    The page never re-reads the whole job."""
-    client = request.app[CLIENT_KEY]
-    info = await _job_info(request)
-    job = info.job
-    assert job is not None
-    total = job.execution_plan.total_shards if job.execution_plan else 0
-    after = max(info.event_count - TIMELINE_LIMIT, 0)
-    grid = ShardGrid(total)
-    async for row in client.shard_rows(job.id):
-        grid.put(row.node_id, row.shard_index, row.state, row.status)
-
-    async def items() -> AsyncIterator[tuple[str, Any]]:
-        yield "grid", grid.snapshot()
-        count = after
-        async for batch in _batches(client.events(job.id, follow=True, after=after), FLUSH_SECONDS):
-            timeline: deque[tuple[int, sdk_types.JobEvent]] = deque(maxlen=TIMELINE_LIMIT)
-            for event in batch:
-                count += 1
-                node = event.target_node_id or event.source_node_id
-                grid.apply(int(event.event_name), node, event.shard_index, event.status)
-                timeline.append((count, event))
-            yield (
-                "update",
-                {
-                    "grid": grid.changes(),
-                    "events": [_event_item(sequence, event) for sequence, event in timeline],
-                    "event_count": count,
-                },
-            )
-        yield "end", {"summary": grid.summary(), "event_count": count}
-
-    return await _sse(request, items())
-
-
-async def _batches(items: AsyncIterator[T], seconds: float) -> AsyncIterator[list[T]]:
-    """`items` in lists: whatever arrived, at most one list every `seconds` (the first at once). A reader
-    behind the producer by BATCH_LIMIT items holds it back."""
-    queue: asyncio.Queue[T | _Done] = asyncio.Queue(maxsize=BATCH_LIMIT)
-
-    async def pump() -> None:
-        try:
-            async for item in items:
-                await queue.put(item)
-        finally:
-            await queue.put(_DONE)
-
-    task = asyncio.create_task(pump())
-    try:
-        done = False
-        while not done:
-            batch: list[T] = []
-            first = await queue.get()
-            while True:
-                if isinstance(first, _Done):
-                    done = True
-                    break
-                batch.append(first)
-                if queue.empty():
-                    break
-                first = queue.get_nowait()
-            if batch:
-                yield batch
-            if not done:
-                await asyncio.sleep(seconds)
-        await task  # raises what the producer raised
-    finally:
-        task.cancel()
-
-
-class _Done:
-    """The end of `_batches`' input."""
-
-
-_DONE = _Done()
-
-
-def _event_item(sequence: int, event: sdk_types.JobEvent) -> dict[str, Any]:
-    message = to_pb(event, pb.JobEvent)
-    nodes = message.source_node_id
-    if message.target_node_id and message.target_node_id != message.source_node_id:
-        nodes = f"{nodes} -> {message.target_node_id}"
-    return {
-        "Sequence": sequence,
-        "Time": output.format_time(message.event_time),
-        "Event": output.event_name(message.event_name),
-        "Nodes": nodes,
-        "Shard": message.shard_index,
-        "Detail": output.event_detail(message),
-    }
-
-
-async def api_logs(request: web.Request) -> web.StreamResponse:
-    """What the job's executions write, live, each piece naming its execution, node, shard and stream."""
-    client = request.app[CLIENT_KEY]
-    shard_text = request.query.get("shard", "")
-    if shard_text and not shard_text.isdigit():
-        raise _bad_request(f"shard must be a shard index (0, 1, ...), not {shard_text[:20]!r}")
-    job = await _job(request)
-
-    async def items() -> AsyncIterator[tuple[str, Any]]:
-        shard = int(shard_text) if shard_text else None
-        async for piece in client.logs(job.id, shard_index=shard, follow=True):
-            yield (
-                "log",
-                {
-                    "Execution": piece.execution_id,
-                    "Node": piece.node_id,
-                    "Shard": piece.shard_index,
-                    "Stream": "stderr" if piece.stderr else "stdout",
-                    "Text": bytes(piece.data).decode("utf-8", "replace"),
-                },
-            )
-        yield "end", {}
-
-    return await _sse(request, items())
-
-
-# ---------------------------------------------------------------------------------------------- results
-
-
-async def api_download(request: web.Request) -> web.StreamResponse:
-    """The job's published results (as `get` lays them out) as one .tar.gz."""
-    client = request.app[CLIENT_KEY]
-    job_id = (await _job(request)).id
-    folder = Path(tempfile.mkdtemp(prefix="dashboard-results-"))
-    try:
-        await client.download(
-            job_id, folder / "results", timeout=request.app[OPTIONS_KEY]["download_timeout"]
-        )
-        archive = folder / "results.tar.gz"
-        await asyncio.to_thread(_tar, folder / "results", archive, f"job-{job_id}")
-        body = await asyncio.to_thread(archive.read_bytes)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return web.Response(
-        body=body,
-        content_type="application/gzip",
-        headers={"Content-Disposition": f'attachment; filename="job-{job_id[:36]}-results.tar.gz"'},
-    )
-
-
-def _tar(source: Path, archive: Path, name: str) -> None:
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(source, arcname=name)
-
-
 # ----------------------------------------------------------------------------------------------- cancel
 
 
@@ -520,16 +309,16 @@ async def api_cancel(request: web.Request) -> web.Response:
     """Cancels a job the dashboard's key owns, when the operator allowed it, with the page's CSRF token
     (header X-CSRF-Token) from this origin."""
     options = request.app[OPTIONS_KEY]
-    if not options["allow_cancel"]:
+    if not options.allow_cancel:
         raise web.HTTPForbidden(text="cancel is disabled (start the dashboard with --allow-cancel)")
     token = request.headers.get("X-CSRF-Token", "")
-    if not secrets.compare_digest(token.encode(), options["csrf"].encode()):
+    if not secrets.compare_digest(token.encode(), options.csrf.encode()):
         raise web.HTTPForbidden(text="missing or wrong CSRF token")
     origin = request.headers.get("Origin")
     if origin is not None and origin != f"{request.scheme}://{request.host}":
         raise web.HTTPForbidden(text="cross-origin request refused")
     client = request.app[CLIENT_KEY]
-    job = await _job(request)
+    job = await job_of(request)
     if job.client_id != client.client_id:
         raise web.HTTPForbidden(text="only the job's owner may cancel it")
     await client.cancel(job.id, reason="cancelled from the dashboard")
@@ -546,10 +335,14 @@ async def serve(
     *,
     allow_cancel: bool,
     max_streams: int,
+    allowed_hosts: Iterable[str] | None,
     on_ready: Callable[[str], None],
 ) -> None:
-    """Serves the dashboard until cancelled; `on_ready(url)` once it listens."""
-    app = make_app(client, allow_cancel=allow_cancel, max_streams=max_streams)
+    """Serves the dashboard until cancelled; `on_ready(url)` once it listens. `allowed_hosts` None: the
+    loopback names when `host` is a loopback address, else any."""
+    if allowed_hosts is None and host in LOOPBACK_HOSTS:
+        allowed_hosts = LOOPBACK_HOSTS
+    app = make_app(client, allow_cancel=allow_cancel, max_streams=max_streams, allowed_hosts=allowed_hosts)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -136,13 +136,13 @@ def wait_for(predicate, what: str, timeout: float = UI_WAIT):
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error!r})")
 
 
-def screenshot(driver, name: str) -> Path:
+def screenshot(driver, name: str, width: int = 1280) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(int(height), 900), 3000))
+    driver.set_window_size(width, min(max(int(height), 900), 3000))
     driver.save_screenshot(str(path))
-    driver.set_window_size(1280, 900)
+    driver.set_window_size(width, 900)
     DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, DOCS_SCREENSHOTS / f"dashboard-{name}.png")
     return path
@@ -468,3 +468,52 @@ def test_bad_requests_name_what_is_wrong(dashboard):
     assert missing.value.code == 404
     with urllib.request.urlopen(dashboard + "healthz", timeout=10) as response:
         assert json.load(response)["ok"] is True
+
+
+def test_a_request_for_another_host_name_is_refused(dashboard):
+    """A page of another site whose DNS name was rebound to this address reaches the dashboard with its own
+    name in the Host header: refused (the dashboard listens on 127.0.0.1, so only loopback names)."""
+    port = urllib.parse.urlsplit(dashboard).port
+    for host, code in ((f"evil.example:{port}", 421), (f"localhost:{port}", 200), (f"127.0.0.1:{port}", 200)):
+        request = urllib.request.Request(dashboard + "api/config", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status = response.status
+        except urllib.error.HTTPError as err:
+            status = err.code
+            assert "does not serve the host 'evil.example" in json.load(err)["error"]
+        assert status == code, host
+
+
+@pytest.mark.parametrize("page", ["network", "jobs", "job"])
+def test_each_page_fits_a_phone_screen(devstack, dashboard, browser, page):
+    target = {"network": "network", "jobs": "jobs", "job": "jobs/" + newest_job(devstack)}[page]
+    browser.set_window_size(390, 844)
+    try:
+        browser.get(dashboard + target)
+        if page == "job":
+            grid = browser.find_element(By.ID, "grid")
+            wait_for(lambda: grid.get_attribute("data-ended-ms"), "the live view's end")
+            wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#results > *"), "the results")
+        else:
+            wait_for(lambda: "updated" in browser.find_element(By.ID, "summary").text, "the page filled")
+        overflow = browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{page}: {overflow} px wider than the screen"
+        for control in browser.find_elements(By.CSS_SELECTOR, "button, select, input"):
+            name = control.get_attribute("aria-label") or control.accessible_name
+            assert name, control.get_attribute("outerHTML")
+        screenshot(browser, f"{page}-phone", width=390)
+    finally:
+        browser.set_window_size(1280, 900)
+
+
+def newest_job(devstack) -> str:
+    async def newest() -> str:
+        async with sdk(devstack) as client:
+            page = await client.list_page(all_clients=True, page_size=1)
+            assert page.jobs, "no job yet"
+            return page.jobs[0].id
+
+    return asyncio.run(newest())

@@ -114,6 +114,14 @@ def test_allow_cancel_timeout_and_extra_args_become_flags():
     assert cli.allow_cancel is True and cli.timeout == 2.5 and cli.retry_timeout == 3.0
 
 
+def test_allowed_hosts_become_flags():
+    args = dashboard_of(render_objects(enabled(dashboard_allowedHosts=["dash.example.org", "dashboard"])))[1][
+        "args"
+    ]
+    assert parsed(args).allowed_host == ["dash.example.org", "dashboard"]
+    assert "--allowed-host" not in dashboard_of(render_objects(DASHBOARD))[1]["args"]
+
+
 def test_probes_ask_healthz_for_readiness_and_the_port_for_liveness():
     _, item = dashboard_of(render_objects(DASHBOARD))
     assert item["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -356,6 +364,7 @@ BAD_VALUES = [
     pytest.param({"key": {"secret": "x"}}, ["/dashboard/key", "'secret' not allowed"], id="unknown-key-key"),
     pytest.param({"key": {"existingSecret": "Bad_Name"}}, ["/dashboard/key/existingSecret"], id="key-secret"),
     pytest.param({"allowCancel": "yes"}, ["/dashboard/allowCancel", "boolean"], id="allow-cancel"),
+    pytest.param({"allowedHosts": ["a b"]}, ["/dashboard/allowedHosts/0", "pattern"], id="allowed-host"),
     pytest.param({"timeout": 0}, ["/dashboard/timeout"], id="timeout"),
     pytest.param({"replicas": 0}, ["/dashboard/replicas"], id="replicas"),
     pytest.param({"extraArgs": [1]}, ["/dashboard/extraArgs/0"], id="args-type"),

@@ -351,6 +351,7 @@
     overviewAsked.catch(() => {}); // handled below, after the config
     const config = await getJSON("/api/config");
     let ended = false;
+    let caughtUp = false;
     let overview = null;
     let summary = null;
     const grid = ShardGrid(document.getElementById("grid-scroll"), document.getElementById("grid"),
@@ -409,7 +410,8 @@
     function renderActions() {
       const box = document.getElementById("actions");
       box.replaceChildren();
-      if (!(config.allow_cancel && overview && overview.can_cancel) || ended) return;
+      // Only once the live view has caught up: a job that has ended gets its `end` right after.
+      if (!(config.allow_cancel && overview && overview.can_cancel) || ended || !caughtUp) return;
       const button = el("button", "Cancel job", { type: "button", class: "danger", id: "cancel", "aria-label": "Cancel this job" });
       button.addEventListener("click", async () => {
         if (!confirm("Cancel job " + overview.job.ID + "?")) return;
@@ -439,6 +441,7 @@
       });
       source.addEventListener("update", (e) => {
         const update = JSON.parse(e.data);
+        if (update.caught_up && !caughtUp) { caughtUp = true; renderActions(); }
         if (update.grid) { grid.update(update.grid); summary = update.grid.summary; showSummary(); }
         for (const ev of update.events) {
           const item = el("li", null, { class: "event", "data-event": ev.Event, "data-sequence": ev.Sequence });
