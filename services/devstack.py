@@ -40,14 +40,11 @@ import contextlib
 import json
 import os
 import re
-import runpy
 import secrets
-import select
 import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -456,7 +453,7 @@ class Devstack:
             transport = ["--tls=false"]
         host, _, port = api.rpartition(":")
         command = [
-            *("-m", "bacalhau_grpc.devstack", str(self._pipe_read), DASHBOARD),
+            *("-m", "bacalhau_grpc.cli.main", DASHBOARD, "--stop-when-fd-closes", str(self._pipe_read)),
             *("--host", "127.0.0.1", "--port", str(self.dashboard_port)),
             *("--api-host", host, "--api-port", port, *transport),
             *(("--allow-cancel",) if self.dashboard_allow_cancel else ()),
@@ -704,35 +701,3 @@ def _with_flag(args: list[str], flag: str, value: str) -> list[str]:
         return [*args, flag, value]
     at = args.index(flag)
     return [*args[: at + 1], value, *args[at + 2 :]]
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-
-
-def run_cli_until_fd_closes(argv: Sequence[str]) -> None:
-    """`python -m bacalhau_grpc.devstack FD COMMAND ARGS...`: the CLI's COMMAND (the dashboard) as a devstack
-    child that, like `serve --stop-when-fd-closes`, stops (SIGTERM) when the pipe FD reads end-of-file: its
-    only writer, the devstack, is gone, even if it was killed."""
-    fd = int(argv[0])
-
-    def watch() -> None:
-        # The nodes make the pipe non-blocking (a flag of the pipe, shared by every child): wait with select.
-        while True:
-            try:
-                select.select([fd], [], [])
-                if not os.read(fd, 4096):
-                    break
-            except BlockingIOError:
-                continue
-            except OSError:
-                break
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="devstack-watch", daemon=True).start()
-    sys.argv = ["bacalhau-grpc", *argv[1:]]
-    # Run by name: this supervisor never imports the CLI (the CLI imports it).
-    runpy.run_module("bacalhau_grpc.cli.main", run_name="__main__", alter_sys=True)
-
-
-if __name__ == "__main__":
-    run_cli_until_fd_closes(sys.argv[1:])

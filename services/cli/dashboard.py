@@ -3,9 +3,11 @@ CLI's requester flags: address, TLS, the operator's certificate, retries; the CL
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from bacalhau_grpc.cli import flags
+from bacalhau_grpc.cli.stopping import stop_when_closed
 
 
 def add_parser(commands) -> None:
@@ -48,6 +50,7 @@ def add_parser(commands) -> None:
         "serving on another address, so a web page of another site cannot reach the dashboard by "
         "pointing its own name at this address (DNS rebinding)",
     )
+    parser.add_argument("--stop-when-fd-closes", type=int, help=argparse.SUPPRESS)
     flags.add_api_flags(parser)
     parser.set_defaults(handler=cmd_dashboard)
 
@@ -71,6 +74,12 @@ async def _serve(args: argparse.Namespace) -> int:
             print("Cancel is enabled for the jobs this dashboard's key owns.", flush=True)
         sys.stdout.flush()
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.stop_when_fd_closes is not None:
+        stop_when_closed(loop, args.stop_when_fd_closes, stop)
     async with flags.api_client(args, timeout=args.timeout) as client:
         await server.serve(
             client,
@@ -80,5 +89,6 @@ async def _serve(args: argparse.Namespace) -> int:
             max_streams=args.max_live_views,
             allowed_hosts=args.allowed_host,
             on_ready=ready,
+            stop=stop,
         )
     return 0

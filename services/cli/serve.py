@@ -22,6 +22,7 @@ from typing import Any
 
 from bacalhau_grpc.cli import flags
 from bacalhau_grpc.cli.extras import require_node_extra
+from bacalhau_grpc.cli.stopping import stop_when_closed
 from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.logs import setup_logging
 from bacalhau_grpc.common.transport import check_transport_settings
@@ -292,7 +293,7 @@ async def run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if watch_fd is not None:
-        _stop_when_closed(loop, watch_fd, stop)
+        stop_when_closed(loop, watch_fd, stop)
     running = await app.start(settings)
     try:
         print(f"{node_type} {running.node_id} listening on {running.address}", flush=True)
@@ -308,24 +309,6 @@ async def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-
-
-def _stop_when_closed(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
-    """Set `stop` once the pipe `fd` reads end-of-file: its writer (devstack) is gone."""
-    os.set_blocking(fd, False)
-
-    def readable() -> None:
-        try:
-            data = os.read(fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(fd)
-            stop.set()
-
-    loop.add_reader(fd, readable)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

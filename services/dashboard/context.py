@@ -34,7 +34,13 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 def bad_request(message: str) -> web.HTTPBadRequest:
+    """400 with `{"error": message}`, as every refusal of the dashboard's API."""
     return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def forbidden(message: str) -> web.HTTPForbidden:
+    """403 with `{"error": message}`."""
+    return web.HTTPForbidden(text=json.dumps({"error": message}), content_type="application/json")
 
 
 async def job_info(request: web.Request) -> sdk_types.JobWithInfo:

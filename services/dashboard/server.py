@@ -30,6 +30,7 @@ from bacalhau_grpc.dashboard.context import (
     OPTIONS_KEY,
     Options,
     bad_request,
+    forbidden,
     job_of,
 )
 from bacalhau_grpc.dashboard.live import api_live, api_logs
@@ -310,17 +311,17 @@ async def api_cancel(request: web.Request) -> web.Response:
     (header X-CSRF-Token) from this origin."""
     options = request.app[OPTIONS_KEY]
     if not options.allow_cancel:
-        raise web.HTTPForbidden(text="cancel is disabled (start the dashboard with --allow-cancel)")
+        raise forbidden("cancel is disabled (start the dashboard with --allow-cancel)")
     token = request.headers.get("X-CSRF-Token", "")
     if not secrets.compare_digest(token.encode(), options.csrf.encode()):
-        raise web.HTTPForbidden(text="missing or wrong CSRF token")
+        raise forbidden("missing or wrong CSRF token")
     origin = request.headers.get("Origin")
     if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise web.HTTPForbidden(text="cross-origin request refused")
+        raise forbidden("cross-origin request refused")
     client = request.app[CLIENT_KEY]
     job = await job_of(request)
     if job.client_id != client.client_id:
-        raise web.HTTPForbidden(text="only the job's owner may cancel it")
+        raise forbidden("only the job's owner may cancel it")
     await client.cancel(job.id, reason="cancelled from the dashboard")
     return web.json_response({"cancelled": job.id})
 
@@ -337,9 +338,10 @@ async def serve(
     max_streams: int,
     allowed_hosts: Iterable[str] | None,
     on_ready: Callable[[str], None],
+    stop: asyncio.Event,
 ) -> None:
-    """Serves the dashboard until cancelled; `on_ready(url)` once it listens. `allowed_hosts` None: the
-    loopback names when `host` is a loopback address, else any."""
+    """Serves the dashboard until `stop` is set (or it is cancelled); `on_ready(url)` once it listens.
+    `allowed_hosts` None: the loopback names when `host` is a loopback address, else any."""
     if allowed_hosts is None and host in LOOPBACK_HOSTS:
         allowed_hosts = LOOPBACK_HOSTS
     app = make_app(client, allow_cancel=allow_cancel, max_streams=max_streams, allowed_hosts=allowed_hosts)
@@ -352,6 +354,6 @@ async def serve(
     shown = f"[{host}]" if ":" in host else host
     on_ready(f"http://{shown}:{bound}/")
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await runner.cleanup()

@@ -312,7 +312,8 @@ def test_the_dashboard_is_read_only_and_sends_a_content_security_policy(dashboar
     request = urllib.request.Request(dashboard + "api/jobs/anything/cancel", method="POST", data=b"")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
-    assert refused.value.code == 403  # no CSRF token
+    assert refused.value.code == 403
+    assert json.load(refused.value) == {"error": "missing or wrong CSRF token"}
 
 
 def test_env_values_are_hidden_names_kept():

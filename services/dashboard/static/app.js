@@ -116,6 +116,7 @@
     for (const name of config.states) stateSelect.appendChild(el("option", name, { value: name }));
     const sizeSelect = document.getElementById("size");
     for (const n of config.page_sizes) sizeSelect.appendChild(el("option", n, { value: n }));
+    if (!config.page_sizes.includes(view.size)) view.size = 25;
     stateSelect.value = view.state;
     document.getElementById("prefix").value = view.prefix;
     sizeSelect.value = String(view.size);
@@ -140,11 +141,7 @@
     async function refresh() {
       if (inFlight) return;
       inFlight = true;
-      const q = new URLSearchParams({
-        state: view.state, prefix: view.prefix, sort: view.sort, order: view.order,
-        size: String(view.size), cursor: cursors[page],
-      });
-      const asked = q.toString();
+      const asked = currentQuery();
       try {
         const data = await getJSON("/api/jobs?" + asked);
         if (asked !== currentQuery()) return; // the view changed while this page was on its way
@@ -321,7 +318,7 @@
       requestAnimationFrame(draw);
     }
 
-    scroller.addEventListener("scroll", () => { if (drawn && !pending) { pending = true; requestAnimationFrame(draw); } }, { passive: true });
+    scroller.addEventListener("scroll", schedule, { passive: true });
 
     return {
       reset(snapshot) {
