@@ -9,7 +9,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: help install constraints gen gen-check lint docker-engine test-images ipfs-install shells-install browser-install test fuzz chaos demo bench clean \
+.PHONY: help install constraints gen gen-check lint docker-engine test-images ipfs-install shells-install browser-install test fuzz chaos demo bench clean screenshots \
 	base-image image
 
 help:
@@ -31,6 +31,7 @@ help:
 	@echo "make demo       start a devstack, run one job through its whole lifecycle, stop it"
 	@echo "make chaos      10,000 jobs while each service is SIGKILLed and restarted: lost/duplicated jobs and events,"
 	@echo "               throughput dip and recovery (CHAOS_JOBS=..., CHAOS_SOAK=30 for the 30-minute soak)"
+	@echo "make screenshots  refresh the README's dashboard screenshots (docs/screenshots) from its browser tests"
 	@echo "make bench      benchmarks: the model codecs, noop jobs through a devstack, the dashboard in Chromium"
 
 $(STAMP): pyproject.toml setup.py constraints.txt
@@ -114,6 +115,10 @@ image: docker-engine $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image
 		--build-arg REVISION="$$(git rev-parse --verify -q HEAD)" \
 		--build-arg EXTRA_CA_CERTS="$$(find $(HOST_CA_DIR) -name '*.crt' -exec cat {} + 2> /dev/null)" \
 		-t $(IMAGE_NAME):$(VERSION) -t $(IMAGE_NAME):latest .
+
+# The README's dashboard screenshots (docs/screenshots/), from the dashboard's browser tests.
+screenshots: $(STAMP) browser-install
+	UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/e2e/test_dashboard.py
 
 # zsh and fish for the completion tests (tests/e2e/test_cli_completion.py), from apt, once.
 shells-install:

@@ -1,15 +1,19 @@
 """The web dashboard in a real browser: `bacalhau-grpc dashboard` (its own process, a TLS client of a
 devstack's requester) driven by headless Chromium through Selenium (Debian's chromium and chromedriver;
 nothing is downloaded). The network page lists the devstack's compute nodes; a job submitted while the
-jobs page is open appears there and reaches Completed without a reload; a sharded job's page shows the
-shard-by-node grid, the event timeline, the logs and a working results download; an annotation holding
-`<script>` is shown as text and never runs. Each page is saved as a screenshot under
-tests/artifacts/dashboard/ (ignored by git) and copied to docs/screenshots/."""
+jobs page is open appears there and reaches Completed without a reload; the jobs page pages on the
+server; a sharded job's page shows the shard-by-node grid, the event timeline, the logs (a shard's, by a
+click on its cell) and a working results download; a grid taller than its view draws only the rows in
+view; cancel from the page stops a running job; an annotation holding `<script>` is shown as text and
+never runs; bad requests and other host names are refused; each page fits a phone. Each page is saved as
+a screenshot under tests/artifacts/dashboard/ (ignored by git); with UPDATE_SCREENSHOTS=1 (`make
+screenshots`) also to docs/screenshots/, which the README shows."""
 
 import asyncio
 import http.server
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -114,8 +118,6 @@ def browser():
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
         options.add_argument(arg)
-    import os
-
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager downloads nothing
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     yield driver
@@ -143,8 +145,9 @@ def screenshot(driver, name: str, width: int = 1280) -> Path:
     driver.set_window_size(width, min(max(int(height), 900), 3000))
     driver.save_screenshot(str(path))
     driver.set_window_size(width, 900)
-    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, DOCS_SCREENSHOTS / f"dashboard-{name}.png")
+    if os.environ.get("UPDATE_SCREENSHOTS"):  # make screenshots: the README's
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SCREENSHOTS / f"dashboard-{name}.png")
     return path
 
 
@@ -213,7 +216,6 @@ def test_a_submitted_job_appears_on_the_jobs_page_without_a_reload_and_completes
         ),
         "only the job",
     )
-    screenshot(browser, "jobs")
     browser.find_element(By.CSS_SELECTOR, "#state option[value='error']").click()
     wait_for(
         lambda: "No jobs match." in browser.find_element(By.ID, "jobs").text, "an empty filtered listing"
@@ -406,6 +408,13 @@ def test_the_jobs_page_pages_on_the_server_forward_and_back(devstack, dashboard,
         ]
 
     wait_for(lambda: listed() == newest_first[:10], "the ten newest jobs on page 1")
+    wait_for(
+        lambda: all(
+            c.text == "Completed" for c in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody td.state")
+        ),
+        "the page's jobs completed",
+    )
+    screenshot(browser, "jobs")
     assert browser.find_element(By.ID, "pageno").text == "page 1"
     assert not browser.find_element(By.ID, "prev").is_enabled()
     browser.find_element(By.ID, "next").click()

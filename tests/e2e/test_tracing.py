@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
 import sys
+import urllib.request
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -232,20 +234,29 @@ def published_by(events: list[pb.JobEvent]) -> set[str]:
 
 async def test_one_job_is_one_trace_across_every_service(tmp_path, collector):
     receiver, port = collector
-    async with Devstack(nodes=NODES, data_dir=tmp_path, env=tracing_env(port)) as stack:
+    env = tracing_env(port) | {"BACALHAU_DIR": str(tmp_path / "key")}
+    async with Devstack(nodes=NODES, data_dir=tmp_path / "stack", env=env, dashboard=True) as stack:
         compute_ids = {node.node_id for node in stack.computes}
         job = deterministic_noop_job(NODES)
         job_id, events = await run_job(stack.requester_address, job, stack.channel_credentials())
         assert published_by(events) == compute_ids
         requester_id, verifier_id = stack.requester.node_id, stack.verifier.node_id
         answered = await trace_ids(stack.requester_address, stack.channel_credentials(), job_id)
+        shown = await asyncio.to_thread(dashboard_job, stack.dashboard_url, job_id)
     # The devstack stopped: every node flushed its spans on the way out.
     await wait_for_spans(receiver, job_id, compute_ids)
     trace_id = assert_one_trace(
         receiver, job_id, requester_id=requester_id, verifier_id=verifier_id, compute_ids=compute_ids
     )
-    # GetJob names that trace, so an operator can look it up.
+    # GetJob names that trace, so an operator can look it up; so does the dashboard's job page.
     assert answered == {trace_id}
+    assert shown["trace_id"] == trace_id
+
+
+def dashboard_job(url: str, job_id: str) -> dict:
+    """What the dashboard's job page reads of the job (its overview)."""
+    with urllib.request.urlopen(f"{url}api/jobs/{job_id}", timeout=30) as response:
+        return json.load(response)
 
 
 async def test_a_node_joining_later_works_inside_the_jobs_trace(tmp_path, collector):
