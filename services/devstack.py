@@ -48,7 +48,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -506,44 +506,45 @@ class Devstack:
         )
 
     async def _wait_dashboard(self, node: Node) -> None:
-        """Poll the dashboard's log for its URL, then its /healthz until it answers 200 (it reaches the
-        requester), until the startup deadline."""
-        assert node.process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        problem = "it did not print its URL"
-        while True:
+        """Until the startup deadline: the dashboard's URL in its log, then its /healthz answering 200 (it
+        reaches the requester)."""
+
+        async def ready() -> str | None:
             match = DASHBOARD_LISTENING.search(node.current_log())
-            if match is not None:
-                node.address = match.group(2)
-                status, problem = await asyncio.to_thread(_healthz, match.group(1))
-                if status == 200:
-                    return
-            if node.process.returncode is not None:
-                raise DevstackError(
-                    f"{node.name} exited with code {node.process.returncode} before it was ready; "
-                    f"the end of its log ({node.log_path}):\n{node.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise DevstackError(
-                    f"{node.name} was not ready within {self.startup_timeout:g} s: {problem}; "
-                    f"the end of its log ({node.log_path}):\n{node.log_tail()}"
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(node.process.wait(), _POLL if match is None else 0.1)
+            if match is None:
+                return "it did not print its URL"
+            node.address = match.group(2)
+            status, problem = await asyncio.to_thread(_healthz, match.group(1))
+            return None if status == 200 else problem
+
+        await self._poll(node, ready)
 
     async def _wait_listening(self, node: Node) -> None:
-        """Poll the node's log for its "listening on" line until the startup deadline."""
-        assert node.process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
+        """Until the startup deadline: the node's "listening on" line in its log (and its node protocol and
+        metrics lines when it has them)."""
+
+        async def ready() -> str | None:
             match = _listening_line(node)
             node_line = _node_protocol_line(node) if node.node_type == "requester" and self.secure else match
             metrics_line = _metrics_line(node) if self.metrics else match
-            if match is not None and node_line is not None and metrics_line is not None:
-                node.node_id, node.address = match.group(2), match.group(3)
-                if self.metrics:
-                    node.metrics_address = metrics_line.group(3)
-                node.node_address = node_line.group(node_line.lastindex or 0)
+            if match is None or node_line is None or metrics_line is None:
+                return "it did not print where it listens"
+            node.node_id, node.address = match.group(2), match.group(3)
+            if self.metrics:
+                node.metrics_address = metrics_line.group(3)
+            node.node_address = node_line.group(node_line.lastindex or 0)
+            return None
+
+        await self._poll(node, ready)
+
+    async def _poll(self, node: Node, ready: Callable[[], Awaitable[str | None]]) -> None:
+        """Calls `ready()` until it answers None, every _POLL seconds (at once when the node exits); fails
+        when the node exits first or the startup deadline passes, naming `ready`'s last answer."""
+        assert node.process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            problem = await ready()
+            if problem is None:
                 return
             if node.process.returncode is not None:
                 raise DevstackError(
@@ -552,7 +553,7 @@ class Devstack:
                 )
             if time.monotonic() > deadline:
                 raise DevstackError(
-                    f"{node.name} did not start within {self.startup_timeout:g} s; "
+                    f"{node.name} was not ready within {self.startup_timeout:g} s: {problem}; "
                     f"the end of its log ({node.log_path}):\n{node.log_tail()}"
                 )
             with contextlib.suppress(TimeoutError):

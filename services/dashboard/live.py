@@ -4,9 +4,10 @@ executions' logs (`api_logs`), each holding one stream on the requester, at most
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -16,7 +17,7 @@ from bacalhau_grpc.common.errors import BacalhauError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.dashboard.context import CLIENT_KEY, OPTIONS_KEY, bad_request, job_info, job_of
 from bacalhau_grpc.dashboard.shard_grid import ShardGrid
-from bacalhau_grpc.sdk import sdk_types
+from bacalhau_grpc.sdk import Client, sdk_types
 from bacalhau_grpc.sdk.client import to_pb
 
 # The job page's live view: at most one update every FLUSH_SECONDS, each with at most TIMELINE_LIMIT events;
@@ -27,33 +28,38 @@ BATCH_LIMIT = 10_000
 T = TypeVar("T")
 
 
-async def sse(request: web.Request, items: AsyncIterator[tuple[str, Any]]) -> web.StreamResponse:
-    """Streams `items` as Server-Sent Events (`event: kind`, `data: JSON`); a requester error
-    ends the stream with a `failure` event naming it. At most `max_streams` at once (each holds one
-    stream on the requester): past that, 503."""
+@contextlib.contextmanager
+def live_view(request: web.Request) -> Iterator[None]:
+    """One of the `max_streams` live views (each holds one stream on the requester), taken before any call
+    to the requester: past that, 503."""
     options = request.app[OPTIONS_KEY]
     if options.streams >= options.max_streams:
-        return web.json_response(
-            {"error": f"too many live views open ({options.max_streams}); close one and reload"},
-            status=503,
+        raise web.HTTPServiceUnavailable(
+            text=json.dumps(
+                {"error": f"too many live views open ({options.max_streams}); close one and reload"}
+            ),
+            content_type="application/json",
             headers={"Retry-After": "5"},
         )
     options.streams += 1
     try:
-        return await _stream_events(request, items)
+        yield
     finally:
         options.streams -= 1
 
 
-async def _stream_events(request: web.Request, items: AsyncIterator[tuple[str, Any]]) -> web.StreamResponse:
+async def sse(request: web.Request, items: AsyncGenerator[tuple[str, Any], None]) -> web.StreamResponse:
+    """Streams `items` as Server-Sent Events (`event: kind`, `data: JSON`); a requester error ends the
+    stream with a `failure` event naming it. `items` is closed when the page goes away."""
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
     try:
-        async for kind, data in items:
-            payload = json.dumps(data, separators=(",", ":"))
-            await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
+        async with contextlib.aclosing(items):
+            async for kind, data in items:
+                payload = json.dumps(data, separators=(",", ":"))
+                await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except BacalhauError as err:
@@ -69,80 +75,69 @@ async def api_live(request: web.Request) -> web.StreamResponse:
     from WatchJobEvents starting TIMELINE_LIMIT events before the newest the job had when the page
     opened (so the timeline starts full; those are in the snapshot already and change no cell's state);
     `caught_up` once it has sent the events the job had then. The page never re-reads the whole job."""
-    client = request.app[CLIENT_KEY]
-    info = await job_info(request)
-    job = info.job
-    assert job is not None
-    total = job.execution_plan.total_shards if job.execution_plan else 0
-    after = max(info.event_count - TIMELINE_LIMIT, 0)
-    grid = ShardGrid(total)
-    async for row in client.shard_rows(job.id):
-        grid.put(row.node_id, row.shard_index, row.state, row.status)
+    with live_view(request):
+        client = request.app[CLIENT_KEY]
+        info = await job_info(request)
+        job = info.job
+        assert job is not None
+        after = max(info.event_count - TIMELINE_LIMIT, 0)
+        grid = ShardGrid(job.execution_plan.total_shards if job.execution_plan else 0)
+        async for row in client.shard_rows(job.id):
+            grid.put(row.node_id, row.shard_index, row.state, row.status)
+        return await sse(request, _live_items(client, job.id, grid, after, info.event_count))
 
-    async def items() -> AsyncIterator[tuple[str, Any]]:
-        yield "grid", grid.snapshot()
-        count = after
-        async for batch in _batches(client.events(job.id, follow=True, after=after), FLUSH_SECONDS):
-            timeline: deque[tuple[int, sdk_types.JobEvent]] = deque(maxlen=TIMELINE_LIMIT)
-            for event in batch:
-                count += 1
-                node = event.target_node_id or event.source_node_id
-                grid.apply(int(event.event_name), node, event.shard_index, event.status)
-                timeline.append((count, event))
-            yield (
-                "update",
-                {
-                    "grid": grid.changes(),
-                    "events": [_event_item(sequence, event) for sequence, event in timeline],
-                    "event_count": count,
-                    "caught_up": count >= info.event_count,
-                },
-            )
-        yield "end", {"summary": grid.summary(), "event_count": count}
 
-    return await sse(request, items())
+async def _live_items(
+    client: Client, job_id: str, grid: ShardGrid, after: int, known: int
+) -> AsyncGenerator[tuple[str, Any], None]:
+    """`api_live`'s events: the snapshot, the updates from the events after the `after`-th, `caught_up`
+    past the `known`-th, the end."""
+    yield "grid", grid.snapshot()
+    count = after
+    async for batch in _batches(client.events(job_id, follow=True, after=after), FLUSH_SECONDS):
+        timeline: deque[tuple[int, sdk_types.JobEvent]] = deque(maxlen=TIMELINE_LIMIT)
+        for event in batch:
+            count += 1
+            node = event.target_node_id or event.source_node_id
+            grid.apply(int(event.event_name), node, event.shard_index, event.status)
+            timeline.append((count, event))
+        yield (
+            "update",
+            {
+                "grid": grid.changes(),
+                "events": [_event_item(sequence, event) for sequence, event in timeline],
+                "event_count": count,
+                "caught_up": count >= known,
+            },
+        )
+    yield "end", {"summary": grid.summary(), "event_count": count}
 
 
 async def _batches(items: AsyncIterator[T], seconds: float) -> AsyncIterator[list[T]]:
-    """`items` in lists: whatever arrived, at most one list every `seconds` (the first at once). A reader
-    behind the producer by BATCH_LIMIT items holds it back."""
-    queue: asyncio.Queue[T | _Done] = asyncio.Queue(maxsize=BATCH_LIMIT)
+    """`items` in lists: whatever arrived, at most one list every `seconds` (the first at once); then what
+    the producer raised, if anything. A reader behind the producer by BATCH_LIMIT items holds it back."""
+    queue: asyncio.Queue[T] = asyncio.Queue(maxsize=BATCH_LIMIT)
 
     async def pump() -> None:
-        try:
-            async for item in items:
-                await queue.put(item)
-        finally:
-            await queue.put(_DONE)
+        async for item in items:
+            await queue.put(item)
 
-    task = asyncio.create_task(pump())
+    producer = asyncio.create_task(pump())
     try:
-        done = False
-        while not done:
-            batch: list[T] = []
-            first = await queue.get()
-            while True:
-                if isinstance(first, _Done):
-                    done = True
-                    break
-                batch.append(first)
-                if queue.empty():
-                    break
-                first = queue.get_nowait()
-            if batch:
-                yield batch
-            if not done:
-                await asyncio.sleep(seconds)
-        await task  # raises what the producer raised
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():  # the producer ended and everything it made was taken
+                getter.cancel()
+                producer.result()
+                return
+            batch = [getter.result()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            yield batch
+            await asyncio.sleep(seconds)
     finally:
-        task.cancel()
-
-
-class _Done:
-    """The end of `_batches`' input."""
-
-
-_DONE = _Done()
+        producer.cancel()
 
 
 def _event_item(sequence: int, event: sdk_types.JobEvent) -> dict[str, Any]:
@@ -166,21 +161,21 @@ async def api_logs(request: web.Request) -> web.StreamResponse:
     shard_text = request.query.get("shard", "")
     if shard_text and not shard_text.isdigit():
         raise bad_request(f"shard must be a shard index (0, 1, ...), not {shard_text[:20]!r}")
-    job = await job_of(request)
+    with live_view(request):
+        job = await job_of(request)
+        return await sse(request, _log_items(client, job.id, int(shard_text) if shard_text else None))
 
-    async def items() -> AsyncIterator[tuple[str, Any]]:
-        shard = int(shard_text) if shard_text else None
-        async for piece in client.logs(job.id, shard_index=shard, follow=True):
-            yield (
-                "log",
-                {
-                    "Execution": piece.execution_id,
-                    "Node": piece.node_id,
-                    "Shard": piece.shard_index,
-                    "Stream": "stderr" if piece.stderr else "stdout",
-                    "Text": bytes(piece.data).decode("utf-8", "replace"),
-                },
-            )
-        yield "end", {}
 
-    return await sse(request, items())
+async def _log_items(client: Client, job_id: str, shard: int | None) -> AsyncGenerator[tuple[str, Any], None]:
+    async for piece in client.logs(job_id, shard_index=shard, follow=True):
+        yield (
+            "log",
+            {
+                "Execution": piece.execution_id,
+                "Node": piece.node_id,
+                "Shard": piece.shard_index,
+                "Stream": "stderr" if piece.stderr else "stdout",
+                "Text": bytes(piece.data).decode("utf-8", "replace"),
+            },
+        )
+    yield "end", {}

@@ -345,7 +345,8 @@ async def serve(
     if allowed_hosts is None and host in LOOPBACK_HOSTS:
         allowed_hosts = LOOPBACK_HOSTS
     app = make_app(client, allow_cancel=allow_cancel, max_streams=max_streams, allowed_hosts=allowed_hosts)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    # A page that goes away cancels its handler: a live view ends (and frees its slot) at once.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -10,7 +10,7 @@ a screenshot under tests/artifacts/dashboard/ (ignored by git); with UPDATE_SCRE
 screenshots`) also to docs/screenshots/, which the README shows."""
 
 import asyncio
-import http.server
+import contextlib
 import io
 import json
 import os
@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -37,6 +36,7 @@ from bacalhau_grpc.sdk import Client
 from bacalhau_grpc.sdk import sdk_types as m
 from tests.e2e import cli_support
 from tests.e2e.cli_support import COMMAND, STDOUT_TEXT, Lines, RunningDevstack, run_cli
+from tests.e2e.file_server import serve_files
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -49,31 +49,15 @@ WASM = Path(__file__).resolve().parent.parent / "wasm"
 MANY_SHARDS = 120  # more rows than the grid's view holds: only those in view are in the page
 
 
-class _Files(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        name = urllib.parse.unquote(self.path).removeprefix("/data/")
-        body = FILES.get(name) or (name.encode() if re.fullmatch(r"many-\d+\.txt", name) else None)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+def _file(name: str) -> bytes | None:
+    """FILES, and many-<n>.txt for the job of MANY_SHARDS inputs."""
+    return FILES.get(name) or (name.encode() if re.fullmatch(r"many-\d+\.txt", name) else None)
 
 
 @pytest.fixture(scope="module")
 def files_url():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    yield lambda name: f"http://{host}:{port}/data/{urllib.parse.quote(name)}"
-    server.shutdown()
-    server.server_close()
+    with serve_files(_file) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +73,16 @@ def devstack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dashboard(devstack):
-    """`bacalhau-grpc dashboard --port 0` against the devstack (TLS from its CA); its URL."""
+    """`bacalhau-grpc dashboard --port 0 --allow-cancel` against the devstack (TLS from its CA); its URL."""
+    with running_dashboard(devstack, "--allow-cancel") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_dashboard(devstack, *flags: str):
+    """`bacalhau-grpc dashboard --port 0 FLAGS` against the devstack, as a user starts it; its URL."""
     process = subprocess.Popen(
-        [*COMMAND, "dashboard", "--port", "0", "--allow-cancel"],
+        [*COMMAND, "dashboard", "--port", "0", *flags],
         env=devstack.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -99,8 +90,7 @@ def dashboard(devstack):
     )
     lines = Lines(process.stdout)
     try:
-        url = lines.wait_for(r"^Dashboard: (http://127\.0\.0\.1:\d+/)", 60).group(1)
-        yield url
+        yield lines.wait_for(r"^Dashboard: (http://127\.0\.0\.1:\d+/)", 60).group(1)
     finally:
         process.terminate()
         try:
@@ -527,3 +517,34 @@ def newest_job(devstack) -> str:
             return page.jobs[0].id
 
     return asyncio.run(newest())
+
+
+def test_live_views_past_the_limit_are_refused_until_one_closes(devstack):
+    job_id = submit_spinning(devstack)
+    try:
+        with running_dashboard(devstack, "--max-live-views", "1") as url:
+            live = urllib.request.urlopen(f"{url}api/jobs/{job_id}/live", timeout=30)
+            assert live.readline() == b"event: grid\n"  # the one view, open while the job runs
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{url}api/jobs/{job_id}/logs", timeout=30)
+            assert refused.value.code == 503
+            assert json.load(refused.value)["error"].startswith("too many live views open (1)")
+            live.close()
+
+            def reopened() -> bool:
+                try:
+                    with urllib.request.urlopen(f"{url}api/jobs/{job_id}/live", timeout=30) as again:
+                        return again.readline() == b"event: grid\n"
+                except urllib.error.HTTPError as err:
+                    assert err.code == 503
+                    return False
+
+            wait_for(reopened, "a live view once the first closed")
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run(cancel(devstack, job_id))
+
+
+async def cancel(devstack, job_id: str) -> None:
+    async with sdk(devstack) as client:
+        await client.cancel(job_id, reason="the test is done with it")

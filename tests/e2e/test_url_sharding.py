@@ -8,15 +8,13 @@ submitted (percent-decoded, even when the server redirects elsewhere): that is t
 and the path every engine mounts.
 """
 
-import http.server
 import re
-import threading
-import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.cli_support import DEFAULT_ARGS, RunningDevstack, job_id_of, run_cli
+from tests.e2e.file_server import serve_files
 
 WASM = Path(__file__).resolve().parent.parent / "wasm"
 WAIT = ("--wait-timeout-secs", "120")
@@ -32,30 +30,6 @@ FILES = {
 }
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """GET /data/<name> serves FILES[name]; /moved/<anything> redirects to /data/elsewhere.bin."""
-
-    def do_GET(self) -> None:
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        if path.startswith("/moved/"):
-            self.send_response(302)
-            self.send_header("Location", "/data/elsewhere.bin")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = FILES.get(path.removeprefix("/data/")) if path.startswith("/data/") else None
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def devstack(tmp_path_factory):
     """conftest's devstack, whose compute nodes may download from the file server on 127.0.0.1 (URL
@@ -69,16 +43,9 @@ def devstack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def files_url():
-    """The base URL of the HTTP server holding FILES (a function: file name -> its URL, percent-encoded)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    base = f"http://{host}:{port}"
-    yield lambda name, folder="data": f"{base}/{folder}/{urllib.parse.quote(name)}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    """The URL of each of FILES on a real HTTP server (/moved/<anything> redirects to elsewhere.bin)."""
+    with serve_files(FILES.get, moved_to="elsewhere.bin") as url:
+        yield url
 
 
 def per_shard(out: Path) -> dict[int, list[Path]]:

@@ -430,7 +430,7 @@
       const source = new EventSource("/api/jobs/" + encodeURIComponent(overview.job.ID) + "/live");
       source.addEventListener("grid", (e) => {
         const snapshot = JSON.parse(e.data);
-        list.replaceChildren(); // a reconnect replays the events from the first
+        list.replaceChildren(); // a reconnect sends the snapshot and the last events again
         grid.reset(snapshot);
         summary = snapshot.summary;
         showSummary();
