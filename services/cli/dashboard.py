@@ -50,6 +50,13 @@ def add_parser(commands) -> None:
         "serving on another address, so a web page of another site cannot reach the dashboard by "
         "pointing its own name at this address (DNS rebinding)",
     )
+    parser.add_argument(
+        "--max-download-mb",
+        type=int,
+        default=1024,
+        help="the most a results archive may hold, in MiB (default 1024): a bigger job's results are "
+        "refused with a message naming `bacalhau-grpc get`",
+    )
     parser.add_argument("--stop-when-fd-closes", type=int, help=argparse.SUPPRESS)
     flags.add_api_flags(parser)
     parser.set_defaults(handler=cmd_dashboard)
@@ -60,6 +67,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise flags.CommandError(f"--port must be 0 to 65535, got {args.port}")
     if args.max_live_views < 1:
         raise flags.CommandError(f"--max-live-views must be at least 1, got {args.max_live_views}")
+    if args.max_download_mb < 1:
+        raise flags.CommandError(f"--max-download-mb must be at least 1, got {args.max_download_mb}")
     if args.timeout <= 0:
         raise flags.CommandError(f"--timeout must be more than 0 seconds, got {args.timeout:g}")
     return asyncio.run(_serve(args))
@@ -87,6 +96,7 @@ async def _serve(args: argparse.Namespace) -> int:
             args.port,
             allow_cancel=args.allow_cancel,
             max_streams=args.max_live_views,
+            download_max_bytes=args.max_download_mb * 1024**2,
             allowed_hosts=args.allowed_host,
             on_ready=ready,
             stop=stop,

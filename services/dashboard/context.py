@@ -21,6 +21,7 @@ class Options:
 
     allow_cancel: bool
     download_timeout: float
+    download_max_bytes: int
     max_streams: int
     # The Host header values (name, without port) requests may carry; None: any.
     allowed_hosts: frozenset[str] | None

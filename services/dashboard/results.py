@@ -12,12 +12,14 @@ from pathlib import Path
 from aiohttp import web
 
 from bacalhau_grpc.cli import output
+from bacalhau_grpc.common.errors import ResourceExhaustedError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.dashboard.context import CLIENT_KEY, OPTIONS_KEY, job_of
 from bacalhau_grpc.sdk.client import to_pb
 
 RESULTS_SHOWN = 100
 MAX_DOWNLOADS = 4
+DOWNLOAD_MAX_BYTES = 1024**3  # a results archive: what the dashboard fetches for it at most
 
 
 async def api_results(request: web.Request) -> web.Response:
@@ -53,7 +55,18 @@ async def api_download(request: web.Request) -> web.StreamResponse:
     options.downloads += 1
     folder = Path(tempfile.mkdtemp(prefix="dashboard-results-"))
     try:
-        await client.download(job_id, folder / "results", timeout=options.download_timeout)
+        try:
+            await client.download(
+                job_id,
+                folder / "results",
+                timeout=options.download_timeout,
+                max_bytes=options.download_max_bytes,
+            )
+        except ResourceExhaustedError as err:
+            return web.json_response(
+                {"error": f"{err} (--max-download-mb): download them with `bacalhau-grpc get {job_id}`"},
+                status=502,
+            )
         archive = folder / "results.tar.gz"
         await asyncio.to_thread(_tar, folder / "results", archive, f"job-{job_id}")
         response = web.FileResponse(

@@ -34,7 +34,7 @@ from bacalhau_grpc.dashboard.context import (
     job_of,
 )
 from bacalhau_grpc.dashboard.live import api_live, api_logs
-from bacalhau_grpc.dashboard.results import api_download, api_results
+from bacalhau_grpc.dashboard.results import DOWNLOAD_MAX_BYTES, api_download, api_results
 from bacalhau_grpc.dashboard.shard_grid import STATE_NAMES as CELL_STATES
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.sdk import Client, sdk_types
@@ -63,6 +63,7 @@ def make_app(
     *,
     allow_cancel: bool = False,
     download_timeout: float = 300.0,
+    download_max_bytes: int = DOWNLOAD_MAX_BYTES,
     max_streams: int = 64,
     allowed_hosts: Iterable[str] | None = None,
 ) -> web.Application:
@@ -74,6 +75,7 @@ def make_app(
     app[OPTIONS_KEY] = Options(
         allow_cancel=allow_cancel,
         download_timeout=download_timeout,
+        download_max_bytes=download_max_bytes,
         max_streams=max_streams,
         allowed_hosts=None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts),
     )
@@ -336,6 +338,7 @@ async def serve(
     *,
     allow_cancel: bool,
     max_streams: int,
+    download_max_bytes: int,
     allowed_hosts: Iterable[str] | None,
     on_ready: Callable[[str], None],
     stop: asyncio.Event,
@@ -344,7 +347,13 @@ async def serve(
     `allowed_hosts` None: the loopback names when `host` is a loopback address, else any."""
     if allowed_hosts is None and host in LOOPBACK_HOSTS:
         allowed_hosts = LOOPBACK_HOSTS
-    app = make_app(client, allow_cancel=allow_cancel, max_streams=max_streams, allowed_hosts=allowed_hosts)
+    app = make_app(
+        client,
+        allow_cancel=allow_cancel,
+        max_streams=max_streams,
+        download_max_bytes=download_max_bytes,
+        allowed_hosts=allowed_hosts,
+    )
     # A page that goes away cancels its handler: a live view ends (and frees its slot) at once.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
     await runner.setup()

@@ -74,7 +74,7 @@ from bacalhau_grpc.common.retrying import DEFAULT_BACKOFF, Backoff, RetryBudget
 from bacalhau_grpc.common.signing import ClientKey, default_directory
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
-from bacalhau_grpc.sdk.download import OnProgress, Progress, download_results
+from bacalhau_grpc.sdk.download import MAX_DOWNLOAD_BYTES, OnProgress, Progress, download_results
 from bacalhau_grpc.sdk.tls import ClientTls, PemSource, TransportMismatchError, client_tls, connection_problem
 
 DEFAULT_API_HOST = "127.0.0.1"
@@ -494,12 +494,14 @@ class Client:
         timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
         progress: Progress | None = None,
         on_progress: OnProgress | None = None,
+        max_bytes: int = MAX_DOWNLOAD_BYTES,
     ) -> Path:
         """Downloads the job's published results into `output_dir` (made if missing) as Bacalhau lays
         them out: raw/<cid>/, per_shard/<shard>_node_<id8>/, combined_results/. `progress` is called
         with the archive bytes received so far; `on_progress(done, total)` with the bytes of result
         files received so far and their total size (first (0, total), last (total, total)), e.g. for a
-        progress bar. Returns the folder."""
+        progress bar. ResourceExhaustedError once more than `max_bytes` (100 GiB) arrived. Returns the
+        folder."""
         folder = Path(output_dir).resolve()
         folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -511,6 +513,7 @@ class Client:
                 progress=progress,
                 on_progress=on_progress,
                 metadata=self.key.call_metadata,
+                max_bytes=max_bytes,
             )
         except UnavailableError as err:
             raise self._unreachable(err) from None

@@ -28,7 +28,7 @@ import grpc
 from bacalhau_grpc.common import channels
 from bacalhau_grpc.common.content import archive, safe
 from bacalhau_grpc.common.content.store import ContentError, check_cid, folder_cid
-from bacalhau_grpc.common.errors import NotFoundError
+from bacalhau_grpc.common.errors import NotFoundError, ResourceExhaustedError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.pb.content.v1 import content_service_pb2 as cpb
 from bacalhau_grpc.pb.content.v1 import content_service_pb2_grpc as cgrpc
@@ -59,11 +59,13 @@ async def download_results(
     progress: Progress | None = None,
     on_progress: OnProgress | None = None,
     metadata: CallMetadata | None = None,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
 ) -> list[pb.PublishedResult]:
     """Downloads every published result of the job into `output_dir`; returns them. NotFoundError("no
     results found") when the job has none (yet). `metadata(method, request)` gives each call to the
     requester its metadata (the SDK signs them). `on_progress(done, total)`: see OnProgress (the sizes
-    come from StatContent, asked only when it is given)."""
+    come from StatContent, asked only when it is given). ResourceExhaustedError as soon as the archives
+    received pass `max_bytes` in all."""
     stub = rgrpc.RequesterServiceStub(channel)
 
     async def call(name: str, request: Any) -> Any:
@@ -71,7 +73,9 @@ async def download_results(
         extra = metadata(method, request) if metadata is not None else None
         return await channels.call(getattr(stub, name), request, timeout=timeout, metadata=extra)
 
-    job = (await call("GetJob", rpb.GetJobRequest(job_id=job_id))).job.job
+    # The spec only: a job of many shards has more events and rows than one message may carry.
+    request = rpb.GetJobRequest(job_id=job_id, exclude_events=True, exclude_shard_states=True)
+    job = (await call("GetJob", request)).job.job
     response = await call("GetJobResults", rpb.GetJobResultsRequest(job_id=job.id))
     results = sorted(response.results, key=lambda r: (r.shard_index, r.node_id))
     if not any(r.data.cid for r in results):
@@ -83,6 +87,10 @@ async def download_results(
     def count(size: int) -> None:
         nonlocal received
         received += size
+        if received > max_bytes:
+            raise ResourceExhaustedError(
+                f"the results of job {job.id} are more than the {max_bytes:,} bytes this download may take"
+            )
         if progress is not None:
             progress(received)
 
@@ -107,7 +115,13 @@ async def download_results(
 
     for cid in missing:
         await _download(
-            content, cid, output_dir / RAW / cid, timeout=timeout, count=count, files=count_file_bytes
+            content,
+            cid,
+            output_dir / RAW / cid,
+            timeout=timeout,
+            count=count,
+            files=count_file_bytes,
+            max_bytes=max_bytes,
         )
     if on_progress is not None and done != total:  # the sizes changed meanwhile: end at what was received
         on_progress(done, done)
@@ -156,6 +170,7 @@ async def _download(
     timeout: float,
     count: Progress,
     files: Progress,
+    max_bytes: int,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent.parent) as temp:
         tar_path = Path(temp) / "content.tar"
@@ -169,7 +184,7 @@ async def _download(
                 files(file_bytes.feed(piece.chunk))
         unpacked = Path(temp) / "content"
         unpacked.mkdir()
-        archive.unpack(tar_path, unpacked, max_bytes=MAX_DOWNLOAD_BYTES)
+        archive.unpack(tar_path, unpacked, max_bytes=max_bytes)
         actual = folder_cid(unpacked)
         if actual != cid:
             raise ContentError(f"the content received for {cid} has CID {actual}: it was corrupted")

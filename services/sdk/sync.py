@@ -35,7 +35,7 @@ from bacalhau_grpc.sdk.client import (
     OnEvent,
     OnRetry,
 )
-from bacalhau_grpc.sdk.download import OnProgress, Progress
+from bacalhau_grpc.sdk.download import MAX_DOWNLOAD_BYTES, OnProgress, Progress
 from bacalhau_grpc.sdk.tls import ClientTls, PemSource
 
 T = TypeVar("T")
@@ -233,12 +233,18 @@ class SyncClient:
         timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
         progress: Progress | None = None,
         on_progress: OnProgress | None = None,
+        max_bytes: int = MAX_DOWNLOAD_BYTES,
     ) -> Path:
         """`Client.download`, blocking (`progress` and `on_progress` are called on the client's loop
         thread)."""
         return self._run(
             self._client.download(
-                job_id, output_dir, timeout=timeout, progress=progress, on_progress=on_progress
+                job_id,
+                output_dir,
+                timeout=timeout,
+                progress=progress,
+                on_progress=on_progress,
+                max_bytes=max_bytes,
             )
         )
 

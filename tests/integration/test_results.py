@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from bacalhau_grpc.common.content.archive import make_tar_gz
+from bacalhau_grpc.common.errors import ResourceExhaustedError
 from bacalhau_grpc.common.model import pb
+from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.sdk import Client
 from tests.integration.network import E, Network, of_type
 from tests.wasm.hostile import PYTHON_LINKS
 
@@ -79,6 +82,20 @@ async def test_local_results_are_downloaded_with_bacalhaus_layout(network, tmp_p
     combined = tmp_path / "results" / "combined_results"
     assert files(combined) == {"stdout": b"hello\n", "stderr": b"warn\n"}  # exitCode left out
     assert (combined / "outputs").is_dir()  # every declared output, even an empty one
+
+
+async def test_a_download_stops_as_soon_as_it_passes_its_byte_limit(network, tmp_path):
+    await network.start(compute=[{"noop_stdout": "x" * 300_000}])
+    job = await network.submit(noop_job(P.PUBLISHER_LOCAL))
+    await network.wait_for_end(job.id)
+    async with Client(network.requester.address, key=ClientKey.load_or_create(tmp_path / "key")) as client:
+        with pytest.raises(
+            ResourceExhaustedError, match=f"the results of job {job.id} are more than the 100,000"
+        ):
+            await client.download(job.id, tmp_path / "small", max_bytes=100_000)
+        assert not (tmp_path / "small" / "raw").exists() or not any((tmp_path / "small" / "raw").iterdir())
+        done = await client.download(job.id, tmp_path / "whole", max_bytes=1_000_000)
+    assert (done / "combined_results" / "stdout").read_bytes() == b"x" * 300_000
 
 
 async def test_three_verified_results_are_combined_in_order(network, tmp_path):
