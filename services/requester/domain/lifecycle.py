@@ -135,6 +135,9 @@ class Requester(JobSubmission, JobQueries, NodeLiveness, NodeReports, EffectDisp
             setting="max_active_jobs_per_client",
             until="one of them ends",
         )
+        # Store generation -> the jobs that recorded events in it, with their event counts then: shown to
+        # watchers once that generation is committed (`_show_when_committed`).
+        self._event_marks: dict[int, dict[str, tuple[JobRecord, int]]] = {}
         self._followers = ClientCounts(
             max_followers_per_client,
             what="streams following jobs",
@@ -354,6 +357,7 @@ class Requester(JobSubmission, JobQueries, NodeLiveness, NodeReports, EffectDisp
     def _record_event(self, record: JobRecord, event: pb.JobEvent) -> None:
         record.events.append(event)
         self.store.add_event(record.id, len(record.events), event)
+        self._show_when_committed(record)
         try:
             update = apply_event(record.state, event)
         except ProjectionRejected as rejected:
@@ -362,6 +366,23 @@ class Requester(JobSubmission, JobQueries, NodeLiveness, NodeReports, EffectDisp
         if update is not None:
             self.store.put_row(record.id, update.row)
         record.written = self.store.generation
+
+    def _show_when_committed(self, record: JobRecord) -> None:
+        """The job's events recorded so far are shown to its watchers once the store has committed them:
+        one callback per store generation for every job that recorded events in it."""
+        generation = self.store.generation
+        shown = self._event_marks.get(generation)
+        if shown is None:
+            shown = self._event_marks[generation] = {}
+            self.store.when_committed(lambda: self._events_committed(generation))
+        shown[record.id] = (record, len(record.events))
+
+    def _events_committed(self, generation: int) -> None:
+        for record, count in self._event_marks.pop(generation, {}).values():
+            # The writer stopping runs the callbacks too: only a real commit shows events.
+            if self.store.committed_generation >= generation and count > record.committed_events:
+                record.committed_events = count
+                record.notify()
 
     def _record_local_event(self, record: JobRecord, event: pb.JobLocalEvent) -> None:
         record.local_events.append(event)

@@ -188,9 +188,10 @@ class JobQueries:
                     "this page token belongs to another job's events: pass the same job_id as the first page",
                     field="page_token",
                 )
-        page = record.events[offset : offset + size]
+        committed = record.committed_events
+        page = record.events[offset : min(offset + size, committed)]
         end = offset + len(page)
-        next_token = encode_token({"j": record.id, "o": end}) if end < len(record.events) else ""
+        next_token = encode_token({"j": record.id, "o": end}) if end < committed else ""
         return list(page), next_token
 
     async def list_job_shards(
@@ -258,11 +259,11 @@ class JobQueries:
         with self._followers.held(caller):  # counted while it follows (fair share)
             sent = after
             while True:
-                while sent < len(record.events):
+                while sent < record.committed_events:
                     event = record.events[sent]
                     sent += 1
                     yield sent, event
-                if record.finished:
+                if record.finished and sent >= len(record.events):
                     return
                 if self._watches_closed:
                     raise UnavailableError(
@@ -364,7 +365,11 @@ class JobQueries:
 
     def _record_from_store(self, stored: StoredJob) -> JobRecord:
         record = JobRecord(
-            job=stored.job, events=stored.events, local_events=stored.local_events, trace=stored.trace
+            job=stored.job,
+            events=stored.events,
+            local_events=stored.local_events,
+            trace=stored.trace,
+            committed_events=len(stored.events),
         )
         for row in stored.rows:
             record.state.nodes[row.node_id].shards[row.shard_index].CopyFrom(row)

@@ -23,6 +23,9 @@ class JobRecord:
     trace: JobTrace | None = None
     # The store generation of this job's last queued write.
     written: int = 0
+    # How many of `events` the store has committed: what WatchJobEvents and ListJobEvents show, so a
+    # client never sees an event that a crash of the requester could take back (or record again).
+    committed_events: int = 0
     # Every shard before this index has ended (an ended shard stays ended), so `finished`, asked after
     # every change, looks at each shard once in all: O(1) amortised, even for 10,000 shards.
     ended_before: int = field(default=0, repr=False)

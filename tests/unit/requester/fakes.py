@@ -125,11 +125,12 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, what: s
 
 
 class Harness:
-    """A `Requester` on a real SQLite store in `tmp_path`, with `FakeCompute` and `FakeVerifier`; `options`
-    are the requester's."""
+    """A `Requester` on a real SQLite store in `tmp_path` (`store_class`: RequesterStore or a subclass), with
+    `FakeCompute` and `FakeVerifier`; `options` are the requester's."""
 
-    def __init__(self, tmp_path, **options):
+    def __init__(self, tmp_path, store_class: type[RequesterStore] = RequesterStore, **options):
         self.path = tmp_path / "requester.db"
+        self.store_class = store_class
         self.options = options
         self.compute = FakeCompute()
         self.verifier = FakeVerifier()
@@ -137,7 +138,7 @@ class Harness:
         self.store: RequesterStore | None = None
 
     async def start(self) -> Requester:
-        self.store = RequesterStore(self.path)
+        self.store = self.store_class(self.path)
         await self.store.open()
         options = {"negotiation_timeout": 60.0, "default_job_timeout": 600.0, "rng": random.Random(1)}
         options.update(self.options)

@@ -2,12 +2,15 @@
 restarted requester repeats the calls its reloaded shards still wait on (an outbox derived from their
 state), with no event recorded twice."""
 
+import asyncio
 import collections
+import time
 
 from bacalhau_grpc.common.errors import NotFoundError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain import shard_fsm as f
 from bacalhau_grpc.requester.domain.shard_fsm import ExecState, Phase, ShardFSM, Verdict
+from bacalhau_grpc.requester.store.sqlite import RequesterStore
 from tests.unit.requester.fakes import UNREACHABLE, FakeCompute, Harness, eventually
 
 E = pb.JobEventType
@@ -126,6 +129,46 @@ async def test_state_is_committed_before_calls_and_before_answers(tmp_path):
         assert E.JOB_EVENT_TYPE_RESULTS_PROPOSED in stored_events(h, job.id)  # answered once committed
         await eventually(lambda: h.compute.executions("result_accepted"), what="ResultAccepted")
         assert E.JOB_EVENT_TYPE_RESULTS_ACCEPTED in h.compute.seen["result_accepted"]
+    finally:
+        await h.stop()
+
+
+class SlowStore(RequesterStore):
+    """The real store, each commit 20 ms slower (a busy disk): what is recorded waits to be committed."""
+
+    def _commit(self, batch) -> None:
+        time.sleep(0.02)  # in the store's writer thread
+        super()._commit(batch)
+
+
+async def test_watchers_and_event_pages_see_an_event_only_once_it_is_committed(tmp_path):
+    """A crash cannot take back (or make twice) an event a client saw: each event a watcher gets, and each
+    event ListJobEvents pages, is in the database by then."""
+    h = Harness(tmp_path, store_class=SlowStore)
+    r = await h.start()
+    try:
+        await r.register_node(node("n1"))
+        job = await r.submit(payload())
+        seen: list[tuple[int, list[int]]] = []
+
+        async def watch() -> None:
+            async for sequence, event in await r.watch_job_events(job.id):
+                stored = stored_events(h, job.id)
+                seen.append((sequence, stored))
+                assert len(stored) >= sequence and stored[sequence - 1] == event.event_name
+
+        watcher = asyncio.create_task(watch())
+        (execution,) = await eventually(lambda: h.compute.executions("bid_accepted"), what="BidAccepted")
+        await r.on_run_complete(job_id=job.id, shard_index=0, node_id="n1", execution_id=execution)
+        await eventually(lambda: h.compute.executions("result_accepted"), what="ResultAccepted")
+        published = pb.StorageSpec(name="noop")
+        await r.on_publish_complete(
+            job_id=job.id, shard_index=0, node_id="n1", execution_id=execution, published_result=published
+        )
+        await asyncio.wait_for(watcher, 10)  # it ends with the job
+        assert [sequence for sequence, _ in seen] == list(range(1, 7))
+        events, _ = await r.list_job_events(job.id)
+        assert [e.event_name for e in events] == stored_events(h, job.id)
     finally:
         await h.stop()
 
