@@ -185,9 +185,13 @@ async def api_config(request: web.Request) -> web.Response:
 
 
 async def api_nodes(request: web.Request) -> web.Response:
+    """The compute nodes (ListNodes), and the requester itself: its address and build."""
     client = request.app[CLIENT_KEY]
+    version = await client.version()
     found = [node_view(to_pb(node, rpb.Node)) async for node in client.nodes()]
-    return web.json_response({"nodes": found})
+    return web.json_response(
+        {"requester": {"Address": client.address, "Version": version.git_version}, "nodes": found}
+    )
 
 
 def node_view(node: rpb.Node) -> dict[str, Any]:

@@ -167,6 +167,10 @@ def test_network_page_lists_the_devstacks_compute_nodes(devstack, dashboard, bro
         assert "Noop" in cells[3], cells
         assert re.fullmatch(r"[\d.]+ / [\d.]+", cells[4]), cells
     assert "3 compute node(s), 3 live" in browser.find_element(By.ID, "summary").text
+    requester = browser.find_element(By.ID, "requester").text
+    assert requester.startswith(f"Requester {devstack.host}:{devstack.port} (") and requester.endswith(
+        ") answers."
+    )
     assert browser.title.startswith("Network")
     screenshot(browser, "network")
 
@@ -487,7 +491,7 @@ def test_a_request_for_another_host_name_is_refused(dashboard):
 
 @pytest.mark.parametrize("page", ["network", "jobs", "job"])
 def test_each_page_fits_a_phone_screen(devstack, dashboard, browser, page):
-    target = {"network": "network", "jobs": "jobs", "job": "jobs/" + newest_job(devstack)}[page]
+    target = "jobs/" + finished_job(devstack) if page == "job" else page
     browser.set_window_size(390, 844)
     try:
         browser.get(dashboard + target)
@@ -509,14 +513,20 @@ def test_each_page_fits_a_phone_screen(devstack, dashboard, browser, page):
         browser.set_window_size(1280, 900)
 
 
-def newest_job(devstack) -> str:
-    async def newest() -> str:
-        async with sdk(devstack) as client:
-            page = await client.list_page(all_clients=True, page_size=1)
-            assert page.jobs, "no job yet"
-            return page.jobs[0].id
+def finished_job(devstack) -> str:
+    """A noop job of the dashboard's key, once it has ended."""
 
-    return asyncio.run(newest())
+    async def run() -> str:
+        async with sdk(devstack) as client:
+            job = m.Job(
+                spec=m.Spec(engine=m.Engine.NOOP, verifier=m.Verifier.NOOP, publisher=m.Publisher.LOCAL),
+                deal=m.Deal(concurrency=1),
+            )
+            submitted = await client.submit(job)
+            await client.wait(submitted.id, timeout=120)
+            return submitted.id
+
+    return asyncio.run(run())
 
 
 def test_live_views_past_the_limit_are_refused_until_one_closes(devstack):

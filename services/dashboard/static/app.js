@@ -75,6 +75,8 @@
           tbody.appendChild(row);
         }
         setSummary(data.nodes.length + " compute node(s), " + live + " live · updated " + new Date().toLocaleTimeString());
+        const requester = document.getElementById("requester");
+        requester.textContent = "Requester " + data.requester.Address + " (" + (data.requester.Version || "unknown build") + ") answers.";
       } catch (err) {
         setSummary("Cannot read the nodes: " + err.message, true);
       }
