@@ -25,6 +25,7 @@ from bacalhau_grpc.sdk.client import to_pb
 FLUSH_SECONDS = 0.25
 TIMELINE_LIMIT = 500
 BATCH_LIMIT = 10_000
+QUIET_SECONDS = 15.0  # a live view with nothing to say sends `ping` this often
 T = TypeVar("T")
 
 
@@ -94,7 +95,10 @@ async def _live_items(
     past the `known`-th, the end."""
     yield "grid", grid.snapshot()
     count = after
-    async for batch in _batches(client.events(job_id, follow=True, after=after), FLUSH_SECONDS):
+    async for batch in batches(client.events(job_id, follow=True, after=after), FLUSH_SECONDS):
+        if not batch:  # a quiet job: a comment-like event keeps proxies from closing the stream
+            yield "ping", {}
+            continue
         timeline: deque[tuple[int, sdk_types.JobEvent]] = deque(maxlen=TIMELINE_LIMIT)
         for event in batch:
             count += 1
@@ -113,9 +117,12 @@ async def _live_items(
     yield "end", {"summary": grid.summary(), "event_count": count}
 
 
-async def _batches(items: AsyncIterator[T], seconds: float) -> AsyncIterator[list[T]]:
-    """`items` in lists: whatever arrived, at most one list every `seconds` (the first at once); then what
-    the producer raised, if anything. A reader behind the producer by BATCH_LIMIT items holds it back."""
+async def batches(
+    items: AsyncIterator[T], seconds: float, quiet: float = QUIET_SECONDS
+) -> AsyncGenerator[list[T], None]:
+    """`items` in lists: whatever arrived, at most one list every `seconds` (the first at once), an empty
+    one after `quiet` seconds without any; then what the producer raised, if anything. A reader behind the
+    producer by BATCH_LIMIT items holds it back."""
     queue: asyncio.Queue[T] = asyncio.Queue(maxsize=BATCH_LIMIT)
 
     async def pump() -> None:
@@ -126,10 +133,13 @@ async def _batches(items: AsyncIterator[T], seconds: float) -> AsyncIterator[lis
     try:
         while True:
             getter = asyncio.ensure_future(queue.get())
-            await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():  # the producer ended and everything it made was taken
+            await asyncio.wait({getter, producer}, timeout=quiet, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
                 getter.cancel()
-                producer.result()
+                if not producer.done():  # quiet for `quiet` seconds: an empty list
+                    yield []
+                    continue
+                producer.result()  # it ended, and everything it made was taken
                 return
             batch = [getter.result()]
             while not queue.empty():

@@ -455,6 +455,26 @@ def test_a_grid_taller_than_its_view_draws_only_the_rows_in_view(
     assert [c.get_attribute("data-state") for c in cells] == ["Completed"], cells
     assert len(browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr.shard-row")) < MANY_SHARDS
 
+    # "Go to shard" brings a shard's row into view and marks it; a state's chip, the next shard in it
+    def target() -> str | None:
+        rows = browser.find_elements(By.CSS_SELECTOR, "#grid tr.shard-row.target")
+        return rows[0].get_attribute("data-shard") if len(rows) == 1 else None
+
+    box = browser.find_element(By.ID, "goto-shard")
+    box.send_keys("37")
+    box.submit()
+    wait_for(lambda: target() == "37", "shard 37 marked")
+    assert browser.switch_to.active_element.get_attribute("data-state") == "Completed"  # its cell
+    browser.find_element(By.CSS_SELECTOR, '#legend button[data-state="Completed"]').click()
+    wait_for(lambda: target() == "38", "the next Completed shard, 38")
+    box.clear()
+    box.send_keys(str(MANY_SHARDS))  # no such shard: the box says so, nothing moves
+    box.submit()
+    assert browser.execute_script("return document.getElementById('goto-shard').validationMessage") == (
+        f"No shard {MANY_SHARDS} (0 to {MANY_SHARDS - 1})"
+    )
+    assert target() == "38"
+
 
 def test_bad_requests_name_what_is_wrong(dashboard):
     for query, named in (

@@ -265,15 +265,50 @@
       }
     }
 
+    // Each state's chip is a button: the next shard with a cell in that state (from the last one shown).
+    let found = -1;
     function legendFor(summary) {
       legend.replaceChildren();
       for (const [name, count] of Object.entries(summary.Counts || {})) {
-        legend.appendChild(el("span", name + " " + count.toLocaleString(), { class: "chip " + stateClass(name), "data-state": name }));
+        const chip = el("button", name + " " + count.toLocaleString(), {
+          type: "button", class: "chip " + stateClass(name), "data-state": name,
+          "aria-label": "Show the next shard with a " + name + " cell (" + count + " cells)",
+        });
+        chip.addEventListener("click", () => {
+          const shard = nextWith(cellStates.indexOf(name), found);
+          if (shard >= 0) show(shard);
+        });
+        legend.appendChild(chip);
       }
     }
 
+    function nextWith(code, after) {
+      for (let i = 1; i <= shards; i += 1) {
+        const shard = (after + i) % shards;
+        for (let n = 0; n < nodes.length; n += 1) if (states[n][shard] === code) return shard;
+      }
+      return -1;
+    }
+
+    // Scrolls the grid to `shard`, marks its row and puts the focus on its first cell.
+    function show(shard) {
+      if (!(shard >= 0 && shard < shards)) return false;
+      found = shard;
+      scroller.scrollTop = shard * (rowPx || 28);
+      drawn = null;
+      draw();
+      for (const row of body.querySelectorAll("tr.target")) row.classList.remove("target");
+      const row = body.querySelector('tr.shard-row[data-shard="' + shard + '"]');
+      if (row) {
+        row.classList.add("target");
+        const first = row.querySelector("td.cell") || row.querySelector("th");
+        if (first) first.focus({ preventScroll: true });
+      }
+      return true;
+    }
+
     function drawRow(shard) {
-      const row = el("tr", null, { class: "shard-row", "data-shard": shard });
+      const row = el("tr", null, { class: shard === found ? "shard-row target" : "shard-row", "data-shard": shard });
       row.appendChild(el("th", shard, { scope: "row" }));
       for (let n = 0; n < nodes.length; n += 1) {
         const code = states[n][shard];
@@ -323,6 +358,8 @@
     scroller.addEventListener("scroll", schedule, { passive: true });
 
     return {
+      show: show,
+      shards: () => shards,
       reset(snapshot) {
         nodes = []; states = []; statuses = []; shards = 0; drawn = null;
         ensure(snapshot.shards);
@@ -355,6 +392,14 @@
     let summary = null;
     const grid = ShardGrid(document.getElementById("grid-scroll"), document.getElementById("grid"),
       document.getElementById("legend"), config.cell_states);
+    const goto = document.getElementById("goto-shard");
+    document.getElementById("grid-find").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const shard = Number(goto.value);
+      const ok = goto.value !== "" && Number.isInteger(shard) && grid.show(shard);
+      goto.setCustomValidity(ok ? "" : "No shard " + goto.value + " (0 to " + (grid.shards() - 1) + ")");
+      goto.reportValidity();
+    });
 
     function showSummary() {
       if (!summary) return;
