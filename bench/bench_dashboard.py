@@ -35,12 +35,11 @@ from bacalhau_grpc.common.ipfs import IpfsClient
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.dashboard.live import TIMELINE_LIMIT
-from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2 as rpb
 from bacalhau_grpc.pb.requester.v1 import requester_service_pb2_grpc as rgrpc
 from bench.bench_latency import store_jobs
 from bench.bench_network import bench_job
-from bench.bench_sharding import DEFAULT_MAX_SHARDS, PER_FOLDER, IpfsDaemon, make_files
+from bench.bench_sharding import PER_FOLDER, IpfsDaemon, make_files, sharding_devstack
 from bench.measure import p99
 
 PAGE_GOAL = 1.0  # seconds: the job page of the big job draws its grid
@@ -135,17 +134,7 @@ async def main(files: int, stored: int) -> None:
         async with IpfsDaemon(work_dir / "ipfs") as daemon:
             async with IpfsClient(daemon.url, transfer_timeout=3600) as ipfs:
                 cid = await ipfs.add_folder(inputs)
-            requester_flags = ["--max-active-jobs-per-client=256", "--ipfs-connect", daemon.url]
-            if files > DEFAULT_MAX_SHARDS:
-                requester_flags.append(f"--max-shards-per-job={files}")
-            async with Devstack(
-                nodes=3,
-                data_dir=work_dir / "devstack",
-                log_level="WARNING",
-                requester_flags=requester_flags,
-                compute_flags=["--ipfs-connect", daemon.url],
-                dashboard=True,
-            ) as devstack:
+            async with sharding_devstack(work_dir, daemon.url, files, dashboard=True) as devstack:
                 url = devstack.dashboard_url
                 print(f"devstack with its dashboard at {url}; {files} files in js-ipfs: {cid}", flush=True)
                 driver = await asyncio.to_thread(browser)

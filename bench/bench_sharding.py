@@ -92,6 +92,22 @@ def make_files(root: Path, files: int, per_folder: int) -> str:
     return "/inputs/*/*.txt" if per_folder else "/inputs/*.txt"
 
 
+def sharding_devstack(work_dir: Path, ipfs_url: str, files: int, in_flight: int = 256, **options) -> Devstack:
+    """3 compute nodes and a requester pointed at the IPFS daemon `ipfs_url`, the requester taking a job of
+    `files` shards (past its default, `--max-shards-per-job`); `options`: more of Devstack's."""
+    requester_flags = [f"--max-active-jobs-per-client={max(256, in_flight)}", "--ipfs-connect", ipfs_url]
+    if files > DEFAULT_MAX_SHARDS:
+        requester_flags.append(f"--max-shards-per-job={files}")
+    return Devstack(
+        nodes=3,
+        data_dir=work_dir / "devstack",
+        log_level="WARNING",
+        requester_flags=requester_flags,
+        compute_flags=["--ipfs-connect", ipfs_url],
+        **options,
+    )
+
+
 async def noop_rate(devstack: Devstack, jobs: int, in_flight: int) -> dict:
     """bench_network's noop scenario at concurrency 1 (noop verifier), on `devstack`."""
     return await bench_network.drive(
@@ -221,23 +237,10 @@ async def main(files: int, deadline: float, noop_jobs: int, in_flight: int, per_
                 f"({daemon.url}) in {added:.1f} s: {cid}",
                 flush=True,
             )
-            requester_flags = [
-                f"--max-active-jobs-per-client={max(256, in_flight)}",
-                "--ipfs-connect",
-                daemon.url,
-            ]
-            if files > DEFAULT_MAX_SHARDS:
-                requester_flags.append(f"--max-shards-per-job={files}")
-            async with Devstack(
-                nodes=3,
-                data_dir=work_dir / "devstack",
-                log_level="WARNING",
-                requester_flags=requester_flags,
-                compute_flags=["--ipfs-connect", daemon.url],
-            ) as devstack:
+            async with sharding_devstack(work_dir, daemon.url, files, in_flight) as devstack:
                 print(
                     "devstack: 1 requester + 1 verifier + 3 compute nodes (separate processes, TLS), "
-                    f"requester flags: {' '.join(requester_flags)}",
+                    f"requester flags: {' '.join(devstack.requester_flags)}",
                     flush=True,
                 )
                 noop = await noop_rate(devstack, noop_jobs, in_flight)
