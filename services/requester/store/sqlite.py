@@ -7,183 +7,37 @@ milliseconds) or up to `max_batch` writes, on a thread of its own so the event l
 Upserts of the same key in one batch (a shard row, a shard state machine) collapse to the last value.
 `flush()` waits until everything queued so far is committed; `close()` flushes.
 
-Reads run on the caller's thread on their own connection and see committed data only: the domain
-keeps active jobs in memory and flushes before the queries that must see everything (listing,
-prefix lookups).
+Reads (`reads.py`, `StoreReads`) run on the caller's thread on their own connection and see committed
+data only: the domain keeps active jobs in memory and flushes before the queries that must see everything
+(listing, prefix lookups). The tables are in `schema.py`, a batch of queued writes in `batch.py`.
 """
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bacalhau_grpc.common.errors import InvalidArgumentError
 from bacalhau_grpc.common.metrics import NO_METRICS, Metrics
 from bacalhau_grpc.common.model import pb
-from bacalhau_grpc.requester.domain.ports import (
-    JobQuery,
-    JobTrace,
-    StoredJob,
-    SubmissionRecord,
-    summary_state,
-)
+from bacalhau_grpc.requester.domain.ports import JobTrace, SubmissionRecord
+from bacalhau_grpc.requester.store.batch import Batch
+from bacalhau_grpc.requester.store.reads import LIST_SCAN_BATCH, StoreReads
+from bacalhau_grpc.requester.store.schema import JOB_TABLES, SCHEMA, SCHEMA_VERSION, connect
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-# The state machine phases that end a shard (kept in sync with domain.shard_fsm.TERMINAL_PHASES; the
-# store imports only the domain's ports).
-TERMINAL_PHASES = ("Completed", "Error", "Cancelled")
-# Jobs read per query while filling a page of jobs filtered by state (`list_jobs`).
-LIST_SCAN_BATCH = 500
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    client_id TEXT NOT NULL,
-    created_at_us INTEGER NOT NULL,
-    job BLOB NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at_us, id);
-CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs (client_id, created_at_us, id);
-CREATE TABLE IF NOT EXISTS job_tags (
-    job_id TEXT NOT NULL,
-    tag TEXT NOT NULL,
-    PRIMARY KEY (job_id, tag)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS job_tags_by_tag ON job_tags (tag, job_id);
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event BLOB NOT NULL,
-    PRIMARY KEY (job_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS local_events (
-    job_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event BLOB NOT NULL,
-    PRIMARY KEY (job_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS shard_rows (
-    job_id TEXT NOT NULL,
-    node_id TEXT NOT NULL,
-    shard_index INTEGER NOT NULL,
-    row BLOB NOT NULL,
-    PRIMARY KEY (job_id, node_id, shard_index)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS shard_fsm (
-    job_id TEXT NOT NULL,
-    shard_index INTEGER NOT NULL,
-    phase TEXT NOT NULL,
-    active INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    PRIMARY KEY (job_id, shard_index)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS shard_fsm_active ON shard_fsm (active) WHERE active = 1;
--- Client-chosen submission IDs (domain/submissions.py): created on open like every table, so a database
--- made before it existed gains it without a schema version change; kept as long as the job.
-CREATE TABLE IF NOT EXISTS submissions (
-    client_id TEXT NOT NULL,
-    submission_id TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (client_id, submission_id)
-) WITHOUT ROWID;
--- Each traced job's OpenTelemetry trace (domain/ports.py JobTrace: trace ID, first span's ID), written in
--- its job's transaction; created on open like every table, so a database made before it existed gains it
--- without a schema version change, and its jobs (no row here) read back with no trace.
-CREATE TABLE IF NOT EXISTS job_traces (
-    job_id TEXT PRIMARY KEY,
-    trace_id TEXT NOT NULL,
-    span_id TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nodes (
-    node_id TEXT PRIMARY KEY,
-    info BLOB NOT NULL,
-    registered_at REAL NOT NULL
-) WITHOUT ROWID;
--- Jobs removed by retention (domain/retention.py): when, and how long finished jobs were kept then, so a
--- read of one answers "expired" rather than "not found"; pruned after another retention period.
-CREATE TABLE IF NOT EXISTS expired_jobs (
-    id TEXT PRIMARY KEY,
-    expired_at_us INTEGER NOT NULL,
-    kept_for REAL NOT NULL
-) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
-"""
-
-# The tables holding a job's rows, with the column naming the job (retention removes all of them).
-_JOB_TABLES = (
-    ("jobs", "id"),
-    ("job_tags", "job_id"),
-    ("events", "job_id"),
-    ("local_events", "job_id"),
-    ("shard_rows", "job_id"),
-    ("shard_fsm", "job_id"),
-    ("submissions", "job_id"),
-    ("job_traces", "job_id"),
-)
-
-
-@dataclass
-class _Batch:
-    jobs: list[tuple[str, str, int, bytes]] = field(default_factory=list)
-    tags: list[tuple[str, str]] = field(default_factory=list)
-    # (client_id, submission_id, job_id, digest): written in the transaction of their job.
-    submissions: list[tuple[str, str, str, str]] = field(default_factory=list)
-    # (job_id, trace_id, span_id): written in the transaction of their job.
-    traces: list[tuple[str, str, str]] = field(default_factory=list)
-    events: list[tuple[str, int, bytes]] = field(default_factory=list)
-    local_events: list[tuple[str, int, bytes]] = field(default_factory=list)
-    rows: dict[tuple[str, str, int], bytes] = field(default_factory=dict)
-    # Shard state machines are serialized when the batch is taken, once per machine however often it
-    # changed meanwhile: either a (phase, data) snapshot or a live object with .phase and .to_dict().
-    fsms: dict[tuple[str, int], Any] = field(default_factory=dict)
-    nodes: dict[str, tuple[bytes, float]] = field(default_factory=dict)
-    size: int = 0
-    fsm_rows: list[tuple[str, int, str, int, str]] = field(default_factory=list)
-
-    def serialize_machines(self) -> None:
-        """Snapshot the state machines (on the event loop's thread, where they change)."""
-        rows = []
-        for (job_id, shard_index), machine in self.fsms.items():
-            if isinstance(machine, tuple):
-                phase, data = machine
-            else:
-                phase, data = str(machine.phase), machine.to_dict()
-            active = 0 if phase in TERMINAL_PHASES else 1
-            rows.append((job_id, shard_index, phase, active, json.dumps(data, separators=(",", ":"))))
-        self.fsm_rows = rows
-
-    def absorb_newer(self, newer: "_Batch") -> None:
-        """This (older, failed) batch followed by `newer`, merged into this one."""
-        self.jobs += newer.jobs
-        self.tags += newer.tags
-        self.submissions += newer.submissions
-        self.traces += newer.traces
-        self.events += newer.events
-        self.local_events += newer.local_events
-        self.rows.update(newer.rows)
-        self.fsms.update(newer.fsms)
-        self.nodes.update(newer.nodes)
-        self.size += newer.size
-
 
 # The writer lingers for a batch only after a commit of at least this many writes (the store is busy:
 # batching pays); a lone job's few writes per step are committed at once.
 BUSY_BATCH = 8
 
 
-class RequesterStore:
+class RequesterStore(StoreReads):
     def __init__(
         self,
         path: Path,
@@ -197,7 +51,7 @@ class RequesterStore:
         self.metrics = metrics
         self.flush_interval = flush_interval
         self.max_batch = max_batch
-        self._batch = _Batch()
+        self._batch = Batch()
         self._generation = 0  # bumped by every queued write
         self._committed = 0  # the generation the database holds
         self._last_batch_size = 0  # the writes the last commit held (see BUSY_BATCH)
@@ -219,14 +73,14 @@ class RequesterStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="requester-store")
         await asyncio.get_running_loop().run_in_executor(self._executor, self._open_writer)
-        self._reader = _connect(self.path)
+        self._reader = connect(self.path)
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._writer_loop(), name="requester-store-writer")
         self._task.add_done_callback(lambda _: self._run_after_commit(stopped=True))
 
     def _open_writer(self) -> None:
-        db = _connect(self.path)
-        db.executescript(_SCHEMA)
+        db = connect(self.path)
+        db.executescript(SCHEMA)
         db.commit()
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         if int(version) != SCHEMA_VERSION:
@@ -293,7 +147,7 @@ class RequesterStore:
             if busy and not self._closing and self._batch.size < self.max_batch:
                 # Under load, let the batch fill for a few milliseconds: one transaction for all of it.
                 await asyncio.sleep(self.flush_interval)
-            batch, self._batch = self._batch, _Batch()
+            batch, self._batch = self._batch, Batch()
             generation = self._generation
             if batch.size:
                 try:
@@ -324,14 +178,14 @@ class RequesterStore:
             if self._batch.size:
                 self._wake.set()
 
-    def _commit(self, batch: _Batch) -> None:
+    def _commit(self, batch: Batch) -> None:
         started = time.perf_counter()
         try:
             self._commit_batch(batch)
         finally:
             self.metrics.store_commit("requester", time.perf_counter() - started)
 
-    def _commit_batch(self, batch: _Batch) -> None:
+    def _commit_batch(self, batch: Batch) -> None:
         db = self._writer_db
         assert db is not None
         with db:  # one transaction
@@ -511,7 +365,7 @@ class RequesterStore:
                 for start in range(0, len(chosen), 500):
                     chunk = chosen[start : start + 500]
                     marks = ", ".join("?" * len(chunk))
-                    for table, column in _JOB_TABLES:
+                    for table, column in JOB_TABLES:
                         db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
                 db.executemany(
                     "INSERT OR REPLACE INTO expired_jobs (id, expired_at_us, kept_for) VALUES (?, ?, ?)",
@@ -549,195 +403,3 @@ class RequesterStore:
                 db.executemany("DELETE FROM nodes WHERE node_id = ?", ids)
 
         await self._on_writer(work)
-
-    def expired_job(self, job_id: str) -> tuple[float, float] | None:
-        """(when it expired, how long finished jobs were kept then), epoch seconds and seconds, for a job
-        removed by retention; None otherwise."""
-        row = self._db.execute(
-            "SELECT expired_at_us, kept_for FROM expired_jobs WHERE id = ?", (job_id,)
-        ).fetchone()
-        return None if row is None else (row[0] / 1_000_000, row[1])
-
-    # -- reads (committed data) ------------------------------------------------------------------
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._reader is None:
-            raise RuntimeError("the requester store is not open")
-        return self._reader
-
-    def get_meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    def job_exists(self, job_id: str) -> bool:
-        return self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is not None
-
-    def load_job(self, job_id: str) -> StoredJob | None:
-        db = self._db
-        row = db.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            return None
-        job = pb.Job.FromString(row[0])
-        events = [
-            pb.JobEvent.FromString(blob)
-            for (blob,) in db.execute("SELECT event FROM events WHERE job_id = ? ORDER BY seq", (job_id,))
-        ]
-        local_events = [
-            pb.JobLocalEvent.FromString(blob)
-            for (blob,) in db.execute(
-                "SELECT event FROM local_events WHERE job_id = ? ORDER BY seq", (job_id,)
-            )
-        ]
-        rows = [
-            pb.JobShardState.FromString(blob)
-            for (blob,) in db.execute("SELECT row FROM shard_rows WHERE job_id = ?", (job_id,))
-        ]
-        fsms = {
-            index: json.loads(data)
-            for index, data in db.execute(
-                "SELECT shard_index, data FROM shard_fsm WHERE job_id = ?", (job_id,)
-            )
-        }
-        traced = db.execute("SELECT trace_id, span_id FROM job_traces WHERE job_id = ?", (job_id,)).fetchone()
-        trace = None if traced is None else JobTrace(*traced)
-        return StoredJob(job, events, local_events, rows, fsms, trace)
-
-    def find_submission(self, client_id: str, submission_id: str) -> SubmissionRecord | None:
-        """What the client's submission with this ID made (committed data), or None."""
-        row = self._db.execute(
-            "SELECT job_id, digest FROM submissions WHERE client_id = ? AND submission_id = ?",
-            (client_id, submission_id),
-        ).fetchone()
-        return None if row is None else SubmissionRecord(job_id=row[0], digest=row[1])
-
-    def active_job_ids(self) -> list[str]:
-        """Jobs with a shard whose state machine has not ended."""
-        return [
-            job_id
-            for (job_id,) in self._db.execute(
-                "SELECT DISTINCT job_id FROM shard_fsm WHERE active = 1 ORDER BY job_id"
-            )
-        ]
-
-    def find_job_ids(self, prefix: str, limit: int, client_id: str = "") -> list[str]:
-        """IDs of the jobs starting with `prefix` (only `client_id`'s, when given), at most `limit`."""
-        if client_id:
-            rows = self._db.execute(
-                "SELECT id FROM jobs WHERE id >= ? AND id < ? AND client_id = ? ORDER BY id LIMIT ?",
-                (prefix, prefix + "\U0010ffff", client_id, limit),
-            )
-        else:
-            rows = self._db.execute(
-                "SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                (prefix, prefix + "\U0010ffff", limit),
-            )
-        return [job_id for (job_id,) in rows]
-
-    def count_events(self, job_id: str) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM events WHERE job_id = ?", (job_id,)).fetchone()[0]
-
-    def load_nodes(self) -> list[tuple[pb.NodeInfo, float]]:
-        return [
-            (pb.NodeInfo.FromString(info), registered_at)
-            for info, registered_at in self._db.execute(
-                "SELECT info, registered_at FROM nodes ORDER BY node_id"
-            )
-        ]
-
-    def list_jobs(self, query: JobQuery) -> list[tuple[pb.Job, tuple[Any, ...]]]:
-        """One page of jobs (with their state rows, without events), each with its sort key.
-
-        With `query.states`, only jobs whose summary state is one of them: a job's state is computed from
-        its shard rows (stored as blobs), so the jobs are read in sort order a batch at a time and the
-        matching ones kept until the page is full (each job comes with its sort key, as without a filter,
-        so the next page starts after the last job returned)."""
-        if not query.states:
-            return self._list_jobs_page(query)
-        wanted = set(query.states)
-        batch = max(query.page_size, LIST_SCAN_BATCH)
-        scan = JobQuery(**{**vars(query), "states": (), "page_size": batch})
-        kept: list[tuple[pb.Job, tuple[Any, ...]]] = []
-        while len(kept) < query.page_size:
-            found = self._list_jobs_page(scan)
-            kept += [(job, key) for job, key in found if summary_state(job.state) in wanted]
-            if len(found) < batch:
-                break
-            scan.after = found[-1][1]
-        return kept[: query.page_size]
-
-    def _list_jobs_page(self, query: JobQuery) -> list[tuple[pb.Job, tuple[Any, ...]]]:
-        where: list[str] = []
-        args: list[Any] = []
-        if query.client_id:
-            where.append("client_id = ?")
-            args.append(query.client_id)
-        if query.id_prefix:
-            where.append("id >= ? AND id < ?")
-            args += [query.id_prefix, query.id_prefix + "\U0010ffff"]
-        if query.include_tags:
-            marks = ", ".join("?" * len(query.include_tags))
-            where.append(f"EXISTS (SELECT 1 FROM job_tags t WHERE t.job_id = jobs.id AND t.tag IN ({marks}))")
-            args += list(query.include_tags)
-        if query.exclude_tags:
-            marks = ", ".join("?" * len(query.exclude_tags))
-            where.append(
-                f"NOT EXISTS (SELECT 1 FROM job_tags t WHERE t.job_id = jobs.id AND t.tag IN ({marks}))"
-            )
-            args += list(query.exclude_tags)
-        direction = "DESC" if query.reverse else "ASC"
-        compare = "<" if query.reverse else ">"
-        if query.sort_by == "id":
-            order = f"id {direction}"
-            if query.after is not None:
-                where.append(f"id {compare} ?")
-                args.append(query.after[0])
-        elif query.sort_by == "created_at":
-            order = f"created_at_us {direction}, id {direction}"
-            if query.after is not None:
-                where.append(f"(created_at_us, id) {compare} (?, ?)")
-                args += [query.after[0], query.after[1]]
-        else:
-            raise InvalidArgumentError(f"cannot sort by {query.sort_by!r}", field="sort_by")
-        sql = "SELECT id, created_at_us, job FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {order} LIMIT ?"
-        args.append(query.page_size)
-        found = self._db.execute(sql, args).fetchall()
-        if not found:
-            return []
-        jobs = {job_id: pb.Job.FromString(blob) for job_id, _, blob in found}
-        for job_id, blob in self._rows_of(list(jobs)):
-            row = pb.JobShardState.FromString(blob)
-            jobs[job_id].state.nodes[row.node_id].shards[row.shard_index].CopyFrom(row)
-        return [
-            (jobs[job_id], (job_id,) if query.sort_by == "id" else (created, job_id))
-            for job_id, created, _ in found
-        ]
-
-    def _rows_of(self, job_ids: list[str]) -> Iterable[tuple[str, bytes]]:
-        for start in range(0, len(job_ids), 500):
-            chunk = job_ids[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            yield from self._db.execute(
-                f"SELECT job_id, row FROM shard_rows WHERE job_id IN ({marks})", chunk
-            )
-
-    def list_events(self, job_id: str, offset: int, limit: int) -> list[pb.JobEvent]:
-        return [
-            pb.JobEvent.FromString(blob)
-            for (blob,) in self._db.execute(
-                "SELECT event FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (job_id, offset, limit),
-            )
-        ]
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=True)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=10000")
-    db.execute("PRAGMA foreign_keys=OFF")
-    return db

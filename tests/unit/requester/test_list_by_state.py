@@ -6,7 +6,7 @@ import pytest
 
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.requester.domain.ports import JobQuery, summary_state
-from bacalhau_grpc.requester.store import sqlite
+from bacalhau_grpc.requester.store import reads
 from bacalhau_grpc.requester.store.sqlite import RequesterStore
 
 _S = pb.JobStateType
@@ -40,7 +40,7 @@ def test_summary_state_is_the_highest_row_state():
 
 async def test_state_filter_pages_past_sparse_matches(store, monkeypatch):
     # Small scan batches, so that the matching jobs lie several batches apart.
-    monkeypatch.setattr(sqlite, "LIST_SCAN_BATCH", 4)
+    monkeypatch.setattr(reads, "LIST_SCAN_BATCH", 4)
     errors, completed = [], []
     for i in range(40):
         store.add_job(make_job(i))
