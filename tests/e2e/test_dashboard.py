@@ -35,7 +35,7 @@ from bacalhau_grpc.dashboard.server import HIDDEN, hide_env
 from bacalhau_grpc.sdk import Client
 from bacalhau_grpc.sdk import sdk_types as m
 from tests.e2e import cli_support
-from tests.e2e.cli_support import COMMAND, STDOUT_TEXT, Lines, RunningDevstack, run_cli
+from tests.e2e.cli_support import COMMAND, STDOUT_TEXT, Lines, RunningDevstack, job_id_of, run_cli
 from tests.e2e.file_server import serve_files
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -578,3 +578,31 @@ def test_live_views_past_the_limit_are_refused_until_one_closes(devstack):
 async def cancel(devstack, job_id: str) -> None:
     async with sdk(devstack) as client:
         await client.cancel(job_id, reason="the test is done with it")
+
+
+def test_a_results_archive_past_the_limit_is_refused_naming_get(devstack, docker_engine):
+    made = run_cli(
+        "docker",
+        "run",
+        "--wait",
+        "--wait-timeout-secs",
+        "120",
+        "--publisher",
+        "local",
+        docker_engine,
+        "--",
+        "sh",
+        "-c",
+        "head -c 1500000 /dev/zero > /outputs/big",
+        env=devstack.env,
+        timeout=180,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    job_id = job_id_of(made.stdout)
+    with running_dashboard(devstack, "--max-download-mb", "1") as url:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}api/jobs/{job_id}/results.tar.gz", timeout=120)
+        assert refused.value.code == 502
+        message = json.load(refused.value)["error"]
+        assert f"the results of job {job_id} are more than the 1,048,576 bytes" in message, message
+        assert f"download them with `bacalhau-grpc get {job_id}`" in message
