@@ -12,10 +12,10 @@ from pathlib import Path
 from aiohttp import web
 
 from bacalhau_grpc.cli import output
-from bacalhau_grpc.common.errors import ResourceExhaustedError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.dashboard.context import CLIENT_KEY, OPTIONS_KEY, job_of
 from bacalhau_grpc.sdk.client import to_pb
+from bacalhau_grpc.sdk.download import DownloadTooLargeError
 
 RESULTS_SHOWN = 100
 MAX_DOWNLOADS = 4
@@ -62,7 +62,7 @@ async def api_download(request: web.Request) -> web.StreamResponse:
                 timeout=options.download_timeout,
                 max_bytes=options.download_max_bytes,
             )
-        except ResourceExhaustedError as err:
+        except DownloadTooLargeError as err:
             return web.json_response(
                 {"error": f"{err} (--max-download-mb): download them with `bacalhau-grpc get {job_id}`"},
                 status=502,

@@ -3,12 +3,14 @@ with Bacalhau's types as betterproto2 dataclasses (`sdk_types`). See `bacalhau_g
 
 import bacalhau_grpc.sdk.types.bacalhau.model.v1beta1 as sdk_types
 from bacalhau_grpc.sdk.client import Client, JobPage, WaitTimeoutError, api_address, default_address
+from bacalhau_grpc.sdk.download import DownloadTooLargeError
 from bacalhau_grpc.sdk.sync import SyncClient
 from bacalhau_grpc.sdk.tls import ClientTls, client_tls
 
 __all__ = [
     "Client",
     "ClientTls",
+    "DownloadTooLargeError",
     "JobPage",
     "SyncClient",
     "WaitTimeoutError",

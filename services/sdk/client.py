@@ -500,8 +500,8 @@ class Client:
         them out: raw/<cid>/, per_shard/<shard>_node_<id8>/, combined_results/. `progress` is called
         with the archive bytes received so far; `on_progress(done, total)` with the bytes of result
         files received so far and their total size (first (0, total), last (total, total)), e.g. for a
-        progress bar. ResourceExhaustedError once more than `max_bytes` (100 GiB) arrived. Returns the
-        folder."""
+        progress bar. DownloadTooLargeError (a ResourceExhaustedError) once more than `max_bytes` (100 GiB)
+        arrived. Returns the folder."""
         folder = Path(output_dir).resolve()
         folder.mkdir(parents=True, exist_ok=True)
         try:

@@ -41,6 +41,11 @@ CONCATENATED = ("stdout", "stderr")
 LEFT_OUT = ("exitCode",)
 MAX_DOWNLOAD_BYTES = 100 * 1024**3
 
+
+class DownloadTooLargeError(ResourceExhaustedError):
+    """The job's results are more than the download may take (`max_bytes`)."""
+
+
 # Called with the bytes received so far (the archives' bytes, as they arrive).
 Progress = Callable[[int], None]
 # Called with (done, total): the bytes of result files received so far and the size of all the files to
@@ -64,8 +69,8 @@ async def download_results(
     """Downloads every published result of the job into `output_dir`; returns them. NotFoundError("no
     results found") when the job has none (yet). `metadata(method, request)` gives each call to the
     requester its metadata (the SDK signs them). `on_progress(done, total)`: see OnProgress (the sizes
-    come from StatContent, asked only when it is given). ResourceExhaustedError as soon as the archives
-    received pass `max_bytes` in all."""
+    come from StatContent, asked only when it is given). DownloadTooLargeError (a ResourceExhaustedError)
+    as soon as the archives received pass `max_bytes` in all."""
     stub = rgrpc.RequesterServiceStub(channel)
 
     async def call(name: str, request: Any) -> Any:
@@ -88,7 +93,7 @@ async def download_results(
         nonlocal received
         received += size
         if received > max_bytes:
-            raise ResourceExhaustedError(
+            raise DownloadTooLargeError(
                 f"the results of job {job.id} are more than the {max_bytes:,} bytes this download may take"
             )
         if progress is not None:

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from bacalhau_grpc.common.content.archive import make_tar_gz
-from bacalhau_grpc.common.errors import ResourceExhaustedError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.common.signing import ClientKey
-from bacalhau_grpc.sdk import Client
+from bacalhau_grpc.sdk import Client, DownloadTooLargeError
 from tests.integration.network import E, Network, of_type
 from tests.wasm.hostile import PYTHON_LINKS
 
@@ -90,7 +89,7 @@ async def test_a_download_stops_as_soon_as_it_passes_its_byte_limit(network, tmp
     await network.wait_for_end(job.id)
     async with Client(network.requester.address, key=ClientKey.load_or_create(tmp_path / "key")) as client:
         with pytest.raises(
-            ResourceExhaustedError, match=f"the results of job {job.id} are more than the 100,000"
+            DownloadTooLargeError, match=f"the results of job {job.id} are more than the 100,000"
         ):
             await client.download(job.id, tmp_path / "small", max_bytes=100_000)
         assert not (tmp_path / "small" / "raw").exists() or not any((tmp_path / "small" / "raw").iterdir())
