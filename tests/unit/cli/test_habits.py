@@ -6,6 +6,7 @@ import pytest
 
 from bacalhau_grpc import devstack
 from bacalhau_grpc.cli import flags, main, serve, submit_flags
+from bacalhau_grpc.devstack.nodes import with_flag
 
 
 def parse(*argv: str):
@@ -173,6 +174,6 @@ def test_the_compute_flags_are_the_same_in_serve_and_devstack():
 
 def test_a_restart_keeps_the_port_and_node_id():
     args = ["serve", "--port", "0", "--data-dir", "d"]
-    again = devstack._with_flag(devstack._with_flag(args, "--port", "4567"), "--node-id", "node-1")
+    again = with_flag(with_flag(args, "--port", "4567"), "--node-id", "node-1")
     assert again == ["serve", "--port", "4567", "--data-dir", "d", "--node-id", "node-1"]
-    assert devstack._with_flag(again, "--port", "4567") == again
+    assert with_flag(again, "--port", "4567") == again

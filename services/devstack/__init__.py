@@ -37,47 +37,42 @@ grace period. Every child also stops by itself when the devstack process goes aw
 
 import asyncio
 import contextlib
-import json
 import os
-import re
-import secrets
 import shutil
 import signal
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-from bacalhau_grpc.common import certs, node_ids, signing
+from bacalhau_grpc.common import certs, signing
 from bacalhau_grpc.common.channels import call, open_channel
 from bacalhau_grpc.common.errors import BacalhauError
+from bacalhau_grpc.devstack.nodes import (
+    DASHBOARD,
+    DASHBOARD_LISTENING,
+    DevstackError,
+    Node,
+    healthz,
+    listening_line,
+    logged_registration,
+    metrics_line,
+    node_id_for,
+    node_protocol_line,
+    registration,
+    with_flag,
+)
 from bacalhau_grpc.pb.compute.v1 import compute_service_pb2 as cpb
 from bacalhau_grpc.pb.compute.v1 import compute_service_pb2_grpc as cgrpc
 from bacalhau_grpc.sdk.tls import ClientTls
 
-LISTENING = re.compile(r"^(requester|compute|verifier) (\S+) listening on (\S+)\s*$", re.MULTILINE)
-# The requester's second line with TLS: where compute nodes and operators reach its node protocol.
-NODE_PROTOCOL = re.compile(r"^requester (\S+) node protocol on (\S+)\s*$", re.MULTILINE)
-# With metrics on (`serve --metrics-port`): where the node serves Prometheus' /metrics.
-METRICS_ENDPOINT = re.compile(
-    r"^(requester|compute|verifier) (\S+) metrics on http://(\S+)/metrics\s*$", re.MULTILINE
-)
-# The dashboard's line once it listens (`bacalhau-grpc dashboard`).
-DASHBOARD_LISTENING = re.compile(r"^Dashboard: (http://(\S+?)/) \(requester \S+\)\s*$", re.MULTILINE)
-DASHBOARD = "dashboard"  # its Node's name and node_type
 TLS_DIR = "tls"
 OPERATOR = "operator"  # the operator's client certificate: client-operator.pem
-# What a compute node logs (at INFO) once the requester took its registration.
-REGISTERED_LOG_LINE = "registered with requester"
 STARTUP_TIMEOUT = 60.0
 STOP_GRACE = 10.0
-LOG_TAIL_LINES = 30
 _POLL = 0.02  # seconds between looks at a starting child's log
 # The settings the devstack decides for each node: neither its flags nor BACALHAU_<SETTING> pass on.
 PER_NODE_SETTINGS = (
@@ -97,61 +92,6 @@ PER_NODE_SETTINGS = (
     "metrics_port",
     "log_format",
 )
-# What each node type's generated IDs look like (the devstack chooses them, to issue their certificates).
-NODE_ID_PREFIX = {"verifier": "verifier", "requester": "requester", "compute": "node"}
-
-
-class DevstackError(RuntimeError):
-    """The devstack could not start, or one of its nodes died."""
-
-
-@dataclass
-class Node:
-    """One child process of the devstack."""
-
-    name: str  # "verifier", "requester", "compute-0", ...
-    node_type: str
-    args: list[str]
-    log_path: Path
-    bad_actor: bool = False
-    process: asyncio.subprocess.Process | None = None
-    node_id: str = ""
-    address: str = ""
-    # The requester's node protocol with TLS (its second port); else the same as `address`.
-    node_address: str = ""
-    stopping: bool = field(default=False, repr=False)
-    # Where the current process's output starts in the log (a restarted node appends to it).
-    log_offset: int = field(default=0, repr=False)
-    # Environment variables of this node's process only, over the devstack's (read at each start, so a
-    # test may change them before `Devstack.restart`).
-    env: dict[str, str] = field(default_factory=dict)
-    # host:port of the node's Prometheus /metrics endpoint (a devstack with metrics=True); else "".
-    metrics_address: str = ""
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    def current_log(self) -> str:
-        """What the current process wrote to the log ("" when there is no log)."""
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(self.log_offset)
-                return log.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        tail = text.splitlines()[-lines:]
-        return "\n".join(tail) if tail else "(the log is empty)"
 
 
 class Devstack:
@@ -402,13 +342,13 @@ class Devstack:
             raise DevstackError(f"{node.name} is still running (pid {node.pid})")
         port = node.address.rpartition(":")[2]
         if node.node_type == DASHBOARD:
-            node.args = _with_flag(node.args, "--port", port)
+            node.args = with_flag(node.args, "--port", port)
             node.stopping = False
             await self._launch_and_wait([node])
             return
-        node.args = _with_flag(_with_flag(node.args, "--port", port), "--node-id", node.node_id)
+        node.args = with_flag(with_flag(node.args, "--port", port), "--node-id", node.node_id)
         if node.node_address and node.node_address != node.address:
-            node.args = _with_flag(node.args, "--node-port", node.node_address.rpartition(":")[2])
+            node.args = with_flag(node.args, "--node-port", node.node_address.rpartition(":")[2])
         node.stopping = False
         await self._launch_and_wait([node])
         if node.node_type == "compute":
@@ -420,7 +360,7 @@ class Devstack:
         """A node to start: its ID chosen here (the one its data dir keeps, when there is one) and, with
         TLS, its certificate issued for that ID; plaintext nodes get --insecure."""
         assert self.data_dir is not None
-        node_id = _node_id(node_type, data_dir)
+        node_id = node_id_for(node_type, data_dir)
         transport = ["--insecure"]
         if self.secure:
             issued = await asyncio.to_thread(
@@ -514,7 +454,7 @@ class Devstack:
             if match is None:
                 return "it did not print its URL"
             node.address = match.group(2)
-            status, problem = await asyncio.to_thread(_healthz, match.group(1))
+            status, problem = await asyncio.to_thread(healthz, match.group(1))
             return None if status == 200 else problem
 
         await self._poll(node, ready)
@@ -524,14 +464,14 @@ class Devstack:
         metrics lines when it has them)."""
 
         async def ready() -> str | None:
-            match = _listening_line(node)
-            node_line = _node_protocol_line(node) if node.node_type == "requester" and self.secure else match
-            metrics_line = _metrics_line(node) if self.metrics else match
-            if match is None or node_line is None or metrics_line is None:
+            match = listening_line(node)
+            node_line = node_protocol_line(node) if node.node_type == "requester" and self.secure else match
+            metrics_match = metrics_line(node) if self.metrics else match
+            if match is None or node_line is None or metrics_match is None:
                 return "it did not print where it listens"
             node.node_id, node.address = match.group(2), match.group(3)
             if self.metrics:
-                node.metrics_address = metrics_line.group(3)
+                node.metrics_address = metrics_match.group(3)
             node.node_address = node_line.group(node_line.lastindex or 0)
             return None
 
@@ -577,8 +517,8 @@ class Devstack:
                 while True:
                     try:
                         info = await call(stub.GetNodeInfo, cpb.GetNodeInfoRequest(), timeout=2.0)
-                        reported = _registration(info)
-                        if reported or (reported is None and (not logs_tell or _logged_registration(node))):
+                        reported = registration(info)
+                        if reported or (reported is None and (not logs_tell or logged_registration(node))):
                             return
                     except BacalhauError as err:
                         problem = f"it does not answer GetNodeInfo: {err}"
@@ -637,68 +577,3 @@ class Devstack:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
-
-
-# The devstack's own 127.0.0.1 addresses are never reached through an HTTP proxy of the environment.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _healthz(url: str) -> tuple[int, str]:
-    """GET the dashboard's /healthz: its status (0: no answer) and, unless 200, why."""
-    try:
-        with _NO_PROXY.open(f"{url}healthz", timeout=5) as response:
-            return response.status, ""
-    except urllib.error.HTTPError as err:
-        return err.code, f"/healthz answers {err.code}: {err.read(500).decode(errors='replace')}"
-    except OSError as err:
-        return 0, f"/healthz does not answer: {err}"
-
-
-def _registration(info: cpb.GetNodeInfoResponse) -> bool | None:
-    """What GetNodeInfo's debug info says about the node's registration; None when it says nothing."""
-    for item in info.debug_info:
-        if item.component in ("requester", "registration"):
-            try:
-                value = json.loads(item.info)
-            except ValueError:
-                return None
-            if isinstance(value, dict) and "registered" in value:
-                return bool(value["registered"])
-    return None
-
-
-def _logged_registration(node: Node) -> bool:
-    return REGISTERED_LOG_LINE in node.current_log()
-
-
-def _node_protocol_line(node: Node) -> re.Match[str] | None:
-    return NODE_PROTOCOL.search(node.current_log())
-
-
-def _node_id(node_type: str, data_dir: Path | None) -> str:
-    """The ID its data dir keeps (a devstack started again on the same folder), else a new one."""
-    saved = ""
-    with contextlib.suppress(OSError):
-        saved = (data_dir / "node_id").read_text().strip() if data_dir is not None else ""
-    with contextlib.suppress(BacalhauError):
-        return node_ids.check_node_id(saved)
-    return f"{NODE_ID_PREFIX[node_type]}-{secrets.token_hex(6)}"
-
-
-def _listening_line(node: Node) -> re.Match[str] | None:
-    for match in LISTENING.finditer(node.current_log()):
-        if match.group(1) == node.node_type:
-            return match
-    return None
-
-
-def _metrics_line(node: Node) -> re.Match[str] | None:
-    return METRICS_ENDPOINT.search(node.current_log())
-
-
-def _with_flag(args: list[str], flag: str, value: str) -> list[str]:
-    """`args` with `flag VALUE` in place of the first `flag X` (or at the end, when it has none)."""
-    if flag not in args:
-        return [*args, flag, value]
-    at = args.index(flag)
-    return [*args[: at + 1], value, *args[at + 2 :]]
