@@ -44,7 +44,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -416,6 +416,19 @@ def _status_name(context: Any, failed: BaseException | None) -> str:
     return "UNKNOWN"
 
 
+@contextlib.contextmanager
+def _timed(method: str, context: Any, node_id: str) -> Iterator[None]:
+    """Records the served call's duration and status (`telemetry.record_rpc`) when the block ends."""
+    start, failed = time.perf_counter(), None
+    try:
+        yield
+    except BaseException as exc:
+        failed = exc
+        raise
+    finally:
+        telemetry.record_rpc(method, _status_name(context, failed), time.perf_counter() - start, node_id)
+
+
 class _RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
     """Times every served call into `rpc.server.duration` (telemetry.record_rpc) with its method and
     status code; health and reflection calls are not measured. (OpenTelemetry's gRPC instrumentation
@@ -446,29 +459,15 @@ class _RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             if inspect.isasyncgenfunction(behavior):
 
                 async def streaming(request: Any, context: Any) -> Any:
-                    start, failed = time.perf_counter(), None
-                    try:
+                    with _timed(method, context, node_id):
                         async for response in behavior(request, context):
                             yield response
-                    except BaseException as exc:
-                        failed = exc
-                        raise
-                    finally:
-                        seconds = time.perf_counter() - start
-                        telemetry.record_rpc(method, _status_name(context, failed), seconds, node_id)
 
             else:  # a coroutine writing with context.write
 
                 async def streaming(request: Any, context: Any) -> Any:  # type: ignore[misc]
-                    start, failed = time.perf_counter(), None
-                    try:
+                    with _timed(method, context, node_id):
                         await behavior(request, context)
-                    except BaseException as exc:
-                        failed = exc
-                        raise
-                    finally:
-                        seconds = time.perf_counter() - start
-                        telemetry.record_rpc(method, _status_name(context, failed), seconds, node_id)
 
             if handler.request_streaming:
                 return grpc.stream_stream_rpc_method_handler(streaming, **kwargs)
@@ -477,16 +476,8 @@ class _RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
 
         async def unary(request: Any, context: Any) -> Any:
-            start, failed = time.perf_counter(), None
-            try:
+            with _timed(method, context, node_id):
                 return await behavior(request, context)
-            except BaseException as exc:
-                failed = exc
-                raise
-            finally:
-                telemetry.record_rpc(
-                    method, _status_name(context, failed), time.perf_counter() - start, node_id
-                )
 
         if handler.request_streaming:
             return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
