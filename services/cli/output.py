@@ -68,6 +68,18 @@ def event_detail(event: pb.JobEvent) -> str:
     return "; ".join(details)
 
 
+def log_piece(piece: Any) -> dict[str, Any]:
+    """One piece of an execution's output (a StreamJobLogsResponse) as `logs -o json` and the dashboard
+    show it: ExecutionID, NodeID, ShardIndex, Stream (stdout or stderr) and Data as text."""
+    return {
+        "ExecutionID": piece.execution_id,
+        "NodeID": piece.node_id,
+        "ShardIndex": piece.shard_index,
+        "Stream": "stderr" if piece.stderr else "stdout",
+        "Data": bytes(piece.data).decode("utf-8", errors="replace"),
+    }
+
+
 def storage_text(spec: pb.StorageSpec) -> str:
     source = enums.STORAGE_SOURCE_TYPE.name(spec.storage_source) if spec.storage_source else ""
     where = spec.cid or spec.url or spec.name

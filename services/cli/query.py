@@ -334,14 +334,7 @@ async def cmd_logs(args: argparse.Namespace) -> int:
         several = concurrency > 1 or (total_shards or 1) > 1
         async for piece in client.logs(job.id, shard_index=args.shard, node_id=args.node, follow=args.follow):
             if args.output != "text":
-                item = {
-                    "ExecutionID": piece.execution_id,
-                    "NodeID": piece.node_id,
-                    "ShardIndex": piece.shard_index,
-                    "Stream": "stderr" if piece.stderr else "stdout",
-                    "Data": piece.data.decode("utf-8", errors="replace"),
-                }
-                print(stream_item(item, args.output), flush=True)
+                print(stream_item(output.log_piece(piece), args.output), flush=True)
                 continue
             out = sys.stderr.buffer if piece.stderr else sys.stdout.buffer
             data = piece.data

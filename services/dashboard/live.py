@@ -178,14 +178,5 @@ async def api_logs(request: web.Request) -> web.StreamResponse:
 
 async def _log_items(client: Client, job_id: str, shard: int | None) -> AsyncGenerator[tuple[str, Any], None]:
     async for piece in client.logs(job_id, shard_index=shard, follow=True):
-        yield (
-            "log",
-            {
-                "Execution": piece.execution_id,
-                "Node": piece.node_id,
-                "Shard": piece.shard_index,
-                "Stream": "stderr" if piece.stderr else "stdout",
-                "Text": bytes(piece.data).decode("utf-8", "replace"),
-            },
-        )
+        yield "log", output.log_piece(piece)
     yield "end", {}

@@ -1,6 +1,8 @@
 """Running the real `bacalhau-grpc` CLI in subprocesses: its command, a clean environment with a temporary
-key directory, a child's output read line by line with deadlines, and a devstack of node processes."""
+key directory, a child's output read line by line with deadlines, and a devstack of node processes; an
+SDK client with the CLI's key, and a WASM job that runs until it is cancelled."""
 
+import asyncio
 import os
 import queue
 import re
@@ -11,11 +13,17 @@ import threading
 import time
 from pathlib import Path
 
+from bacalhau_grpc.common.content.archive import make_tar_gz
+from bacalhau_grpc.common.signing import ClientKey
+from bacalhau_grpc.sdk import Client
+from bacalhau_grpc.sdk import sdk_types as m
+
 CLI = Path(sys.executable).parent / "bacalhau-grpc"
 COMMAND = [str(CLI)] if CLI.exists() else [sys.executable, "-m", "bacalhau_grpc.cli.main"]
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 STARTUP = 90.0  # seconds: five Python processes starting at once on a 2-core machine
 STDOUT_TEXT = "hello from the devstack"
+WASM = Path(__file__).resolve().parent.parent / "wasm"
 
 # The CLI's key directory ($BACALHAU_DIR) in every subprocess: a temporary one, never the user's (set by
 # the `key_dir` fixture of tests/e2e/conftest.py).
@@ -273,3 +281,40 @@ class ClusterCerts:
         return grpc.ssl_channel_credentials(
             self.ca.read_bytes(), self.operator_key.read_bytes(), self.operator_cert.read_bytes()
         )
+
+
+def sdk(devstack) -> Client:
+    """An SDK client of the devstack with the CLI's key ($BACALHAU_DIR, which a devstack's dashboard signs
+    with too)."""
+    assert KEY_DIR is not None, "the key_dir fixture sets the CLI's key directory"
+    key = ClientKey.load_or_create(KEY_DIR)
+    return Client(f"{devstack.host}:{devstack.port}", key=key, ca_cert=devstack.ca_cert)
+
+
+def spinning() -> m.Job:
+    """A WASM job that prints "spinning" and then runs until it is cancelled (or its 120 s timeout)."""
+    return m.Job(
+        spec=m.Spec(
+            engine=m.Engine.WASM,
+            verifier=m.Verifier.NOOP,
+            publisher=m.Publisher.NOOP,
+            timeout=120,
+            wasm=m.JobSpecWasm(entry_point="_start"),
+        ),
+        deal=m.Deal(concurrency=1),
+    )
+
+
+def start_spinning(devstack) -> str:
+    """Submits the spinning WASM job and returns its ID once a node accepted it."""
+
+    async def start() -> str:
+        async with sdk(devstack) as client:
+            module = make_tar_gz({"spin.wasm": (WASM / "spin.wasm").read_bytes()})
+            job = await client.submit(spinning(), context=module)
+            async for event in client.events(job.id, follow=True):
+                if event.event_name == m.JobEventType.BID_ACCEPTED:
+                    return job.id
+            raise AssertionError("the job ended before it ran")
+
+    return asyncio.run(start())

@@ -6,20 +6,15 @@ import asyncio
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from bacalhau_grpc.common.content.archive import make_tar_gz
 from bacalhau_grpc.common.errors import ResourceExhaustedError
-from bacalhau_grpc.common.signing import ClientKey
-from bacalhau_grpc.sdk import Client
 from bacalhau_grpc.sdk import sdk_types as m
 from tests.e2e import cli_support
-from tests.e2e.cli_support import Lines, run_cli
+from tests.e2e.cli_support import Lines, run_cli, sdk, start_spinning
 
-WASM = Path(__file__).parents[1] / "wasm"
 MANY = 1005  # past the requester's 1,000-row page limit
 
 
@@ -28,25 +23,6 @@ def noop(publisher: m.Publisher = m.Publisher.NOOP) -> m.Job:
         spec=m.Spec(engine=m.Engine.NOOP, verifier=m.Verifier.NOOP, publisher=publisher, annotations=["e2e"]),
         deal=m.Deal(concurrency=1),
     )
-
-
-def spinning() -> m.Job:
-    """A WASM job that prints "spinning" and then runs until it is cancelled (or its 120 s timeout)."""
-    return m.Job(
-        spec=m.Spec(
-            engine=m.Engine.WASM,
-            verifier=m.Verifier.NOOP,
-            publisher=m.Publisher.NOOP,
-            timeout=120,
-            wasm=m.JobSpecWasm(entry_point="_start"),
-        ),
-        deal=m.Deal(concurrency=1),
-    )
-
-
-def sdk(devstack) -> Client:
-    key = ClientKey.load_or_create(cli_support.KEY_DIR)
-    return Client(f"{devstack.host}:{devstack.port}", key=key, ca_cert=devstack.ca_cert)
 
 
 async def _submit_many(devstack, count: int) -> list[str]:
@@ -102,21 +78,6 @@ def test_describe_in_yaml_and_json_and_events(devstack, many_jobs):
     assert json.loads(as_json.stdout) == document
     followed = run_cli("events", job_id, "--follow", env=devstack.env)
     assert followed.returncode == 0 and "ResultsPublished" in followed.stdout
-
-
-def start_spinning(devstack) -> str:
-    """Submits the spinning WASM job and returns its ID once a node accepted it."""
-
-    async def start() -> str:
-        async with sdk(devstack) as client:
-            module = make_tar_gz({"spin.wasm": (WASM / "spin.wasm").read_bytes()})
-            job = await client.submit(spinning(), context=module)
-            async for event in client.events(job.id, follow=True):
-                if event.event_name == m.JobEventType.BID_ACCEPTED:
-                    return job.id
-            raise AssertionError("the job ended before it ran")
-
-    return asyncio.run(start())
 
 
 def test_logs_follow_a_running_job_until_it_is_cancelled(devstack):

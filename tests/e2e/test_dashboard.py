@@ -29,13 +29,18 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from bacalhau_grpc.common.content.archive import make_tar_gz
-from bacalhau_grpc.common.signing import ClientKey
 from bacalhau_grpc.dashboard.server import HIDDEN, hide_env
-from bacalhau_grpc.sdk import Client
 from bacalhau_grpc.sdk import sdk_types as m
-from tests.e2e import cli_support
-from tests.e2e.cli_support import COMMAND, STDOUT_TEXT, Lines, RunningDevstack, job_id_of, run_cli
+from tests.e2e.cli_support import (
+    COMMAND,
+    STDOUT_TEXT,
+    Lines,
+    RunningDevstack,
+    job_id_of,
+    run_cli,
+    sdk,
+    start_spinning,
+)
 from tests.e2e.file_server import serve_files
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,7 +50,6 @@ DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "docs" / "scr
 UI_WAIT = 60.0
 SCRIPT_ANNOTATION = "<script>window.__pwned=1</script>"
 FILES = {"a.txt": b"alpha\n", "b.txt": b"beta\n", "c.txt": b"gamma\n"}
-WASM = Path(__file__).resolve().parent.parent / "wasm"
 MANY_SHARDS = 120  # more rows than the grid's view holds: only those in view are in the page
 
 
@@ -324,42 +328,8 @@ def test_env_values_are_hidden_names_kept():
     assert hidden["Annotations"] == ["a=b"] and "s3cret" not in repr(hidden)
 
 
-def sdk(devstack) -> Client:
-    """An SDK client with the CLI's key: the dashboard's key too (both read $BACALHAU_DIR)."""
-    assert cli_support.KEY_DIR is not None
-    key = ClientKey.load_or_create(cli_support.KEY_DIR)
-    return Client(f"{devstack.host}:{devstack.port}", key=key, ca_cert=devstack.ca_cert)
-
-
-def submit_spinning(devstack) -> str:
-    """A WASM job that prints "spinning" then runs until it is cancelled (or its 120 s timeout), once a node
-    accepted it."""
-    job = m.Job(
-        spec=m.Spec(
-            engine=m.Engine.WASM,
-            verifier=m.Verifier.NOOP,
-            publisher=m.Publisher.NOOP,
-            timeout=120,
-            wasm=m.JobSpecWasm(entry_point="_start"),
-            annotations=["dashboard-cancel"],
-        ),
-        deal=m.Deal(concurrency=1),
-    )
-
-    async def start() -> str:
-        async with sdk(devstack) as client:
-            module = make_tar_gz({"spin.wasm": (WASM / "spin.wasm").read_bytes()})
-            submitted = await client.submit(job, context=module)
-            async for event in client.events(submitted.id, follow=True):
-                if event.event_name == m.JobEventType.BID_ACCEPTED:
-                    return submitted.id
-            raise AssertionError("the job ended before it ran")
-
-    return asyncio.run(start())
-
-
 def test_cancel_from_the_job_page_stops_a_running_job(devstack, dashboard, browser):
-    job_id = submit_spinning(devstack)
+    job_id = start_spinning(devstack)
     browser.get(dashboard + "jobs/" + job_id)
     wait_for(lambda: "spinning" in browser.find_element(By.ID, "logs").text, "the running job's output")
     assert browser.find_element(By.ID, "overview-state").text in ("Waiting", "Running")
@@ -550,7 +520,7 @@ def finished_job(devstack) -> str:
 
 
 def test_live_views_past_the_limit_are_refused_until_one_closes(devstack):
-    job_id = submit_spinning(devstack)
+    job_id = start_spinning(devstack)
     try:
         with running_dashboard(devstack, "--max-live-views", "1") as url:
             live = urllib.request.urlopen(f"{url}api/jobs/{job_id}/live", timeout=30)

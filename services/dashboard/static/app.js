@@ -528,24 +528,24 @@
       logSource = source;
       source.addEventListener("log", (e) => {
         const piece = JSON.parse(e.data);
-        let pane = panes[piece.Execution];
+        let pane = panes[piece.ExecutionID];
         if (pane === undefined) {
           if (panesShown >= LOG_PANES_MAX) {
-            panes[piece.Execution] = null;
+            panes[piece.ExecutionID] = null;
             hidden += 1;
             note.textContent = "The logs of " + hidden + " more execution(s) are not shown here: click a cell of the grid for its shard's, or bacalhau-grpc logs " + overview.job.ID;
             return;
           }
           const details = el("details", null, { open: "" });
-          details.appendChild(el("summary", "shard " + piece.Shard + " on " + short(piece.Node, 11) + " (execution " + short(piece.Execution, 8) + ")"));
-          pane = el("pre", null, { class: "log", "aria-label": "Log of execution " + piece.Execution });
+          details.appendChild(el("summary", "shard " + piece.ShardIndex + " on " + short(piece.NodeID, 11) + " (execution " + short(piece.ExecutionID, 8) + ")"));
+          pane = el("pre", null, { class: "log", "aria-label": "Log of execution " + piece.ExecutionID });
           details.appendChild(pane);
           box.appendChild(details);
-          panes[piece.Execution] = pane;
+          panes[piece.ExecutionID] = pane;
           panesShown += 1;
         }
         if (pane === null) return;
-        pane.appendChild(el("span", piece.Text, { class: piece.Stream }));
+        pane.appendChild(el("span", piece.Data, { class: piece.Stream }));
         while (pane.textContent.length > LOG_CHARS_MAX && pane.childElementCount > 1) pane.removeChild(pane.firstElementChild);
       });
       source.addEventListener("end", () => {
