@@ -44,8 +44,8 @@ async def run() -> int:
         async with Client(stack.requester_address, tls=stack.client_tls()) as client:
             job_id = (await client.submit(to_sdk(job, sdk_types.Job))).id
             print(f"Job {job_id} submitted; its events:")
-            async for event in client.events(job_id, follow=True):
-                print("  " + output.event_line(to_pb(event, pb.JobEvent)), flush=True)
+            async for _, event in client.event_messages(job_id, follow=True):
+                print("  " + output.event_line(event), flush=True)
             info = to_pb(await client.get(job_id), pb.JobWithInfo)
             print()
             status = report_end(info)

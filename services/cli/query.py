@@ -234,8 +234,8 @@ async def _node_entries(client: Client, job_id: str) -> AsyncIterator[tuple[str,
 
 
 async def _event_items(client: Client, job_id: str) -> AsyncIterator[object]:
-    async for event in client.events(job_id):
-        yield jobfile.message_to_dict(to_pb(event, pb.JobEvent))
+    async for _, event in client.event_messages(job_id):
+        yield jobfile.message_to_dict(event)
 
 
 # ------------------------------------------------------------------------------------------------ events
@@ -273,8 +273,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
         job_id = args.id
         if args.follow:  # the stream needs the full ID
             job_id = (await _get_job(client, args.id)).id
-        async for event in client.events(job_id, follow=args.follow):
-            message = to_pb(event, pb.JobEvent)
+        async for _, message in client.event_messages(job_id, follow=args.follow):
             if args.output == "text":
                 print(output.event_line(message), flush=True)
             else:

@@ -17,8 +17,7 @@ from bacalhau_grpc.common.errors import BacalhauError
 from bacalhau_grpc.common.model import pb
 from bacalhau_grpc.dashboard.context import CLIENT_KEY, OPTIONS_KEY, bad_request, job_info, job_of
 from bacalhau_grpc.dashboard.shard_grid import ShardGrid
-from bacalhau_grpc.sdk import Client, sdk_types
-from bacalhau_grpc.sdk.client import to_pb
+from bacalhau_grpc.sdk import Client
 
 # The job page's live view: at most one update every FLUSH_SECONDS, each with at most TIMELINE_LIMIT events;
 # the events read ahead of a slow page are at most BATCH_LIMIT.
@@ -95,15 +94,18 @@ async def _live_items(
     past the `known`-th, the end."""
     yield "grid", grid.snapshot()
     count = after
-    async for batch in batches(client.events(job_id, follow=True, after=after), FLUSH_SECONDS):
+    async for batch in batches(client.event_messages(job_id, follow=True, after=after), FLUSH_SECONDS):
         if not batch:  # a quiet job: a comment-like event keeps proxies from closing the stream
             yield "ping", {}
             continue
-        timeline: deque[tuple[int, sdk_types.JobEvent]] = deque(maxlen=TIMELINE_LIMIT)
-        for event in batch:
-            count += 1
-            node = event.target_node_id or event.source_node_id
-            grid.apply(int(event.event_name), node, event.shard_index, event.status)
+        timeline: deque[tuple[int, pb.JobEvent]] = deque(maxlen=TIMELINE_LIMIT)
+        for count, event in batch:
+            grid.apply(
+                event.event_name,
+                event.target_node_id or event.source_node_id,
+                event.shard_index,
+                event.status,
+            )
             timeline.append((count, event))
         yield (
             "update",
@@ -150,8 +152,7 @@ async def batches(
         producer.cancel()
 
 
-def _event_item(sequence: int, event: sdk_types.JobEvent) -> dict[str, Any]:
-    message = to_pb(event, pb.JobEvent)
+def _event_item(sequence: int, message: pb.JobEvent) -> dict[str, Any]:
     nodes = message.source_node_id
     if message.target_node_id and message.target_node_id != message.source_node_id:
         nodes = f"{nodes} -> {message.target_node_id}"

@@ -394,7 +394,7 @@ class Client:
         full_id = job.id if job is not None and job.id else job_id  # the stream wants the full ID
         try:
             async with asyncio.timeout(timeout):
-                async for _, event in self._events(full_id, follow=True, after=0):
+                async for _, event in self.event_messages(full_id, follow=True, after=0):
                     if on_event is not None:
                         on_event(to_sdk(event, sdk_types.JobEvent))
         except TimeoutError:
@@ -435,12 +435,14 @@ class Client:
         """The job's events in order (after the `after`-th); with `follow`, then new ones as they happen
         until the job ends (when the connection drops, reconnecting from the last one seen, for up to
         `retry_timeout` seconds without a new event)."""
-        async for _, event in self._events(job_id, follow=follow, after=after):
+        async for _, event in self.event_messages(job_id, follow=follow, after=after):
             yield to_sdk(event, sdk_types.JobEvent)
 
-    async def _events(
-        self, job_id: str, *, follow: bool, after: int
+    async def event_messages(
+        self, job_id: str, *, follow: bool = False, after: int = 0
     ) -> AsyncGenerator[tuple[int, pb.JobEvent], None]:
+        """`events` as the wire's messages (like `shard_rows`), each with its position in the job's event
+        list (from 1): for callers that read many (the CLI, the dashboard)."""
         if not follow:
             request = rpb.ListJobEventsRequest(job_id=job_id)
             sequence = 0
