@@ -170,7 +170,7 @@ async def api_logs(request: web.Request) -> web.StreamResponse:
     """What the job's executions write, live, each piece naming its execution, node, shard and stream."""
     client = request.app[CLIENT_KEY]
     shard_text = request.query.get("shard", "")
-    if shard_text and not shard_text.isdigit():
+    if shard_text and not (shard_text.isdigit() and len(shard_text) <= 9):
         raise bad_request(f"shard must be a shard index (0, 1, ...), not {shard_text[:20]!r}")
     with live_view(request):
         job = await job_of(request)

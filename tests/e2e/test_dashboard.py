@@ -344,11 +344,7 @@ def test_cancel_from_the_job_page_stops_a_running_job(devstack, dashboard, brows
     )
     wait_for(lambda: not browser.find_elements(By.ID, "cancel"), "the button to go once the job ended")
 
-    async def final_states() -> set[str]:
-        async with sdk(devstack) as client:
-            return {row.state.name async for row in client.shards(job_id)}
-
-    assert asyncio.run(final_states()) == {"CANCELLED"}
+    assert asyncio.run(job_states(devstack, job_id)) == {"CANCELLED"}
     events = [e.get_attribute("data-event") for e in browser.find_elements(By.CSS_SELECTOR, "#timeline li")]
     assert events[-1] == "BidCancelled", events
     screenshot(browser, "job-cancelled")
@@ -457,11 +453,43 @@ def test_bad_requests_name_what_is_wrong(dashboard):
             urllib.request.urlopen(dashboard + "api/jobs?" + query, timeout=10)
         assert refused.value.code == 400, query
         assert named in json.load(refused.value)["error"], query
+    for shard in ("-1", "1e3", "9" * 30):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{dashboard}api/jobs/any/logs?shard={shard}", timeout=10)
+        assert refused.value.code == 400, shard
+        assert json.load(refused.value)["error"].startswith("shard must be a shard index"), shard
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(dashboard + "api/jobs/no-such-job", timeout=10)
     assert missing.value.code == 404
     with urllib.request.urlopen(dashboard + "healthz", timeout=10) as response:
         assert json.load(response)["ok"] is True
+
+
+def test_cancel_from_another_origin_is_refused_even_with_the_token(devstack, dashboard):
+    """A page of another site that got hold of the token still cannot cancel: its Origin is not ours."""
+    job_id = start_spinning(devstack)
+    try:
+        with urllib.request.urlopen(dashboard + "api/config", timeout=10) as response:
+            token = json.load(response)["csrf"]
+        assert token
+        request = urllib.request.Request(
+            f"{dashboard}api/jobs/{job_id}/cancel",
+            method="POST",
+            data=b"",
+            headers={"X-CSRF-Token": token, "Origin": "http://evil.example"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403
+        assert json.load(refused.value) == {"error": "cross-origin request refused"}
+        assert asyncio.run(job_states(devstack, job_id)) != {"CANCELLED"}  # still running
+    finally:
+        asyncio.run(cancel(devstack, job_id))
+
+
+async def job_states(devstack, job_id: str) -> set[str]:
+    async with sdk(devstack) as client:
+        return {row.state.name async for row in client.shards(job_id)}
 
 
 def test_a_request_for_another_host_name_is_refused(dashboard):
