@@ -264,8 +264,16 @@ def test_a_sharded_jobs_page_shows_the_grid_and_the_timeline(
     assert "3/3 shard(s) done" in browser.find_element(By.ID, "summary").text
     wait_for(lambda: STDOUT_TEXT in browser.find_element(By.ID, "logs").text, "the noop stdout in the logs")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#logs details")) == 6  # every execution's
-    browser.find_element(By.CSS_SELECTOR, '#grid tr.shard-row[data-shard="1"] td.cell').click()
-    wait_for(lambda: browser.find_element(By.ID, "logs-note").text.startswith("Shard 1 "), "shard 1's logs")
+    # Once the live view has ended no update redraws the grid under the click.
+    grid = browser.find_element(By.ID, "grid")
+    wait_for(lambda: grid.get_attribute("data-ended-ms"), "the live view's end")
+
+    def shard_one_chosen() -> bool:
+        if not browser.find_element(By.ID, "logs-note").text.startswith("Shard 1 "):
+            browser.find_element(By.CSS_SELECTOR, '#grid tr.shard-row[data-shard="1"] td.cell').click()
+        return browser.find_element(By.ID, "logs-note").text.startswith("Shard 1 ")
+
+    wait_for(shard_one_chosen, "shard 1's logs")
 
     def shard_one_panes():
         titles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#logs details summary")]
@@ -431,6 +439,8 @@ def test_a_grid_taller_than_its_view_draws_only_the_rows_in_view(
     box.submit()
     wait_for(lambda: target() == "37", "shard 37 marked")
     assert browser.switch_to.active_element.get_attribute("data-state") == "Completed"  # its cell
+    grid = browser.find_element(By.ID, "grid")
+    wait_for(lambda: grid.get_attribute("data-ended-ms"), "the live view's end (no more legend redraws)")
     browser.find_element(By.CSS_SELECTOR, '#legend button[data-state="Completed"]').click()
     wait_for(lambda: target() == "38", "the next Completed shard, 38")
     box.clear()
