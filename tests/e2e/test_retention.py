@@ -15,8 +15,8 @@ from bacalhau_grpc.devstack import Devstack
 from bacalhau_grpc.sdk import Client
 from bacalhau_grpc.sdk import sdk_types as m
 from tests.e2e import cli_support
-from tests.e2e.cli_support import clean_env, run_cli
-from tests.e2e.test_cli_query import noop, spinning
+from tests.e2e.cli_support import clean_env, run_cli, spinning
+from tests.e2e.test_cli_query import noop
 
 WASM = Path(__file__).parents[1] / "wasm"
 TIMEOUT = 90.0
